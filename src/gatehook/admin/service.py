@@ -1,0 +1,456 @@
+"""Management use cases: create actions, publish versions, change flows, roll back.
+
+Every change is validated before anything is written, written as a new immutable document
+(an action version, a flow revision), audited on the stream, and broadcast on
+``gatehook.v1.changes.<tenant>`` so workers drop their cached flow heads. If the audit
+stream refuses the event, the write is undone and the caller gets ``unavailable``: no change
+without its audit event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from gatehook.domain.catalogue import ACTION_NAME_RE, TENANT_RE, TRIGGERS, FlowType, Trigger
+from gatehook.domain.contract import AuditEvent
+from gatehook.domain.model import (
+    ActionDef,
+    ActionKind,
+    ActionVersion,
+    Attachment,
+    FlowRevision,
+)
+from gatehook.domain.semver import Bump, Version
+from gatehook.errors import GatehookError, NotFound, ValidationFailed
+from gatehook.sandbox.pool import Compiled
+from gatehook.service.ports import AuditSink
+from gatehook.storage.mongo import MongoStore
+from gatehook.templates.registry import TemplateRegistry
+
+__all__ = ["ActionRow", "AdminService", "Compiler"]
+
+Notify = Callable[[str], Awaitable[None]]
+
+
+class Compiler(Protocol):
+    """The compile port (``SandboxPool.compile``)."""
+
+    async def compile(
+        self, source: str, *, language: str, name: str, style: str = "auto", timeout_s: float = 60
+    ) -> Compiled: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRow:
+    """An action as the list shows it."""
+
+    action: ActionDef
+    attached: int
+
+
+def _check_tenant(tenant: str) -> None:
+    if not TENANT_RE.fullmatch(tenant):
+        raise ValidationFailed(f"tenant {tenant!r} is not a valid tenant slug", field="tenant")
+
+
+def _check_name(name: str) -> None:
+    if not ACTION_NAME_RE.fullmatch(name):
+        raise ValidationFailed(
+            f"action name {name!r} must match [A-Za-z][A-Za-z0-9_-]{{0,63}}", field="name"
+        )
+
+
+def _flow_type(flow_type: str) -> FlowType:
+    try:
+        return FlowType(flow_type)
+    except ValueError:
+        raise ValidationFailed(f"unknown flow type {flow_type!r}", field="flow_type") from None
+
+
+def _slot(flow_type: str, trigger: str) -> tuple[FlowType, Trigger]:
+    ft = _flow_type(flow_type)
+    try:
+        tr = Trigger(trigger)
+    except ValueError:
+        raise ValidationFailed(f"unknown trigger {trigger!r}", field="trigger") from None
+    if tr not in TRIGGERS[ft]:
+        raise ValidationFailed(f"{trigger} is not a trigger of {flow_type}", field="trigger")
+    return ft, tr
+
+
+class AdminService:
+    """The management API's use cases, over the store, the compiler and the audit stream."""
+
+    def __init__(
+        self,
+        *,
+        store: MongoStore,
+        compiler: Compiler,
+        templates: TemplateRegistry,
+        audit: AuditSink,
+        notify: Notify,
+        default_timeout_ms: int = 1000,
+    ) -> None:
+        self._store = store
+        self._compiler = compiler
+        self._templates = templates
+        self._audit = audit
+        self._notify = notify
+        self._default_timeout_ms = default_timeout_ms
+
+    # -- actions -----------------------------------------------------------------------------
+    async def create_action(
+        self,
+        tenant: str,
+        name: str,
+        *,
+        template: str | None = None,
+        triggers: list[str] | None = None,
+    ) -> ActionDef:
+        """Create a custom action (no template) or one based on a platform template."""
+        _check_tenant(tenant)
+        _check_name(name)
+        if template is not None:
+            tpl = self._templates.get(template)
+            if tpl is None:
+                raise ValidationFailed(f"unknown template {template!r}", field="template")
+            allowed = list(tpl.triggers)
+        else:
+            allowed = list(Trigger)
+        chosen = allowed
+        if triggers:
+            try:
+                chosen = [Trigger(t) for t in triggers]
+            except ValueError as exc:
+                raise ValidationFailed(str(exc), field="triggers") from None
+            bad = [t.value for t in chosen if t not in allowed]
+            if bad:
+                raise ValidationFailed(
+                    f"template {template} cannot run at {', '.join(bad)}", field="triggers"
+                )
+        action = ActionDef(
+            tenant=tenant,
+            name=name,
+            kind=ActionKind.TEMPLATE if template else ActionKind.CUSTOM,
+            template=template,
+            triggers=chosen,
+            created_at=datetime.now(UTC),
+        )
+        await self._store.insert_action(action)
+        return action
+
+    async def action(self, tenant: str, name: str) -> ActionDef:
+        """One action of the tenant; ``NotFound`` otherwise (also for other tenants' actions)."""
+        _check_tenant(tenant)
+        action = await self._store.get_action(tenant, name)
+        if action is None:
+            raise NotFound(f"action {name} not found")
+        return action
+
+    async def versions(self, tenant: str, name: str) -> list[ActionVersion]:
+        """Every version of one action, oldest first."""
+        await self.action(tenant, name)
+        return await self._store.list_versions(tenant, name)
+
+    async def publish(
+        self,
+        tenant: str,
+        name: str,
+        *,
+        actor: str,
+        source: str | None = None,
+        language: Literal["js", "ts"] | None = None,
+        config: dict[str, Any] | None = None,
+        timeout_ms: int | None = None,
+        allowed_to_fail: bool = False,
+        allowed_hosts: list[str] | None = None,
+        bump: Bump = "patch",
+        version: str | None = None,
+    ) -> tuple[ActionVersion, bool]:
+        """Publish a new immutable version; ``(version, False)`` when nothing changed.
+
+        The first version is 1.0.0 unless given. Later ones bump the patch (or ``bump``), or
+        take an explicit ``version`` that must be above every existing one.
+        """
+        action = await self.action(tenant, name)
+        timeout = timeout_ms if timeout_ms is not None else self._default_timeout_ms
+        if not 1 <= timeout <= 30_000:
+            raise ValidationFailed("timeout_ms must be between 1 and 30000", field="timeout_ms")
+        hosts = sorted({h.strip().lower() for h in (allowed_hosts or []) if h.strip()})
+        compiled: Compiled | None = None
+        cfg = dict(config or {})
+        if action.kind is ActionKind.TEMPLATE:
+            if source is not None:
+                raise ValidationFailed(
+                    "a template action takes a config, not a script", field="source"
+                )
+            tpl = self._templates.get(action.template or "")
+            if tpl is None:
+                raise ValidationFailed(f"unknown template {action.template!r}", field="template")
+            cfg = tpl.parse_config(cfg).model_dump(mode="json")
+            lang = None
+        else:
+            if not source:
+                raise ValidationFailed("a custom action needs a script", field="source")
+            lang = language or "js"
+        content = json.dumps(
+            {
+                "source": source,
+                "language": lang,
+                "config": cfg,
+                "timeout_ms": timeout,
+                "allowed_to_fail": allowed_to_fail,
+                "allowed_hosts": hosts,
+            },
+            sort_keys=True,
+        )
+        digest = hashlib.sha256(content.encode()).hexdigest()
+        existing = await self._store.list_versions(tenant, name)
+        newest = max((Version.parse(v.version) for v in existing), default=None)
+        if existing and version is None:
+            latest = next(v for v in existing if Version.parse(v.version) == newest)
+            if latest.content_hash == digest:
+                return latest, False
+        if version is not None:
+            try:
+                wanted = Version.parse(version)
+            except ValueError as exc:
+                raise ValidationFailed(str(exc), field="version") from None
+            if newest is not None and wanted <= newest:
+                raise ValidationFailed(
+                    f"version {wanted} is not above the newest version {newest}", field="version"
+                )
+        else:
+            wanted = newest.bump(bump) if newest is not None else Version(1, 0, 0)
+        if source is not None and lang is not None:
+            compiled = await self._compiler.compile(source, language=lang, name=name)
+        record = ActionVersion(
+            tenant=tenant,
+            action=name,
+            version=str(wanted),
+            kind=action.kind,
+            template=action.template,
+            config=cfg,
+            language=lang,
+            style=compiled.style if compiled else None,
+            source=source,
+            compiled=compiled.code if compiled else None,
+            timeout_ms=timeout,
+            allowed_to_fail=allowed_to_fail,
+            allowed_hosts=hosts,
+            content_hash=digest,
+            created_at=datetime.now(UTC),
+            created_by=actor,
+        )
+        await self._store.insert_version(record)
+        event = self._event(
+            "flow.action_published", tenant, actor, action=name, version=record.version
+        )
+        try:
+            await self._audit.publish([event])
+        except GatehookError:
+            await self._store.versions.delete_one(
+                {"tenant": tenant, "action": name, "version": record.version}
+            )
+            raise
+        await self._store.set_latest_version(tenant, name, record.version)
+        return record, True
+
+    async def list_actions(self, tenant: str) -> list[ActionRow]:
+        """Every action with how many flow slots currently use it."""
+        _check_tenant(tenant)
+        actions = await self._store.list_actions(tenant)
+        counts: dict[str, int] = {}
+        for ft in FlowType:
+            flow = await self._store.latest_flow(tenant, ft)
+            if flow is None:
+                continue
+            for atts in flow.slots.values():
+                for name in {a.action for a in atts}:
+                    counts[name] = counts.get(name, 0) + 1
+        return [ActionRow(a, counts.get(a.name, 0)) for a in actions]
+
+    # -- flows -------------------------------------------------------------------------------
+    async def flow(self, tenant: str, flow_type: str) -> FlowRevision | None:
+        """The current revision of one flow (None: the tenant has none)."""
+        _check_tenant(tenant)
+        return await self._store.latest_flow(tenant, _flow_type(flow_type))
+
+    async def history(self, tenant: str, flow_type: str, limit: int = 50) -> list[FlowRevision]:
+        """Revisions of one flow, newest first."""
+        _check_tenant(tenant)
+        return await self._store.flow_history(tenant, _flow_type(flow_type), limit)
+
+    async def set_slot(
+        self,
+        tenant: str,
+        flow_type: str,
+        trigger: str,
+        attachments: list[Attachment],
+        *,
+        actor: str,
+        note: str | None = None,
+    ) -> FlowRevision | None:
+        """Make ``attachments`` the slot's list as a new revision (None when unchanged)."""
+        _check_tenant(tenant)
+        ft, tr = _slot(flow_type, trigger)
+        for att in attachments:
+            action = await self._store.get_action(tenant, att.action)
+            if action is None:
+                raise NotFound(f"action {att.action} not found")
+            if tr not in action.triggers:
+                raise ValidationFailed(
+                    f"action {att.action} is not compatible with {trigger} "
+                    f"(compatible: {', '.join(t.value for t in action.triggers)})",
+                    field="trigger",
+                )
+            if await self._store.get_version(tenant, att.action, att.version) is None:
+                raise NotFound(f"version {att.version} of {att.action} not found")
+        if len({a.action for a in attachments}) != len(attachments):
+            raise ValidationFailed("an action can be attached to a slot only once", field="action")
+        current = await self._store.latest_flow(tenant, ft)
+        before = current.slot(tr) if current else []
+        if before == attachments:
+            return None
+        slots = dict(current.slots) if current else {}
+        slots[tr] = list(attachments)
+        return await self._commit(tenant, ft, current, slots, actor, note, {tr: before})
+
+    async def rollback(
+        self, tenant: str, flow_type: str, revision: int, *, actor: str
+    ) -> FlowRevision | None:
+        """Make an earlier revision's slots current again (as a new revision)."""
+        _check_tenant(tenant)
+        ft = _flow_type(flow_type)
+        target = await self._store.get_flow(tenant, ft, revision)
+        if target is None:
+            raise NotFound(f"revision {revision} of {flow_type} not found")
+        current = await self._store.latest_flow(tenant, ft)
+        assert current is not None
+        if current.slots == target.slots:
+            return None
+        befores = {tr: current.slot(tr) for tr in set(current.slots) | set(target.slots)}
+        return await self._commit(
+            tenant,
+            ft,
+            current,
+            dict(target.slots),
+            actor,
+            f"rollback to revision {revision}",
+            befores,
+        )
+
+    async def _commit(
+        self,
+        tenant: str,
+        ft: FlowType,
+        current: FlowRevision | None,
+        slots: dict[Trigger, list[Attachment]],
+        actor: str,
+        note: str | None,
+        befores: dict[Trigger, list[Attachment]],
+    ) -> FlowRevision:
+        before_rev = current.revision if current else None
+        flow = FlowRevision(
+            tenant=tenant,
+            flow_type=ft,
+            revision=(before_rev or 0) + 1,
+            slots={tr: atts for tr, atts in slots.items() if atts},
+            created_at=datetime.now(UTC),
+            actor=actor,
+            note=note,
+        )
+        await self._store.insert_flow(flow)  # Conflict if someone else committed first
+        events = []
+        for tr, before in befores.items():
+            events.extend(
+                self._diff(tenant, ft, tr, before, flow.slot(tr), actor, before_rev, flow.revision)
+            )
+        try:
+            if events:
+                await self._audit.publish(events)
+        except GatehookError:
+            await self._store.flows.delete_one(
+                {"tenant": tenant, "flow_type": ft.value, "revision": flow.revision}
+            )
+            raise
+        await self._notify(tenant)
+        return flow
+
+    def _diff(
+        self,
+        tenant: str,
+        ft: FlowType,
+        tr: Trigger,
+        before: list[Attachment],
+        after: list[Attachment],
+        actor: str,
+        rev_before: int | None,
+        rev_after: int,
+    ) -> list[AuditEvent]:
+        old = {a.action: (i, a) for i, a in enumerate(before)}
+        new = {a.action: (i, a) for i, a in enumerate(after)}
+        common = dict(
+            flow_type=ft.value,
+            trigger=tr.value,
+            flow_revision=rev_after,
+            flow_revision_before=rev_before,
+        )
+        events = []
+        for name, (i, att) in new.items():
+            if name not in old:
+                events.append(
+                    self._event(
+                        "flow.action_attached",
+                        tenant,
+                        actor,
+                        action=name,
+                        version=att.version,
+                        details={"position": i},
+                        **common,
+                    )
+                )
+            elif old[name][1].version != att.version or old[name][0] != i:
+                events.append(
+                    self._event(
+                        "flow.action_updated",
+                        tenant,
+                        actor,
+                        action=name,
+                        version=att.version,
+                        previous_version=old[name][1].version,
+                        details={"position": i, "previous_position": old[name][0]},
+                        **common,
+                    )
+                )
+        for name, (i, att) in old.items():
+            if name not in new:
+                events.append(
+                    self._event(
+                        "flow.action_detached",
+                        tenant,
+                        actor,
+                        action=name,
+                        version=att.version,
+                        details={"position": i},
+                        **common,
+                    )
+                )
+        return events
+
+    @staticmethod
+    def _event(type_: str, tenant: str, actor: str, **fields: Any) -> AuditEvent:
+        return AuditEvent(
+            event_id=uuid.uuid4().hex,
+            type=type_,  # type: ignore[arg-type]
+            tenant=tenant,
+            at=datetime.now(UTC),
+            actor=actor,
+            **fields,
+        )

@@ -1,0 +1,103 @@
+"""Composition root: builds the clients, caches and pools, and owns their lifecycle.
+
+``Runtime`` is what a worker process holds: the NATS broker (FastStream), the MongoDB store,
+the sandbox pool, the template registry and the services built on them. ``create_app`` wraps
+it in a FastStream application (``faststream run gatehook.app:create_app --factory``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from faststream import FastStream
+from faststream.nats import NatsBroker
+
+from gatehook.errors import GatehookError
+from gatehook.sandbox import SandboxPool
+from gatehook.service.trigger import TriggerService
+from gatehook.settings import Settings
+from gatehook.storage import MongoStore
+from gatehook.templates import TemplateRegistry, default_registry
+from gatehook.transport.jetstream import AuditPublisher, KvReplyStore
+
+__all__ = ["Runtime", "create_app"]
+
+log = logging.getLogger("gatehook")
+
+
+class Runtime:
+    """Everything a worker needs, started and closed in one place."""
+
+    def __init__(
+        self, settings: Settings, broker: NatsBroker, *, pool: SandboxPool | None = None
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.templates: TemplateRegistry = default_registry()
+        self.store = MongoStore.connect(
+            settings.mongodb_url, settings.mongodb_database, timeout_ms=settings.mongodb_timeout_ms
+        )
+        # A pool passed in is shared (tests, embedding) and stays open when this runtime closes.
+        self._owns_pool = pool is None
+        self.pool = pool if pool is not None else SandboxPool(settings.sandbox)
+        self._triggers: TriggerService | None = None
+        self.audit: AuditPublisher | None = None
+
+    @property
+    def triggers(self) -> TriggerService:
+        """The trigger use case (available once started)."""
+        if self._triggers is None:
+            raise GatehookError("the runtime is not started")
+        return self._triggers
+
+    async def start(self) -> None:
+        """Connect, prepare storage, the sandbox and the streams (before subscribers start)."""
+        await self.broker.connect()
+        await self.store.ensure_indexes()
+        if self._owns_pool:
+            await self.pool.start()
+        js = self.broker.connection.jetstream()
+        self.audit = AuditPublisher(js, self.settings.audit)
+        await self.audit.ensure_stream()
+        replies = KvReplyStore(js, self.settings.dedupe_window_s, self.settings.audit.replicas)
+        await replies.ensure_bucket()
+        self._triggers = TriggerService(
+            flows=self.store,
+            scripts=self.pool,
+            templates=self.templates,
+            audit=self.audit,
+            replies=replies,
+            settings=self.settings,
+        )
+        log.info(
+            "gatehook worker %s ready (sandbox children: %d)",
+            self.settings.worker_name,
+            self.pool.size,
+        )
+
+    async def aclose(self) -> None:
+        """Stop the sandbox (if owned) and close the storage client."""
+        if self._owns_pool:
+            await self.pool.aclose()
+        await self.store.aclose()
+
+
+def create_app(settings: Settings | None = None) -> FastStream:
+    """The worker as a FastStream application."""
+    from gatehook.transport.worker import build_broker
+
+    settings = settings or Settings()
+    broker, runtime = build_broker(settings)
+    app = FastStream(broker)
+
+    @app.on_startup
+    async def _start() -> None:
+        # Connect and prepare everything before the subscribers start taking requests.
+        await runtime.start()
+
+    @app.on_shutdown
+    async def _stop() -> None:
+        await runtime.aclose()
+
+    app.runtime = runtime  # type: ignore[attr-defined]
+    return app

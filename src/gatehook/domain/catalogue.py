@@ -1,0 +1,62 @@
+"""The catalogue of flow types and their triggers, and the names the contract allows."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+__all__ = [
+    "ACTION_NAME_RE",
+    "TENANT_RE",
+    "TRIGGERS",
+    "FlowType",
+    "Trigger",
+    "all_slots",
+    "is_valid_slot",
+]
+
+TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+ACTION_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+class FlowType(StrEnum):
+    """The flow types a tenant can configure."""
+
+    EXTERNAL_AUTHENTICATION = "external_authentication"
+    INTERNAL_AUTHENTICATION = "internal_authentication"
+    COMPLEMENT_TOKEN = "complement_token"
+    CUSTOMIZE_SAML_RESPONSE = "customize_saml_response"
+
+
+class Trigger(StrEnum):
+    """The trigger points (slots) of the flows."""
+
+    POST_AUTHENTICATION = "post_authentication"
+    PRE_CREATION = "pre_creation"
+    POST_CREATION = "post_creation"
+    PRE_USERINFO_CREATION = "pre_userinfo_creation"
+    PRE_ACCESS_TOKEN_CREATION = "pre_access_token_creation"
+    PRE_SAML_RESPONSE = "pre_saml_response"
+
+
+_AUTH = (Trigger.POST_AUTHENTICATION, Trigger.PRE_CREATION, Trigger.POST_CREATION)
+
+TRIGGERS: dict[FlowType, tuple[Trigger, ...]] = {
+    FlowType.EXTERNAL_AUTHENTICATION: _AUTH,
+    FlowType.INTERNAL_AUTHENTICATION: _AUTH,
+    FlowType.COMPLEMENT_TOKEN: (Trigger.PRE_USERINFO_CREATION, Trigger.PRE_ACCESS_TOKEN_CREATION),
+    FlowType.CUSTOMIZE_SAML_RESPONSE: (Trigger.PRE_SAML_RESPONSE,),
+}
+
+
+def is_valid_slot(flow_type: str, trigger: str) -> bool:
+    """Whether ``trigger`` is a trigger of ``flow_type`` in the catalogue."""
+    try:
+        return Trigger(trigger) in TRIGGERS[FlowType(flow_type)]
+    except ValueError:
+        return False
+
+
+def all_slots() -> list[tuple[FlowType, Trigger]]:
+    """Every (flow type, trigger) pair of the catalogue, in catalogue order."""
+    return [(ft, tr) for ft, triggers in TRIGGERS.items() for tr in triggers]

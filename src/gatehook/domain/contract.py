@@ -1,0 +1,263 @@
+"""The wire contract (CONTRACT.md) as pydantic models: trigger request, reply, audit event.
+
+These models generate ``schemas/``; change them only by adding optional fields.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "ActionInput",
+    "ActionOutput",
+    "ActionTrace",
+    "AuditEvent",
+    "Decision",
+    "ErrorCode",
+    "MetadataEntry",
+    "Outcome",
+    "ReplyError",
+    "RequestInfo",
+    "TriggerReply",
+    "TriggerRequest",
+    "User",
+    "UserGrant",
+    "is_absolute_http_url",
+]
+
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class Decision(StrEnum):
+    """What the login service should do next."""
+
+    CONTINUE = "continue"
+    BLOCK = "block"
+    DEMAND_MFA = "demand_mfa"
+    REDIRECT = "redirect"
+
+
+class Outcome(StrEnum):
+    """What happened to one attachment in a slot."""
+
+    CONTINUE = "continue"
+    BLOCK = "block"
+    DEMAND_MFA = "demand_mfa"
+    REDIRECT = "redirect"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+ErrorCode = Literal["bad_request", "unavailable", "internal"]
+
+
+def is_absolute_http_url(value: str, *, https_only: bool = False) -> bool:
+    """Whether ``value`` is an absolute http(s) URL with a host."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    schemes = ("https",) if https_only else ("http", "https")
+    return parts.scheme in schemes and bool(parts.hostname)
+
+
+class User(BaseModel):
+    """The user the sign-in is about, as the login service knows it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    username: str | None = None
+    email: str | None = None
+    email_verified: bool | None = None
+    groups: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class RequestInfo(BaseModel):
+    """Facts about the HTTP request behind the sign-in."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ip: str | None = None
+    user_agent: str | None = None
+    application_id: str | None = None
+    risk_score: float | None = None
+
+
+class TriggerRequest(BaseModel):
+    """A login service's question at a trigger point. Unknown fields are kept for actions."""
+
+    model_config = ConfigDict(extra="allow")
+
+    request_id: RequestId
+    signin_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    user: User = Field(default_factory=User)
+    request: RequestInfo = Field(default_factory=RequestInfo)
+    state: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    deadline_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=60_000,
+        description="extension: the caller's own time budget; the worker replies within it",
+    )
+
+    def action_context(self) -> dict[str, Any]:
+        """``context`` as actions see it: unknown top-level fields first, ``context`` over them."""
+        extra = dict(self.model_extra or {})
+        extra.update(self.context)
+        return extra
+
+
+class ActionInput(BaseModel):
+    """What an action receives: the trigger, the request's parts, and its own config."""
+
+    tenant: str
+    flow_type: str
+    trigger: str
+    request_id: str
+    signin_id: str | None = None
+    user: User
+    request: RequestInfo
+    state: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class MetadataEntry(BaseModel):
+    """One metadata entry to append to the user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    value: Any = None
+
+
+class UserGrant(BaseModel):
+    """A grant to give the user: a project and roles in it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    project_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    roles: list[str] = Field(default_factory=list)
+
+
+class ActionOutput(BaseModel):
+    """What one action returns: a decision kind and mutations. Validated before use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["continue", "block", "demand_mfa", "redirect"] = "continue"
+    reason: Annotated[str, StringConstraints(max_length=128)] | None = None
+    message: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    redirect_url: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    claims: dict[str, Any] = Field(default_factory=dict)
+    user_updates: dict[str, Any] = Field(default_factory=dict)
+    metadata: list[MetadataEntry] = Field(default_factory=list)
+    saml_attributes: dict[str, list[str]] = Field(default_factory=dict)
+    user_grants: list[UserGrant] = Field(default_factory=list)
+
+    @field_validator("redirect_url")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not is_absolute_http_url(value):
+            raise ValueError("redirect_url must be an absolute http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _redirect_has_url(self) -> ActionOutput:
+        if self.kind == "redirect" and self.redirect_url is None:
+            raise ValueError("a redirect needs a redirect_url")
+        return self
+
+
+class ActionTrace(BaseModel):
+    """One attachment's entry in a reply: what ran (or was skipped) and how it ended."""
+
+    name: str
+    version: str
+    outcome: Outcome
+    duration_ms: float = 0.0
+    error: str | None = None
+
+
+class ReplyError(BaseModel):
+    """Why no decision could be computed."""
+
+    code: ErrorCode
+    message: str
+    retryable: bool = False
+
+
+class TriggerReply(BaseModel):
+    """The worker's answer to a trigger request."""
+
+    request_id: str | None
+    decision: Decision | None = Decision.CONTINUE
+    reason: str | None = None
+    message: str | None = None
+    redirect_url: str | None = None
+    claims: dict[str, Any] = Field(default_factory=dict)
+    user_updates: dict[str, Any] = Field(default_factory=dict)
+    metadata: list[MetadataEntry] = Field(default_factory=list)
+    saml_attributes: dict[str, list[str]] = Field(default_factory=dict)
+    user_grants: list[UserGrant] = Field(default_factory=list)
+    flow_revision: int | None = None
+    actions: list[ActionTrace] = Field(default_factory=list)
+    error: ReplyError | None = None
+
+    @classmethod
+    def failure(
+        cls, request_id: str | None, code: ErrorCode, message: str, *, retryable: bool = False
+    ) -> TriggerReply:
+        """A reply that carries no decision, only why."""
+        return cls(
+            request_id=request_id,
+            decision=None,
+            error=ReplyError(code=code, message=message, retryable=retryable),
+        )
+
+
+AuditEventType = Literal[
+    "flow.action_attached",
+    "flow.action_detached",
+    "flow.action_updated",
+    "flow.action_executed",
+    "flow.action_published",
+]
+
+
+class AuditEvent(BaseModel):
+    """One event on the ``GATEHOOK_AUDIT`` stream."""
+
+    event_id: str
+    type: AuditEventType
+    tenant: str
+    at: datetime
+    actor: str
+    flow_type: str | None = None
+    trigger: str | None = None
+    flow_revision: int | None = None
+    flow_revision_before: int | None = None
+    action: str | None = None
+    version: str | None = None
+    previous_version: str | None = None
+    request_id: str | None = None
+    signin_id: str | None = None
+    outcome: Outcome | None = None
+    duration_ms: float | None = None
+    error: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,164 @@
+"""The decision rules of CONTRACT.md as pure functions over the results of a slot's actions.
+
+A slot runs its attachments in order. ``block`` and ``redirect`` end the slot; ``demand_mfa``
+is remembered while the rest run. The final decision is the strongest seen
+(block > demand_mfa > redirect > continue); a ``demand_mfa`` reply keeps a later
+``redirect_url``. Mutations of every action that ran are merged in order (later wins for
+keys), and a ``block`` reply carries none. An action error either becomes an ``error`` entry
+(allowed to fail) or blocks with reason ``action_error`` (fail closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gatehook.domain.contract import (
+    ActionOutput,
+    ActionTrace,
+    Decision,
+    MetadataEntry,
+    Outcome,
+    TriggerReply,
+    UserGrant,
+)
+
+__all__ = ["STRENGTH", "Step", "decide", "ends_slot"]
+
+STRENGTH: dict[Decision, int] = {
+    Decision.CONTINUE: 0,
+    Decision.REDIRECT: 1,
+    Decision.DEMAND_MFA: 2,
+    Decision.BLOCK: 3,
+}
+
+_DEFAULT_REASON: dict[Decision, str] = {
+    Decision.BLOCK: "blocked",
+    Decision.DEMAND_MFA: "mfa_required",
+    Decision.REDIRECT: "redirect",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One attachment's result: an ``output`` when it ran to the end, else an ``error``."""
+
+    name: str
+    version: str
+    output: ActionOutput | None = None
+    error: str | None = None
+    allowed_to_fail: bool = False
+    duration_ms: float = 0.0
+
+    def outcome(self) -> Outcome:
+        """The trace outcome of this step."""
+        if self.output is None:
+            return Outcome.ERROR
+        return Outcome(self.output.kind)
+
+
+def ends_slot(step: Step) -> bool:
+    """Whether the slot stops after ``step``: block, redirect, or an error that fails closed."""
+    if step.output is None:
+        return not step.allowed_to_fail
+    return step.output.kind in ("block", "redirect")
+
+
+def decide(
+    request_id: str,
+    flow_revision: int | None,
+    steps: Sequence[Step],
+    attachments: Sequence[tuple[str, str]] = (),
+) -> TriggerReply:
+    """Fold the ``steps`` of one slot into the reply.
+
+    ``attachments`` lists the slot's (name, version) pairs in order; those without a step
+    (because the slot ended early, or its budget ran out) are traced as ``skipped``. Steps
+    after one that ends the slot are ignored (also traced as skipped), so the function is
+    total over any sequence.
+    """
+    decision = Decision.CONTINUE
+    decider: Step | None = None
+    redirect_url: str | None = None
+    claims: dict[str, Any] = {}
+    user_updates: dict[str, Any] = {}
+    metadata: list[MetadataEntry] = []
+    saml: dict[str, list[str]] = {}
+    grants: list[UserGrant] = []
+    traces: list[ActionTrace] = []
+    fail_closed: Step | None = None
+    ran = 0
+
+    for step in steps:
+        ran += 1
+        traces.append(
+            ActionTrace(
+                name=step.name,
+                version=step.version,
+                outcome=step.outcome(),
+                duration_ms=round(step.duration_ms, 3),
+                error=step.error,
+            )
+        )
+        out = step.output
+        if out is None:
+            if not step.allowed_to_fail:
+                fail_closed = step
+                break
+            continue
+        kind = Decision(out.kind)
+        if STRENGTH[kind] > STRENGTH[decision]:
+            decision, decider = kind, step
+        if kind is Decision.REDIRECT:
+            redirect_url = out.redirect_url
+        claims.update(out.claims)
+        user_updates.update(out.user_updates)
+        metadata.extend(out.metadata)
+        saml.update(out.saml_attributes)
+        grants.extend(out.user_grants)
+        if ends_slot(step):
+            break
+
+    for step in steps[ran:]:
+        traces.append(ActionTrace(name=step.name, version=step.version, outcome=Outcome.SKIPPED))
+    for name, version in attachments[len(traces) :]:
+        traces.append(ActionTrace(name=name, version=version, outcome=Outcome.SKIPPED))
+
+    if fail_closed is not None:
+        return TriggerReply(
+            request_id=request_id,
+            decision=Decision.BLOCK,
+            reason="action_error",
+            message=f"action {fail_closed.name}@{fail_closed.version} failed: {fail_closed.error}",
+            flow_revision=flow_revision,
+            actions=traces,
+        )
+    if decision is Decision.BLOCK:
+        assert decider is not None and decider.output is not None
+        return TriggerReply(
+            request_id=request_id,
+            decision=decision,
+            reason=decider.output.reason or _DEFAULT_REASON[decision],
+            message=decider.output.message,
+            flow_revision=flow_revision,
+            actions=traces,
+        )
+    reason = message = None
+    if decider is not None and decider.output is not None:
+        reason = decider.output.reason or _DEFAULT_REASON[decision]
+        message = decider.output.message
+    return TriggerReply(
+        request_id=request_id,
+        decision=decision,
+        reason=reason,
+        message=message,
+        redirect_url=redirect_url,
+        claims=claims,
+        user_updates=user_updates,
+        metadata=metadata,
+        saml_attributes=saml,
+        user_grants=grants,
+        flow_revision=flow_revision,
+        actions=traces,
+    )

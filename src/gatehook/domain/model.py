@@ -1,0 +1,102 @@
+"""The stored domain: actions, immutable action versions, flow revisions, sign-in pins."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gatehook.domain.catalogue import FlowType, Trigger
+
+__all__ = [
+    "ActionDef",
+    "ActionKind",
+    "ActionVersion",
+    "Attachment",
+    "FlowRevision",
+    "ScriptStyle",
+]
+
+
+class ActionKind(StrEnum):
+    """Where an action's logic comes from."""
+
+    TEMPLATE = "template"
+    CUSTOM = "custom"
+
+
+class ScriptStyle(StrEnum):
+    """The two programming models of custom actions (CONTRACT.md)."""
+
+    MODULE = "module"
+    ZITADEL = "zitadel"
+
+
+class ActionDef(BaseModel):
+    """An action of a tenant: a name, a kind, and the triggers it may be attached to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant: str
+    name: str
+    kind: ActionKind
+    template: str | None = None
+    triggers: list[Trigger]
+    latest_version: str | None = None
+    created_at: datetime
+
+
+class ActionVersion(BaseModel):
+    """An immutable published version of an action, compiled where it is a script."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant: str
+    action: str
+    version: str
+    kind: ActionKind
+    template: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    language: Literal["js", "ts"] | None = None
+    style: ScriptStyle | None = None
+    source: str | None = None
+    compiled: str | None = None
+    timeout_ms: int = 1000
+    allowed_to_fail: bool = False
+    allowed_hosts: list[str] = Field(default_factory=list)
+    content_hash: str
+    created_at: datetime
+    created_by: str = "system"
+
+
+class Attachment(BaseModel):
+    """One entry of a slot: an action pinned at a concrete version."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: str
+    version: str
+
+    def ref(self) -> str:
+        """``name@version``."""
+        return f"{self.action}@{self.version}"
+
+
+class FlowRevision(BaseModel):
+    """One immutable revision of a tenant's flow of one type."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant: str
+    flow_type: FlowType
+    revision: int = Field(ge=1)
+    slots: dict[Trigger, list[Attachment]] = Field(default_factory=dict)
+    created_at: datetime
+    actor: str = "system"
+    note: str | None = None
+
+    def slot(self, trigger: Trigger) -> list[Attachment]:
+        """The ordered attachments of ``trigger`` (empty when none)."""
+        return self.slots.get(trigger, [])

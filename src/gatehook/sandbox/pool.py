@@ -1,0 +1,420 @@
+"""The supervised pool of sandbox children, asyncio side.
+
+Each child is a separate Python process (``gatehook.sandbox.child``) with an empty
+environment and a memory cap, holding warm interpreters keyed by
+``tenant/action/version``. Calls are pipelined over its stdin/stdout (several in flight per
+child); the child enforces each call's deadline with SIGALRM, and the pool enforces it again
+(deadline + grace) by killing a child that does not answer. A child that dies is replaced;
+calls in flight on it fail with ``SandboxCrashed`` while other children keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gatehook.domain.model import ScriptStyle
+from gatehook.errors import (
+    CompileError,
+    InvalidResult,
+    SandboxCrashed,
+    ScriptError,
+    ScriptMemoryError,
+    ScriptThrew,
+    ScriptTimeout,
+)
+from gatehook.sandbox import framing
+from gatehook.settings import SandboxSettings
+
+__all__ = ["Compiled", "SandboxPool", "ScriptJob", "ScriptRun"]
+
+log = logging.getLogger("gatehook.sandbox")
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptJob:
+    """One execution of a compiled action version."""
+
+    tenant: str
+    action: str
+    version: str
+    code: str
+    style: str
+    input: bytes
+    timeout_ms: float
+    allowed_hosts: tuple[str, ...] = ()
+    deadline: float | None = None  # an outer monotonic deadline (the request's budget)
+
+    @property
+    def key(self) -> str:
+        """The interpreter key: never shared between tenants or versions."""
+        return f"{self.tenant}/{self.action}/{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptRun:
+    """A finished execution: the raw JSON result, captured logs, time spent in the child."""
+
+    output: bytes
+    logs: list[str]
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A compiled artifact: CommonJS-style ES2020 code and the detected style."""
+
+    code: str
+    style: ScriptStyle
+
+
+_ERRORS: dict[str, type[ScriptError]] = {
+    "threw": ScriptThrew,
+    "invalid_result": InvalidResult,
+    "memory": ScriptMemoryError,
+}
+
+
+class _Child(asyncio.SubprocessProtocol):
+    """One child process; frames are parsed in ``pipe_data_received`` (no reader task)."""
+
+    def __init__(self, on_frame: Callable[[_Child, dict[str, Any], bytes], None]) -> None:
+        self.transport: asyncio.SubprocessTransport | None = None
+        self.stdin: asyncio.WriteTransport | None = None
+        self.pending: dict[int, asyncio.Future[tuple[dict[str, Any], bytes]]] = {}
+        self.known: set[str] = set()
+        self.draining = False
+        self.dead = False
+        self.pid = 0
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._buf = bytearray()
+        self._on_frame = on_frame
+
+    @property
+    def load(self) -> int:
+        return len(self.pending)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self.transport = transport
+        self.pid = transport.get_pid()
+        stdin = transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        self.stdin = stdin
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        head = framing.HEAD.size
+        while len(buf) >= head:
+            total, hlen = framing.HEAD.unpack_from(buf)
+            if len(buf) < head + total:
+                break
+            payload = bytes(buf[head : head + total])
+            del buf[: head + total]
+            header, body = framing.decode(payload, hlen)
+            self._on_frame(self, header, body)
+
+    def process_exited(self) -> None:
+        assert self.transport is not None
+        if not self.exited.done():
+            self.exited.set_result(self.transport.get_returncode() or 0)
+
+    def kill(self) -> None:
+        if self.transport is not None and self.transport.get_returncode() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.transport.kill()
+
+
+class SandboxPool:
+    """Runs action scripts in supervised child processes. Use ``async with`` or start/aclose."""
+
+    def __init__(self, settings: SandboxSettings, *, size: int | None = None) -> None:
+        self._settings = settings
+        self._size = size or settings.pool_size
+        self._children: list[_Child] = []
+        self._compiler: _Child | None = None
+        self._compile_lock = asyncio.Lock()
+        self._next_id = 0
+        self._closing = False
+        self._spawning: set[asyncio.Task[None]] = set()
+        self.restarts = 0
+
+    def _limits(self, memory_mb: int) -> str:
+        s = self._settings
+        return json.dumps(
+            {
+                "memory_mb": memory_mb,
+                "interpreters": s.interpreters_per_child,
+                "log_bytes": s.max_log_bytes,
+                "output_bytes": s.max_output_bytes,
+                "http_max_bytes": s.http_max_response_bytes,
+                "http_allow_private": s.http_allow_private,
+            }
+        )
+
+    async def __aenter__(self) -> SandboxPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Start the children and wait until each answers a ping."""
+        self._children = list(
+            await asyncio.gather(
+                *(self._spawn(self._settings.memory_mb) for _ in range(self._size))
+            )
+        )
+
+    async def aclose(self) -> None:
+        """Stop every child (in-flight calls fail with ``SandboxCrashed``)."""
+        self._closing = True
+        for task in list(self._spawning):
+            task.cancel()
+        children = [*self._children, *([self._compiler] if self._compiler else [])]
+        await asyncio.gather(*(self._stop(c) for c in children), return_exceptions=True)
+        self._children = []
+        self._compiler = None
+
+    @property
+    def size(self) -> int:
+        """How many children serve calls now."""
+        return sum(1 for c in self._children if not c.dead)
+
+    def pids(self) -> list[int]:
+        """The process ids of the serving children (for tests and operations)."""
+        return [c.pid for c in self._children if not c.dead]
+
+    async def _spawn(self, memory_mb: int) -> _Child:
+        loop = asyncio.get_running_loop()
+        _, child = await loop.subprocess_exec(
+            lambda: _Child(self._on_frame),
+            sys.executable,
+            "-I",
+            "-m",
+            "gatehook.sandbox.child",
+            self._limits(memory_mb),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,
+            env={},
+            cwd="/",
+        )
+        child.exited.add_done_callback(lambda f: loop.create_task(self._on_death(child)))
+        reply, _ = await self._call(child, {"op": "ping"}, b"", timeout=30.0)
+        if not reply.get("ok"):
+            raise SandboxCrashed("sandbox child did not start")
+        return child
+
+    async def _stop(self, child: _Child) -> None:
+        child.dead = True
+        child.kill()
+        with contextlib.suppress(Exception):
+            await child.exited
+        if child.transport is not None:
+            child.transport.close()
+        self._fail_pending(
+            child, "sandbox pool closed" if self._closing else "sandbox child stopped"
+        )
+
+    def _fail_pending(self, child: _Child, why: str) -> None:
+        for fut in child.pending.values():
+            if not fut.done():
+                fut.set_exception(SandboxCrashed(why))
+        child.pending.clear()
+
+    def _on_frame(self, child: _Child, header: dict[str, Any], body: bytes) -> None:
+        fut = child.pending.pop(header.get("id", -1), None)
+        if fut is not None and not fut.done():
+            fut.set_result((header, body))
+        rss = header.get("rss_kb")
+        if rss and rss > self._settings.memory_mb * 1024 * 3 // 4 and not child.draining:
+            self._recycle(child)
+        if child.draining and not child.pending and child.stdin is not None:
+            child.stdin.close()  # the child exits at EOF; its replacement is already starting
+
+    async def _on_death(self, child: _Child) -> None:
+        if child.dead:
+            return
+        child.dead = True
+        code = await child.exited
+        if child.transport is not None:
+            child.transport.close()
+        self._fail_pending(child, f"sandbox child exited with code {code}")
+        if child is self._compiler:
+            self._compiler = None
+            return
+        if not self._closing and not child.draining:
+            log.warning("sandbox child %s exited (%s); replacing it", child.pid, code)
+            self._replace(child)
+
+    def _recycle(self, child: _Child) -> None:
+        log.info("sandbox child %s over its memory soft limit; recycling", child.pid)
+        child.draining = True
+        self._replace(child)
+
+    def _replace(self, old: _Child) -> None:
+        self.restarts += 1
+
+        async def spawn() -> None:
+            new = await self._spawn(self._settings.memory_mb)
+            if self._closing:
+                await self._stop(new)
+                return
+            self._children = [c for c in self._children if c is not old] + [new]
+
+        task = asyncio.create_task(spawn())
+        self._spawning.add(task)
+        task.add_done_callback(self._spawning.discard)
+
+    async def _kill(self, child: _Child) -> None:
+        """A child that missed a deadline by more than the grace: kill and replace it."""
+        if child.dead:
+            return
+        child.kill()
+        await self._on_death(child)
+
+    def _send(
+        self, child: _Child, header: dict[str, Any], body: bytes
+    ) -> asyncio.Future[tuple[dict[str, Any], bytes]]:
+        self._next_id += 1
+        header["id"] = self._next_id
+        fut: asyncio.Future[tuple[dict[str, Any], bytes]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        if child.dead:
+            fut.set_exception(SandboxCrashed("sandbox child is not running"))
+            return fut
+        child.pending[self._next_id] = fut
+        assert child.stdin is not None
+        child.stdin.write(framing.encode(header, body))
+        return fut
+
+    async def _call(
+        self, child: _Child, header: dict[str, Any], body: bytes, *, timeout: float
+    ) -> tuple[dict[str, Any], bytes]:
+        fut = self._send(child, header, body)
+        # A timer, not wait_for: no extra task per call on the hot path.
+        loop = asyncio.get_running_loop()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            if not fut.done():
+                expired = True
+                loop.create_task(self._kill(child))
+
+        handle = loop.call_later(max(timeout, 0.0), expire)
+        try:
+            return await fut
+        except SandboxCrashed:
+            if expired:
+                raise TimeoutError from None
+            raise
+        finally:
+            handle.cancel()
+
+    def _pick(self, key: str) -> _Child:
+        live = [c for c in self._children if not c.dead and not c.draining]
+        if not live:
+            raise SandboxCrashed("no sandbox child is running")
+        return min(live, key=lambda c: (c.load, key not in c.known))
+
+    async def run(self, job: ScriptJob) -> ScriptRun:
+        """Run ``job``; raise a ``ScriptError`` subclass when the script does not finish well."""
+        if len(job.input) > self._settings.max_input_bytes:
+            raise InvalidResult(f"input larger than {self._settings.max_input_bytes} bytes")
+        now = time.monotonic()
+        deadline = now + job.timeout_ms / 1000
+        if job.deadline is not None:
+            deadline = min(deadline, job.deadline)
+        budget_ms = (deadline - now) * 1000
+        grace = self._settings.grace_ms / 1000
+        header: dict[str, Any] = {
+            "op": "run",
+            "key": job.key,
+            "name": job.action,
+            "style": job.style,
+            "deadline": deadline,
+            "hosts": list(job.allowed_hosts),
+        }
+        for _ in range(3):
+            child = self._pick(job.key)
+            if job.key not in child.known:
+                header["code"] = job.code
+            try:
+                reply, body = await self._call(
+                    child, dict(header), job.input, timeout=deadline - time.monotonic() + grace
+                )
+            except TimeoutError:
+                raise ScriptTimeout(budget_ms) from None
+            if reply.get("need_code"):
+                child.known.discard(job.key)
+                continue
+            if "code" in header:
+                child.known.add(job.key)
+                if len(child.known) > 4 * self._settings.interpreters_per_child:
+                    child.known.clear()
+            header.pop("code", None)
+            if reply.get("evicted"):
+                child.known.discard(job.key)
+            if reply.get("ok"):
+                return ScriptRun(body, list(reply.get("logs") or []), float(reply.get("ms", 0)))
+            raise self._error(reply, budget_ms)
+        raise SandboxCrashed("sandbox child kept losing the script")
+
+    @staticmethod
+    def _error(reply: dict[str, Any], budget_ms: float) -> ScriptError:
+        err = reply.get("error") or {}
+        kind = err.get("type")
+        exc: ScriptError
+        if kind == "timeout":
+            exc = ScriptTimeout(budget_ms)
+        else:
+            exc = _ERRORS.get(str(kind), ScriptThrew)(str(err.get("message", "unknown error")))
+        exc.logs = list(reply.get("logs") or [])
+        return exc
+
+    async def compile(
+        self, source: str, *, language: str, name: str, style: str = "auto", timeout_s: float = 60
+    ) -> Compiled:
+        """Compile JS/TS ``source`` to one runnable artifact and detect its style.
+
+        Runs in a dedicated child (started on first use; loading the TypeScript compiler takes
+        seconds), so compiling never blocks the event loop or the children serving sign-ins.
+        """
+        if len(source.encode()) > self._settings.max_script_bytes:
+            raise CompileError(f"script larger than {self._settings.max_script_bytes} bytes")
+        async with self._compile_lock:
+            if self._compiler is None or self._compiler.dead:
+                self._compiler = await self._spawn(max(self._settings.memory_mb, 1024))
+            header = {
+                "op": "compile",
+                "name": name,
+                "language": language,
+                "style": style,
+                "deadline": time.monotonic() + timeout_s,
+            }
+            try:
+                reply, body = await self._call(
+                    self._compiler, header, source.encode(), timeout=timeout_s + 1
+                )
+            except TimeoutError:
+                raise CompileError(f"compiling took longer than {timeout_s:.0f} s") from None
+        if reply.get("ok"):
+            return Compiled(body.decode(), ScriptStyle(reply["style"]))
+        err = reply.get("error") or {}
+        if err.get("type") == "compile":
+            raise CompileError(
+                str(err.get("message")), line=err.get("line"), column=err.get("column")
+            )
+        raise CompileError(f"the script could not be loaded: {err.get('message')}")

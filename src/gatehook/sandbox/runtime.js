@@ -1,0 +1,273 @@
+// gatehook sandbox runtime: evaluated once in every fresh interpreter, before the action.
+//
+// It gives a script exactly what CONTRACT.md promises and nothing more: its input, its
+// config, console/log capture, and require() of zitadel/http, zitadel/log, zitadel/uuid.
+// The host side exports no Python function but gh.fetch (refused unless the action is
+// allowed hosts), loads no module from disk, and passes no environment.
+(function () {
+  'use strict';
+  var G = globalThis;
+  var callPython = G.call_python;
+  var stringify = JSON.stringify;
+  var parse = JSON.parse;
+  var hasOwn = Object.prototype.hasOwnProperty;
+  var pThen = Promise.prototype.then;
+  var pResolve = Promise.resolve.bind(Promise);
+  var limits = G.dukpy.limits;
+  var state = { logs: [], bytes: 0, truncated: false };
+
+  function show(value) {
+    if (typeof value === 'string') return value;
+    try {
+      var s = stringify(value);
+      return s === undefined ? String(value) : s;
+    } catch (e) {
+      try { return String(value); } catch (e2) { return '[unprintable]'; }
+    }
+  }
+
+  function record(level, args) {
+    if (state.truncated) return;
+    var parts = [];
+    for (var i = 0; i < args.length; i++) parts.push(show(args[i]));
+    var line = level + ': ' + parts.join(' ');
+    if (state.bytes + line.length > limits.log_bytes) {
+      var room = limits.log_bytes - state.bytes;
+      if (room > 0) state.logs.push(line.slice(0, room));
+      state.logs.push('[log truncated]');
+      state.truncated = true;
+      return;
+    }
+    state.bytes += line.length;
+    state.logs.push(line);
+  }
+
+  function logger(level) { return function () { record(level, arguments); }; }
+
+  var log = Object.freeze({
+    log: logger('info'), info: logger('info'), debug: logger('debug'),
+    warn: logger('warn'), error: logger('error')
+  });
+
+  function hex(n) {
+    var s = '';
+    for (var i = 0; i < n; i++) s += Math.floor(Math.random() * 16).toString(16);
+    return s;
+  }
+  function uuid4() {
+    var variant = (8 + Math.floor(Math.random() * 4)).toString(16);
+    return hex(8) + '-' + hex(4) + '-4' + hex(3) + '-' + variant + hex(3) + '-' + hex(12);
+  }
+  function uuid1() {
+    var t = Date.now().toString(16);
+    while (t.length < 12) t = '0' + t;
+    var variant = (8 + Math.floor(Math.random() * 4)).toString(16);
+    return t.slice(-8) + '-' + t.slice(-12, -8) + '-1' + hex(3) + '-' + variant + hex(3) + '-' + hex(12);
+  }
+  var uuid = Object.freeze({ v1: uuid1, v4: uuid4 });
+
+  function fetch(url, options) {
+    var opts = options === undefined ? {} : options;
+    var res = callPython('gh.fetch', String(url), stringify(opts));
+    if (!res || res.error) throw new Error('http: ' + (res ? res.error : 'no response'));
+    var body = res.body;
+    return Object.freeze({
+      status: res.status,
+      ok: res.status >= 200 && res.status < 300,
+      headers: res.headers,
+      body: body,
+      text: function () { return body; },
+      json: function () { return parse(body); }
+    });
+  }
+  var http = Object.freeze({ fetch: fetch });
+
+  var modules = { 'zitadel/log': log, 'zitadel/uuid': uuid, 'zitadel/http': http };
+  function require(id) {
+    if (hasOwn.call(modules, id)) return modules[id];
+    throw new Error("Cannot find module '" + String(id) +
+      "': only zitadel/http, zitadel/log and zitadel/uuid are available");
+  }
+
+  G.console = Object.freeze({
+    log: logger('info'), info: logger('info'), debug: logger('debug'),
+    warn: logger('warn'), error: logger('error')
+  });
+  G.require = require;
+
+  function describe(e) {
+    try {
+      if (e instanceof Error) return String(e.name) + ': ' + String(e.message);
+      return 'non-Error value thrown: ' + show(e).slice(0, 500);
+    } catch (e2) {
+      return 'unprintable value thrown';
+    }
+  }
+
+  // ---- ZITADEL v1 style: ctx and api ------------------------------------------------
+  function metadataList(obj) {
+    var md = [];
+    if (obj && typeof obj === 'object') {
+      for (var k in obj) if (hasOwn.call(obj, k)) md.push({ key: k, value: obj[k] });
+    }
+    return { count: md.length, metadata: md };
+  }
+
+  function buildCtx(input) {
+    var c = input.context || {};
+    var v1 = {};
+    for (var k in c) if (hasOwn.call(c, k)) v1[k] = c[k];
+    var src = input.user || {};
+    var user = {};
+    for (var u in src) if (hasOwn.call(src, u)) user[u] = src[u];
+    var grants = Array.isArray(src.grants) ? src.grants : [];
+    user.grants = {
+      count: grants.length,
+      grants: grants.map(function (g) {
+        var copy = {};
+        for (var gk in g) if (hasOwn.call(g, gk)) copy[gk] = g[gk];
+        copy.getOrgMetadata = function () { return metadataList(g.orgMetadata); };
+        return copy;
+      })
+    };
+    user.getMetadata = function () { return metadataList(src.metadata); };
+    v1.user = user;
+    v1.getUser = function () { return user; };
+    var org = {};
+    var corg = c.org || {};
+    for (var o in corg) if (hasOwn.call(corg, o)) org[o] = corg[o];
+    org.getMetadata = function () { return metadataList(corg.metadata); };
+    v1.org = org;
+    var claims = c.claims || {};
+    function getClaim(name) { return claims[name]; }
+    v1.getClaim = getClaim;
+    return {
+      v1: v1, getClaim: getClaim, trigger: input.trigger, request: input.request,
+      state: input.state, config: input.config
+    };
+  }
+
+  var FIELDS = {
+    setFirstName: 'first_name', setLastName: 'last_name', setNickName: 'nick_name',
+    setDisplayName: 'display_name', setPreferredUsername: 'preferred_username',
+    setUsername: 'username', setEmail: 'email', setEmailVerified: 'email_verified',
+    setPhone: 'phone', setPhoneVerified: 'phone_verified',
+    setPreferredLanguage: 'preferred_language', setGender: 'gender'
+  };
+
+  function buildApi(actionName) {
+    var m = { claims: {}, user_updates: {}, appended: [], saml_attributes: {} };
+    var metadata = [];
+    var userGrants = [];
+    var setters = {};
+    Object.keys(FIELDS).forEach(function (fn) {
+      setters[fn] = function (value) { m.user_updates[FIELDS[fn]] = value; };
+    });
+    function appendMetadata(key, value) { m.appended.push({ key: String(key), value: value }); }
+    var claimsApi = {
+      setClaim: function (key, value) { m.claims[String(key)] = value; },
+      appendLogIntoClaims: function (entry) {
+        var k = 'urn:zitadel:iam:action:' + actionName + ':log';
+        if (!Array.isArray(m.claims[k])) m.claims[k] = [];
+        m.claims[k].push(String(entry));
+      }
+    };
+    var userApi = Object.assign({}, setters, { appendMetadata: appendMetadata, setMetadata: appendMetadata });
+    var api = Object.assign({}, setters, {
+      metadata: metadata,
+      userGrants: userGrants,
+      claims: claimsApi,
+      v1: {
+        claims: claimsApi,
+        user: userApi,
+        userGrants: userGrants,
+        attributes: {
+          setCustomAttribute: function (name, nameFormat) {
+            var values = [];
+            for (var i = 2; i < arguments.length; i++) values.push(String(arguments[i]));
+            m.saml_attributes[String(name)] = values;
+          }
+        }
+      }
+    });
+    function collect() {
+      var md = m.appended.slice();
+      metadata.forEach(function (e) {
+        if (e && typeof e === 'object') md.push({ key: String(e.key), value: e.value });
+      });
+      var grants = userGrants.map(function (g) {
+        var out = { project_id: String(g.projectID || g.projectId || g.project_id || ''), roles: (g.roles || []).map(String) };
+        var pg = g.projectGrantID || g.projectGrantId || g.project_grant_id;
+        if (pg) out.project_grant_id = String(pg);
+        return out;
+      });
+      return {
+        kind: 'continue', claims: m.claims, user_updates: m.user_updates, metadata: md,
+        saml_attributes: m.saml_attributes, user_grants: grants
+      };
+    }
+    return { api: api, collect: collect };
+  }
+
+  // ---- loading and running -----------------------------------------------------------
+  var loaded = null;
+
+  function define(factory, style, actionName) {
+    var module = { exports: {} };
+    var zitadelFn = factory(module.exports, require, module);
+    var exp = module.exports;
+    var execute = exp && (typeof exp.execute === 'function' ? exp.execute
+      : (typeof exp.default === 'function' ? exp.default : null));
+    var found = execute ? 'module' : (typeof zitadelFn === 'function' ? 'zitadel' : null);
+    if (style !== 'auto' && found !== style) {
+      found = (style === 'zitadel' && typeof zitadelFn === 'function') ? 'zitadel'
+        : (style === 'module' && execute ? 'module' : null);
+    }
+    loaded = { style: found, execute: execute, zitadel: zitadelFn, name: actionName };
+    return found;
+  }
+
+  function finish(box, value) {
+    var s;
+    try {
+      s = stringify(value === undefined ? {} : value);
+    } catch (e) {
+      box.error = { type: 'invalid_result', message: 'result is not JSON-serialisable: ' + describe(e) };
+      return;
+    }
+    if (typeof s !== 'string') {
+      box.error = { type: 'invalid_result', message: 'result is not a JSON object' };
+    } else if (s.length > limits.output_bytes) {
+      box.error = { type: 'invalid_result', message: 'result is larger than ' + limits.output_bytes + ' bytes' };
+    } else {
+      box.out = s;
+    }
+  }
+
+  function run(input) {
+    state.logs = []; state.bytes = 0; state.truncated = false;
+    var box = { logs: state.logs };
+    try {
+      var ret;
+      if (loaded.style === 'module') {
+        ret = loaded.execute(input);
+        pThen.call(pResolve(ret), function (v) { finish(box, v); },
+          function (e) { box.error = { type: 'threw', message: describe(e) }; });
+      } else {
+        var made = buildApi(loaded.name);
+        ret = loaded.zitadel(buildCtx(input), made.api);
+        pThen.call(pResolve(ret), function () { finish(box, made.collect()); },
+          function (e) { box.error = { type: 'threw', message: describe(e) }; });
+      }
+    } catch (e) {
+      box.error = { type: 'threw', message: describe(e) };
+    }
+    return box;
+  }
+
+  Object.defineProperty(G, '__gh', {
+    value: Object.freeze({ define: define, run: run }),
+    writable: false, configurable: false, enumerable: false
+  });
+})();
+0;

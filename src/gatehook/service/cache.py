@@ -1,0 +1,85 @@
+"""Hot-path caches: immutable things (versions, flow revisions, pins) in LRUs, and the current
+revision per tenant with a short TTL, dropped early by the change broadcast."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from gatehook.domain.catalogue import FlowType
+
+__all__ = ["Heads", "Lru"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Lru(Generic[K, V]):
+    """A small least-recently-used map."""
+
+    def __init__(self, capacity: int) -> None:
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self._capacity = capacity
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: K) -> V | None:
+        """The value, or None (counted as a miss)."""
+        value = self._data.get(key)
+        if value is None:
+            self.misses += 1
+            return None
+        self._data.move_to_end(key)
+        self.hits += 1
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        """Insert, evicting the least recently used past capacity."""
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self._capacity:
+            self._data.popitem(last=False)
+
+    def drop(self, key: K) -> None:
+        """Forget ``key``."""
+        self._data.pop(key, None)
+
+    def drop_where(self, prefix_tenant: str) -> None:
+        """Forget the keys whose first element is ``prefix_tenant`` (tuple keys)."""
+        for key in [k for k in self._data if isinstance(k, tuple) and k[0] == prefix_tenant]:
+            del self._data[key]
+
+
+class Heads:
+    """Current flow revisions per tenant, valid for ``ttl_s`` unless invalidated sooner."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self._ttl = ttl_s
+        self._data: dict[str, tuple[float, dict[FlowType, int | None]]] = {}
+        self._generation: dict[str, int] = {}
+
+    def get(self, tenant: str) -> dict[FlowType, int | None] | None:
+        """The cached heads, or None when absent or older than the TTL."""
+        entry = self._data.get(tenant)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def generation(self, tenant: str) -> int:
+        """Bumped by every invalidation; a load started before one must not be stored."""
+        return self._generation.get(tenant, 0)
+
+    def put(self, tenant: str, heads: dict[FlowType, int | None], generation: int) -> None:
+        """Store heads loaded at ``generation`` (ignored if invalidated since)."""
+        if self._generation.get(tenant, 0) == generation:
+            self._data[tenant] = (time.monotonic() + self._ttl, heads)
+
+    def invalidate(self, tenant: str) -> None:
+        """Drop ``tenant``'s heads (a change was broadcast)."""
+        self._data.pop(tenant, None)
+        self._generation[tenant] = self._generation.get(tenant, 0) + 1
+
+
+PinEntry = tuple[dict[FlowType, int | None], datetime]

@@ -1,0 +1,51 @@
+"""The ports the trigger use case depends on; each has one real adapter (see ``app``)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from gatehook.domain.catalogue import FlowType
+from gatehook.domain.contract import AuditEvent
+from gatehook.domain.model import ActionVersion, FlowRevision
+from gatehook.sandbox.pool import ScriptJob, ScriptRun
+
+__all__ = ["AuditSink", "FlowSource", "ReplyStore", "ScriptRunner"]
+
+Pin = dict[FlowType, int | None]
+
+
+class FlowSource(Protocol):
+    """Reads flows, versions and sign-in pins (MongoStore)."""
+
+    async def current_revisions(self, tenant: str) -> Pin: ...
+
+    async def get_flow(
+        self, tenant: str, flow_type: FlowType, revision: int
+    ) -> FlowRevision | None: ...
+
+    async def get_version(self, tenant: str, action: str, version: str) -> ActionVersion | None: ...
+
+    async def pin_signin(
+        self, tenant: str, signin_id: str, current: Pin, ttl: timedelta
+    ) -> tuple[Pin, datetime]: ...
+
+
+class ScriptRunner(Protocol):
+    """Runs compiled scripts (SandboxPool)."""
+
+    async def run(self, job: ScriptJob) -> ScriptRun: ...
+
+
+class AuditSink(Protocol):
+    """Publishes audit events and waits for the stream to acknowledge them (JetStream)."""
+
+    async def publish(self, events: list[AuditEvent]) -> None: ...
+
+
+class ReplyStore(Protocol):
+    """Remembers replies by idempotency key for the dedupe window (JetStream KV)."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def put(self, key: str, reply: bytes) -> None: ...

@@ -1,0 +1,408 @@
+"""The trigger use case: a request at a trigger point in, a decision out, every run audited.
+
+    parse + validate -> idempotency lookup -> flow revision (pinned per sign-in)
+    -> run the slot's attachments in order (templates in-process, scripts in the sandbox)
+    -> decide() -> publish audit events and wait for acks -> remember the reply -> reply
+
+The transport hands this module bytes and gets bytes back; it knows nothing of NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from gatehook.domain.catalogue import TENANT_RE, FlowType, Trigger, is_valid_slot
+from gatehook.domain.contract import (
+    ActionInput,
+    ActionOutput,
+    AuditEvent,
+    Outcome,
+    TriggerReply,
+    TriggerRequest,
+)
+from gatehook.domain.decide import Step, decide, ends_slot
+from gatehook.domain.model import ActionKind, ActionVersion, Attachment, FlowRevision
+from gatehook.errors import (
+    GatehookError,
+    InvalidResult,
+    ScriptError,
+    StorageUnavailable,
+    TransportError,
+)
+from gatehook.sandbox.pool import ScriptJob
+from gatehook.service.cache import Heads, Lru
+from gatehook.service.ports import AuditSink, FlowSource, Pin, ReplyStore, ScriptRunner
+from gatehook.settings import Settings
+from gatehook.templates.base import TemplateServices
+from gatehook.templates.registry import TemplateRegistry
+
+__all__ = ["TriggerService", "event_id", "validation_message"]
+
+log = logging.getLogger("gatehook.trigger")
+
+
+def validation_message(exc: ValidationError, limit: int = 3) -> str:
+    """A short, readable account of what is wrong with a request body."""
+    parts = []
+    for err in exc.errors()[:limit]:
+        if err["type"] == "json_invalid":
+            return f"body is not valid JSON: {err['msg']}"
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    more = exc.error_count() - limit
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def event_id(
+    tenant: str, flow_type: str, trigger: str, request_id: str, index: int, ref: str
+) -> str:
+    """The audit event id of one attachment's execution for one request: stable across retries."""
+    raw = f"{tenant}\n{flow_type}\n{trigger}\n{request_id}\n{index}\n{ref}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def _request_id_of(payload: bytes) -> str | None:
+    try:
+        value = json.loads(payload).get("request_id")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return value if isinstance(value, str) and 0 < len(value) <= 128 else None
+
+
+@dataclass(slots=True)
+class _Call:
+    """One request in flight: what every attachment run needs."""
+
+    tenant: str
+    flow_type: FlowType
+    trigger: Trigger
+    req: TriggerRequest
+    deadline: float
+    input_prefix: str
+    template_input: ActionInput
+
+
+class TriggerService:
+    """Answers trigger requests. Stateless but for caches; many may run concurrently."""
+
+    def __init__(
+        self,
+        *,
+        flows: FlowSource,
+        scripts: ScriptRunner,
+        templates: TemplateRegistry,
+        audit: AuditSink,
+        replies: ReplyStore,
+        settings: Settings,
+        services: TemplateServices | None = None,
+    ) -> None:
+        self._flows = flows
+        self._scripts = scripts
+        self._templates = templates
+        self._audit = audit
+        self._replies = replies
+        self._settings = settings
+        self._services: TemplateServices = services if services is not None else object()
+        self._actor = settings.worker_name
+        self.heads = Heads(settings.flow_cache_ttl_s)
+        self._revisions: Lru[tuple[str, FlowType, int], FlowRevision] = Lru(4096)
+        self._versions: Lru[tuple[str, str, str], ActionVersion] = Lru(8192)
+        self._configs: Lru[tuple[str, str, str], tuple[Any, str]] = Lru(8192)
+        self._pins: Lru[tuple[str, str], tuple[Pin, datetime]] = Lru(100_000)
+
+    # -- cache control -----------------------------------------------------------------------
+    def invalidate(self, tenant: str) -> None:
+        """A change was broadcast for ``tenant``: reload its current revisions on next use."""
+        self.heads.invalidate(tenant)
+
+    # -- entry point -------------------------------------------------------------------------
+    async def handle(self, tenant: str, flow_type: str, trigger: str, payload: bytes) -> bytes:
+        """Answer one trigger request (the subject's parts and the raw body) with reply JSON.
+
+        Never raises: every failure becomes an error reply that says what went wrong.
+        """
+        started = time.monotonic()
+        try:
+            reply = await self._handle(tenant, flow_type, trigger, payload, started)
+        except GatehookError as exc:
+            code = exc.code if exc.code in ("bad_request", "unavailable") else "internal"
+            reply = TriggerReply.failure(
+                _request_id_of(payload),
+                code,
+                exc.message,
+                retryable=exc.retryable,  # type: ignore[arg-type]
+            )
+        except Exception:
+            log.exception("internal error answering %s.%s.%s", tenant, flow_type, trigger)
+            reply = TriggerReply.failure(
+                _request_id_of(payload), "internal", "internal error", retryable=True
+            )
+        if isinstance(reply, bytes):
+            return reply
+        return reply.model_dump_json().encode()
+
+    async def _handle(
+        self, tenant: str, flow_type: str, trigger: str, payload: bytes, started: float
+    ) -> TriggerReply | bytes:
+        if not TENANT_RE.fullmatch(tenant):
+            return self._bad(payload, f"tenant {tenant!r} is not a valid tenant slug")
+        if not is_valid_slot(flow_type, trigger):
+            return self._bad(
+                payload,
+                f"{flow_type}.{trigger} is not a trigger of the catalogue (see CONTRACT.md)",
+            )
+        if len(payload) > self._settings.max_payload_bytes:
+            return self._bad(
+                payload,
+                f"payload is {len(payload)} bytes; the limit is {self._settings.max_payload_bytes}",
+            )
+        try:
+            req = TriggerRequest.model_validate_json(payload)
+        except ValidationError as exc:
+            return self._bad(payload, validation_message(exc))
+        except (ValueError, RecursionError) as exc:
+            return self._bad(payload, f"body cannot be read: {exc}")
+        ft, tr = FlowType(flow_type), Trigger(trigger)
+
+        key = self._reply_key(tenant, ft, tr, req.request_id)
+        cached = await self._replies.get(key)
+        if cached is not None:
+            return cached
+
+        budget = self._settings.request_budget_ms
+        if req.deadline_ms is not None:
+            budget = min(budget, req.deadline_ms)
+        final = started + budget / 1000
+        reserve = min(0.1, budget / 1000 * 0.2)  # kept for audit acks and the reply itself
+
+        revision = await self._revision(tenant, ft, req.signin_id)
+        flow = await self._flow(tenant, ft, revision) if revision is not None else None
+        attachments = flow.slot(tr) if flow is not None else []
+
+        call = self._call(tenant, ft, tr, req, final - reserve)
+        steps: list[Step] = []
+        for att in attachments:
+            step = await self._run(call, att)
+            steps.append(step)
+            if ends_slot(step):
+                break
+        reply = decide(
+            req.request_id, revision, steps, [(a.action, a.version) for a in attachments]
+        )
+        events = self._events(call, revision, steps)
+        if events:
+            try:
+                await asyncio.wait_for(
+                    self._audit.publish(events), max(final - time.monotonic(), 0.01)
+                )
+            except TimeoutError:
+                raise TransportError("the audit stream did not acknowledge in time") from None
+        body = reply.model_dump_json().encode()
+        try:
+            await self._replies.put(key, body)
+        except GatehookError as exc:
+            log.warning("reply of %s not remembered for dedupe: %s", req.request_id, exc)
+        return body
+
+    def _bad(self, payload: bytes, message: str) -> TriggerReply:
+        return TriggerReply.failure(_request_id_of(payload), "bad_request", message)
+
+    @staticmethod
+    def _reply_key(tenant: str, ft: FlowType, tr: Trigger, request_id: str) -> str:
+        digest = hashlib.sha256(request_id.encode()).hexdigest()[:40]
+        return f"{tenant}.{ft.value}.{tr.value}.{digest}"
+
+    def _call(
+        self, tenant: str, ft: FlowType, tr: Trigger, req: TriggerRequest, deadline: float
+    ) -> _Call:
+        base = {
+            "tenant": tenant,
+            "flow_type": ft.value,
+            "trigger": tr.value,
+            "request_id": req.request_id,
+            "signin_id": req.signin_id,
+            "user": req.user.model_dump(mode="json"),
+            "request": req.request.model_dump(mode="json"),
+            "state": req.state,
+            "context": req.action_context(),
+        }
+        prefix = json.dumps(base, separators=(",", ":"))[:-1] + ',"config":'
+        tin = ActionInput(
+            tenant=tenant,
+            flow_type=ft.value,
+            trigger=tr.value,
+            request_id=req.request_id,
+            signin_id=req.signin_id,
+            user=req.user,
+            request=req.request,
+            state=req.state,
+            context=base["context"],  # type: ignore[arg-type]
+        )
+        return _Call(tenant, ft, tr, req, deadline, prefix, tin)
+
+    # -- flows and versions, through the caches ------------------------------------------
+    async def _heads(self, tenant: str) -> Pin:
+        heads = self.heads.get(tenant)
+        if heads is None:
+            generation = self.heads.generation(tenant)
+            heads = await self._flows.current_revisions(tenant)
+            self.heads.put(tenant, heads, generation)
+        return heads
+
+    async def _revision(self, tenant: str, ft: FlowType, signin_id: str | None) -> int | None:
+        if signin_id is None:
+            return (await self._heads(tenant)).get(ft)
+        now = datetime.now(UTC)
+        cached = self._pins.get((tenant, signin_id))
+        if cached is not None and cached[1] > now:
+            return cached[0].get(ft)
+        heads = await self._heads(tenant)
+        ttl = timedelta(seconds=self._settings.pin_ttl_s)
+        pin, expires = await self._flows.pin_signin(tenant, signin_id, heads, ttl)
+        self._pins.put((tenant, signin_id), (pin, expires))
+        return pin.get(ft)
+
+    async def _flow(self, tenant: str, ft: FlowType, revision: int) -> FlowRevision | None:
+        key = (tenant, ft, revision)
+        flow = self._revisions.get(key)
+        if flow is None:
+            flow = await self._flows.get_flow(tenant, ft, revision)
+            if flow is not None:
+                self._revisions.put(key, flow)
+        return flow
+
+    async def _version(self, tenant: str, att: Attachment) -> ActionVersion | None:
+        key = (tenant, att.action, att.version)
+        version = self._versions.get(key)
+        if version is None:
+            version = await self._flows.get_version(tenant, att.action, att.version)
+            if version is not None:
+                self._versions.put(key, version)
+        return version
+
+    def _config(self, version: ActionVersion) -> tuple[Any, str]:
+        """The parsed template config (templates) and the config's JSON (scripts), cached."""
+        key = (version.tenant, version.action, version.version)
+        cached = self._configs.get(key)
+        if cached is None:
+            parsed: Any = None
+            if version.kind is ActionKind.TEMPLATE:
+                template = self._templates.get(version.template or "")
+                if template is not None:
+                    parsed = template.parse_config(version.config)
+            cached = (parsed, json.dumps(version.config, separators=(",", ":")))
+            self._configs.put(key, cached)
+        return cached
+
+    # -- running one attachment ----------------------------------------------------------
+    async def _run(self, call: _Call, att: Attachment) -> Step:
+        version = await self._version(call.tenant, att)
+        if version is None:
+            return Step(att.action, att.version, error=f"version {att.ref()} not found")
+        allowed = version.allowed_to_fail
+        remaining = call.deadline - time.monotonic()
+        if remaining <= 0:
+            return Step(
+                att.action, att.version, error="request budget exhausted", allowed_to_fail=allowed
+            )
+        started = time.perf_counter()
+        try:
+            output = await self._execute(call, version, remaining)
+        except ScriptError as exc:
+            return Step(
+                att.action,
+                att.version,
+                error=f"{exc.kind}: {exc.message}",
+                allowed_to_fail=allowed,
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+        except StorageUnavailable:
+            raise
+        except GatehookError as exc:
+            error = f"{exc.code}: {exc.message}"
+            return Step(att.action, att.version, error=error, allowed_to_fail=allowed)
+        return Step(
+            att.action,
+            att.version,
+            output=output,
+            allowed_to_fail=allowed,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    async def _execute(self, call: _Call, version: ActionVersion, remaining: float) -> ActionOutput:
+        parsed, config_json = self._config(version)
+        if version.kind is ActionKind.TEMPLATE:
+            template = self._templates.get(version.template or "")
+            if template is None:
+                raise ScriptError(f"template {version.template} is not known to this worker")
+            timeout = min(version.timeout_ms / 1000, remaining)
+            try:
+                return await asyncio.wait_for(
+                    template.run(call.template_input, parsed, self._services), timeout
+                )
+            except TimeoutError:
+                raise ScriptError(
+                    f"timeout: template took longer than {timeout * 1000:.0f} ms"
+                ) from None
+            except GatehookError:
+                raise
+            except Exception as exc:
+                log.exception("template %s failed", version.template)
+                raise ScriptError(f"template {version.template} failed: {exc}") from exc
+        if version.compiled is None or version.style is None:
+            raise ScriptError(f"{version.action}@{version.version} has no compiled script")
+        job = ScriptJob(
+            tenant=call.tenant,
+            action=version.action,
+            version=version.version,
+            code=version.compiled,
+            style=version.style.value,
+            input=(call.input_prefix + config_json + "}").encode(),
+            timeout_ms=version.timeout_ms,
+            allowed_hosts=tuple(version.allowed_hosts),
+            deadline=call.deadline,
+        )
+        run = await self._scripts.run(job)
+        try:
+            return ActionOutput.model_validate_json(run.output)
+        except ValidationError as exc:
+            raise InvalidResult(f"invalid result: {validation_message(exc)}") from None
+
+    def _events(self, call: _Call, revision: int | None, steps: list[Step]) -> list[AuditEvent]:
+        at = datetime.now(UTC)
+        return [
+            AuditEvent(
+                event_id=event_id(
+                    call.tenant,
+                    call.flow_type.value,
+                    call.trigger.value,
+                    call.req.request_id,
+                    index,
+                    f"{step.name}@{step.version}",
+                ),
+                type="flow.action_executed",
+                tenant=call.tenant,
+                at=at,
+                actor=self._actor,
+                flow_type=call.flow_type.value,
+                trigger=call.trigger.value,
+                flow_revision=revision,
+                action=step.name,
+                version=step.version,
+                request_id=call.req.request_id,
+                signin_id=call.req.signin_id,
+                outcome=Outcome(step.outcome()),
+                duration_ms=round(step.duration_ms, 3),
+                error=step.error,
+            )
+            for index, step in enumerate(steps)
+        ]

@@ -1,0 +1,68 @@
+"""The one place that reads the environment: ``GATEHOOK_*`` variables into settings.
+
+Top-level fields map to ``GATEHOOK_<FIELD>`` (``GATEHOOK_NATS_URL``); nested models use
+``__`` (``GATEHOOK_SANDBOX__POOL_SIZE=4``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["AuditSettings", "SandboxSettings", "Settings"]
+
+
+class SandboxSettings(BaseModel):
+    """Limits of the JS/TS sandbox; see ``gatehook.sandbox``."""
+
+    pool_size: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
+    memory_mb: int = Field(default=512, ge=64)
+    interpreters_per_child: int = Field(default=256, ge=1)
+    default_timeout_ms: int = Field(default=1000, ge=1, le=30_000)
+    max_input_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_output_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_log_bytes: int = Field(default=8 * 1024, ge=0)
+    max_script_bytes: int = Field(default=256 * 1024, ge=1024)
+    http_max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
+    http_allow_private: bool = False
+    grace_ms: int = Field(default=40, ge=5)
+
+
+class AuditSettings(BaseModel):
+    """The JetStream stream that receives audit events."""
+
+    stream: str = "GATEHOOK_AUDIT"
+    max_age_s: float = 30 * 24 * 3600
+    duplicate_window_s: float = 600.0
+    replicas: int = 1
+
+
+class Settings(BaseSettings):
+    """Everything gatehook can be configured with; built once and passed down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GATEHOOK_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    queue_group: str = "gatehook-workers"
+    mongodb_url: str = "mongodb://127.0.0.1:27017"
+    mongodb_database: str = "gatehook"
+    mongodb_timeout_ms: int = Field(default=2000, ge=50)
+    sandbox: SandboxSettings = SandboxSettings()
+    audit: AuditSettings = AuditSettings()
+    worker_name: str = Field(default_factory=lambda: f"worker-{os.getpid()}")
+    concurrency: int = Field(default=256, ge=1, description="trigger requests in flight per worker")
+    request_budget_ms: int = Field(default=2000, ge=10, le=60_000)
+    pin_ttl_s: float = Field(default=3600.0, gt=0)
+    dedupe_window_s: float = Field(default=600.0, gt=0)
+    flow_cache_ttl_s: float = Field(default=5.0, gt=0)
+    max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
+    test_nats_url: str | None = Field(
+        default=None, description="tests/dev: use this NATS server instead of starting one"
+    )
+    test_mongodb_url: str | None = Field(
+        default=None, description="tests/dev: use this MongoDB instead of starting a server"
+    )

