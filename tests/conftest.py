@@ -154,7 +154,6 @@ async def admin(
         await nc.publish(changes_subject(tenant), b"")
         await nc.flush()
 
-    yield AdminService(
+    return AdminService(
         store=store, compiler=pool, templates=default_registry(), audit=audit, notify=notify
     )
-

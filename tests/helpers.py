@@ -56,13 +56,22 @@ async def custom(
     if await admin._store.get_action(tenant, name) is None:
         await admin.create_action(tenant, name)
     version, _ = await admin.publish(
-        tenant, name, actor="test", source=source, language=language, **options  # type: ignore[arg-type]
+        tenant,
+        name,
+        actor="test",
+        source=source,
+        language=language,
+        **options,  # type: ignore[arg-type]
     )
     return version.version
 
 
 async def template(
-    admin: AdminService, tenant: str, name: str, template_name: str, config: dict[str, Any],
+    admin: AdminService,
+    tenant: str,
+    name: str,
+    template_name: str,
+    config: dict[str, Any],
     **options: Any,
 ) -> str:
     """Create (if needed) and publish a template action; return its version."""
@@ -81,7 +90,10 @@ async def attach(
 ) -> int:
     """Make ``refs`` the slot's list; return the new revision."""
     flow = await admin.set_slot(
-        tenant, flow_type, trigger_name, [Attachment(action=a, version=v) for a, v in refs],
+        tenant,
+        flow_type,
+        trigger_name,
+        [Attachment(action=a, version=v) for a, v in refs],
         actor="test",
     )
     assert flow is not None
@@ -91,7 +103,9 @@ async def attach(
 async def audit_events(nc: NATS, tenant: str, type_: str = "*") -> list[dict[str, Any]]:
     """Every audit event of ``tenant`` in the stream now (an ordered, ephemeral read)."""
     js = nc.jetstream()
-    subject = f"gatehook.v1.audit.{tenant}.{type_}" if type_ != "*" else f"gatehook.v1.audit.{tenant}.>"
+    subject = (
+        f"gatehook.v1.audit.{tenant}.{type_}" if type_ != "*" else f"gatehook.v1.audit.{tenant}.>"
+    )
     info = await js.stream_info("GATEHOOK_AUDIT", subjects_filter=subject)
     total = sum((info.state.subjects or {}).values())
     if total == 0:

@@ -16,10 +16,16 @@ async def test_no_flow_continues(worker: Worker, nc: NATS, tenant: str) -> None:
     assert reply["error"] is None
 
 
-async def test_template_and_script(worker: Worker, nc: NATS, admin: AdminService, tenant: str) -> None:
+async def test_template_and_script(
+    worker: Worker, nc: NATS, admin: AdminService, tenant: str
+) -> None:
     v1 = await template(admin, tenant, "staff-only", "domain-allowlist", {"domains": ["acme.com"]})
     v2 = await custom(
-        admin, tenant, "year", "export async function execute(input: any) { return {kind: 'continue', claims: {year: 2026}} }",
+        admin,
+        tenant,
+        "year",
+        "export async function execute(input: any) {\n"
+        "  return {kind: 'continue', claims: {year: 2026}};\n}\n",
         language="ts",
     )
     await attach(admin, tenant, [("staff-only", v1), ("year", v2)])

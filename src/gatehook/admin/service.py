@@ -396,12 +396,12 @@ class AdminService:
     ) -> list[AuditEvent]:
         old = {a.action: (i, a) for i, a in enumerate(before)}
         new = {a.action: (i, a) for i, a in enumerate(after)}
-        common = dict(
-            flow_type=ft.value,
-            trigger=tr.value,
-            flow_revision=rev_after,
-            flow_revision_before=rev_before,
-        )
+        common = {
+            "flow_type": ft.value,
+            "trigger": tr.value,
+            "flow_revision": rev_after,
+            "flow_revision_before": rev_before,
+        }
         events = []
         for name, (i, att) in new.items():
             if name not in old:
@@ -448,7 +448,7 @@ class AdminService:
     def _event(type_: str, tenant: str, actor: str, **fields: Any) -> AuditEvent:
         return AuditEvent(
             event_id=uuid.uuid4().hex,
-            type=type_,  # type: ignore[arg-type]
+            type=type_,
             tenant=tenant,
             at=datetime.now(UTC),
             actor=actor,

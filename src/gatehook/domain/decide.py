@@ -135,7 +135,8 @@ def decide(
             actions=traces,
         )
     if decision is Decision.BLOCK:
-        assert decider is not None and decider.output is not None
+        assert decider is not None
+        assert decider.output is not None
         return TriggerReply(
             request_id=request_id,
             decision=decision,

@@ -26,13 +26,14 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+import dukpy
 from dukpy import _dukpy
 
 from gatehook.sandbox import framing
 from gatehook.sandbox.netguard import FetchPolicy, fetch
 
 _RUNTIME = (Path(__file__).with_name("runtime.js")).read_text()
-_TS_SERVICES = Path(__import__("dukpy").__file__).with_name("jsmodules") / "typescriptServices.js"
+_TS_SERVICES = Path(str(dukpy.__file__)).with_name("jsmodules") / "typescriptServices.js"
 _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 _TICK_S = 0.005  # the timer re-fires this often past a deadline, so no catch can swallow it
 

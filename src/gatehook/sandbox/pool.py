@@ -311,7 +311,9 @@ class SandboxPool:
             nonlocal expired
             if not fut.done():
                 expired = True
-                loop.create_task(self._kill(child))
+                task = loop.create_task(self._kill(child))
+                self._spawning.add(task)
+                task.add_done_callback(self._spawning.discard)
 
         handle = loop.call_later(max(timeout, 0.0), expire)
         try:

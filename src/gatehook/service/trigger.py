@@ -25,6 +25,7 @@ from gatehook.domain.contract import (
     ActionInput,
     ActionOutput,
     AuditEvent,
+    ErrorCode,
     Outcome,
     TriggerReply,
     TriggerRequest,
@@ -32,6 +33,7 @@ from gatehook.domain.contract import (
 from gatehook.domain.decide import Step, decide, ends_slot
 from gatehook.domain.model import ActionKind, ActionVersion, Attachment, FlowRevision
 from gatehook.errors import (
+    BadRequest,
     GatehookError,
     InvalidResult,
     ScriptError,
@@ -118,6 +120,7 @@ class TriggerService:
         self._versions: Lru[tuple[str, str, str], ActionVersion] = Lru(8192)
         self._configs: Lru[tuple[str, str, str], tuple[Any, str]] = Lru(8192)
         self._pins: Lru[tuple[str, str], tuple[Pin, datetime]] = Lru(100_000)
+        self.handled = 0  # requests answered by this instance (operations, load-sharing tests)
 
     # -- cache control -----------------------------------------------------------------------
     def invalidate(self, tenant: str) -> None:
@@ -131,15 +134,17 @@ class TriggerService:
         Never raises: every failure becomes an error reply that says what went wrong.
         """
         started = time.monotonic()
+        self.handled += 1
         try:
             reply = await self._handle(tenant, flow_type, trigger, payload, started)
         except GatehookError as exc:
-            code = exc.code if exc.code in ("bad_request", "unavailable") else "internal"
+            code: ErrorCode = "internal"
+            if exc.code == "unavailable":
+                code = "unavailable"
+            elif isinstance(exc, BadRequest):
+                code = "bad_request"
             reply = TriggerReply.failure(
-                _request_id_of(payload),
-                code,
-                exc.message,
-                retryable=exc.retryable,  # type: ignore[arg-type]
+                _request_id_of(payload), code, exc.message, retryable=exc.retryable
             )
         except Exception:
             log.exception("internal error answering %s.%s.%s", tenant, flow_type, trigger)
@@ -245,7 +250,7 @@ class TriggerService:
             user=req.user,
             request=req.request,
             state=req.state,
-            context=base["context"],  # type: ignore[arg-type]
+            context=req.action_context(),
         )
         return _Call(tenant, ft, tr, req, deadline, prefix, tin)
 

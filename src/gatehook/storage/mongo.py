@@ -9,6 +9,7 @@ TTL indexes are created where the server has them, only to reclaim space.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -194,10 +195,8 @@ class MongoStore:
             if doc is not None:  # expired: replace it, unless someone else just did
                 await self.pins.replace_one({"_id": key, "expires_at": doc["expires_at"]}, fresh)
             else:
-                try:
+                with contextlib.suppress(DuplicateKeyError):
                     await self.pins.insert_one(fresh)
-                except DuplicateKeyError:
-                    pass
             doc = await self.pins.find_one({"_id": key, "tenant": tenant})
             if doc is None:
                 raise StorageError("sign-in pin vanished while it was being created")

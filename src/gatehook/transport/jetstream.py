@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -26,6 +28,7 @@ log = logging.getLogger("gatehook.audit")
 
 AUDIT_SUBJECTS = "gatehook.v1.audit.>"
 REPLIES_BUCKET = "gatehook_replies"
+T = TypeVar("T")
 _JS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
 
 
@@ -64,20 +67,34 @@ class AuditPublisher:
             raise TransportError(f"cannot set up audit stream {s.stream}: {exc!r}") from exc
 
     async def publish(self, events: list[AuditEvent]) -> None:
-        """Publish ``events`` together and wait for all acks; ``TransportError`` otherwise."""
+        """Publish ``events`` together and wait for all acks; ``TransportError`` otherwise.
+
+        If the stream has gone (deleted by an operator, a server that lost its store), it is
+        created again and the events published once more.
+        """
         try:
-            futures = [
-                await self._js.publish_async(
-                    audit_subject(e),
-                    e.model_dump_json().encode(),
-                    headers={"Nats-Msg-Id": e.event_id},
-                    wait_stall=1.0,
-                )
-                for e in events
-            ]
-            await asyncio.gather(*futures)
+            await self._publish(events)
+        except nats.js.errors.NoStreamResponseError:
+            log.warning("audit stream %s missing; creating it again", self._settings.stream)
+            await self.ensure_stream()
+            try:
+                await self._publish(events)
+            except _JS_ERRORS as exc:
+                raise TransportError(f"audit stream unavailable: {exc!r}") from exc
         except _JS_ERRORS as exc:
             raise TransportError(f"audit stream unavailable: {exc!r}") from exc
+
+    async def _publish(self, events: list[AuditEvent]) -> None:
+        futures = [
+            await self._js.publish_async(
+                audit_subject(e),
+                e.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": e.event_id},
+                wait_stall=1.0,
+            )
+            for e in events
+        ]
+        await asyncio.gather(*futures)
 
 
 class KvReplyStore:
@@ -107,19 +124,36 @@ class KvReplyStore:
 
     async def get(self, key: str) -> bytes | None:
         """The remembered reply, or None."""
-        assert self._kv is not None, "ensure_bucket() first"
+        entry: KeyValue.Entry | None
         try:
-            entry = await self._kv.get(key)
+            entry = await self._bucket().get(key)
         except nats.js.errors.KeyNotFoundError:
             return None
-        except _JS_ERRORS as exc:
-            raise TransportError(f"reply store unavailable: {exc!r}") from exc
-        return entry.value
+        except _JS_ERRORS as first:
+            entry = await self._again(first, lambda kv: kv.get(key))
+        return None if entry is None else entry.value
 
     async def put(self, key: str, reply: bytes) -> None:
         """Remember ``reply`` under ``key``."""
-        assert self._kv is not None, "ensure_bucket() first"
         try:
-            await self._kv.put(key, reply)
+            await self._bucket().put(key, reply)
+        except _JS_ERRORS as first:
+            await self._again(first, lambda kv: kv.put(key, reply))
+
+    def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            raise TransportError("reply store not set up (ensure_bucket() first)")
+        return self._kv
+
+    async def _again(
+        self, first: BaseException, op: Callable[[KeyValue], Awaitable[T]]
+    ) -> T | None:
+        """After a failure, set the bucket up again (it may have been deleted) and retry once."""
+        log.warning("reply store failed (%r); setting it up again", first)
+        await self.ensure_bucket()
+        try:
+            return await op(self._bucket())
+        except nats.js.errors.KeyNotFoundError:
+            return None
         except _JS_ERRORS as exc:
             raise TransportError(f"reply store unavailable: {exc!r}") from exc

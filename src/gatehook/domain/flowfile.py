@@ -1,0 +1,75 @@
+"""The flows-as-code file (``gatehook apply -f tenant.yaml``), as a model."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from gatehook.domain.catalogue import TRIGGERS, FlowType, Trigger
+
+__all__ = ["ActionSpec", "FlowsFile", "parse_ref"]
+
+_REF = re.compile(r"([A-Za-z][A-Za-z0-9_-]{0,63})@(latest|\d+\.\d+\.\d+)")
+
+ActionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
+TenantSlug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """``"name@1.2.3"`` or ``"name@latest"`` into (name, version)."""
+    m = _REF.fullmatch(ref.strip())
+    if m is None:
+        raise ValueError(f"{ref!r} is not of the form name@MAJOR.MINOR.PATCH or name@latest")
+    return m[1], m[2]
+
+
+class ActionSpec(BaseModel):
+    """One action of the file: a template with a config, or a custom script."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: ActionName
+    template: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    file: str | None = Field(default=None, description="script path, relative to the file")
+    source: str | None = Field(default=None, description="inline script instead of a file")
+    language: Literal["js", "ts"] | None = None
+    timeout_ms: int | None = Field(default=None, ge=1, le=30_000)
+    allowed_to_fail: bool = False
+    allowed_hosts: list[str] = Field(default_factory=list)
+    triggers: list[Trigger] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ActionSpec:
+        kinds = [k for k in ("template", "file", "source") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"action {self.name}: give exactly one of template, file or source")
+        if self.template is None and self.config:
+            raise ValueError(f"action {self.name}: config belongs to template actions")
+        return self
+
+
+class FlowsFile(BaseModel):
+    """A tenant's actions and flows, applied idempotently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: TenantSlug | None = None
+    actions: list[ActionSpec] = Field(default_factory=list)
+    flows: dict[FlowType, dict[Trigger, list[str]]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FlowsFile:
+        names = [a.name for a in self.actions]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"actions declared twice: {', '.join(dupes)}")
+        for ft, slots in self.flows.items():
+            for tr, refs in slots.items():
+                if tr not in TRIGGERS[ft]:
+                    raise ValueError(f"{tr.value} is not a trigger of {ft.value}")
+                for ref in refs:
+                    parse_ref(ref)
+        return self

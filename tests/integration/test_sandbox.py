@@ -1,0 +1,420 @@
+"""The sandbox against hostile scripts and the two programming models (real pool, real dukpy)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import pytest
+
+from gatehook.errors import (
+    CompileError,
+    InvalidResult,
+    SandboxCrashed,
+    ScriptError,
+    ScriptMemoryError,
+    ScriptThrew,
+    ScriptTimeout,
+)
+from gatehook.sandbox import SandboxPool, ScriptJob
+from gatehook.settings import SandboxSettings
+
+INPUT = {
+    "tenant": "t",
+    "flow_type": "external_authentication",
+    "trigger": "post_authentication",
+    "request_id": "r1",
+    "user": {
+        "id": "u1",
+        "email": "ann@acme.com",
+        "metadata": {"tier": "gold"},
+        "grants": [{"projectId": "p1", "roles": ["r"], "orgMetadata": {"o": "1"}}],
+    },
+    "request": {"ip": "203.0.113.7"},
+    "state": {},
+    "context": {"org": {"id": "o1", "metadata": {"region": "eu"}}, "claims": {"given": "x"}},
+    "config": {"greeting": "hi"},
+}
+
+
+async def run(
+    pool: SandboxPool,
+    source: str,
+    *,
+    tenant: str | None = None,
+    name: str = "act",
+    language: str = "js",
+    timeout_ms: float = 1000,
+    hosts: tuple[str, ...] = (),
+    input_: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Compile and run ``source`` once; return the decoded result."""
+    compiled = await pool.compile(source, language=language, name=name)
+    job = ScriptJob(
+        tenant=tenant or f"t{uuid.uuid4().hex[:8]}",
+        action=name,
+        version="1.0.0",
+        code=compiled.code,
+        style=compiled.style.value,
+        input=json.dumps(input_ or INPUT).encode(),
+        timeout_ms=timeout_ms,
+        allowed_hosts=hosts,
+    )
+    result = await pool.run(job)
+    out: dict[str, Any] = json.loads(result.output)
+    out["__logs"] = result.logs
+    return out
+
+
+async def healthy(pool: SandboxPool) -> None:
+    """Another tenant's call still works."""
+    out = await run(pool, "exports.execute = () => ({kind: 'continue', claims: {ok: 1}})")
+    assert out["claims"] == {"ok": 1}
+
+
+def module(body: str) -> str:
+    return f"export async function execute(input) {{\n{body}\n}}\n"
+
+
+# -- hostile scripts -------------------------------------------------------------------------
+
+
+async def test_infinite_loop_times_out_and_pool_serves_on(pool: SandboxPool) -> None:
+    started = time.monotonic()
+    with pytest.raises(ScriptTimeout):
+        await run(pool, module("while (true) {}"), timeout_ms=200)
+    # A functional bound (the precise overshoot is measured in benchmarks/sandbox.py).
+    assert time.monotonic() - started < 0.2 + 2.0
+    await healthy(pool)
+
+
+async def test_loop_that_catches_everything_still_times_out(pool: SandboxPool) -> None:
+    src = module("for (;;) { try { while (true) {} } catch (e) {} }")
+    with pytest.raises(ScriptTimeout):
+        await run(pool, src, timeout_ms=200)
+    await healthy(pool)
+
+
+async def test_memory_bomb_is_contained(pool: SandboxPool) -> None:
+    src = module("const a = []; while (true) a.push('x'.repeat(1e6) + a.length);")
+    with pytest.raises(ScriptMemoryError):
+        await run(pool, src, timeout_ms=10_000)
+    await healthy(pool)
+
+
+async def test_deep_recursion(pool: SandboxPool) -> None:
+    with pytest.raises(ScriptThrew, match="call stack"):
+        await run(pool, module("function f(n) { return f(n + 1) + 1; } return f(0);"))
+    await healthy(pool)
+
+
+async def test_huge_result_is_refused(pool: SandboxPool) -> None:
+    src = module("return {kind: 'continue', claims: {big: 'x'.repeat(50 * 1024 * 1024)}};")
+    with pytest.raises((InvalidResult, ScriptMemoryError)):
+        await run(pool, src, timeout_ms=10_000)
+    await healthy(pool)
+
+
+async def test_no_host_environment(pool: SandboxPool) -> None:
+    out = await run(
+        pool,
+        module(
+            "return {kind: 'continue', claims: {process: typeof process, "
+            "env: typeof globalThis.process === 'object' ? JSON.stringify(process.env) : null,"
+            "globals: Object.getOwnPropertyNames(globalThis).filter(k => /process|os|std|fs/.test(k))}};"
+        ),
+    )
+    assert out["claims"]["process"] == "undefined"
+    assert out["claims"]["env"] is None
+    assert out["claims"]["globals"] == []
+    with pytest.raises(ScriptThrew, match="process is not defined"):
+        await run(pool, module("return {kind: 'continue', claims: {p: process.env.PATH}};"))
+
+
+@pytest.mark.parametrize(
+    "target", ["fs", "/etc/passwd", "../../../../etc/passwd", "./local", "child_process"]
+)
+async def test_require_reaches_no_file(pool: SandboxPool, target: str) -> None:
+    with pytest.raises(ScriptThrew, match="Cannot find module"):
+        await run(pool, module(f"return require({json.dumps(target)});"))
+
+
+async def test_static_import_of_a_file_is_refused(pool: SandboxPool) -> None:
+    src = (
+        "import data from '/etc/passwd';\nexport function execute() { return {claims: {d: data}}; }"
+    )
+    with pytest.raises((CompileError, ScriptThrew), match="Cannot find module"):
+        await run(pool, src)
+
+
+async def test_dynamic_import_of_a_file_is_refused(pool: SandboxPool) -> None:
+    src = module("const m = await import('/etc/passwd'); return {claims: {m: String(m)}};")
+    with pytest.raises(ScriptThrew) as info:
+        await run(pool, src)
+    assert "root:" not in str(info.value)
+
+
+async def test_call_python_reaches_nothing(pool: SandboxPool) -> None:
+    for call in (
+        "call_python('dukpy.load_module', '/etc/passwd')",
+        "(0, eval)('this').call_python('dukpy.normalize_module', '', '/etc/passwd')",
+        "Function('return this')().call_python('dukpy.log.info', 'x')",
+    ):
+        with pytest.raises(ScriptThrew, match="No Python Function"):
+            await run(pool, module(f"return {{claims: {{x: {call}}}}};"))
+
+
+async def test_global_pollution_is_invisible_to_other_tenants_and_versions(
+    pool: SandboxPool,
+) -> None:
+    polluter = module(
+        "globalThis.leak = 'secret-of-A'; Object.prototype.polluted = 'yes';"
+        "Array.prototype.push = function () { return 0; }; JSON.stringify = () => '{}';"
+        "return {kind: 'continue'};"
+    )
+    await run(pool, polluter, tenant="tenant-a")
+    reader = module(
+        "const a = []; a.push(1);"
+        "return {kind: 'continue', claims: {leak: typeof globalThis.leak, "
+        "polluted: ({}).polluted === undefined ? 'no' : 'yes', push: a.length}};"
+    )
+    for tenant in ("tenant-b", "tenant-a"):  # B, and another version (action) of A
+        out = await run(pool, reader, tenant=tenant, name="reader")
+        assert out["claims"] == {"leak": "undefined", "polluted": "no", "push": 1}
+
+
+async def test_function_and_eval_find_only_the_sandbox(pool: SandboxPool) -> None:
+    out = await run(
+        pool,
+        module(
+            "const g = Function('return this')(); const e = (0, eval)('this');"
+            "return {claims: {same: g === globalThis && e === globalThis, "
+            "req: typeof g.require, proc: typeof g.process}};"
+        ),
+    )
+    assert out["claims"] == {"same": True, "req": "function", "proc": "undefined"}
+
+
+async def test_never_settling_promise(pool: SandboxPool) -> None:
+    with pytest.raises(ScriptThrew, match="never settled"):
+        await run(pool, module("return new Promise(() => {});"))
+
+
+@pytest.mark.parametrize(
+    ("thrown", "expected"),
+    [
+        ("42", "non-Error value thrown: 42"),
+        ("{a: 1}", 'non-Error value thrown: {"a":1}'),
+        ("null", "non-Error value thrown: null"),
+        ("new TypeError('bad')", "TypeError: bad"),
+    ],
+)
+async def test_thrown_values(pool: SandboxPool, thrown: str, expected: str) -> None:
+    with pytest.raises(ScriptThrew) as info:
+        await run(pool, module(f"throw {thrown};"))
+    assert expected in str(info.value)
+
+
+async def test_rejected_promise_is_an_error(pool: SandboxPool) -> None:
+    with pytest.raises(ScriptThrew, match="Error: nope"):
+        await run(pool, module("await null; throw new Error('nope');"))
+
+
+async def test_logs_are_captured_and_capped(pool: SandboxPool) -> None:
+    out = await run(
+        pool, module("for (let i = 0; i < 10000; i++) console.log('line', i); return {};")
+    )
+    logs = out["__logs"]
+    assert logs[0] == "info: line 0"
+    assert logs[-1] == "[log truncated]"
+    assert sum(len(x) for x in logs) <= SandboxSettings().max_log_bytes + 20
+
+
+async def test_killed_child_fails_its_calls_and_is_replaced() -> None:
+    async with SandboxPool(SandboxSettings(pool_size=1)) as pool:
+        compiled = await pool.compile(module("while (true) {}"), language="js", name="spin")
+        job = ScriptJob("t", "spin", "1.0.0", compiled.code, compiled.style.value, b"{}", 10_000)
+        call = asyncio.create_task(pool.run(job))
+        await asyncio.sleep(0.3)  # let the call reach the child (we then kill it mid-call)
+        (pid,) = pool.pids()
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(SandboxCrashed):
+            await call
+        deadline = time.monotonic() + 20
+        while not pool.pids() or pool.pids() == [pid]:
+            assert time.monotonic() < deadline, "the pool did not replace its child"
+            await asyncio.sleep(0.05)
+        await healthy(pool)
+        assert pool.restarts == 1
+
+
+# -- compile errors --------------------------------------------------------------------------
+
+
+async def test_compile_error_has_line_and_column(pool: SandboxPool) -> None:
+    with pytest.raises(CompileError) as info:
+        await pool.compile(
+            "export function execute() {\n  return {kind: ;\n}\n", language="ts", name="x"
+        )
+    assert info.value.line == 2
+    assert info.value.column is not None
+
+
+async def test_script_without_entry_point(pool: SandboxPool) -> None:
+    with pytest.raises(CompileError, match="execute"):
+        await pool.compile("const x = 1;", language="js", name="nothing")
+
+
+# -- both programming models -----------------------------------------------------------------
+
+MODULE_CASES = [
+    (
+        "js",
+        "return {kind: 'block', reason: 'nope', message: 'Go away'};",
+        {"kind": "block", "reason": "nope", "message": "Go away"},
+    ),
+    (
+        "ts",
+        "const k: string = 'demand_mfa'; return {kind: k, reason: 'risk'};",
+        {"kind": "demand_mfa", "reason": "risk"},
+    ),
+    (
+        "js",
+        "return {kind: 'redirect', redirect_url: 'https://acme.com/terms'};",
+        {"kind": "redirect", "redirect_url": "https://acme.com/terms"},
+    ),
+    (
+        "ts",
+        "return {kind: 'continue', claims: {email: input.user.email, g: input.config.greeting}};",
+        {"kind": "continue", "claims": {"email": "ann@acme.com", "g": "hi"}},
+    ),
+]
+
+
+@pytest.mark.parametrize(("language", "body", "expected"), MODULE_CASES)
+async def test_module_style(
+    pool: SandboxPool, language: str, body: str, expected: dict[str, Any]
+) -> None:
+    src = (
+        f"export async function execute(input{': any' if language == 'ts' else ''}) {{\n{body}\n}}"
+    )
+    out = await run(pool, src, language=language)
+    out.pop("__logs")
+    assert out == expected
+
+
+ZITADEL = """
+let logger = require("zitadel/log");
+let uuid = require("zitadel/uuid");
+function enrich(ctx, api) {
+  logger.log("enriching " + ctx.v1.getUser().id);
+  api.v1.claims.setClaim("tier", ctx.v1.user.getMetadata().metadata[0].value);
+  api.v1.claims.setClaim("region", ctx.v1.org.getMetadata().metadata[0].value);
+  api.v1.claims.setClaim("given", ctx.getClaim("given"));
+  api.v1.claims.setClaim("grant_org", ctx.v1.user.grants.grants[0].getOrgMetadata().metadata[0].value);
+  api.v1.claims.setClaim("id", uuid.v4());
+  api.setFirstName("Ann");
+  api.setEmailVerified(true);
+  api.v1.user.appendMetadata("seen", "yes");
+  api.metadata.push({key: "k2", value: "v2"});
+  api.v1.attributes.setCustomAttribute("department", "", "eng", "ops");
+  api.userGrants.push({projectID: "p9", roles: ["admin"]});
+}
+"""
+
+
+@pytest.mark.parametrize("language", ["js", "ts"])
+async def test_zitadel_style(pool: SandboxPool, language: str) -> None:
+    src = ZITADEL if language == "js" else ZITADEL.replace("(ctx, api)", "(ctx: any, api: any)")
+    out = await run(pool, src, name="enrich", language=language)
+    claims = out["claims"]
+    assert claims["tier"] == "gold"
+    assert claims["region"] == "eu"
+    assert claims["given"] == "x"
+    assert claims["grant_org"] == "1"
+    assert len(claims["id"]) == 36
+    assert claims["id"][14] == "4"
+    assert out["user_updates"] == {"first_name": "Ann", "email_verified": True}
+    assert out["metadata"] == [{"key": "seen", "value": "yes"}, {"key": "k2", "value": "v2"}]
+    assert out["saml_attributes"] == {"department": ["eng", "ops"]}
+    assert out["user_grants"] == [{"project_id": "p9", "roles": ["admin"]}]
+    assert out["__logs"] == ["info: enriching u1"]
+
+
+async def test_zitadel_throw_is_an_action_error(pool: SandboxPool) -> None:
+    with pytest.raises(ScriptThrew, match="denied"):
+        await run(pool, "function deny(ctx, api) { throw new Error('denied'); }", name="deny")
+
+
+# -- outbound HTTP ---------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps({"path": self.path, "ok": True}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+FETCH = """
+let http = require("zitadel/http");
+function fetcher(ctx, api) {
+  let r = http.fetch(ctx.v1.url);
+  api.v1.claims.setClaim("status", r.status);
+  api.v1.claims.setClaim("path", r.json().path);
+}
+"""
+
+
+async def test_fetch_to_allowed_host(pool: SandboxPool, http_server: str) -> None:
+    inp = dict(INPUT, context={"url": http_server + "/info?x=1"})
+    out = await run(pool, FETCH, name="fetcher", hosts=("127.0.0.1",), input_=inp)
+    assert out["claims"] == {"status": 200, "path": "/info?x=1"}
+
+
+async def test_fetch_is_off_without_allowed_hosts(pool: SandboxPool, http_server: str) -> None:
+    inp = dict(INPUT, context={"url": http_server})
+    with pytest.raises(ScriptThrew, match="not allowed"):
+        await run(pool, FETCH, name="fetcher", input_=inp)
+    with pytest.raises(ScriptThrew, match="not in the action's allowed hosts"):
+        await run(pool, FETCH, name="fetcher", hosts=("example.com",), input_=inp)
+
+
+async def test_fetch_to_private_address_is_refused(http_server: str) -> None:
+    async with SandboxPool(SandboxSettings(pool_size=1, http_allow_private=False)) as strict:
+        inp = dict(INPUT, context={"url": http_server})
+        with pytest.raises(ScriptThrew, match="private or reserved"):
+            await run(strict, FETCH, name="fetcher", hosts=("127.0.0.1",), input_=inp)
+        inp = dict(INPUT, context={"url": "http://169.254.169.254/latest/meta-data"})
+        with pytest.raises(ScriptThrew, match="private or reserved"):
+            await run(strict, FETCH, name="fetcher", hosts=("169.254.169.254",), input_=inp)
+
+
+async def test_script_error_carries_logs(pool: SandboxPool) -> None:
+    with pytest.raises(ScriptError) as info:
+        await run(pool, module("console.warn('about to fail'); throw new Error('x');"))
+    assert info.value.logs == ["warn: about to fail"]
