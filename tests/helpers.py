@@ -9,7 +9,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from gatehook.admin.service import AdminService
+from gatehook.admin.service import AdminService, Draft
 from gatehook.domain.model import Attachment
 
 __all__ = ["attach", "audit_events", "custom", "request", "template", "trigger"]
@@ -55,14 +55,8 @@ async def custom(
     """Create (if needed) and publish a custom action; return its version."""
     if await admin._store.get_action(tenant, name) is None:
         await admin.create_action(tenant, name)
-    version, _ = await admin.publish(
-        tenant,
-        name,
-        actor="test",
-        source=source,
-        language=language,
-        **options,  # type: ignore[arg-type]
-    )
+    draft = Draft(source=source, language=language, **options)  # type: ignore[arg-type]
+    version, _ = await admin.publish(tenant, name, draft, actor="test")
     return version.version
 
 
@@ -77,7 +71,7 @@ async def template(
     """Create (if needed) and publish a template action; return its version."""
     if await admin._store.get_action(tenant, name) is None:
         await admin.create_action(tenant, name, template=template_name)
-    version, _ = await admin.publish(tenant, name, actor="test", config=config, **options)
+    version, _ = await admin.publish(tenant, name, Draft(config=config, **options), actor="test")
     return version.version
 
 

@@ -12,6 +12,8 @@ import logging
 from faststream import FastStream
 from faststream.nats import NatsBroker
 
+from gatehook.admin.api import AdminApi
+from gatehook.admin.service import AdminService
 from gatehook.errors import GatehookError
 from gatehook.sandbox import SandboxPool
 from gatehook.service.trigger import TriggerService
@@ -41,6 +43,7 @@ class Runtime:
         self._owns_pool = pool is None
         self.pool = pool if pool is not None else SandboxPool(settings.sandbox)
         self._triggers: TriggerService | None = None
+        self._admin: AdminApi | None = None
         self.audit: AuditPublisher | None = None
 
     @property
@@ -49,6 +52,17 @@ class Runtime:
         if self._triggers is None:
             raise GatehookError("the runtime is not started")
         return self._triggers
+
+    @property
+    def admin(self) -> AdminApi:
+        """The management API (available once started)."""
+        if self._admin is None:
+            raise GatehookError("the runtime is not started")
+        return self._admin
+
+    async def notify_change(self, tenant: str) -> None:
+        """Tell every worker that ``tenant``'s flows changed."""
+        await self.broker.publish(b"", f"gatehook.v1.changes.{tenant}")
 
     async def start(self) -> None:
         """Connect, prepare storage, the sandbox and the streams (before subscribers start)."""
@@ -69,6 +83,15 @@ class Runtime:
             replies=replies,
             settings=self.settings,
         )
+        service = AdminService(
+            store=self.store,
+            compiler=self.pool,
+            templates=self.templates,
+            audit=self.audit,
+            notify=self.notify_change,
+            default_timeout_ms=self.settings.sandbox.default_timeout_ms,
+        )
+        self._admin = AdminApi(service, self.templates)
         log.info(
             "gatehook worker %s ready (sandbox children: %d)",
             self.settings.worker_name,

@@ -9,11 +9,12 @@ without its audit event.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -33,7 +34,7 @@ from gatehook.service.ports import AuditSink
 from gatehook.storage.mongo import MongoStore
 from gatehook.templates.registry import TemplateRegistry
 
-__all__ = ["ActionRow", "AdminService", "Compiler"]
+__all__ = ["ActionRow", "AdminService", "Compiler", "Draft"]
 
 Notify = Callable[[str], Awaitable[None]]
 
@@ -44,6 +45,18 @@ class Compiler(Protocol):
     async def compile(
         self, source: str, *, language: str, name: str, style: str = "auto", timeout_s: float = 60
     ) -> Compiled: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """What a publish is made of: a script (custom) or a config (template), and options."""
+
+    source: str | None = None
+    language: Literal["js", "ts"] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    timeout_ms: int | None = None
+    allowed_to_fail: bool = False
+    allowed_hosts: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,33 +171,17 @@ class AdminService:
         await self.action(tenant, name)
         return await self._store.list_versions(tenant, name)
 
-    async def publish(
-        self,
-        tenant: str,
-        name: str,
-        *,
-        actor: str,
-        source: str | None = None,
-        language: Literal["js", "ts"] | None = None,
-        config: dict[str, Any] | None = None,
-        timeout_ms: int | None = None,
-        allowed_to_fail: bool = False,
-        allowed_hosts: list[str] | None = None,
-        bump: Bump = "patch",
-        version: str | None = None,
-    ) -> tuple[ActionVersion, bool]:
-        """Publish a new immutable version; ``(version, False)`` when nothing changed.
-
-        The first version is 1.0.0 unless given. Later ones bump the patch (or ``bump``), or
-        take an explicit ``version`` that must be above every existing one.
-        """
+    async def _normalise(
+        self, tenant: str, name: str, draft: Draft
+    ) -> tuple[ActionDef, Draft, str]:
+        """Validate a draft against its action; return the canonical draft and its digest."""
         action = await self.action(tenant, name)
-        timeout = timeout_ms if timeout_ms is not None else self._default_timeout_ms
+        timeout = draft.timeout_ms if draft.timeout_ms is not None else self._default_timeout_ms
         if not 1 <= timeout <= 30_000:
             raise ValidationFailed("timeout_ms must be between 1 and 30000", field="timeout_ms")
-        hosts = sorted({h.strip().lower() for h in (allowed_hosts or []) if h.strip()})
-        compiled: Compiled | None = None
-        cfg = dict(config or {})
+        hosts = sorted({h.strip().lower() for h in draft.allowed_hosts if h.strip()})
+        cfg = dict(draft.config or {})
+        source, lang = draft.source, draft.language
         if action.kind is ActionKind.TEMPLATE:
             if source is not None:
                 raise ValidationFailed(
@@ -198,19 +195,48 @@ class AdminService:
         else:
             if not source:
                 raise ValidationFailed("a custom action needs a script", field="source")
-            lang = language or "js"
-        content = json.dumps(
-            {
-                "source": source,
-                "language": lang,
-                "config": cfg,
-                "timeout_ms": timeout,
-                "allowed_to_fail": allowed_to_fail,
-                "allowed_hosts": hosts,
-            },
-            sort_keys=True,
+            if cfg:
+                raise ValidationFailed("config belongs to template actions", field="config")
+            lang = lang or "js"
+        canonical = Draft(
+            source=source,
+            language=lang,
+            config=cfg,
+            timeout_ms=timeout,
+            allowed_to_fail=draft.allowed_to_fail,
+            allowed_hosts=hosts,
         )
-        digest = hashlib.sha256(content.encode()).hexdigest()
+        content = json.dumps(dataclasses.asdict(canonical), sort_keys=True)
+        return action, canonical, hashlib.sha256(content.encode()).hexdigest()
+
+    async def unchanged(self, tenant: str, name: str, draft: Draft) -> ActionVersion | None:
+        """The newest version if publishing ``draft`` would change nothing, else None."""
+        _, _, digest = await self._normalise(tenant, name, draft)
+        existing = await self._store.list_versions(tenant, name)
+        if not existing:
+            return None
+        latest = max(existing, key=lambda v: Version.parse(v.version))
+        return latest if latest.content_hash == digest else None
+
+    async def publish(
+        self,
+        tenant: str,
+        name: str,
+        draft: Draft,
+        *,
+        actor: str,
+        bump: Bump = "patch",
+        version: str | None = None,
+    ) -> tuple[ActionVersion, bool]:
+        """Publish a new immutable version; ``(newest, False)`` when nothing changed.
+
+        The first version is 1.0.0 unless given. Later ones bump the patch (or ``bump``), or
+        take an explicit ``version`` that must be above every existing one. Scripts are
+        compiled here, once per version, and stored compiled.
+        """
+        action, draft, digest = await self._normalise(tenant, name, draft)
+        source, lang, cfg = draft.source, draft.language, draft.config
+        compiled: Compiled | None = None
         existing = await self._store.list_versions(tenant, name)
         newest = max((Version.parse(v.version) for v in existing), default=None)
         if existing and version is None:
@@ -241,9 +267,9 @@ class AdminService:
             style=compiled.style if compiled else None,
             source=source,
             compiled=compiled.code if compiled else None,
-            timeout_ms=timeout,
-            allowed_to_fail=allowed_to_fail,
-            allowed_hosts=hosts,
+            timeout_ms=draft.timeout_ms or self._default_timeout_ms,
+            allowed_to_fail=draft.allowed_to_fail,
+            allowed_hosts=draft.allowed_hosts,
             content_hash=digest,
             created_at=datetime.now(UTC),
             created_by=actor,

@@ -13,11 +13,18 @@ import logging
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 
+from gatehook.admin.api import ADMIN_SUBJECT
 from gatehook.app import Runtime
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 
-__all__ = ["CHANGES_SUBJECT", "TRIGGER_SUBJECT", "build_broker", "changes_subject"]
+__all__ = [
+    "ADMIN_SUBJECT",
+    "CHANGES_SUBJECT",
+    "TRIGGER_SUBJECT",
+    "build_broker",
+    "changes_subject",
+]
 
 log = logging.getLogger("gatehook.transport")
 
@@ -60,6 +67,16 @@ def build_broker(
                 b'"retryable":false}}'
             )
         return await runtime.triggers.handle(parts[3], parts[4], parts[5], msg.raw_message.data)
+
+    @broker.subscriber(
+        ADMIN_SUBJECT,
+        queue=settings.queue_group,
+        max_workers=8,
+        title="admin",
+        description="Management API: gatehook.v1.admin.<tenant>.<operation>.",
+    )
+    async def on_admin(msg: NatsMessage) -> bytes:
+        return await runtime.admin.handle(msg.raw_message.subject, msg.raw_message.data)
 
     @broker.subscriber(CHANGES_SUBJECT, title="changes", description="Flow change broadcast.")
     async def on_change(msg: NatsMessage) -> None:

@@ -1,0 +1,366 @@
+"""The management API on NATS: ``gatehook.v1.admin.<tenant>.<operation>`` request-reply.
+
+The tenant comes from the subject only (never the body), so NATS permissions on subjects
+are the access control: an operator of tenant A can be allowed ``gatehook.v1.admin.a.>``
+and nothing else. Every reply is ``{"ok": true, "result": ...}`` or
+``{"ok": false, "error": {"code", "message", "field", "retryable"}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gatehook.admin.apply import apply_file
+from gatehook.admin.service import AdminService, Draft
+from gatehook.domain.catalogue import TENANT_RE
+from gatehook.domain.flowfile import FlowsFile
+from gatehook.domain.model import ActionVersion, Attachment, FlowRevision
+from gatehook.domain.semver import Version
+from gatehook.errors import BadRequest, GatehookError, NotFound, ValidationFailed
+from gatehook.templates.registry import TemplateRegistry
+
+__all__ = ["ADMIN_SUBJECT", "OPERATIONS", "AdminApi", "admin_subject", "schema_documents"]
+
+log = logging.getLogger("gatehook.admin")
+
+ADMIN_SUBJECT = "gatehook.v1.admin.*.>"
+
+
+def admin_subject(tenant: str, operation: str) -> str:
+    """The subject of one management operation."""
+    return f"gatehook.v1.admin.{tenant}.{operation}"
+
+
+class _Req(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    actor: str = Field(default="api", max_length=200, description="who makes the change")
+
+
+class CreateAction(_Req):
+    """``actions.create``: a custom action, or one from a template."""
+
+    name: str
+    template: str | None = None
+    triggers: list[str] | None = None
+
+
+class PublishVersion(_Req):
+    """``actions.publish``: a new version (no-op when unchanged)."""
+
+    name: str
+    source: str | None = None
+    language: Literal["js", "ts"] | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    timeout_ms: int | None = None
+    allowed_to_fail: bool = False
+    allowed_hosts: list[str] = Field(default_factory=list)
+    bump: Literal["major", "minor", "patch"] = "patch"
+    version: str | None = None
+
+
+class Named(_Req):
+    """An operation on one named thing (``actions.show``, ``templates.show``)."""
+
+    name: str
+
+
+class Empty(_Req):
+    """An operation without arguments (``actions.list``, ``templates.list``)."""
+
+
+class FlowRef(_Req):
+    """``flows.show`` / ``flows.history``."""
+
+    flow_type: str
+    limit: int = Field(default=20, ge=1, le=500)
+
+
+class Attach(_Req):
+    """``flows.attach``: add an action at a version (``latest`` resolves now)."""
+
+    flow_type: str
+    trigger: str
+    action: str
+    version: str = "latest"
+    position: int | None = Field(default=None, ge=0)
+
+
+class Detach(_Req):
+    """``flows.detach``."""
+
+    flow_type: str
+    trigger: str
+    action: str
+
+
+class Pin(_Req):
+    """``flows.update``: pin an attached action to another version."""
+
+    flow_type: str
+    trigger: str
+    action: str
+    version: str
+
+
+class Reorder(_Req):
+    """``flows.reorder``: the slot's action names in their new order."""
+
+    flow_type: str
+    trigger: str
+    order: list[str]
+
+
+class Rollback(_Req):
+    """``flows.rollback``: make an earlier revision current again."""
+
+    flow_type: str
+    revision: int = Field(ge=1)
+
+
+class Apply(_Req):
+    """``apply``: a flows-as-code document, with script sources by action name."""
+
+    file: FlowsFile
+    sources: dict[str, str] = Field(default_factory=dict)
+    dry_run: bool = False
+
+
+OPERATIONS: dict[str, type[_Req]] = {
+    "actions.create": CreateAction,
+    "actions.publish": PublishVersion,
+    "actions.list": Empty,
+    "actions.show": Named,
+    "templates.list": Empty,
+    "templates.show": Named,
+    "flows.show": FlowRef,
+    "flows.history": FlowRef,
+    "flows.attach": Attach,
+    "flows.detach": Detach,
+    "flows.update": Pin,
+    "flows.reorder": Reorder,
+    "flows.rollback": Rollback,
+    "apply": Apply,
+}
+
+
+def schema_documents() -> dict[str, dict[str, Any]]:
+    """JSON Schemas of the admin requests, for ``schemas/admin/``."""
+    return {f"admin/{op}": model.model_json_schema() for op, model in OPERATIONS.items()}
+
+
+def _version_view(v: ActionVersion) -> dict[str, Any]:
+    return v.model_dump(mode="json", exclude={"compiled"})
+
+
+def _flow_view(flow: FlowRevision | None) -> dict[str, Any] | None:
+    return None if flow is None else flow.model_dump(mode="json")
+
+
+class AdminApi:
+    """Dispatches admin requests to ``AdminService``; bytes in, bytes out."""
+
+    def __init__(self, service: AdminService, templates: TemplateRegistry) -> None:
+        self._service = service
+        self._templates = templates
+        self._handlers: dict[str, Callable[[str, Any], Awaitable[Any]]] = {
+            "actions.create": self._create,
+            "actions.publish": self._publish,
+            "actions.list": self._list,
+            "actions.show": self._show,
+            "templates.list": self._templates_list,
+            "templates.show": self._templates_show,
+            "flows.show": self._flow_show,
+            "flows.history": self._flow_history,
+            "flows.attach": self._attach,
+            "flows.detach": self._detach,
+            "flows.update": self._pin,
+            "flows.reorder": self._reorder,
+            "flows.rollback": self._rollback,
+            "apply": self._apply,
+        }
+
+    async def handle(self, subject: str, payload: bytes) -> bytes:
+        """Answer one admin request. Never raises."""
+        parts = subject.split(".")
+        try:
+            if len(parts) < 5 or not TENANT_RE.fullmatch(parts[3]):
+                raise BadRequest("subject must be gatehook.v1.admin.<tenant>.<operation>")
+            tenant, op = parts[3], ".".join(parts[4:])
+            model = OPERATIONS.get(op)
+            if model is None:
+                raise BadRequest(f"unknown operation {op!r}; one of {', '.join(OPERATIONS)}")
+            try:
+                req = model.model_validate_json(payload or b"{}")
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"]) or "body"
+                raise ValidationFailed(f"{where}: {err['msg']}", field=where) from None
+            result = await self._handlers[op](tenant, req)
+            return json.dumps({"ok": True, "result": result}, default=str).encode()
+        except GatehookError as exc:
+            error = {
+                "code": exc.code,
+                "message": exc.message,
+                "field": getattr(exc, "field", None),
+                "retryable": exc.retryable,
+            }
+            return json.dumps({"ok": False, "error": error}).encode()
+        except Exception:
+            log.exception("admin operation failed: %s", subject)
+            error = {"code": "internal", "message": "internal error", "retryable": True}
+            return json.dumps({"ok": False, "error": error}).encode()
+
+    # -- actions -----------------------------------------------------------------------------
+    async def _create(self, tenant: str, req: CreateAction) -> Any:
+        action = await self._service.create_action(
+            tenant, req.name, template=req.template, triggers=req.triggers
+        )
+        return action.model_dump(mode="json")
+
+    async def _publish(self, tenant: str, req: PublishVersion) -> Any:
+        draft = Draft(
+            source=req.source,
+            language=req.language,
+            config=req.config,
+            timeout_ms=req.timeout_ms,
+            allowed_to_fail=req.allowed_to_fail,
+            allowed_hosts=req.allowed_hosts,
+        )
+        version, created = await self._service.publish(
+            tenant, req.name, draft, actor=req.actor, bump=req.bump, version=req.version
+        )
+        return {"version": _version_view(version), "created": created}
+
+    async def _list(self, tenant: str, req: Empty) -> Any:
+        rows = await self._service.list_actions(tenant)
+        return [
+            {
+                "name": r.action.name,
+                "kind": r.action.kind.value,
+                "template": r.action.template,
+                "triggers": [t.value for t in r.action.triggers],
+                "latest_version": r.action.latest_version,
+                "attached": r.attached,
+            }
+            for r in rows
+        ]
+
+    async def _show(self, tenant: str, req: Named) -> Any:
+        action = await self._service.action(tenant, req.name)
+        versions = await self._service.versions(tenant, req.name)
+        return {
+            "action": action.model_dump(mode="json"),
+            "versions": [_version_view(v) for v in versions],
+        }
+
+    async def _templates_list(self, tenant: str, req: Empty) -> Any:
+        return [
+            {
+                "name": t.name,
+                "description": t.description,
+                "triggers": [x.value for x in t.triggers],
+            }
+            for t in self._templates
+        ]
+
+    async def _templates_show(self, tenant: str, req: Named) -> Any:
+        t = self._templates.get(req.name)
+        if t is None:
+            raise NotFound(f"template {req.name} not found")
+        return {
+            "name": t.name,
+            "description": t.description,
+            "triggers": [x.value for x in t.triggers],
+            "secret_fields": list(t.secret_fields),
+            "config_schema": t.config_schema(),
+        }
+
+    # -- flows -------------------------------------------------------------------------------
+    async def _flow_show(self, tenant: str, req: FlowRef) -> Any:
+        return _flow_view(await self._service.flow(tenant, req.flow_type))
+
+    async def _flow_history(self, tenant: str, req: FlowRef) -> Any:
+        return [
+            _flow_view(f) for f in await self._service.history(tenant, req.flow_type, req.limit)
+        ]
+
+    async def _slot(self, tenant: str, flow_type: str, trigger: str) -> list[Attachment]:
+        flow = await self._service.flow(tenant, flow_type)
+        if flow is None:
+            return []
+        return [a for tr, atts in flow.slots.items() if tr.value == trigger for a in atts]
+
+    async def _concrete(self, tenant: str, action: str, version: str) -> str:
+        if version != "latest":
+            return version
+        versions = await self._service.versions(tenant, action)
+        if not versions:
+            raise NotFound(f"action {action} has no published version")
+        return str(max(Version.parse(v.version) for v in versions))
+
+    async def _commit(self, tenant: str, req: Any, atts: list[Attachment]) -> Any:
+        flow = await self._service.set_slot(
+            tenant, req.flow_type, req.trigger, atts, actor=req.actor
+        )
+        current = flow or await self._service.flow(tenant, req.flow_type)
+        return {"changed": flow is not None, "flow": _flow_view(current)}
+
+    async def _attach(self, tenant: str, req: Attach) -> Any:
+        atts = await self._slot(tenant, req.flow_type, req.trigger)
+        if any(a.action == req.action for a in atts):
+            raise ValidationFailed(f"{req.action} is attached already; use flows.update")
+        version = await self._concrete(tenant, req.action, req.version)
+        pos = len(atts) if req.position is None else min(req.position, len(atts))
+        atts.insert(pos, Attachment(action=req.action, version=version))
+        return await self._commit(tenant, req, atts)
+
+    async def _detach(self, tenant: str, req: Detach) -> Any:
+        atts = await self._slot(tenant, req.flow_type, req.trigger)
+        if not any(a.action == req.action for a in atts):
+            raise NotFound(f"{req.action} is not attached to {req.flow_type}.{req.trigger}")
+        return await self._commit(tenant, req, [a for a in atts if a.action != req.action])
+
+    async def _pin(self, tenant: str, req: Pin) -> Any:
+        atts = await self._slot(tenant, req.flow_type, req.trigger)
+        if not any(a.action == req.action for a in atts):
+            raise NotFound(f"{req.action} is not attached to {req.flow_type}.{req.trigger}")
+        version = await self._concrete(tenant, req.action, req.version)
+        new = [
+            Attachment(action=a.action, version=version) if a.action == req.action else a
+            for a in atts
+        ]
+        return await self._commit(tenant, req, new)
+
+    async def _reorder(self, tenant: str, req: Reorder) -> Any:
+        atts = await self._slot(tenant, req.flow_type, req.trigger)
+        if sorted(req.order) != sorted(a.action for a in atts):
+            raise ValidationFailed(
+                "order must name exactly the attached actions: "
+                + ", ".join(a.action for a in atts),
+                field="order",
+            )
+        by_name = {a.action: a for a in atts}
+        return await self._commit(tenant, req, [by_name[n] for n in req.order])
+
+    async def _rollback(self, tenant: str, req: Rollback) -> Any:
+        flow = await self._service.rollback(tenant, req.flow_type, req.revision, actor=req.actor)
+        current = flow or await self._service.flow(tenant, req.flow_type)
+        return {"changed": flow is not None, "flow": _flow_view(current)}
+
+    async def _apply(self, tenant: str, req: Apply) -> Any:
+        # The subject decides the tenant, whatever the file says (one file, many tenants).
+        plan = await apply_file(
+            self._service,
+            req.file,
+            req.sources,
+            tenant=tenant,
+            actor=req.actor,
+            dry_run=req.dry_run,
+        )
+        return {"tenant": plan.tenant, "changes": plan.changes, "applied": plan.applied}

@@ -1,0 +1,180 @@
+"""Flows as code: ``apply`` a tenant file idempotently, with a plan first.
+
+Unchanged actions publish nothing; a changed one publishes the next patch version; a slot is
+updated only where its pinned list differs, each change audited by the admin use cases.
+``@latest`` resolves to the newest version at apply time: stored flows pin concrete versions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from gatehook.admin.service import AdminService, Draft
+from gatehook.domain.flowfile import ActionSpec, FlowsFile, parse_ref
+from gatehook.domain.model import Attachment
+from gatehook.domain.semver import Version
+from gatehook.errors import NotFound, ValidationFailed
+
+__all__ = ["Plan", "apply_file", "load_file"]
+
+
+@dataclass
+class Plan:
+    """What an apply does (or did): one line a change; empty when nothing changes."""
+
+    tenant: str
+    changes: list[str] = field(default_factory=list)
+    applied: bool = False
+
+    @property
+    def empty(self) -> bool:
+        """True when the tenant already matches the file."""
+        return not self.changes
+
+
+def load_file(path: Path) -> tuple[FlowsFile, dict[str, str]]:
+    """Parse a tenant file and read the scripts it names (paths relative to the file)."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValidationFailed(f"cannot read {path}: {exc}") from None
+    try:
+        doc = FlowsFile.model_validate(raw or {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "file"
+        raise ValidationFailed(f"{path}: {where}: {first['msg']}", field=where) from None
+    sources: dict[str, str] = {}
+    for spec in doc.actions:
+        if spec.file is not None:
+            script = (path.parent / spec.file).resolve()
+            try:
+                sources[spec.name] = script.read_text()
+            except OSError as exc:
+                raise ValidationFailed(
+                    f"action {spec.name}: cannot read {spec.file}: {exc}"
+                ) from None
+        elif spec.source is not None:
+            sources[spec.name] = spec.source
+    return doc, sources
+
+
+def _draft(spec: ActionSpec, sources: dict[str, str]) -> Draft:
+    language = spec.language
+    if language is None and spec.file is not None:
+        language = "ts" if spec.file.endswith((".ts", ".mts")) else "js"
+    return Draft(
+        source=sources.get(spec.name),
+        language=language,
+        config=dict(spec.config),
+        timeout_ms=spec.timeout_ms,
+        allowed_to_fail=spec.allowed_to_fail,
+        allowed_hosts=list(spec.allowed_hosts),
+    )
+
+
+async def apply_file(
+    admin: AdminService,
+    doc: FlowsFile,
+    sources: dict[str, str],
+    *,
+    tenant: str | None = None,
+    actor: str,
+    dry_run: bool = False,
+) -> Plan:
+    """Bring ``tenant`` (or the file's tenant) in line with the file; return the plan.
+
+    With ``dry_run`` nothing is written. Validation happens before the first write where it
+    can (names, templates, configs, triggers); a script that does not compile stops the
+    apply at that action, with the changes before it applied and listed.
+    """
+    target = tenant or doc.tenant
+    if target is None:
+        raise ValidationFailed("no tenant: give one in the file or with --tenant", field="tenant")
+    plan = Plan(target)
+    newest: dict[str, str | None] = {}
+    for spec in doc.actions:
+        draft = _draft(spec, sources)
+        try:
+            action = await admin.action(target, spec.name)
+        except NotFound:
+            action = None
+        if action is None:
+            plan.changes.append(
+                f"create action {spec.name}"
+                + (f" (template {spec.template})" if spec.template else " (custom)")
+            )
+            if dry_run:
+                newest[spec.name] = None
+                plan.changes.append(f"publish {spec.name} 1.0.0")
+                continue
+            await admin.create_action(
+                target,
+                spec.name,
+                template=spec.template,
+                triggers=[t.value for t in spec.triggers] if spec.triggers else None,
+            )
+        elif (action.template or None) != spec.template:
+            raise ValidationFailed(
+                f"action {spec.name} exists with another kind; rename it in the file",
+                field=spec.name,
+            )
+        current = await admin.unchanged(target, spec.name, draft) if action else None
+        if current is not None:
+            newest[spec.name] = current.version
+            continue
+        if dry_run:
+            plan.changes.append(f"publish {spec.name} (next version)")
+            newest[spec.name] = None
+            continue
+        published, created = await admin.publish(target, spec.name, draft, actor=actor)
+        newest[spec.name] = published.version
+        if created:
+            plan.changes.append(f"publish {spec.name} {published.version}")
+
+    for ft, slots in doc.flows.items():
+        flow = await admin.flow(target, ft.value)
+        for tr, refs in slots.items():
+            wanted = await _resolve(admin, target, refs, newest)
+            before = flow.slot(tr) if flow else []
+            if wanted is not None and wanted == before:
+                continue
+            shown = ", ".join(f"{a}@{v}" for a, v in _shown(refs, wanted))
+            plan.changes.append(f"set {ft.value}.{tr.value}: [{shown}]")
+            if not dry_run:
+                assert wanted is not None
+                await admin.set_slot(target, ft.value, tr.value, wanted, actor=actor)
+    plan.applied = not dry_run
+    return plan
+
+
+async def _resolve(
+    admin: AdminService, tenant: str, refs: list[str], newest: dict[str, str | None]
+) -> list[Attachment] | None:
+    """The concrete attachments for ``refs`` (None when a dry run cannot know a version)."""
+    out = []
+    for ref in refs:
+        name, version = parse_ref(ref)
+        if version == "latest":
+            if name in newest:
+                resolved = newest[name]
+                if resolved is None:
+                    return None
+            else:
+                versions = await admin.versions(tenant, name)
+                if not versions:
+                    raise NotFound(f"action {name} has no version")
+                resolved = str(max(Version.parse(v.version) for v in versions))
+            version = resolved
+        out.append(Attachment(action=name, version=version))
+    return out
+
+
+def _shown(refs: list[str], wanted: list[Attachment] | None) -> list[tuple[str, str]]:
+    if wanted is not None:
+        return [(a.action, a.version) for a in wanted]
+    return [(parse_ref(r)[0], parse_ref(r)[1]) for r in refs]
