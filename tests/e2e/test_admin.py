@@ -56,7 +56,7 @@ async def test_versions_rollout_and_rollback(
     events = {
         e["type"]: e for e in await audit_events(nc, tenant) if e["type"] != "flow.action_executed"
     }
-    published = [e for e in await audit_events(nc, tenant, "flow.action_published")]
+    published = await audit_events(nc, tenant, "flow.action_published")
     assert [(e["action"], e["version"], e["actor"]) for e in published] == [
         ("ver", "1.0.0", "alice"),
         ("ver", "1.1.0", "alice"),
