@@ -14,17 +14,19 @@ from dataclasses import dataclass
 
 import nats
 import pytest
+from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
 from pymongo import MongoClient
 
 from gatehook.admin.service import AdminService
+from gatehook.app import Runtime
 from gatehook.devservers import Server, find_binary, start_mongo, start_nats
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import SandboxSettings, Settings
 from gatehook.storage import MongoStore
 from gatehook.templates import default_registry
 from gatehook.transport.jetstream import AuditPublisher
-from gatehook.transport.worker import build_broker, changes_subject
+from gatehook.transport.worker import build_broker, changes_subject, settle
 
 _ENV = Settings()
 
@@ -125,8 +127,8 @@ async def store(settings: Settings) -> AsyncIterator[MongoStore]:
 class Worker:
     """An in-process worker reached over NATS, like a login service reaches one."""
 
-    runtime: object
-    broker: object
+    runtime: Runtime
+    broker: NatsBroker
 
 
 @pytest.fixture
@@ -134,12 +136,19 @@ async def worker(
     settings: Settings, pool: SandboxPool, nc: NATS, store: MongoStore
 ) -> AsyncIterator[Worker]:
     """A started worker (broker + runtime) on this test's database."""
-    broker, runtime = build_broker(settings, pool=pool)
-    await runtime.start()
-    await broker.start()
+    runtime, broker = await start_worker(settings, pool)
     yield Worker(runtime, broker)
     await broker.stop()
     await runtime.aclose()
+
+
+async def start_worker(settings: Settings, pool: SandboxPool) -> tuple[Runtime, NatsBroker]:
+    """Start a worker and wait until the server has its subscriptions (flush)."""
+    broker, runtime = build_broker(settings, pool=pool)
+    await runtime.start()
+    await broker.start()
+    await settle(broker.connection)
+    return runtime, broker
 
 
 @pytest.fixture

@@ -107,7 +107,7 @@ class Runtime:
 
 def create_app(settings: Settings | None = None) -> FastStream:
     """The worker as a FastStream application."""
-    from gatehook.transport.worker import build_broker
+    from gatehook.transport.worker import build_broker, settle
 
     settings = settings or Settings()
     broker, runtime = build_broker(settings)
@@ -117,6 +117,11 @@ def create_app(settings: Settings | None = None) -> FastStream:
     async def _start() -> None:
         # Connect and prepare everything before the subscribers start taking requests.
         await runtime.start()
+
+    @app.after_startup
+    async def _subscribed() -> None:
+        await settle(broker.connection)  # subscriptions are on the server before we say ready
+        log.info("worker %s subscribed", settings.worker_name)
 
     @app.on_shutdown
     async def _stop() -> None:

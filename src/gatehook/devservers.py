@@ -10,7 +10,9 @@ naming these three ways. Readiness is polled with a deadline, never a fixed slee
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -118,8 +120,14 @@ def wait_for_port(
     raise RuntimeError(f"{name} did not accept connections on port {port} within {timeout:.0f} s")
 
 
-def start_nats(external: str | None = None, timeout: float = 20.0) -> Server:
-    """nats-server with JetStream on a free port, or the ``external`` server's URL as is."""
+def start_nats(
+    external: str | None = None, timeout: float = 20.0, config: str | None = None
+) -> Server:
+    """nats-server with JetStream on a free port, or the ``external`` server's URL as is.
+
+    ``config`` names a server configuration file (e.g. deploy/nats.conf); its listen address,
+    monitoring port and store directory are overridden to this run's own.
+    """
     if external:
         return Server("nats", external, 0)
     binary = find_binary("nats-server")
@@ -131,6 +139,13 @@ def start_nats(external: str | None = None, timeout: float = 20.0) -> Server:
     port = free_port()
     log_path = os.path.join(workdir, "nats.log")
     args = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", os.path.join(workdir, "js")]
+    if config is not None:
+        # The file's own store_dir and ports are replaced by this run's.
+        store = json.dumps(os.path.join(workdir, "js"))
+        text = re.sub(r"store_dir:\s*\S+", f"store_dir: {store}", Path(config).read_text())
+        local = os.path.join(workdir, "nats.conf")
+        Path(local).write_text(text)
+        args = [binary, "-c", local, "-a", "127.0.0.1", "-p", str(port), "-m", str(free_port())]
     proc = _spawn(args, log_path)
     server = Server("nats", f"nats://127.0.0.1:{port}", port, proc, workdir, log_path, args)
     try:

@@ -8,17 +8,18 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
 from nats.js.api import DiscardPolicy, StreamConfig
 
 from gatehook.admin.service import AdminService
+from gatehook.app import Runtime
 from gatehook.devservers import start_mongo
 from gatehook.domain.model import Attachment
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
-from gatehook.transport.worker import build_broker
-from tests.conftest import Worker
+from tests.conftest import Worker, start_worker
 from tests.helpers import attach, audit_events, custom, request, template, trigger
 
 
@@ -345,10 +346,8 @@ async def test_deleted_audit_stream_is_recreated(
     assert len(await audit_events(nc, tenant, "flow.action_executed")) == 1
 
 
-async def _worker(settings: Settings, pool: SandboxPool) -> tuple[object, object]:
-    broker, runtime = build_broker(settings, pool=pool)
-    await runtime.start()
-    await broker.start()
+async def _worker(settings: Settings, pool: SandboxPool) -> tuple[NatsBroker, Runtime]:
+    runtime, broker = await start_worker(settings, pool)
     return broker, runtime
 
 
@@ -367,7 +366,7 @@ async def test_two_workers_share_load_and_see_changes(
         await attach(admin, tenant, [("ver", v1)])
         replies = await asyncio.gather(*(trigger(nc, tenant, request()) for _ in range(40)))
         assert {r["claims"]["v"] for r in replies} == {1}
-        counts = [w[1].triggers.handled for w in workers]  # type: ignore[attr-defined]
+        counts = [w[1].triggers.handled for w in workers]
         assert all(c > 0 for c in counts), counts
 
         v2 = await custom(admin, tenant, "ver", returns("{kind: 'continue', claims: {v: 2}}"))
@@ -376,16 +375,16 @@ async def test_two_workers_share_load_and_see_changes(
         seen: set[int] = set()
         while len(seen) < 2:
             assert time.monotonic() - changed < 1.0, "a worker did not see the change within 1 s"
-            before = [w[1].triggers.handled for w in workers]  # type: ignore[attr-defined]
+            before = [w[1].triggers.handled for w in workers]
             reply = await trigger(nc, tenant, request())
-            after = [w[1].triggers.handled for w in workers]  # type: ignore[attr-defined]
+            after = [w[1].triggers.handled for w in workers]
             who = next(i for i in range(2) if after[i] > before[i])
             if reply["flow_revision"] == rev2:
                 seen.add(who)
     finally:
         for broker, runtime in workers:
-            await broker.stop()  # type: ignore[attr-defined]
-            await runtime.aclose()  # type: ignore[attr-defined]
+            await broker.stop()
+            await runtime.aclose()
 
 
 @pytest.fixture
@@ -399,17 +398,15 @@ async def test_storage_outage_gives_unavailable_and_recovers(
     settings: Settings, pool: SandboxPool, nc: NATS, own_mongo: object, tenant: str
 ) -> None:
     server = own_mongo
-    settings = settings.model_copy(
-        update={"mongodb_url": server.url, "mongodb_timeout_ms": 500}  # type: ignore[attr-defined]
-    )
+    settings = settings.model_copy(update={"mongodb_url": server.url, "mongodb_timeout_ms": 500})
     broker, runtime = await _worker(settings, pool)
     try:
-        server.kill()  # type: ignore[attr-defined]
+        server.kill()
         reply = await trigger(nc, tenant, request())
         assert reply["decision"] is None
         assert reply["error"]["code"] == "unavailable"
         assert reply["error"]["retryable"] is True
-        server.restart()  # type: ignore[attr-defined]
+        server.restart()
         deadline = time.monotonic() + 20
         while True:
             reply = await trigger(nc, tenant, request())
@@ -418,5 +415,5 @@ async def test_storage_outage_gives_unavailable_and_recovers(
             assert time.monotonic() < deadline, reply
             await asyncio.sleep(0.1)
     finally:
-        await broker.stop()  # type: ignore[attr-defined]
-        await runtime.aclose()  # type: ignore[attr-defined]
+        await broker.stop()
+        await runtime.aclose()

@@ -8,10 +8,12 @@ Subjects (CONTRACT.md):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
+from nats.aio.client import Client
 
 from gatehook.admin.api import ADMIN_SUBJECT
 from gatehook.app import Runtime
@@ -24,6 +26,7 @@ __all__ = [
     "TRIGGER_SUBJECT",
     "build_broker",
     "changes_subject",
+    "settle",
 ]
 
 log = logging.getLogger("gatehook.transport")
@@ -35,6 +38,19 @@ CHANGES_SUBJECT = "gatehook.v1.changes.*"
 def changes_subject(tenant: str) -> str:
     """The broadcast subject that tells workers ``tenant``'s flows changed."""
     return f"gatehook.v1.changes.{tenant}"
+
+
+async def settle(nc: Client, timeout: float = 5.0) -> None:
+    """Return once the server has everything written so far (subscriptions included).
+
+    nats-py writes a flush's PING straight to the socket, ahead of commands still waiting for
+    its flusher task, so a bare ``flush()`` can return before earlier SUBs reach the server.
+    Wait for the pending buffer to drain first, then round-trip.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while nc.pending_data_size > 0 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.001)
+    await nc.flush(timeout=max(1, int(timeout)))
 
 
 def build_broker(

@@ -1,0 +1,5 @@
+"""``python -m gatehook`` runs the CLI."""
+
+from gatehook.cli import main
+
+main()
