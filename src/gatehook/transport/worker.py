@@ -48,7 +48,8 @@ async def settle(nc: Client, timeout: float = 5.0) -> None:
     Wait for the pending buffer to drain first, then round-trip.
     """
     deadline = asyncio.get_running_loop().time() + timeout
-    while nc.pending_data_size > 0 and asyncio.get_running_loop().time() < deadline:
+    # nats-py offers no event for "pending buffer written"; poll it, bounded by the deadline.
+    while nc.pending_data_size > 0 and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.001)
     await nc.flush(timeout=max(1, int(timeout)))
 
