@@ -29,6 +29,13 @@ from gatehook.transport.jetstream import AuditPublisher
 from gatehook.transport.worker import build_broker, changes_subject, settle
 
 _ENV = Settings()
+_SERVER_LINES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the servers the tests really talked to (versions they reported)."""
+    for line in _SERVER_LINES:
+        terminalreporter.write_line(f"servers: {line}")
 
 
 @dataclass
@@ -42,7 +49,7 @@ class Servers:
 
 
 @pytest.fixture(scope="session")
-def servers(request: pytest.FixtureRequest) -> Iterator[Servers]:
+def servers() -> Iterator[Servers]:
     """Start nats-server and the MongoDB-protocol server once for the session."""
     nats_server = start_nats(_ENV.test_nats_url)
     try:
@@ -61,14 +68,14 @@ def servers(request: pytest.FixtureRequest) -> Iterator[Servers]:
     )
     info = client.admin.command("buildInfo")
     client.close()
-    ferret = info.get("ferretdb")
-    mongo_version = f"{mongo_server.name} {info.get('version')}" + (
-        f" (FerretDB {ferret.get('version')})" if isinstance(ferret, dict) else ""
+    ferret = info.get("ferretdbVersion")
+    mongo_version = f"{mongo_server.name}: MongoDB {info.get('version')}" + (
+        f" compatible, FerretDB {ferret}" if ferret else ""
     )
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"servers: {nats_version} at {nats_server.url}")
-        reporter.write_line(f"servers: MongoDB protocol: {mongo_version} at {mongo_server.url}")
+    _SERVER_LINES[:] = [
+        f"{nats_version} (JetStream) at {nats_server.url}",
+        f"MongoDB protocol: {mongo_version} at {mongo_server.url}",
+    ]
     yield Servers(nats_server, mongo_server, nats_version, mongo_version)
     mongo_server.stop()
     nats_server.stop()

@@ -87,11 +87,9 @@ class MongoStore:
     async def server_version(self) -> str:
         """The server's reported version (FerretDB reports the MongoDB version it mimics)."""
         info = await self._guard(lambda: self._db.command("buildInfo"))
-        extra = info.get("ferretdb") or info.get("ferretdbVersion")
         version = str(info.get("version"))
-        if isinstance(extra, dict):
-            return f"{version} (FerretDB {extra.get('version')})"
-        return version
+        ferret = info.get("ferretdbVersion")
+        return f"{version} (FerretDB {ferret})" if ferret else version
 
     async def ping(self) -> None:
         """Round trip to the server; raises ``StorageUnavailable`` if it is away."""
