@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 
 import dukpy
 from dukpy import _dukpy
@@ -127,6 +127,7 @@ class Child:
         self.interps: OrderedDict[str, tuple[Interpreter, str]] = OrderedDict()
         self.compiler: Interpreter | None = None
         self.calls = 0
+        self.collect = False
 
     def rss_kb(self) -> int:
         with open("/proc/self/statm") as f:
@@ -157,7 +158,7 @@ class Child:
 
     def _drop(self, key: str) -> None:
         self.interps.pop(key, None)
-        gc.collect()
+        self.collect = True  # after the reply is written: the caller is not kept waiting
 
     def run(self, h: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         key: str = h["key"]
@@ -243,7 +244,7 @@ class Child:
         except BaseException as exc:
             self._disarm()
             self.compiler = None
-            gc.collect()
+            self.collect = True
             err = classify(exc)
             err["message"] = "compiler failed: " + err["message"]
             return {"ok": False, "error": err}, b""
@@ -283,11 +284,22 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def _read_exact(stream: IO[bytes], n: int) -> bytes | None:
-    buf = stream.read(n)
-    if buf is None or len(buf) < n:
-        return None
-    return buf
+class _Reader:
+    """Frames from a pipe: one read syscall fills a buffer that serves many frames."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buf = bytearray()
+
+    def read_exact(self, n: int) -> bytes | None:
+        while len(self._buf) < n:
+            chunk = os.read(self._fd, max(65536, n - len(self._buf)))
+            if not chunk:
+                return None
+            self._buf += chunk
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
 
 
 def main() -> None:
@@ -300,14 +312,14 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # stray prints must never corrupt the frame stream
-    inp = sys.stdin.buffer
+    inp = _Reader(sys.stdin.fileno())
     child = Child(limits)
     while True:
-        head = _read_exact(inp, framing.HEAD.size)
+        head = inp.read_exact(framing.HEAD.size)
         if head is None:
             return
         total, hlen = framing.HEAD.unpack(head)
-        payload = _read_exact(inp, total)
+        payload = inp.read_exact(total)
         if payload is None:
             return
         header, body = framing.decode(payload, hlen)
@@ -321,6 +333,9 @@ def main() -> None:
             )
         reply["id"] = header.get("id")
         out.write(framing.encode(reply, rbody))
+        if child.collect:
+            child.collect = False
+            gc.collect()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from gatehook.domain.model import ScriptStyle
 from gatehook.errors import (
@@ -102,12 +102,10 @@ class _Child(asyncio.SubprocessProtocol):
         return len(self.pending)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.SubprocessTransport)
-        self.transport = transport
-        self.pid = transport.get_pid()
-        stdin = transport.get_pipe_transport(0)
-        assert isinstance(stdin, asyncio.WriteTransport)
-        self.stdin = stdin
+        # Duck-typed: uvloop's transports implement the interface without subclassing it.
+        self.transport = cast(asyncio.SubprocessTransport, transport)
+        self.pid = self.transport.get_pid()
+        self.stdin = cast(asyncio.WriteTransport, self.transport.get_pipe_transport(0))
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         buf = self._buf
@@ -123,9 +121,9 @@ class _Child(asyncio.SubprocessProtocol):
             self._on_frame(self, header, body)
 
     def process_exited(self) -> None:
-        assert self.transport is not None
+        code = self.transport.get_returncode() if self.transport is not None else None
         if not self.exited.done():
-            self.exited.set_result(self.transport.get_returncode() or 0)
+            self.exited.set_result(code or 0)
 
     def kill(self) -> None:
         if self.transport is not None and self.transport.get_returncode() is None:
