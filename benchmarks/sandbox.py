@@ -164,9 +164,9 @@ async def main() -> None:
         )
     lines.append("")
     lines.append(
-        f"Timeout {over['timeout_ms']:.0f} ms, {over['runs']} runs of `while(true){{}}`: the caller "
-        f"got `timeout` {over['overshoot_p50_ms']:.1f} ms (p50) / {over['overshoot_max_ms']:.1f} ms "
-        "(max) after the deadline."
+        f"Timeout {over['timeout_ms']:.0f} ms, {over['runs']} runs of `while(true){{}}`: "
+        f"the caller got `timeout` {over['overshoot_p50_ms']:.1f} ms (p50) / "
+        f"{over['overshoot_max_ms']:.1f} ms (max) after the deadline."
     )
     table = "\n".join(lines)
     print(table)
