@@ -145,6 +145,12 @@ async def worker(
     """A started worker (broker + runtime) on this test's database."""
     runtime, broker = await start_worker(settings, pool)
     yield Worker(runtime, broker)
+    await stop_worker(runtime, broker)
+
+
+async def stop_worker(runtime: Runtime, broker: NatsBroker) -> None:
+    """Stop taking requests, finish those in flight, close."""
+    await runtime.drain()
     await broker.stop()
     await runtime.aclose()
 
@@ -154,6 +160,7 @@ async def start_worker(settings: Settings, pool: SandboxPool) -> tuple[Runtime, 
     broker, runtime = build_broker(settings, pool=pool)
     await runtime.start()
     await broker.start()
+    await runtime.serve()
     await settle(broker.connection)
     return runtime, broker
 

@@ -20,7 +20,8 @@ from gatehook.service.trigger import TriggerService
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
 from gatehook.templates import TemplateRegistry, default_registry
-from gatehook.transport.jetstream import AuditPublisher, KvReplyStore
+from gatehook.transport.jetstream import AuditPublisher, JsReplyStore
+from gatehook.transport.trigger_server import TriggerServer
 
 __all__ = ["Runtime", "create_app"]
 
@@ -43,6 +44,7 @@ class Runtime:
         self._owns_pool = pool is None
         self.pool = pool if pool is not None else SandboxPool(settings.sandbox)
         self._triggers: TriggerService | None = None
+        self._server: TriggerServer | None = None
         self._admin: AdminApi | None = None
         self.audit: AuditPublisher | None = None
 
@@ -73,8 +75,8 @@ class Runtime:
         js = self.broker.connection.jetstream()
         self.audit = AuditPublisher(js, self.settings.audit)
         await self.audit.ensure_stream()
-        replies = KvReplyStore(js, self.settings.dedupe_window_s, self.settings.audit.replicas)
-        await replies.ensure_bucket()
+        replies = JsReplyStore(js, self.settings.dedupe_window_s, self.settings.audit.replicas)
+        await replies.ensure_stream()
         self._triggers = TriggerService(
             flows=self.store,
             scripts=self.pool,
@@ -98,6 +100,27 @@ class Runtime:
             self.pool.size,
         )
 
+    async def serve(self) -> None:
+        """Start taking change broadcasts and trigger requests (``transport.trigger_server``)."""
+        if self._server is not None:
+            return
+        lean = self.settings.trigger_transport == "lean"
+        self._server = TriggerServer(
+            self.broker.connection,
+            self.triggers.handle,
+            subject="gatehook.v1.trigger.*.*.*" if lean else "",
+            queue=self.settings.queue_group,
+            concurrency=self.settings.concurrency,
+            on_change=self.triggers.invalidate,
+        )
+        await self._server.start()
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Stop taking trigger requests and finish those in flight."""
+        if self._server is not None:
+            await self._server.stop(timeout)
+            self._server = None
+
     async def aclose(self) -> None:
         """Stop the sandbox (if owned) and close the storage client."""
         if self._owns_pool:
@@ -120,11 +143,13 @@ def create_app(settings: Settings | None = None) -> FastStream:
 
     @app.after_startup
     async def _subscribed() -> None:
+        await runtime.serve()
         await settle(broker.connection)  # subscriptions are on the server before we say ready
         log.info("worker %s subscribed", settings.worker_name)
 
     @app.on_shutdown
     async def _stop() -> None:
+        await runtime.drain()
         await runtime.aclose()
 
     app.runtime = runtime  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ Top-level fields map to ``GATEHOOK_<FIELD>`` (``GATEHOOK_NATS_URL``); nested mod
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +56,9 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     worker_name: str = Field(default_factory=lambda: f"worker-{os.getpid()}")
     concurrency: int = Field(default=256, ge=1, description="trigger requests in flight per worker")
+    trigger_transport: Literal["lean", "faststream"] = Field(
+        default="lean", description="raw nats-py subscription (lean) or a FastStream subscriber"
+    )
     request_budget_ms: int = Field(default=2000, ge=10, le=60_000)
     pin_ttl_s: float = Field(default=3600.0, gt=0)
     dedupe_window_s: float = Field(default=600.0, gt=0)

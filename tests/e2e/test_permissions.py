@@ -17,7 +17,7 @@ from gatehook.devservers import Server, start_nats
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
-from tests.conftest import start_worker
+from tests.conftest import start_worker, stop_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,8 +81,7 @@ async def test_roles(
     finally:
         await login.close()
         await operator.close()
-        await broker.stop()
-        await runtime.aclose()
+        await stop_worker(runtime, broker)
 
 
 def test_compose_file_is_consistent() -> None:

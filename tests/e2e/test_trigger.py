@@ -19,7 +19,7 @@ from gatehook.domain.model import Attachment
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
-from tests.conftest import Worker, start_worker
+from tests.conftest import Worker, start_worker, stop_worker
 from tests.helpers import attach, audit_events, custom, request, template, trigger
 
 
@@ -232,6 +232,32 @@ async def test_retry_same_request_id(
     assert all(e["flow_revision"] == first["flow_revision"] for e in mine)
 
 
+async def test_retry_on_another_worker_gets_the_same_reply(
+    settings: Settings,
+    pool: SandboxPool,
+    nc: NATS,
+    store: MongoStore,
+    admin: AdminService,
+    tenant: str,
+) -> None:
+    first_worker = await _worker(settings, pool)
+    second_worker = await _worker(settings, pool)
+    try:
+        v = await custom(
+            admin, tenant, "rnd", returns("{kind: 'continue', claims: {r: Math.random()}}")
+        )
+        await attach(admin, tenant, [("rnd", v)])
+        body = json.dumps(request()).encode()
+        subject = ("external_authentication", "post_authentication")
+        a = await first_worker[1].triggers.handle(tenant, *subject, body)
+        b = await second_worker[1].triggers.handle(tenant, *subject, body)  # the retry, elsewhere
+        assert json.loads(a) == json.loads(b)
+        assert len(await audit_events(nc, tenant, "flow.action_executed")) == 1
+    finally:
+        for broker, runtime in (first_worker, second_worker):
+            await stop_worker(runtime, broker)
+
+
 async def test_tenant_isolation(worker: Worker, nc: NATS, admin: AdminService, tenant: str) -> None:
     block = await custom(admin, tenant, "blocker", returns("{kind: 'block'}"))
     await attach(admin, tenant, [("blocker", block)])
@@ -383,8 +409,7 @@ async def test_two_workers_share_load_and_see_changes(
                 seen.add(who)
     finally:
         for broker, runtime in workers:
-            await broker.stop()
-            await runtime.aclose()
+            await stop_worker(runtime, broker)
 
 
 @pytest.fixture
@@ -415,5 +440,4 @@ async def test_storage_outage_gives_unavailable_and_recovers(
             assert time.monotonic() < deadline, reply
             await asyncio.sleep(0.1)
     finally:
-        await broker.stop()
-        await runtime.aclose()
+        await stop_worker(runtime, broker)

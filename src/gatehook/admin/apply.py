@@ -68,7 +68,7 @@ def _draft(spec: ActionSpec, sources: dict[str, str]) -> Draft:
     if language is None and spec.file is not None:
         language = "ts" if spec.file.endswith((".ts", ".mts")) else "js"
     return Draft(
-        source=sources.get(spec.name),
+        source=sources.get(spec.name, spec.source),
         language=language,
         config=dict(spec.config),
         timeout_ms=spec.timeout_ms,

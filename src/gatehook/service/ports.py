@@ -44,8 +44,12 @@ class AuditSink(Protocol):
 
 
 class ReplyStore(Protocol):
-    """Remembers replies by idempotency key for the dedupe window (JetStream KV)."""
+    """Remembers replies by idempotency key for the dedupe window (a JetStream stream)."""
 
-    async def get(self, key: str) -> bytes | None: ...
+    async def remember(self, key: str, reply: bytes) -> bytes | None:
+        """Store ``reply``; return the reply stored first when ``key`` was seen already."""
+        ...
 
-    async def put(self, key: str, reply: bytes) -> None: ...
+    async def forget(self, key: str) -> None:
+        """Drop a stored reply (its decision was not given)."""
+        ...

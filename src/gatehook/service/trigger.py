@@ -120,6 +120,8 @@ class TriggerService:
         self._versions: Lru[tuple[str, str, str], ActionVersion] = Lru(8192)
         self._configs: Lru[tuple[str, str, str], tuple[Any, str]] = Lru(8192)
         self._pins: Lru[tuple[str, str], tuple[Pin, datetime]] = Lru(100_000)
+        # replies given here lately, by key, with when they stop counting as the same request
+        self._recent: Lru[str, tuple[float, bytes]] = Lru(10_000)
         self.handled = 0  # requests answered by this instance (operations, load-sharing tests)
 
     # -- cache control -----------------------------------------------------------------------
@@ -179,9 +181,9 @@ class TriggerService:
         ft, tr = FlowType(flow_type), Trigger(trigger)
 
         key = self._reply_key(tenant, ft, tr, req.request_id)
-        cached = await self._replies.get(key)
-        if cached is not None:
-            return cached
+        recent = self._recent.get(key)
+        if recent is not None and recent[0] > started:  # a retry that came back to this worker
+            return recent[1]
 
         budget = self._settings.request_budget_ms
         if req.deadline_ms is not None:
@@ -203,19 +205,28 @@ class TriggerService:
         reply = decide(
             req.request_id, revision, steps, [(a.action, a.version) for a in attachments]
         )
-        events = self._events(call, revision, steps)
-        if events:
-            try:
-                await asyncio.wait_for(
-                    self._audit.publish(events), max(final - time.monotonic(), 0.01)
-                )
-            except TimeoutError:
-                raise TransportError("the audit stream did not acknowledge in time") from None
         body = reply.model_dump_json().encode()
-        try:
-            await self._replies.put(key, body)
-        except GatehookError as exc:
-            log.warning("reply of %s not remembered for dedupe: %s", req.request_id, exc)
+        events = self._events(call, revision, steps)
+        # The audit events and the reply record go out together; both must be acknowledged
+        # before the reply is given. A retry learns here that it is one, and gets the reply
+        # given the first time (its own audit events carry the same ids: stored once).
+        audit = asyncio.ensure_future(self._audit.publish(events)) if events else None
+        remembered = asyncio.ensure_future(self._replies.remember(key, body))
+        pending = [f for f in (audit, remembered) if f is not None]
+        done, late = await asyncio.wait(pending, timeout=max(final - time.monotonic(), 0.01))
+        for f in late:
+            f.cancel()
+        failure = next((f.exception() for f in done if f.exception() is not None), None)
+        if late or failure is not None:
+            if remembered in done and remembered.exception() is None:
+                await self._replies.forget(key)
+            if isinstance(failure, GatehookError):
+                raise failure
+            raise TransportError("the audit stream did not acknowledge in time")
+        earlier = remembered.result()
+        if earlier is not None:
+            body = earlier
+        self._recent.put(key, (started + self._settings.dedupe_window_s, body))
         return body
 
     def _bad(self, payload: bytes, message: str) -> TriggerReply:
@@ -384,8 +395,9 @@ class TriggerService:
 
     def _events(self, call: _Call, revision: int | None, steps: list[Step]) -> list[AuditEvent]:
         at = datetime.now(UTC)
+        # model_construct: every field is built here from validated values (hot path).
         return [
-            AuditEvent(
+            AuditEvent.model_construct(
                 event_id=event_id(
                     call.tenant,
                     call.flow_type.value,
@@ -408,6 +420,9 @@ class TriggerService:
                 outcome=Outcome(step.outcome()),
                 duration_ms=round(step.duration_ms, 3),
                 error=step.error,
+                flow_revision_before=None,
+                previous_version=None,
+                details={},
             )
             for index, step in enumerate(steps)
         ]

@@ -1,34 +1,31 @@
 """JetStream adapters: the audit stream publisher and the reply store for idempotency.
 
 Audit events go to ``GATEHOOK_AUDIT`` with ``Nats-Msg-Id`` = event id, so the stream drops a
-retried request's second copy within its duplicate window. Replies are remembered in a KV
-bucket whose entries expire with the bucket's max age (JetStream does the expiry; nothing
-depends on MongoDB TTL indexes).
+retried request's second copy within its duplicate window. Replies are remembered on
+``GATEHOOK_REPLIES`` whose messages expire with its max age (JetStream does the expiry;
+nothing depends on MongoDB TTL indexes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext, api
-from nats.js.kv import KeyValue
 
 from gatehook.domain.contract import AuditEvent
 from gatehook.errors import TransportError
 from gatehook.settings import AuditSettings
 
-__all__ = ["AUDIT_SUBJECTS", "REPLIES_BUCKET", "AuditPublisher", "KvReplyStore", "audit_subject"]
+__all__ = ["AUDIT_SUBJECTS", "REPLIES_STREAM", "AuditPublisher", "JsReplyStore", "audit_subject"]
 
 log = logging.getLogger("gatehook.audit")
 
 AUDIT_SUBJECTS = "gatehook.v1.audit.>"
-REPLIES_BUCKET = "gatehook_replies"
-T = TypeVar("T")
+REPLIES_STREAM = "GATEHOOK_REPLIES"
+REPLIES_SUBJECTS = "gatehook.v1.replies.>"
 _JS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
 
 
@@ -97,63 +94,71 @@ class AuditPublisher:
         await asyncio.gather(*futures)
 
 
-class KvReplyStore:
-    """Replies by idempotency key, in a JetStream KV bucket with max age = dedupe window."""
+class JsReplyStore:
+    """Replies by idempotency key, on a stream with dedupe window = max age = the window.
+
+    ``remember`` publishes the reply with ``Nats-Msg-Id`` = key. The stream says whether it has
+    seen that id within the window: if so, this request is a retry, and the reply stored first
+    is read back and returned, so every attempt of one request gets the same decision. The
+    common case (a new request) costs one publish, sent together with the audit events.
+    """
 
     def __init__(self, js: JetStreamContext, window_s: float, replicas: int = 1) -> None:
         self._js = js
         self._window = window_s
         self._replicas = replicas
-        self._kv: KeyValue | None = None
 
-    async def ensure_bucket(self) -> None:
-        """Create the bucket if it does not exist."""
+    async def ensure_stream(self) -> None:
+        """Create the replies stream, or bring its configuration up to date."""
+        config = api.StreamConfig(
+            name=REPLIES_STREAM,
+            subjects=[REPLIES_SUBJECTS],
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS,
+            max_age=self._window,
+            duplicate_window=self._window,
+            max_msgs_per_subject=1,
+            num_replicas=self._replicas,
+        )
         try:
             try:
-                self._kv = await self._js.key_value(REPLIES_BUCKET)
-            except nats.js.errors.BucketNotFoundError:
-                self._kv = await self._js.create_key_value(
-                    bucket=REPLIES_BUCKET,
-                    ttl=self._window,
-                    history=1,
-                    replicas=self._replicas,
-                    storage=api.StorageType.FILE,
-                )
+                await self._js.stream_info(REPLIES_STREAM)
+            except nats.js.errors.NotFoundError:
+                await self._js.add_stream(config)
+                return
+            await self._js.update_stream(config)
         except _JS_ERRORS as exc:
-            raise TransportError(f"cannot set up reply bucket: {exc!r}") from exc
+            raise TransportError(f"cannot set up the replies stream: {exc!r}") from exc
 
-    async def get(self, key: str) -> bytes | None:
-        """The remembered reply, or None."""
-        entry: KeyValue.Entry | None
+    async def remember(self, key: str, reply: bytes) -> bytes | None:
+        """Store ``reply`` under ``key``; return the reply stored earlier if there is one."""
+        subject = f"gatehook.v1.replies.{key}"
         try:
-            entry = await self._bucket().get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        except _JS_ERRORS as first:
-            entry = await self._again(first, lambda kv: kv.get(key))
-        return None if entry is None else entry.value
-
-    async def put(self, key: str, reply: bytes) -> None:
-        """Remember ``reply`` under ``key``."""
-        try:
-            await self._bucket().put(key, reply)
-        except _JS_ERRORS as first:
-            await self._again(first, lambda kv: kv.put(key, reply))
-
-    def _bucket(self) -> KeyValue:
-        if self._kv is None:
-            raise TransportError("reply store not set up (ensure_bucket() first)")
-        return self._kv
-
-    async def _again(
-        self, first: BaseException, op: Callable[[KeyValue], Awaitable[T]]
-    ) -> T | None:
-        """After a failure, set the bucket up again (it may have been deleted) and retry once."""
-        log.warning("reply store failed (%r); setting it up again", first)
-        await self.ensure_bucket()
-        try:
-            return await op(self._bucket())
-        except nats.js.errors.KeyNotFoundError:
-            return None
+            try:
+                ack = await self._publish(subject, key, reply)
+            except nats.js.errors.NoStreamResponseError:
+                log.warning("replies stream missing; creating it again")
+                await self.ensure_stream()
+                ack = await self._publish(subject, key, reply)
+            if not ack.duplicate:
+                return None
+            earlier = await self._js.get_last_msg(REPLIES_STREAM, subject)
+        except nats.js.errors.NotFoundError:
+            return None  # expired between the two calls: ours stands
         except _JS_ERRORS as exc:
             raise TransportError(f"reply store unavailable: {exc!r}") from exc
+        return earlier.data
+
+    async def forget(self, key: str) -> None:
+        """Drop a remembered reply (its decision was not given after all). Best effort."""
+        try:
+            await self._js.purge_stream(REPLIES_STREAM, subject=f"gatehook.v1.replies.{key}")
+        except _JS_ERRORS as exc:
+            log.warning("could not forget reply %s: %r", key, exc)
+
+    async def _publish(self, subject: str, key: str, reply: bytes) -> api.PubAck:
+        future = await self._js.publish_async(
+            subject, reply, headers={"Nats-Msg-Id": key}, wait_stall=1.0
+        )
+        ack: api.PubAck = await future
+        return ack

@@ -4,6 +4,9 @@ Subjects (CONTRACT.md):
 - ``gatehook.v1.trigger.<tenant>.<flow_type>.<trigger>``: request-reply, queue group
   ``gatehook-workers``, handled concurrently up to ``GATEHOOK_CONCURRENCY``;
 - ``gatehook.v1.changes.<tenant>``: every worker drops its cached flow heads of the tenant.
+
+Both are served on the lean path (``transport.trigger_server``); the management API
+(``gatehook.v1.admin.<tenant>.<operation>``) is a FastStream subscriber.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from gatehook.admin.api import ADMIN_SUBJECT
 from gatehook.app import Runtime
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
+from gatehook.transport.trigger_server import BAD_SUBJECT, split_subject
 
 __all__ = [
     "ADMIN_SUBJECT",
@@ -68,22 +72,20 @@ def build_broker(
     )
     runtime = Runtime(settings, broker, pool=pool)
 
-    @broker.subscriber(
-        TRIGGER_SUBJECT,
-        queue=settings.queue_group,
-        max_workers=settings.concurrency,
-        title="trigger",
-        description="Trigger request at a sign-in flow's trigger point; replies with a decision.",
-    )
-    async def on_trigger(msg: NatsMessage) -> bytes:
-        parts = msg.raw_message.subject.split(".")
-        if len(parts) != 6:
-            return (
-                b'{"request_id":null,"decision":null,"error":{"code":"bad_request",'
-                b'"message":"subject must be gatehook.v1.trigger.<tenant>.<flow_type>.<trigger>",'
-                b'"retryable":false}}'
-            )
-        return await runtime.triggers.handle(parts[3], parts[4], parts[5], msg.raw_message.data)
+    if settings.trigger_transport == "faststream":
+
+        @broker.subscriber(
+            TRIGGER_SUBJECT,
+            queue=settings.queue_group,
+            max_workers=settings.concurrency,
+            title="trigger",
+            description="Trigger request at a trigger point; replies with a decision.",
+        )
+        async def on_trigger(msg: NatsMessage) -> bytes:
+            parts = split_subject(msg.raw_message.subject)
+            if parts is None:
+                return BAD_SUBJECT
+            return await runtime.triggers.handle(*parts, msg.raw_message.data)
 
     @broker.subscriber(
         ADMIN_SUBJECT,
@@ -94,10 +96,5 @@ def build_broker(
     )
     async def on_admin(msg: NatsMessage) -> bytes:
         return await runtime.admin.handle(msg.raw_message.subject, msg.raw_message.data)
-
-    @broker.subscriber(CHANGES_SUBJECT, title="changes", description="Flow change broadcast.")
-    async def on_change(msg: NatsMessage) -> None:
-        tenant = msg.raw_message.subject.rsplit(".", 1)[-1]
-        runtime.triggers.invalidate(tenant)
 
     return broker, runtime

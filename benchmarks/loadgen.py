@@ -1,0 +1,90 @@
+"""A load generator process: trigger requests over nats-py, closed or open loop.
+
+Closed loop: ``--in-flight`` requests outstanding for ``--seconds``; reports throughput.
+Open loop: requests sent on a fixed schedule at ``--rate`` for ``--seconds``; latency is
+measured from each request's scheduled time (no coordinated omission). Every request has a
+fresh request_id. Prints one JSON line with the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+
+import nats
+import uvloop
+
+BODY = (
+    '{"request_id":"%s","user":{"id":"u1","username":"ann","email":"ann@acme.com",'
+    '"groups":["staff"],"metadata":{"tier":"gold"}},"request":{"ip":"203.0.113.7",'
+    '"risk_score":0.1},"context":{"providerInfo":{"name":"okta"}}}'
+)
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--url", required=True)
+    p.add_argument("--subject", required=True)
+    p.add_argument("--mode", choices=["closed", "open"], required=True)
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--in-flight", type=int, default=32)
+    p.add_argument("--rate", type=float, default=500.0)
+    p.add_argument("--timeout", type=float, default=5.0)
+    args = p.parse_args()
+    nc = await nats.connect(args.url, pending_size=64 * 1024 * 1024)
+    prefix = uuid.uuid4().hex[:12]
+    counter = 0
+    lat: list[float] = []
+    errors = 0
+
+    async def one(scheduled: float) -> None:
+        nonlocal counter, errors
+        counter += 1
+        body = (BODY % f"{prefix}-{counter}").encode()
+        try:
+            msg = await nc.request(args.subject, body, timeout=args.timeout)
+            if b'"error":null' not in msg.data:
+                errors += 1
+        except Exception:
+            errors += 1
+            return
+        lat.append((time.perf_counter() - scheduled) * 1000)
+
+    await one(time.perf_counter())  # warm the response subscription
+    lat.clear()
+    started = time.perf_counter()
+    end = started + args.seconds
+    if args.mode == "closed":
+
+        async def client() -> None:
+            while time.perf_counter() < end:
+                await one(time.perf_counter())
+
+        await asyncio.gather(*(client() for _ in range(args.in_flight)))
+    else:
+        interval = 1.0 / args.rate
+        tasks = set()
+        n = 0
+        while True:
+            scheduled = started + n * interval
+            if scheduled >= end:
+                break
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(one(scheduled))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            n += 1
+        if tasks:
+            await asyncio.wait(tasks, timeout=args.timeout + 1)
+    elapsed = time.perf_counter() - started
+    await nc.close()
+    print(json.dumps({"ok": len(lat), "errors": errors, "elapsed": elapsed, "lat": lat}))
+
+
+if __name__ == "__main__":
+    uvloop.run(main())
