@@ -8,6 +8,7 @@ it in a FastStream application (``faststream run gatehook.app:create_app --facto
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
@@ -20,12 +21,22 @@ from gatehook.service.trigger import TriggerService
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
 from gatehook.templates import TemplateRegistry, default_registry
+from gatehook.templates.base import CounterStore, Delivery
 from gatehook.transport.jetstream import AuditPublisher, JsReplyStore
 from gatehook.transport.trigger_server import TriggerServer
+from gatehook.transport.webhooks import WebhookDelivery
 
 __all__ = ["Runtime", "create_app"]
 
 log = logging.getLogger("gatehook")
+
+
+@dataclass
+class Services:
+    """What templates may use (``TemplateServices``): shared counters and webhook delivery."""
+
+    counters: CounterStore
+    delivery: Delivery
 
 
 class Runtime:
@@ -43,6 +54,7 @@ class Runtime:
         # A pool passed in is shared (tests, embedding) and stays open when this runtime closes.
         self._owns_pool = pool is None
         self.pool = pool if pool is not None else SandboxPool(settings.sandbox)
+        self.delivery = WebhookDelivery(settings.webhooks)
         self._triggers: TriggerService | None = None
         self._server: TriggerServer | None = None
         self._admin: AdminApi | None = None
@@ -77,6 +89,7 @@ class Runtime:
         await self.audit.ensure_stream()
         replies = JsReplyStore(js, self.settings.dedupe_window_s, self.settings.audit.replicas)
         await replies.ensure_stream()
+        await self.delivery.start()
         self._triggers = TriggerService(
             flows=self.store,
             scripts=self.pool,
@@ -84,6 +97,7 @@ class Runtime:
             audit=self.audit,
             replies=replies,
             settings=self.settings,
+            services=Services(counters=self.store, delivery=self.delivery),
         )
         service = AdminService(
             store=self.store,
@@ -123,6 +137,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         """Stop the sandbox (if owned) and close the storage client."""
+        await self.delivery.aclose()
         if self._owns_pool:
             await self.pool.aclose()
         await self.store.aclose()

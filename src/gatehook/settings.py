@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["AuditSettings", "SandboxSettings", "Settings"]
+__all__ = ["AuditSettings", "SandboxSettings", "Settings", "WebhookSettings"]
 
 
 class SandboxSettings(BaseModel):
@@ -29,6 +29,19 @@ class SandboxSettings(BaseModel):
     http_max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
     http_allow_private: bool = False
     grace_ms: int = Field(default=40, ge=5)
+
+
+class WebhookSettings(BaseModel):
+    """Outbound deliveries of the webhook-emit and slack-notify templates."""
+
+    allow_private: bool = False
+    queue_size: int = Field(default=1000, ge=1)
+    senders: int = Field(default=4, ge=1, le=64)
+    max_attempts: int = Field(default=4, ge=1, le=20)
+    backoff_s: float = Field(default=0.5, gt=0)
+    timeout_ms: int = Field(default=3000, ge=10)
+    max_response_bytes: int = Field(default=64 * 1024, ge=1024)
+    ca_file: str | None = Field(default=None, description="PEM file of extra trusted CAs")
 
 
 class AuditSettings(BaseModel):
@@ -54,6 +67,7 @@ class Settings(BaseSettings):
     mongodb_timeout_ms: int = Field(default=2000, ge=50)
     sandbox: SandboxSettings = SandboxSettings()
     audit: AuditSettings = AuditSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     worker_name: str = Field(default_factory=lambda: f"worker-{os.getpid()}")
     concurrency: int = Field(default=256, ge=1, description="trigger requests in flight per worker")
     trigger_transport: Literal["lean", "faststream"] = Field(

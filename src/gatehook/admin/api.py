@@ -154,8 +154,10 @@ def schema_documents() -> dict[str, dict[str, Any]]:
     return {f"admin/{op}": model.model_json_schema() for op, model in OPERATIONS.items()}
 
 
-def _version_view(v: ActionVersion) -> dict[str, Any]:
-    return v.model_dump(mode="json", exclude={"compiled"})
+def _version_view(v: ActionVersion, templates: TemplateRegistry) -> dict[str, Any]:
+    data = v.model_dump(mode="json", exclude={"compiled"})
+    data["config"] = templates.mask_secrets(v.template, data["config"])
+    return data
 
 
 def _flow_view(flow: FlowRevision | None) -> dict[str, Any] | None:
@@ -235,7 +237,7 @@ class AdminApi:
         version, created = await self._service.publish(
             tenant, req.name, draft, actor=req.actor, bump=req.bump, version=req.version
         )
-        return {"version": _version_view(version), "created": created}
+        return {"version": _version_view(version, self._templates), "created": created}
 
     async def _list(self, tenant: str, req: Empty) -> Any:
         rows = await self._service.list_actions(tenant)
@@ -256,7 +258,7 @@ class AdminApi:
         versions = await self._service.versions(tenant, req.name)
         return {
             "action": action.model_dump(mode="json"),
-            "versions": [_version_view(v) for v in versions],
+            "versions": [_version_view(v, self._templates) for v in versions],
         }
 
     async def _templates_list(self, tenant: str, req: Empty) -> Any:

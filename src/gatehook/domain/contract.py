@@ -130,6 +130,13 @@ class ActionInput(BaseModel):
     trigger: str
     request_id: str
     signin_id: str | None = None
+    action: str | None = Field(default=None, description="the running action's name")
+    decision_so_far: str | None = Field(
+        default=None, description="the slot's decision before this action (templates)"
+    )
+    time_left_ms: float | None = Field(
+        default=None, description="time this action has before its timeout (templates)"
+    )
     user: User
     request: RequestInfo
     state: dict[str, Any] = Field(default_factory=dict)

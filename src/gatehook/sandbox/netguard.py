@@ -30,12 +30,15 @@ class FetchPolicy:
     timeout_s: float
     max_bytes: int
     allow_private: bool = False
+    ca_file: str | None = None  # extra trust anchors (a private CA), besides the system's
 
 
 def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
-    """Exact host match, or ``*.example.com`` for any subdomain of example.com."""
+    """Exact host match, ``*.example.com`` for any subdomain of example.com, ``*`` for any."""
     host = host.lower().rstrip(".")
     for pattern in allowed:
+        if pattern == "*":
+            return True
         p = pattern.lower().rstrip(".")
         if p.startswith("*.") and host.endswith(p[1:]) and host != p[2:]:
             return True
@@ -71,8 +74,13 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, addr: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+    def __init__(
+        self, host: str, port: int, addr: str, timeout: float, ca_file: str | None = None
+    ) -> None:
+        context = ssl.create_default_context()
+        if ca_file:
+            context.load_verify_locations(cafile=ca_file)
+        super().__init__(host, port, timeout=timeout, context=context)
         self._addr = addr
 
     def connect(self) -> None:
@@ -111,8 +119,12 @@ def fetch(url: str, options: dict[str, Any], policy: FetchPolicy) -> dict[str, A
     payload: bytes | None = None
     if body is not None:
         payload = (body if isinstance(body, str) else json.dumps(body)).encode()
-    conn_cls = _PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection
-    conn = conn_cls(host, port, addrs[0], max(policy.timeout_s, 0.001))
+    timeout = max(policy.timeout_s, 0.001)
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        conn = _PinnedHTTPSConnection(host, port, addrs[0], timeout, policy.ca_file)
+    else:
+        conn = _PinnedHTTPConnection(host, port, addrs[0], timeout)
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
@@ -127,7 +139,7 @@ def fetch(url: str, options: dict[str, Any], policy: FetchPolicy) -> dict[str, A
             "headers": {k.lower(): v for k, v in resp.getheaders()},
             "body": data.decode("utf-8", errors="replace"),
         }
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
         return {"error": f"request to {host} failed: {exc}"}
     finally:
         conn.close()

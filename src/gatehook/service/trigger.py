@@ -113,7 +113,7 @@ class TriggerService:
         self._audit = audit
         self._replies = replies
         self._settings = settings
-        self._services: TemplateServices = services if services is not None else object()
+        self._services = services
         self._actor = settings.worker_name
         self.heads = Heads(settings.flow_cache_ttl_s)
         self._revisions: Lru[tuple[str, FlowType, int], FlowRevision] = Lru(4096)
@@ -198,7 +198,7 @@ class TriggerService:
         call = self._call(tenant, ft, tr, req, final - reserve)
         steps: list[Step] = []
         for att in attachments:
-            step = await self._run(call, att)
+            step = await self._run(call, att, steps)
             steps.append(step)
             if ends_slot(step):
                 break
@@ -320,7 +320,7 @@ class TriggerService:
         return cached
 
     # -- running one attachment ----------------------------------------------------------
-    async def _run(self, call: _Call, att: Attachment) -> Step:
+    async def _run(self, call: _Call, att: Attachment, before: list[Step]) -> Step:
         version = await self._version(call.tenant, att)
         if version is None:
             return Step(att.action, att.version, error=f"version {att.ref()} not found")
@@ -332,7 +332,7 @@ class TriggerService:
             )
         started = time.perf_counter()
         try:
-            output = await self._execute(call, version, remaining)
+            output = await self._execute(call, version, remaining, before)
         except ScriptError as exc:
             return Step(
                 att.action,
@@ -354,17 +354,25 @@ class TriggerService:
             duration_ms=(time.perf_counter() - started) * 1000,
         )
 
-    async def _execute(self, call: _Call, version: ActionVersion, remaining: float) -> ActionOutput:
+    async def _execute(
+        self, call: _Call, version: ActionVersion, remaining: float, before: list[Step]
+    ) -> ActionOutput:
         parsed, config_json = self._config(version)
         if version.kind is ActionKind.TEMPLATE:
             template = self._templates.get(version.template or "")
-            if template is None:
-                raise ScriptError(f"template {version.template} is not known to this worker")
+            if template is None or self._services is None:
+                raise ScriptError(f"template {version.template} is not available on this worker")
             timeout = min(version.timeout_ms / 1000, remaining)
+            so_far = decide(call.req.request_id, None, before).decision
+            inp = call.template_input.model_copy(
+                update={
+                    "action": version.action,
+                    "decision_so_far": so_far,
+                    "time_left_ms": timeout * 1000 * 0.9,  # leave room to return in time
+                }
+            )
             try:
-                return await asyncio.wait_for(
-                    template.run(call.template_input, parsed, self._services), timeout
-                )
+                return await asyncio.wait_for(template.run(inp, parsed, self._services), timeout)
             except TimeoutError:
                 raise ScriptError(
                     f"timeout: template took longer than {timeout * 1000:.0f} ms"

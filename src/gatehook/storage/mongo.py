@@ -112,7 +112,9 @@ class MongoStore:
                 unique=True,
                 name="tenant_flow_revision",
             )
-            await self.counters.create_index([("expires_at", ASCENDING)], name="expires")
+            await self.counters.create_index(
+                [("w", ASCENDING), ("rid", ASCENDING)], unique=True, name="window_request"
+            )
 
         await self._guard(create)
         for coll in (self.pins, self.counters):
@@ -199,6 +201,47 @@ class MongoStore:
             if doc is None:
                 raise StorageError("sign-in pin vanished while it was being created")
             return parse(doc)
+
+        return await self._guard(op)
+
+    # -- rate-limit counters -------------------------------------------------------------
+    async def hit(
+        self, key: str, window_start: int, window_s: int, limit: int, request_id: str
+    ) -> tuple[bool, int]:
+        """Count ``request_id`` in a fixed window, at most once; allowed while slots remain.
+
+        A window has ``limit`` slots, documents ``<key>/<window>/<n>`` for n < limit, taken by
+        inserting them: a unique ``_id`` lets one request take a slot, and a unique
+        (window, request id) lets a request hold one slot at most, however often it is sent.
+        Only inserts and unique indexes are relied upon, which MongoDB and FerretDB both make
+        atomic (a read-then-update would not be, on FerretDB), so exactly ``limit`` requests
+        pass per window across all workers.
+        """
+        window = f"{key}/{window_start}"
+        expires = datetime.fromtimestamp(window_start + window_s, UTC)
+
+        async def held() -> bool:
+            return await self.counters.find_one({"w": window, "rid": request_id}) is not None
+
+        async def op() -> tuple[bool, int]:
+            if await held():
+                return True, -1  # a retry: it has its slot already
+            n = await self.counters.count_documents({"w": window})
+            while n < limit:
+                doc = {
+                    "_id": f"{window}/{n}",
+                    "w": window,
+                    "rid": request_id,
+                    "expires_at": expires,
+                }
+                try:
+                    await self.counters.insert_one(doc)
+                    return True, n + 1
+                except DuplicateKeyError:
+                    if await held():  # the same request, sent twice at once, won elsewhere
+                        return True, -1
+                    n += 1
+            return False, n
 
         return await self._guard(op)
 

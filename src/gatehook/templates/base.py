@@ -12,7 +12,14 @@ from gatehook.domain.catalogue import Trigger
 from gatehook.domain.contract import ActionInput, ActionOutput
 from gatehook.errors import ValidationFailed
 
-__all__ = ["ALL_TRIGGERS", "Template", "TemplateConfig", "TemplateServices"]
+__all__ = [
+    "ALL_TRIGGERS",
+    "CounterStore",
+    "Delivery",
+    "Template",
+    "TemplateConfig",
+    "TemplateServices",
+]
 
 ALL_TRIGGERS: tuple[Trigger, ...] = tuple(Trigger)
 
@@ -25,8 +32,42 @@ class TemplateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class CounterStore(Protocol):
+    """Shared counters of rate limits (MongoDB in production)."""
+
+    async def hit(
+        self, key: str, window_start: int, window_s: int, limit: int, request_id: str
+    ) -> tuple[bool, int]:
+        """Count ``request_id`` in the window (once, however often it is retried).
+
+        Returns (allowed, requests counted in the window).
+        """
+        ...
+
+
+class Delivery(Protocol):
+    """Outbound webhook delivery (background queue or a blocking send)."""
+
+    async def send(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        message_id: str,
+        secret: str | None,
+        headers: dict[str, str],
+        blocking: bool,
+        timeout_ms: int,
+    ) -> bool:
+        """Deliver ``body``; in background mode only enqueue (False when the queue is full)."""
+        ...
+
+
 class TemplateServices(Protocol):
-    """Ports a template may use (counters, outbound delivery); filled in by the app."""
+    """Ports a template may use; filled in by the app."""
+
+    counters: CounterStore
+    delivery: Delivery
 
 
 class Template(ABC, Generic[C]):

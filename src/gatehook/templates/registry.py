@@ -8,8 +8,10 @@ from typing import Any
 from gatehook.templates.base import Template
 from gatehook.templates.decorate_token import DecorateToken
 from gatehook.templates.email_domain import DomainAllowlist, DomainBlocklist
+from gatehook.templates.rate_limit import RateLimitByIp, RateLimitByUser
 from gatehook.templates.redirect_group import RedirectByGroup
 from gatehook.templates.risk import BlockByRiskScore, DemandMfaByRiskScore
+from gatehook.templates.webhook import SlackNotify, WebhookEmit
 
 __all__ = ["TemplateRegistry", "default_registry"]
 
@@ -27,6 +29,13 @@ class TemplateRegistry:
     def __iter__(self) -> Iterator[Template[Any]]:
         return iter(self._by_name.values())
 
+    def mask_secrets(self, template: str | None, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` with the template's secret fields replaced, for showing and logging."""
+        t = self._by_name.get(template or "")
+        if t is None or not t.secret_fields:
+            return config
+        return {k: ("********" if k in t.secret_fields and v else v) for k, v in config.items()}
+
     def names(self) -> list[str]:
         """Every template name, sorted."""
         return sorted(self._by_name)
@@ -41,5 +50,9 @@ def default_registry() -> TemplateRegistry:
         DemandMfaByRiskScore(),
         RedirectByGroup(),
         DecorateToken(),
+        RateLimitByIp(),
+        RateLimitByUser(),
+        WebhookEmit(),
+        SlackNotify(),
     ]
     return TemplateRegistry(items)
