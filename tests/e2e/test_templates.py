@@ -231,7 +231,9 @@ async def test_rate_limit_by_ip_exactly_n_with_two_workers(
         replies = await asyncio.gather(*(trigger(nc, tenant, b) for b in bodies))
         passed = [r for r in replies if r["decision"] == "continue"]
         assert len(passed) == 7
-        assert {r["reason"] for r in replies if r["decision"] == "block"} == {"rate_limited"}
+        assert {r["reason"] for r in replies if r["decision"] == "block"} == {"rate_limited"}, [
+            r["actions"][0]["error"] for r in replies if r["reason"] == "action_error"
+        ][:2]
         assert all(w[0].triggers.handled > 0 for w in workers)
         # a retried request id is neither counted again nor answered differently
         again = await asyncio.gather(*(trigger(nc, tenant, b) for b in bodies))
@@ -239,10 +241,33 @@ async def test_rate_limit_by_ip_exactly_n_with_two_workers(
         other_net = await trigger(nc, tenant, request(request={"ip": "2001:db8:1:3::1"}))
         assert other_net["decision"] == "continue"
         # the retry reached the template too (not only the reply store): still one count
-        assert await store.counters.count_documents({}) == 7 + 1  # the other /64 took one
+        slots = await store.counters.count_documents({"rid": {"$exists": True}})
+        assert slots == 7 + 1  # the other /64 took one
     finally:
         for runtime, broker in workers:
             await stop_worker(runtime, broker)
+
+
+async def test_rate_limit_retries_do_not_use_up_slots(
+    worker: Worker, settings: Settings, pool: SandboxPool, nc: NATS, api: AdminClient, tenant: str
+) -> None:
+    other_runtime, other_broker = await start_worker(settings, pool)
+    try:
+        await use(api, tenant, "rl", "rate-limit-by-ip", {"limit": 3, "window_s": DAY})
+        first = request(request={"ip": "198.51.100.1"})
+        assert (await trigger(nc, tenant, first))["decision"] == "continue"
+        payload = json.dumps(first).encode()
+        for _ in range(3):  # retries that land on another worker run the template again
+            again = await other_runtime.triggers.handle(
+                tenant, "external_authentication", "post_authentication", payload
+            )
+            assert json.loads(again)["decision"] == "continue"
+        others = [
+            await trigger(nc, tenant, request(request={"ip": "198.51.100.1"})) for _ in range(4)
+        ]
+        assert [r["decision"] for r in others] == ["continue", "continue", "block", "block"]
+    finally:
+        await stop_worker(other_runtime, other_broker)
 
 
 async def test_rate_limit_by_user(worker: Worker, nc: NATS, api: AdminClient, tenant: str) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     ConnectionFailure,
@@ -213,9 +213,11 @@ class MongoStore:
         A window has ``limit`` slots, documents ``<key>/<window>/<n>`` for n < limit, taken by
         inserting them: a unique ``_id`` lets one request take a slot, and a unique
         (window, request id) lets a request hold one slot at most, however often it is sent.
-        Only inserts and unique indexes are relied upon, which MongoDB and FerretDB both make
-        atomic (a read-then-update would not be, on FerretDB), so exactly ``limit`` requests
-        pass per window across all workers.
+        Correctness rests only on inserts and unique indexes, which MongoDB and FerretDB both
+        make atomic (a read-then-update would not be, on FerretDB), so exactly ``limit``
+        requests pass per window across all workers. Which slot to try first comes from a
+        per-window ticket counter; it is only a hint (a lost increment means one more
+        collision, never a wrong answer), so a request costs two round trips, not a count.
         """
         window = f"{key}/{window_start}"
         expires = datetime.fromtimestamp(window_start + window_s, UTC)
@@ -223,25 +225,52 @@ class MongoStore:
         async def held() -> bool:
             return await self.counters.find_one({"w": window, "rid": request_id}) is not None
 
-        async def op() -> tuple[bool, int]:
-            if await held():
-                return True, -1  # a retry: it has its slot already
-            n = await self.counters.count_documents({"w": window})
-            while n < limit:
-                doc = {
-                    "_id": f"{window}/{n}",
-                    "w": window,
-                    "rid": request_id,
-                    "expires_at": expires,
-                }
+        async def take(n: int) -> bool | None:
+            """True: slot n is ours. False: taken by another. None: we hold one already."""
+            doc = {"_id": f"{window}/{n}", "w": window, "rid": request_id, "expires_at": expires}
+            try:
+                await self.counters.insert_one(doc)
+                return True
+            except DuplicateKeyError:
+                return None if await held() else False
+
+        async def draw() -> Doc | None:
+            for _ in range(5):  # two first requests may race to create the ticket document
                 try:
-                    await self.counters.insert_one(doc)
-                    return True, n + 1
+                    return await self.counters.find_one_and_update(
+                        {"_id": f"{window}/next"},
+                        {"$inc": {"n": 1}, "$set": {"expires_at": expires}},
+                        upsert=True,
+                        return_document=ReturnDocument.BEFORE,
+                    )
                 except DuplicateKeyError:
-                    if await held():  # the same request, sent twice at once, won elsewhere
-                        return True, -1
-                    n += 1
-            return False, n
+                    continue
+            raise StorageError("rate-limit ticket kept colliding; try again")
+
+        async def op() -> tuple[bool, int]:
+            ticket = await draw()
+            n = int(ticket["n"]) if ticket else 0
+            if ticket is not None and ticket.get("full"):
+                return await held(), limit  # slots are never freed within a window
+            for slot in range(n, limit):  # the common case: the ticket's slot is free
+                got = await take(slot)
+                if got is not False:
+                    return True, slot + 1
+            # Tickets ran out (retries and lost increments also draw them): look for a gap.
+            if await held():
+                return True, limit
+            taken = {
+                int(str(d["_id"]).rsplit("/", 1)[1])
+                async for d in self.counters.find(
+                    {"w": window, "rid": {"$exists": True}}, {"_id": 1}
+                )
+            }
+            for slot in (s for s in range(limit) if s not in taken):
+                got = await take(slot)
+                if got is not False:
+                    return True, slot + 1
+            await self.counters.update_one({"_id": f"{window}/next"}, {"$set": {"full": True}})
+            return False, limit
 
         return await self._guard(op)
 
