@@ -183,8 +183,11 @@ def measure(res: Result, url: str, subject: str, pids: list[int], args: argparse
         res.latency[rate]["n"] = len(lat)
 
 
-def start_workers(n: int, nats_url: str, mongo_url: str) -> list[subprocess.Popen[bytes]]:
+def start_workers(
+    n: int, nats_url: str, mongo_url: str, extra: dict[str, str] | None = None
+) -> list[subprocess.Popen[bytes]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOOK_")}
+    env.update(extra or {})
     env.update(
         GATEHOOK_NATS_URL=nats_url,
         GATEHOOK_MONGODB_URL=mongo_url,
@@ -247,13 +250,15 @@ async def set_up_tenants(url: str) -> None:
 
 def table(results: list[Result], echo: Result, rates: list[int]) -> str:
     lines = [
-        "| scenario | workers | closed-loop req/s | vs echo | worker CPU (cores) | RSS MB | errors |",
+        "| scenario | workers | closed-loop req/s | vs echo | worker CPU (cores) | RSS MB "
+        "| errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in [echo, *results]:
         lines.append(
             f"| {r.scenario} | {r.workers} | {r.throughput:.0f} | "
-            f"{r.throughput / echo.throughput:.0%} | {r.cpu_cores:.2f} | {r.rss_mb:.0f} | {r.errors} |"
+            f"{r.throughput / echo.throughput:.0%} | {r.cpu_cores:.2f} | {r.rss_mb:.0f} "
+            f"| {r.errors} |"
         )
     lines += [
         "",
@@ -303,18 +308,22 @@ def main() -> None:
         stop([echo_proc])  # type: ignore[list-item]
         print(f"echo: {echo.throughput:.0f} req/s", flush=True)
 
-        for n_workers, scenarios in (
-            (1, list(TENANTS)),
-            (2, ["template (domain-allowlist)", "custom JS"]),
-        ):
-            workers = start_workers(n_workers, nats_server.url, mongo.url)
+        groups: list[tuple[int, list[str], dict[str, str]]] = [
+            (1, list(TENANTS), {}),
+            (2, ["template (domain-allowlist)", "custom JS"], {}),
+            # the same JS scenario with FastStream's subscriber on the trigger subject
+            (1, ["custom JS"], {"GATEHOOK_TRIGGER_TRANSPORT": "faststream"}),
+        ]
+        for n_workers, scenarios, extra in groups:
+            workers = start_workers(n_workers, nats_server.url, mongo.url, extra)
             try:
                 uvloop.run(wait_ready(nats_server.url, n_workers))
-                if n_workers == 1:
+                if n_workers == 1 and not extra:
                     uvloop.run(set_up_tenants(nats_server.url))
                 for name in scenarios:
                     tenant = TENANTS[name][0]
-                    res = Result(name, n_workers)
+                    label = f"{name} (FastStream subscriber)" if extra else name
+                    res = Result(label, n_workers)
                     # warm caches and interpreters
                     loadgen(
                         nats_server.url,
@@ -332,7 +341,7 @@ def main() -> None:
                         args,
                     )
                     results.append(res)
-                    print(f"{name} x{n_workers}: {res.throughput:.0f} req/s", flush=True)
+                    print(f"{label} x{n_workers}: {res.throughput:.0f} req/s", flush=True)
             finally:
                 stop(workers)
     finally:

@@ -7,12 +7,19 @@ it in a FastStream application (``faststream run gatehook.app:create_app --facto
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from faststream import FastStream
 from faststream.nats import NatsBroker
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
 
+from gatehook import __version__
 from gatehook.admin.api import AdminApi
 from gatehook.admin.service import AdminService
 from gatehook.errors import GatehookError
@@ -57,6 +64,7 @@ class Runtime:
         self.delivery = WebhookDelivery(settings.webhooks)
         self._triggers: TriggerService | None = None
         self._server: TriggerServer | None = None
+        self._micro: Service | None = None
         self._admin: AdminApi | None = None
         self.audit: AuditPublisher | None = None
 
@@ -129,8 +137,51 @@ class Runtime:
         )
         await self._server.start()
 
+        self._micro = await add_service(
+            self.broker.connection,
+            name="gatehook",
+            version=__version__,
+            description="Actions at the trigger points of sign-in flows",
+            metadata={"worker": self.settings.worker_name},
+        )
+        await self._micro.add_endpoint(
+            name="health",
+            subject="gatehook.v1.health",
+            queue_group=f"health-{self._micro.id}",
+            handler=self._health_endpoint,
+        )
+
+    async def health(self) -> dict[str, Any]:
+        """Liveness and readiness: NATS, MongoDB, sandbox; and the trigger counters."""
+        checks: dict[str, Any] = {"nats": self.broker.connection.is_connected}
+        try:
+            await asyncio.wait_for(self.store.ping(), 2)
+            checks["mongodb"] = True
+        except (GatehookError, TimeoutError) as exc:
+            checks["mongodb"] = str(exc) or "timeout"
+        checks["sandbox"] = self.pool.size > 0
+        server = self._server
+        return {
+            "worker": self.settings.worker_name,
+            "ready": all(v is True for v in checks.values()),
+            "checks": checks,
+            "triggers": {
+                "handled": self.triggers.handled,
+                "in_flight": server.in_flight if server else 0,
+                "shed": server.shed if server else 0,
+            },
+            "sandbox": {"children": self.pool.size, "restarts": self.pool.restarts},
+            "webhooks": dict(self.delivery.outcomes),
+        }
+
+    async def _health_endpoint(self, request: Request) -> None:
+        await request.respond(json.dumps(await self.health()).encode())
+
     async def drain(self, timeout: float = 10.0) -> None:
-        """Stop taking trigger requests and finish those in flight."""
+        """Stop taking trigger requests and finish those in flight (graceful shutdown)."""
+        if self._micro is not None:
+            await self._micro.stop()
+            self._micro = None
         if self._server is not None:
             await self._server.stop(timeout)
             self._server = None

@@ -1,0 +1,170 @@
+"""Operations: NATS micro discovery and health, the typed client, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from gatehook.admin.service import AdminService
+from gatehook.client import GatehookClient
+from gatehook.errors import BadRequest
+from gatehook.settings import Settings
+from tests.conftest import Worker
+from tests.helpers import attach, audit_events, custom, request
+
+
+def returns(body: str) -> str:
+    return f"export function execute(input) {{ return {body}; }}"
+
+
+async def test_micro_discovery_and_health(worker: Worker, nc: NATS, tenant: str) -> None:
+    pong = json.loads((await nc.request("$SRV.PING.gatehook", b"", timeout=5)).data)
+    assert pong["name"] == "gatehook"
+    assert pong["metadata"]["worker"] == "test-worker"
+    info = json.loads((await nc.request("$SRV.INFO.gatehook", b"", timeout=5)).data)
+    assert [e["subject"] for e in info["endpoints"]] == ["gatehook.v1.health"]
+    health = json.loads((await nc.request("gatehook.v1.health", b"", timeout=5)).data)
+    assert health["ready"] is True
+    assert health["checks"] == {"nats": True, "mongodb": True, "sandbox": True}
+    before = health["triggers"]["handled"]
+    client = GatehookClient(nc)
+    for _ in range(3):
+        await client.trigger(tenant, "external_authentication", "post_authentication", request())
+    health = json.loads((await nc.request("gatehook.v1.health", b"", timeout=5)).data)
+    assert health["triggers"]["handled"] == before + 3
+    stats = json.loads((await nc.request("$SRV.STATS.gatehook", b"", timeout=5)).data)
+    assert stats["endpoints"][0]["num_requests"] == 2
+
+
+async def test_client_maps_errors(worker: Worker, nc: NATS, tenant: str) -> None:
+    client = GatehookClient(nc)
+    reply = await client.trigger(
+        tenant, "external_authentication", "post_authentication", {"user": {"id": "u"}}
+    )
+    assert reply.decision == "continue"
+    assert len(reply.request_id or "") == 32  # the client gave it a request id
+    with pytest.raises(BadRequest, match="not a trigger"):
+        await client.trigger(tenant, "external_authentication", "pre_saml_response", request())
+
+
+async def test_client_retry_gives_one_decision_and_one_set_of_events(
+    worker: Worker, nc: NATS, admin: AdminService, tenant: str
+) -> None:
+    slow = await custom(
+        admin,
+        tenant,
+        "slow",
+        (
+            "export function execute() { const end = Date.now() + 1500; while (Date.now() < end) {}"
+            " return {kind: 'continue', claims: {r: Math.random()}}; }"
+        ),
+        timeout_ms=5000,
+    )
+    await attach(admin, tenant, [("slow", slow)])
+    client = GatehookClient(nc, timeout=1.0)  # the first attempt times out, the retry waits
+    body = request()
+    client_retry = GatehookClient(nc, timeout=5.0)
+    first = asyncio.create_task(
+        client.trigger(tenant, "external_authentication", "post_authentication", body)
+    )
+    with pytest.raises(Exception, match="no decision"):
+        await first  # both of its attempts (1 s each) end before the 1.5 s action
+    reply = await client_retry.trigger(
+        tenant, "external_authentication", "post_authentication", body
+    )
+    again = await client_retry.trigger(
+        tenant, "external_authentication", "post_authentication", body
+    )
+    assert reply == again
+    events = await audit_events(nc, tenant, "flow.action_executed")
+    assert [e["request_id"] for e in events] == [body["request_id"]]
+
+
+@pytest.fixture
+def worker_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOOK_")}
+    env.update(
+        GATEHOOK_NATS_URL=settings.nats_url,
+        GATEHOOK_MONGODB_URL=settings.mongodb_url,
+        GATEHOOK_MONGODB_DATABASE=settings.mongodb_database,
+        GATEHOOK_SANDBOX__POOL_SIZE="1",
+    )
+    return env
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+
+
+def spawn_worker(env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+    """A worker process, as `gatehook worker` runs in production."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "gatehook", "worker", "--log-level", "WARNING"],
+        env={**env, "GATEHOOK_WORKER_NAME": name},
+    )
+
+
+async def _ready(nc: NATS, workers: int, deadline: float) -> None:
+    seen: set[str] = set()
+    while len(seen) < workers:
+        assert time.monotonic() < deadline, "workers did not start"
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await nc.publish("$SRV.PING.gatehook", b"", reply=inbox)
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=0.3)
+                seen.add(json.loads(msg.data)["id"])
+        except Exception:
+            pass
+        finally:
+            await sub.unsubscribe()
+
+
+async def test_sigterm_during_load_loses_no_reply_and_no_event(
+    nc: NATS,
+    admin: AdminService,
+    tenant: str,
+    worker_env: dict[str, str],
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    processes.extend(spawn_worker(worker_env, f"w{i}") for i in range(2))
+    await _ready(nc, 2, time.monotonic() + 60)
+    v = await custom(admin, tenant, "work", returns("{kind: 'continue', claims: {ok: 1}}"))
+    await attach(admin, tenant, [("work", v)])
+    client = GatehookClient(nc, timeout=5.0)
+    bodies = [request() for _ in range(300)]
+
+    async def send(i: int) -> object:
+        if i == 100:
+            processes[0].send_signal(signal.SIGTERM)  # a rolling restart, mid-load
+        return await client.trigger(
+            tenant, "external_authentication", "post_authentication", bodies[i]
+        )
+
+    sem = asyncio.Semaphore(16)
+
+    async def bounded(i: int) -> object:
+        async with sem:
+            return await send(i)
+
+    replies = await asyncio.gather(*(bounded(i) for i in range(len(bodies))))
+    assert all(r.decision == "continue" for r in replies)  # type: ignore[attr-defined]
+    assert processes[0].wait(30) == 0  # it exited cleanly
+    events = await audit_events(nc, tenant, "flow.action_executed")
+    assert sorted(e["request_id"] for e in events) == sorted(b["request_id"] for b in bodies)
