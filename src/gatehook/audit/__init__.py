@@ -1,0 +1,1 @@
+"""Audit consumers: reading the audit stream, and forensics over it."""
