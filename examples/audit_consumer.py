@@ -48,7 +48,7 @@ async def consume(
         while idle_rounds is None or idle < idle_rounds:
             try:
                 msgs = await sub.fetch(batch, timeout=1)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 idle += 1
                 continue
             idle = 0
