@@ -47,11 +47,10 @@ def documents() -> dict[str, dict[str, Any]]:
 
 
 def _extra() -> dict[str, dict[str, Any]]:
-    try:
-        from gatehook.admin import api
-    except ImportError:
-        return {}
-    return api.schema_documents()
+    from gatehook.admin import api
+    from gatehook.transport.asyncapi import asyncapi_document
+
+    return {**api.schema_documents(), "asyncapi": asyncapi_document()}
 
 
 def render(doc: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from gatehook import __version__
 from gatehook.admin.api import AdminApi
 from gatehook.admin.service import AdminService
 from gatehook.errors import GatehookError
+from gatehook.metrics import Metrics, MetricsServer
 from gatehook.sandbox import SandboxPool
 from gatehook.service.trigger import TriggerService
 from gatehook.settings import Settings
@@ -62,6 +63,10 @@ class Runtime:
         self._owns_pool = pool is None
         self.pool = pool if pool is not None else SandboxPool(settings.sandbox)
         self.delivery = WebhookDelivery(settings.webhooks)
+        self.metrics = Metrics(tenant_labels=settings.metrics.tenant_labels)
+        self._metrics_server: MetricsServer | None = None
+        self._last_health: dict[str, Any] = {"ready": False, "checks": {"started": False}}
+        self._health_task: asyncio.Task[None] | None = None
         self._triggers: TriggerService | None = None
         self._server: TriggerServer | None = None
         self._micro: Service | None = None
@@ -106,7 +111,18 @@ class Runtime:
             replies=replies,
             settings=self.settings,
             services=Services(counters=self.store, delivery=self.delivery),
+            telemetry=self.metrics,
         )
+        self.metrics.add_gauges(self._snapshot)
+        if self.settings.metrics.port is not None:
+            self._metrics_server = MetricsServer(
+                self.metrics,
+                lambda: self._last_health,
+                self.settings.metrics.host,
+                self.settings.metrics.port,
+            )
+            self._metrics_server.start()
+            self._health_task = asyncio.create_task(self._health_loop())
         service = AdminService(
             store=self.store,
             compiler=self.pool,
@@ -174,6 +190,33 @@ class Runtime:
             "webhooks": dict(self.delivery.outcomes),
         }
 
+    @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics and /healthz are served on (None: off)."""
+        return self._metrics_server.port if self._metrics_server else None
+
+    def _snapshot(self) -> dict[str, Any]:
+        server = self._server
+        triggers = self._triggers
+        return {
+            "sandbox_children": self.pool.size,
+            "sandbox_queue": self.pool.queue_depth,
+            "sandbox_restarts": self.pool.restarts,
+            "in_flight": server.in_flight if server else 0,
+            "shed": server.shed if server else 0,
+            "caches": triggers.cache_stats() if triggers else {},
+            "webhooks": dict(self.delivery.outcomes),
+        }
+
+    async def _health_loop(self) -> None:
+        """Keep a readiness snapshot for the HTTP port (which cannot await)."""
+        while True:
+            try:
+                self._last_health = await self.health()
+            except Exception as exc:  # a failing check must not stop the loop
+                self._last_health = {"ready": False, "error": str(exc)}
+            await asyncio.sleep(2)
+
     async def _health_endpoint(self, request: Request) -> None:
         await request.respond(json.dumps(await self.health()).encode())
 
@@ -188,6 +231,10 @@ class Runtime:
 
     async def aclose(self) -> None:
         """Stop the sandbox (if owned) and close the storage client."""
+        if self._health_task is not None:
+            self._health_task.cancel()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
         await self.delivery.aclose()
         if self._owns_pool:
             await self.pool.aclose()

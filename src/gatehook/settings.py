@@ -12,7 +12,13 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["AuditSettings", "SandboxSettings", "Settings", "WebhookSettings"]
+__all__ = [
+    "AuditSettings",
+    "MetricsSettings",
+    "SandboxSettings",
+    "Settings",
+    "WebhookSettings",
+]
 
 
 class SandboxSettings(BaseModel):
@@ -44,6 +50,14 @@ class WebhookSettings(BaseModel):
     ca_file: str | None = Field(default=None, description="PEM file of extra trusted CAs")
 
 
+class MetricsSettings(BaseModel):
+    """The Prometheus/health HTTP port (off unless a port is given)."""
+
+    port: int | None = Field(default=None, ge=0, le=65535)
+    host: str = "127.0.0.1"
+    tenant_labels: bool = False
+
+
 class AuditSettings(BaseModel):
     """The JetStream stream that receives audit events."""
 
@@ -68,6 +82,8 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = SandboxSettings()
     audit: AuditSettings = AuditSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    log_format: Literal["text", "json"] = "text"
     worker_name: str = Field(default_factory=lambda: f"worker-{os.getpid()}")
     concurrency: int = Field(default=256, ge=1, description="trigger requests in flight per worker")
     trigger_transport: Literal["lean", "faststream"] = Field(

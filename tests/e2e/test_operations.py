@@ -168,3 +168,81 @@ async def test_sigterm_during_load_loses_no_reply_and_no_event(
     assert processes[0].wait(30) == 0  # it exited cleanly
     events = await audit_events(nc, tenant, "flow.action_executed")
     assert sorted(e["request_id"] for e in events) == sorted(b["request_id"] for b in bodies)
+
+
+async def test_metrics_and_healthz(
+    settings: Settings, pool: object, nc: NATS, store: object, admin: AdminService, tenant: str
+) -> None:
+    import urllib.request
+
+    from gatehook.settings import MetricsSettings
+    from tests.conftest import start_worker, stop_worker
+
+    local = settings.model_copy(update={"metrics": MetricsSettings(port=0)})
+    runtime, broker = await start_worker(local, pool)  # type: ignore[arg-type]
+    try:
+        port = runtime.metrics_port
+        assert port
+
+        def get(path: str) -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode()
+
+        v = await custom(admin, tenant, "b", returns("{kind: 'block'}"))
+        await attach(admin, tenant, [("b", v)])
+        client = GatehookClient(nc)
+        for _ in range(3):
+            await client.trigger(
+                tenant, "external_authentication", "post_authentication", request()
+            )
+        await nc.request(
+            f"gatehook.v1.trigger.{tenant}.external_authentication.post_authentication",
+            b"{",
+            timeout=5,
+        )
+        _, text = await asyncio.to_thread(get, "/metrics")
+        assert (
+            'gatehook_trigger_requests_total{flow_type="external_authentication",outcome="block",trigger="post_authentication"} 3.0'
+            in text
+        )
+        assert 'outcome="bad_request"' in text
+        assert 'gatehook_action_executions_total{error_kind="",outcome="block"} 3.0' in text
+        assert "gatehook_audit_publish_seconds_count 3.0" in text
+        assert "gatehook_sandbox_children 2.0" in text
+        assert 'gatehook_cache_lookups_total{cache="action_versions",result="hit"}' in text
+        assert tenant not in text  # no tenant labels unless asked for
+        deadline = time.monotonic() + 10
+        while True:
+            status, body = await asyncio.to_thread(get, "/healthz")
+            if status == 200:
+                break
+            assert time.monotonic() < deadline, body
+            await asyncio.sleep(0.1)
+        assert json.loads(body)["checks"] == {"nats": True, "mongodb": True, "sandbox": True}
+    finally:
+        await stop_worker(runtime, broker)
+
+
+def test_json_logs() -> None:
+    import io
+    import logging
+
+    from gatehook.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("gatehook.test-json")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.warning("reply not remembered", extra={"request_id": "r-1", "tenant": "acme"})
+    line = json.loads(stream.getvalue())
+    assert (line["message"], line["request_id"], line["tenant"], line["level"]) == (
+        "reply not remembered",
+        "r-1",
+        "acme",
+        "warning",
+    )

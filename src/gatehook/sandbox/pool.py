@@ -188,6 +188,11 @@ class SandboxPool:
         """How many children serve calls now."""
         return sum(1 for c in self._children if not c.dead)
 
+    @property
+    def queue_depth(self) -> int:
+        """Calls sent to children and not answered yet."""
+        return sum(c.load for c in self._children if not c.dead)
+
     def pids(self) -> list[int]:
         """The process ids of the serving children (for tests and operations)."""
         return [c.pid for c in self._children if not c.dead]

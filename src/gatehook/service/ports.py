@@ -10,7 +10,7 @@ from gatehook.domain.contract import AuditEvent
 from gatehook.domain.model import ActionVersion, FlowRevision
 from gatehook.sandbox.pool import ScriptJob, ScriptRun
 
-__all__ = ["AuditSink", "FlowSource", "ReplyStore", "ScriptRunner"]
+__all__ = ["AuditSink", "FlowSource", "ReplyStore", "ScriptRunner", "Telemetry"]
 
 Pin = dict[FlowType, int | None]
 
@@ -53,3 +53,18 @@ class ReplyStore(Protocol):
     async def forget(self, key: str) -> None:
         """Drop a stored reply (its decision was not given)."""
         ...
+
+
+class Telemetry:
+    """What the trigger use case reports; the default does nothing."""
+
+    def request(
+        self, tenant: str, flow_type: str, trigger: str, outcome: str, seconds: float
+    ) -> None:
+        """One trigger request answered (``outcome``: a decision or an error code)."""
+
+    def action(self, tenant: str, name: str, version: str, outcome: str, kind: str | None) -> None:
+        """One action run (``kind``: how an error happened: timeout, memory, threw...)."""
+
+    def audit(self, seconds: float, ok: bool) -> None:
+        """One audit batch published (and acknowledged, when ``ok``)."""

@@ -42,7 +42,14 @@ from gatehook.errors import (
 )
 from gatehook.sandbox.pool import ScriptJob
 from gatehook.service.cache import Heads, Lru
-from gatehook.service.ports import AuditSink, FlowSource, Pin, ReplyStore, ScriptRunner
+from gatehook.service.ports import (
+    AuditSink,
+    FlowSource,
+    Pin,
+    ReplyStore,
+    ScriptRunner,
+    Telemetry,
+)
 from gatehook.settings import Settings
 from gatehook.templates.base import TemplateServices
 from gatehook.templates.registry import TemplateRegistry
@@ -106,6 +113,7 @@ class TriggerService:
         replies: ReplyStore,
         settings: Settings,
         services: TemplateServices | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._flows = flows
         self._scripts = scripts
@@ -114,6 +122,7 @@ class TriggerService:
         self._replies = replies
         self._settings = settings
         self._services = services
+        self._telemetry = telemetry or Telemetry()
         self._actor = settings.worker_name
         self.heads = Heads(settings.flow_cache_ttl_s)
         self._revisions: Lru[tuple[str, FlowType, int], FlowRevision] = Lru(4096)
@@ -129,6 +138,18 @@ class TriggerService:
         """A change was broadcast for ``tenant``: reload its current revisions on next use."""
         self.heads.invalidate(tenant)
 
+    def cache_stats(self) -> dict[str, tuple[int, int]]:
+        """(hits, misses) of each hot-path cache."""
+        return {
+            name: (lru.hits, lru.misses)
+            for name, lru in (
+                ("flow_revisions", self._revisions),
+                ("action_versions", self._versions),
+                ("signin_pins", self._pins),
+                ("recent_replies", self._recent),
+            )
+        }
+
     # -- entry point -------------------------------------------------------------------------
     async def handle(self, tenant: str, flow_type: str, trigger: str, payload: bytes) -> bytes:
         """Answer one trigger request (the subject's parts and the raw body) with reply JSON.
@@ -137,8 +158,14 @@ class TriggerService:
         """
         started = time.monotonic()
         self.handled += 1
+        outcome = "internal"
+        reply: TriggerReply | bytes
         try:
-            reply = await self._handle(tenant, flow_type, trigger, payload, started)
+            result = await self._handle(tenant, flow_type, trigger, payload, started)
+            if isinstance(result, TriggerReply):
+                reply = result
+            else:
+                reply, outcome = result
         except GatehookError as exc:
             code: ErrorCode = "internal"
             if exc.code == "unavailable":
@@ -148,18 +175,31 @@ class TriggerService:
             reply = TriggerReply.failure(
                 _request_id_of(payload), code, exc.message, retryable=exc.retryable
             )
+            outcome = code
         except Exception:
-            log.exception("internal error answering %s.%s.%s", tenant, flow_type, trigger)
+            log.exception(
+                "internal error answering a trigger request",
+                extra={
+                    "tenant": tenant,
+                    "flow_type": flow_type,
+                    "trigger": trigger,
+                    "request_id": _request_id_of(payload),
+                },
+            )
             reply = TriggerReply.failure(
                 _request_id_of(payload), "internal", "internal error", retryable=True
             )
+        if isinstance(reply, TriggerReply) and reply.error is not None:
+            outcome = reply.error.code
+        self._telemetry.request(tenant, flow_type, trigger, outcome, time.monotonic() - started)
         if isinstance(reply, bytes):
             return reply
         return reply.model_dump_json().encode()
 
     async def _handle(
         self, tenant: str, flow_type: str, trigger: str, payload: bytes, started: float
-    ) -> TriggerReply | bytes:
+    ) -> TriggerReply | tuple[bytes, str]:
+        """A reply refusing the request, or (reply JSON, what was decided) for the metrics."""
         if not TENANT_RE.fullmatch(tenant):
             return self._bad(payload, f"tenant {tenant!r} is not a valid tenant slug")
         if not is_valid_slot(flow_type, trigger):
@@ -183,7 +223,7 @@ class TriggerService:
         key = self._reply_key(tenant, ft, tr, req.request_id)
         recent = self._recent.get(key)
         if recent is not None and recent[0] > started:  # a retry that came back to this worker
-            return recent[1]
+            return recent[1], "replayed"
 
         budget = self._settings.request_budget_ms
         if req.deadline_ms is not None:
@@ -200,6 +240,8 @@ class TriggerService:
         for att in attachments:
             step = await self._run(call, att, steps)
             steps.append(step)
+            kind = step.error.split(":", 1)[0] if step.error else None
+            self._telemetry.action(tenant, step.name, step.version, step.outcome().value, kind)
             if ends_slot(step):
                 break
         reply = decide(
@@ -210,7 +252,7 @@ class TriggerService:
         # The audit events and the reply record go out together; both must be acknowledged
         # before the reply is given. A retry learns here that it is one, and gets the reply
         # given the first time (its own audit events carry the same ids: stored once).
-        audit = asyncio.ensure_future(self._audit.publish(events)) if events else None
+        audit = asyncio.ensure_future(self._publish_audit(events)) if events else None
         remembered = asyncio.ensure_future(self._replies.remember(key, body))
         pending = [f for f in (audit, remembered) if f is not None]
         done, late = await asyncio.wait(pending, timeout=max(final - time.monotonic(), 0.01))
@@ -224,10 +266,20 @@ class TriggerService:
                 raise failure
             raise TransportError("the audit stream did not acknowledge in time")
         earlier = remembered.result()
+        outcome = reply.decision.value if reply.decision else "none"
         if earlier is not None:
-            body = earlier
+            body, outcome = earlier, "replayed"
         self._recent.put(key, (started + self._settings.dedupe_window_s, body))
-        return body
+        return body, outcome
+
+    async def _publish_audit(self, events: list[AuditEvent]) -> None:
+        started = time.monotonic()
+        try:
+            await self._audit.publish(events)
+        except BaseException:
+            self._telemetry.audit(time.monotonic() - started, ok=False)
+            raise
+        self._telemetry.audit(time.monotonic() - started, ok=True)
 
     def _bad(self, payload: bytes, message: str) -> TriggerReply:
         return TriggerReply.failure(_request_id_of(payload), "bad_request", message)
@@ -380,7 +432,16 @@ class TriggerService:
             except GatehookError:
                 raise
             except Exception as exc:
-                log.exception("template %s failed", version.template)
+                log.exception(
+                    "template failed",
+                    extra={
+                        "tenant": call.tenant,
+                        "action": version.action,
+                        "version": version.version,
+                        "template": version.template,
+                        "request_id": call.req.request_id,
+                    },
+                )
                 raise ScriptError(f"template {version.template} failed: {exc}") from exc
         if version.compiled is None or version.style is None:
             raise ScriptError(f"{version.action}@{version.version} has no compiled script")
