@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -230,7 +231,10 @@ def actions_test(
     """Run one action locally through the sandbox pool; print decision, mutations, logs, timing."""
     from gatehook.sandbox import SandboxPool, ScriptJob
 
-    action = name or file.stem.replace(".", "_")
+    source = file.read_text()
+    # A ZITADEL-style script is named after its function; find it when no name is given.
+    found = re.search(r"^\s*function\s+([A-Za-z_$][\w$]*)\s*\(\s*ctx\b", source, re.MULTILINE)
+    action = name or (found[1] if found else file.stem.replace(".", "_"))
     language = "ts" if file.suffix in (".ts", ".mts") else "js"
     try:
         raw = json.loads(input_file.read_text()) if input_file else _sample_request("ann@acme.com")

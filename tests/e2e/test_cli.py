@@ -1,0 +1,109 @@
+"""The `gatehook` command as people run it (subprocesses against a real worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from gatehook.settings import Settings
+from tests.conftest import Worker
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def cli(
+    settings: Settings, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GATEHOOK_NATS_URL": settings.nats_url, "COLUMNS": "200"}
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "gatehook", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=ROOT,
+    )
+    if check:
+        assert out.returncode == 0, out.stderr + out.stdout
+    return out
+
+
+async def test_apply_list_flows_and_trigger(
+    worker: Worker, settings: Settings, tenant: str
+) -> None:
+    example = str(ROOT / "examples" / "acme" / "tenant.yaml")
+    dry = await cli(settings, "apply", "-f", example, "-t", tenant, "--dry-run")
+    assert "create action staff-only" in dry.stdout
+    applied = await cli(settings, "apply", "-f", example, "-t", tenant, "-t", tenant + "-2")
+    assert applied.stdout.count("publish add-year-claim 1.0.0") == 2
+    again = await cli(settings, "apply", "-f", example, "-t", tenant)
+    assert "up to date" in again.stdout
+    listed = await cli(settings, "actions", "list", "-t", tenant, "--json")
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    assert rows["staff-only"]["attached"] == 1
+    assert rows["tagIdp"]["kind"] == "custom"
+    flows = await cli(settings, "flows", "show", "-t", tenant, "-f", "external_authentication")
+    assert "add-year-claim" in flows.stdout
+    reply = json.loads(
+        (
+            await cli(settings, "trigger", tenant, "external_authentication", "post_authentication")
+        ).stdout
+    )
+    assert reply["decision"] == "continue"
+    assert reply["claims"]["idp"] == "okta"
+    bad = await cli(
+        settings,
+        "flows",
+        "pin",
+        "-t",
+        tenant,
+        "-f",
+        "external_authentication",
+        "--trigger",
+        "post_authentication",
+        "staff-only",
+        "9.9.9",
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "9.9.9" in bad.stderr
+
+
+async def test_actions_test_runs_locally(tmp_path: Path) -> None:
+    request = tmp_path / "request.json"
+    request.write_text(
+        json.dumps(
+            {
+                "request_id": "r1",
+                "user": {"id": "u7"},
+                "context": {"providerInfo": {"name": "okta"}},
+            }
+        )
+    )
+    out = await cli(
+        Settings(),
+        "actions",
+        "test",
+        str(ROOT / "examples/acme/actions/tag_idp.js"),
+        "--input",
+        str(request),
+    )
+    assert "style: zitadel" in out.stdout
+    assert "info: sign-in through okta" in out.stdout
+    assert '"idp": "okta"' in out.stdout
+    ts = await cli(
+        Settings(), "actions", "test", str(ROOT / "examples/acme/actions/add_year_claim.ts")
+    )
+    assert '"acme:uid"' in ts.stdout
+    hostile = tmp_path / "spin.js"
+    hostile.write_text("export function execute() { while (true) {} }")
+    failed = await cli(
+        Settings(), "actions", "test", str(hostile), "--timeout-ms", "100", check=False
+    )
+    assert failed.returncode == 1
+    assert "timed out" in failed.stderr
