@@ -35,6 +35,11 @@ class SandboxSettings(BaseModel):
     http_max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
     http_allow_private: bool = False
     grace_ms: int = Field(default=40, ge=5)
+    per_tenant_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="sandbox calls one tenant may have in flight (default: pool size - 1, >= 1)",
+    )
 
 
 class WebhookSettings(BaseModel):

@@ -356,3 +356,31 @@ async def test_cached_flows_keep_serving_while_mongodb_is_down(
             await stop_worker(runtime, broker)
     finally:
         mongo.stop()
+
+
+async def test_noisy_tenant_cannot_take_the_whole_sandbox(
+    worker: Worker, nc: NATS, admin: AdminService, tenant: str
+) -> None:
+    noisy, quiet = tenant + "-a", tenant + "-b"
+    spin = await custom(
+        admin, noisy, "spin", "export function execute() { while (true) {} }", timeout_ms=1000
+    )
+    await attach(admin, noisy, [("spin", spin)])
+    ok = await custom(
+        admin, quiet, "ok", "export function execute() { return {kind: 'continue'}; }"
+    )
+    await attach(admin, quiet, [("ok", ok)])
+    order: list[str] = []
+
+    async def flood() -> None:
+        await trigger(nc, noisy, request(), timeout=30)
+        order.append("noisy")
+
+    async def calm() -> None:
+        await asyncio.sleep(0.2)  # the flood has the sandbox busy by now
+        reply = await trigger(nc, quiet, request(), timeout=30)
+        assert reply["decision"] == "continue"
+        order.append("quiet")
+
+    await asyncio.gather(*(flood() for _ in range(6)), calm())
+    assert order[0] == "quiet", order  # answered while every noisy request was still spinning

@@ -37,6 +37,7 @@ from gatehook.errors import (
     GatehookError,
     InvalidResult,
     ScriptError,
+    ScriptTimeout,
     StorageUnavailable,
     TransportError,
 )
@@ -132,11 +133,22 @@ class TriggerService:
         # replies given here lately, by key, with when they stop counting as the same request
         self._recent: Lru[str, tuple[float, bytes]] = Lru(10_000)
         self.handled = 0  # requests answered by this instance (operations, load-sharing tests)
+        sandbox = settings.sandbox
+        self._per_tenant = sandbox.per_tenant_concurrency or max(1, sandbox.pool_size - 1)
+        # (an evicted tenant's semaphore is simply replaced: a bound, not an accounting)
+        self._slots: Lru[str, asyncio.Semaphore] = Lru(10_000)
 
     # -- cache control -----------------------------------------------------------------------
     def invalidate(self, tenant: str) -> None:
         """A change was broadcast for ``tenant``: reload its current revisions on next use."""
         self.heads.invalidate(tenant)
+
+    def _tenant_slots(self, tenant: str) -> asyncio.Semaphore:
+        slots = self._slots.get(tenant)
+        if slots is None:
+            slots = asyncio.Semaphore(self._per_tenant)
+            self._slots.put(tenant, slots)
+        return slots
 
     def cache_stats(self) -> dict[str, tuple[int, int]]:
         """(hits, misses) of each hot-path cache."""
@@ -456,7 +468,17 @@ class TriggerService:
             allowed_hosts=tuple(version.allowed_hosts),
             deadline=call.deadline,
         )
-        run = await self._scripts.run(job)
+        slots = self._tenant_slots(call.tenant)
+        try:
+            # A tenant flooding the sandbox (endless loops, memory hogs) waits for its own
+            # slots, never for the whole pool: other tenants keep a child to run on.
+            await asyncio.wait_for(slots.acquire(), max(call.deadline - time.monotonic(), 0.001))
+        except TimeoutError:
+            raise ScriptTimeout(version.timeout_ms) from None
+        try:
+            run = await self._scripts.run(job)
+        finally:
+            slots.release()
         try:
             return ActionOutput.model_validate_json(run.output)
         except ValidationError as exc:
