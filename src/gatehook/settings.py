@@ -68,6 +68,7 @@ class AuditSettings(BaseModel):
 
     stream: str = "GATEHOOK_AUDIT"
     max_age_s: float = 30 * 24 * 3600
+    max_bytes: int = Field(default=-1, description="size limit of the stream (-1: none)")
     duplicate_window_s: float = 600.0
     replicas: int = 1
 

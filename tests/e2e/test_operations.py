@@ -246,3 +246,43 @@ def test_json_logs() -> None:
         "acme",
         "warning",
     )
+
+
+async def test_traces_continue_the_callers_trace(
+    worker: Worker, nc: NATS, admin: AdminService, tenant: str
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    v = await custom(admin, tenant, "t", returns("{kind: 'continue'}"))
+    await attach(admin, tenant, [("t", v)])
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    headers = {"traceparent": f"00-{trace_id}-{parent_id}-01"}
+    msg = await nc.request(
+        f"gatehook.v1.trigger.{tenant}.external_authentication.post_authentication",
+        json.dumps(request()).encode(),
+        timeout=5,
+        headers=headers,
+    )
+    assert json.loads(msg.data)["decision"] == "continue"
+    spans = {
+        s.name: s
+        for s in exporter.get_finished_spans()
+        if s.attributes and s.attributes.get("gatehook.tenant", tenant) == tenant
+    }
+    root = spans["gatehook.trigger external_authentication.post_authentication"]
+    child = spans["gatehook.action t@1.0.0"]
+    assert format(root.context.trace_id, "032x") == trace_id
+    assert root.parent is not None
+    assert format(root.parent.span_id, "016x") == parent_id
+    assert child.parent is not None
+    assert child.parent.span_id == root.context.span_id
+    assert root.attributes["gatehook.outcome"] == "continue"

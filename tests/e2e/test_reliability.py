@@ -280,30 +280,62 @@ async def test_nats_restart_workers_reconnect(
         settings.model_copy(update={"nats_url": own_nats.url}), pool
     )
     client = await nats.connect(own_nats.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    api = AdminClient(client)
+    answered: list[str] = []
     try:
-        assert (await trigger(client, tenant, request()))["decision"] == "continue"
+        await api.call(tenant, "actions.create", name="a")
+        await api.call(
+            tenant,
+            "actions.publish",
+            name="a",
+            source="export function execute() { return {kind: 'continue'}; }",
+        )
+        await api.call(
+            tenant,
+            "flows.attach",
+            action="a",
+            flow_type="external_authentication",
+            trigger="post_authentication",
+        )
+        body = request()
+        assert (await trigger(client, tenant, body))["decision"] == "continue"
+        answered.append(body["request_id"])
         own_nats.kill()
         own_nats.restart()
         restarted = time.monotonic()
         while True:
+            body = request()
             try:
-                reply = await trigger(client, tenant, request(), timeout=0.5)
-                assert reply["decision"] == "continue" or reply["error"]["code"] == "unavailable"
-                if reply["decision"] == "continue":
-                    break
+                reply = await trigger(client, tenant, body, timeout=0.5)
             except (
                 nats.errors.TimeoutError,
                 nats.errors.NoRespondersError,
                 nats.errors.ConnectionClosedError,
             ):
-                pass
+                reply = None
+            if reply is not None:
+                # during the gap: a real decision or `unavailable`, never anything made up
+                assert reply["decision"] == "continue" or reply["error"]["code"] == "unavailable"
+                if reply["decision"] == "continue":
+                    answered.append(body["request_id"])
+                    break
             assert time.monotonic() - restarted < 10, "the worker did not come back"
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
         recovery = time.monotonic() - restarted
         print(f"\nworker serving again {recovery:.2f} s after the NATS restart")
+        assert recovery < 2.0
+        stored = {e["request_id"] async for e in _events(client, tenant)}
+        assert set(answered) <= stored  # no audit event lost for an answered request
     finally:
         await client.close()
         await stop_worker(runtime, broker)
+
+
+async def _events(nc: NATS, tenant: str) -> AsyncIterator[dict[str, Any]]:
+    from gatehook.audit.reader import read_events
+
+    async for e in read_events(nc.jetstream(), tenant=tenant, event_type="flow.action_executed"):
+        yield e.model_dump(mode="json")
 
 
 async def test_cached_flows_keep_serving_while_mongodb_is_down(

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,6 +55,7 @@ from gatehook.service.ports import (
 from gatehook.settings import Settings
 from gatehook.templates.base import TemplateServices
 from gatehook.templates.registry import TemplateRegistry
+from gatehook.tracing import action_span, request_span
 
 __all__ = ["TriggerService", "event_id", "validation_message"]
 
@@ -163,11 +165,33 @@ class TriggerService:
         }
 
     # -- entry point -------------------------------------------------------------------------
-    async def handle(self, tenant: str, flow_type: str, trigger: str, payload: bytes) -> bytes:
+    async def handle(
+        self,
+        tenant: str,
+        flow_type: str,
+        trigger: str,
+        payload: bytes,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
         """Answer one trigger request (the subject's parts and the raw body) with reply JSON.
 
         Never raises: every failure becomes an error reply that says what went wrong.
+        ``headers`` (NATS message headers) may carry a ``traceparent`` to continue a trace.
         """
+        attributes = {
+            "gatehook.tenant": tenant,
+            "gatehook.flow_type": flow_type,
+            "gatehook.trigger": trigger,
+        }
+        with request_span(headers, attributes) as span:
+            body, outcome = await self._answer(tenant, flow_type, trigger, payload)
+            if span is not None:
+                span.set_attribute("gatehook.outcome", outcome)
+            return body
+
+    async def _answer(
+        self, tenant: str, flow_type: str, trigger: str, payload: bytes
+    ) -> tuple[bytes, str]:
         started = time.monotonic()
         self.handled += 1
         outcome = "internal"
@@ -205,8 +229,8 @@ class TriggerService:
             outcome = reply.error.code
         self._telemetry.request(tenant, flow_type, trigger, outcome, time.monotonic() - started)
         if isinstance(reply, bytes):
-            return reply
-        return reply.model_dump_json().encode()
+            return reply, outcome
+        return reply.model_dump_json().encode(), outcome
 
     async def _handle(
         self, tenant: str, flow_type: str, trigger: str, payload: bytes, started: float
@@ -250,7 +274,10 @@ class TriggerService:
         call = self._call(tenant, ft, tr, req, final - reserve)
         steps: list[Step] = []
         for att in attachments:
-            step = await self._run(call, att, steps)
+            with action_span(att.action, att.version) as span:
+                step = await self._run(call, att, steps)
+                if span is not None:
+                    span.set_attribute("gatehook.outcome", step.outcome().value)
             steps.append(step)
             kind = step.error.split(":", 1)[0] if step.error else None
             self._telemetry.action(tenant, step.name, step.version, step.outcome().value, kind)

@@ -50,6 +50,7 @@ class AuditPublisher:
             storage=api.StorageType.FILE,
             retention=api.RetentionPolicy.LIMITS,
             max_age=s.max_age_s,
+            max_bytes=s.max_bytes,
             duplicate_window=s.duplicate_window_s,
             num_replicas=s.replicas,
         )

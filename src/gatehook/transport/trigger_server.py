@@ -25,7 +25,7 @@ __all__ = ["OVERLOADED", "TriggerServer", "split_subject"]
 
 log = logging.getLogger("gatehook.transport")
 
-Handler = Callable[[str, str, str, bytes], Awaitable[bytes]]
+Handler = Callable[[str, str, str, bytes, dict[str, str] | None], Awaitable[bytes]]
 
 OVERLOADED = (
     b'{"request_id":null,"decision":null,"error":{"code":"unavailable",'
@@ -121,7 +121,9 @@ class TriggerServer:
     async def _serve(self, msg: Msg) -> None:
         parts = split_subject(msg.subject)
         try:
-            body = BAD_SUBJECT if parts is None else await self._handler(*parts, msg.data)
+            body = (
+                BAD_SUBJECT if parts is None else await self._handler(*parts, msg.data, msg.headers)
+            )
             await self._nc.publish(msg.reply, body)
         except Exception:  # the connection may be gone; the caller will time out and retry
             log.exception("could not answer a trigger request on %s", msg.subject)

@@ -1,0 +1,55 @@
+"""OpenTelemetry tracing, when the ``otel`` extra is installed; nothing at all otherwise.
+
+A span per trigger request (its parent taken from the ``traceparent`` header the login
+service sent over NATS) and a child span per action run. With no OpenTelemetry installed, or
+no tracer provider configured, the calls cost next to nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+__all__ = ["action_span", "request_span"]
+
+_tracer: Any = None
+_propagate: Any = None
+_server_kind: Any = None
+try:  # the optional extra
+    from opentelemetry import propagate as _otel_propagate
+    from opentelemetry import trace as _otel_trace
+
+    _tracer = _otel_trace.get_tracer("gatehook")
+    _propagate = _otel_propagate
+    _server_kind = _otel_trace.SpanKind.SERVER
+except ImportError:  # pragma: no cover - exercised when the extra is absent
+    pass
+
+
+@contextlib.contextmanager
+def request_span(headers: Mapping[str, str] | None, attributes: dict[str, Any]) -> Iterator[Any]:
+    """The span of one trigger request, continuing the caller's trace if it sent one."""
+    if _tracer is None:
+        yield None
+        return
+    parent = _propagate.extract(dict(headers or {}))
+    slot = f"{attributes.get('gatehook.flow_type')}.{attributes.get('gatehook.trigger')}"
+    name = f"gatehook.trigger {slot}"
+    with _tracer.start_as_current_span(
+        name, context=parent, kind=_server_kind, attributes=attributes
+    ) as span:
+        yield span
+
+
+@contextlib.contextmanager
+def action_span(name: str, version: str) -> Iterator[Any]:
+    """The span of one action run (a child of the current request span)."""
+    if _tracer is None:
+        yield None
+        return
+    with _tracer.start_as_current_span(
+        f"gatehook.action {name}@{version}",
+        attributes={"gatehook.action": name, "gatehook.version": version},
+    ) as span:
+        yield span
