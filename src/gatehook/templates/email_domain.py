@@ -51,41 +51,39 @@ def _matches(domain: str, config: DomainListConfig) -> bool:
     return False
 
 
-class DomainAllowlist(Template[DomainListConfig]):
+class _DomainList(Template[DomainListConfig]):
+    """Shared logic: ``listed_blocks`` says whether being on the list blocks or allows."""
+
+    config_model = DomainListConfig
+    listed_blocks: ClassVar[bool]
+    reason: ClassVar[str]
+
+    async def run(
+        self, inp: ActionInput, config: DomainListConfig, services: TemplateServices
+    ) -> ActionOutput:
+        domain = email_domain(inp.user.email)
+        if domain is None:
+            if config.block_without_email:
+                return ActionOutput(kind="block", reason="email_required", message=config.message)
+            return ActionOutput()
+        if _matches(domain, config) == self.listed_blocks:
+            return ActionOutput(kind="block", reason=self.reason, message=config.message)
+        return ActionOutput()
+
+
+class DomainAllowlist(_DomainList):
     """Block sign-ins whose email domain is not on the list."""
 
     name: ClassVar[str] = "domain-allowlist"
     description: ClassVar[str] = "Block sign-ins whose email domain is not on the list."
-    config_model = DomainListConfig
-
-    async def run(
-        self, inp: ActionInput, config: DomainListConfig, services: TemplateServices
-    ) -> ActionOutput:
-        domain = email_domain(inp.user.email)
-        if domain is None:
-            if config.block_without_email:
-                return ActionOutput(kind="block", reason="email_required", message=config.message)
-            return ActionOutput()
-        if _matches(domain, config):
-            return ActionOutput()
-        return ActionOutput(kind="block", reason="domain_not_allowed", message=config.message)
+    listed_blocks: ClassVar[bool] = False
+    reason: ClassVar[str] = "domain_not_allowed"
 
 
-class DomainBlocklist(Template[DomainListConfig]):
+class DomainBlocklist(_DomainList):
     """Block sign-ins whose email domain is on the list."""
 
     name: ClassVar[str] = "domain-blocklist"
     description: ClassVar[str] = "Block sign-ins whose email domain is on the list."
-    config_model = DomainListConfig
-
-    async def run(
-        self, inp: ActionInput, config: DomainListConfig, services: TemplateServices
-    ) -> ActionOutput:
-        domain = email_domain(inp.user.email)
-        if domain is None:
-            if config.block_without_email:
-                return ActionOutput(kind="block", reason="email_required", message=config.message)
-            return ActionOutput()
-        if _matches(domain, config):
-            return ActionOutput(kind="block", reason="domain_blocked", message=config.message)
-        return ActionOutput()
+    listed_blocks: ClassVar[bool] = True
+    reason: ClassVar[str] = "domain_blocked"

@@ -29,6 +29,20 @@ REPLIES_SUBJECTS = "gatehook.v1.replies.>"
 _JS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
 
 
+async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
+    """Create a stream, or bring its configuration up to date (idempotent)."""
+    assert config.name is not None
+    try:
+        try:
+            await js.stream_info(config.name)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(config)
+            return
+        await js.update_stream(config)
+    except _JS_ERRORS as exc:
+        raise TransportError(f"cannot set up stream {config.name}: {exc!r}") from exc
+
+
 def audit_subject(event: AuditEvent) -> str:
     """``gatehook.v1.audit.<tenant>.<event type>``."""
     return f"gatehook.v1.audit.{event.tenant}.{event.type}"
@@ -54,15 +68,7 @@ class AuditPublisher:
             duplicate_window=s.duplicate_window_s,
             num_replicas=s.replicas,
         )
-        try:
-            try:
-                await self._js.stream_info(s.stream)
-            except nats.js.errors.NotFoundError:
-                await self._js.add_stream(config)
-                return
-            await self._js.update_stream(config)
-        except _JS_ERRORS as exc:
-            raise TransportError(f"cannot set up audit stream {s.stream}: {exc!r}") from exc
+        await ensure_stream(self._js, config)
 
     async def publish(self, events: list[AuditEvent]) -> None:
         """Publish ``events`` together and wait for all acks; ``TransportError`` otherwise.
@@ -121,15 +127,7 @@ class JsReplyStore:
             max_msgs_per_subject=1,
             num_replicas=self._replicas,
         )
-        try:
-            try:
-                await self._js.stream_info(REPLIES_STREAM)
-            except nats.js.errors.NotFoundError:
-                await self._js.add_stream(config)
-                return
-            await self._js.update_stream(config)
-        except _JS_ERRORS as exc:
-            raise TransportError(f"cannot set up the replies stream: {exc!r}") from exc
+        await ensure_stream(self._js, config)
 
     async def remember(self, key: str, reply: bytes) -> bytes | None:
         """Store ``reply`` under ``key``; return the reply stored earlier if there is one."""
