@@ -203,6 +203,15 @@ async def test_function_and_eval_find_only_the_sandbox(pool: SandboxPool) -> Non
     assert out["claims"] == {"same": True, "req": "function", "proc": "undefined"}
 
 
+async def test_lone_surrogates_and_odd_values_in_results(pool: SandboxPool) -> None:
+    out = await run(
+        pool, module("return {kind: 'continue', claims: {s: '\\ud800x', n: 1e400, big: 2 ** 70}};")
+    )
+    assert out["claims"]["s"].endswith("x")
+    assert out["claims"]["n"] is None  # JSON has no Infinity
+    await healthy(pool)
+
+
 async def test_never_settling_promise(pool: SandboxPool) -> None:
     with pytest.raises(ScriptThrew, match="never settled"):
         await run(pool, module("return new Promise(() => {});"))

@@ -14,6 +14,8 @@ function but ``gh.fetch`` (guarded, and refused unless the action has allowed ho
 from __future__ import annotations
 
 import gc
+import importlib.machinery
+import importlib.util
 import json
 import os
 import re
@@ -26,14 +28,30 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import dukpy
-from dukpy import _dukpy
+import orjson
 
 from gatehook.sandbox import framing
-from gatehook.sandbox.netguard import FetchPolicy, fetch
 
+
+def _load_quickjs() -> tuple[Any, Path]:
+    """dukpy's native module, loaded without running ``dukpy/__init__`` (which imports
+    urllib, ssl, tarfile... that this process never uses and that slow its every wake-up)."""
+    spec = importlib.util.find_spec("dukpy")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("dukpy is not installed")
+    home = Path(next(iter(spec.submodule_search_locations)))
+    path = next(home.glob("_dukpy*.so"), None) or next(home.glob("_dukpy*.pyd"))
+    loader = importlib.machinery.ExtensionFileLoader("_dukpy", str(path))
+    module_spec = importlib.util.spec_from_file_location("_dukpy", str(path), loader=loader)
+    assert module_spec is not None
+    module = importlib.util.module_from_spec(module_spec)
+    loader.exec_module(module)
+    return module, home
+
+
+_dukpy, _DUKPY_HOME = _load_quickjs()
 _RUNTIME = (Path(__file__).with_name("runtime.js")).read_text()
-_TS_SERVICES = Path(str(dukpy.__file__)).with_name("jsmodules") / "typescriptServices.js"
+_TS_SERVICES = _DUKPY_HOME / "jsmodules" / "typescriptServices.js"
 _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 _TICK_S = 0.005  # the timer re-fires this often past a deadline, so no catch can swallow it
 
@@ -55,7 +73,7 @@ class Interpreter:
 
     def __init__(self, limits: dict[str, Any]) -> None:
         self._ctx = _dukpy.create_context()
-        self.policy = FetchPolicy((), 0.0, 0)
+        self.hosts: tuple[str, ...] = ()
         self.deadline = 0.0
         self.http_max = int(limits["http_max_bytes"])
         self.allow_private = bool(limits["http_allow_private"])
@@ -74,9 +92,9 @@ class Interpreter:
             opts = json.loads(options) if isinstance(options, str) else {}
         except ValueError:
             opts = {}
-        policy = FetchPolicy(
-            self.policy.allowed_hosts, remaining, self.http_max, self.allow_private
-        )
+        from gatehook.sandbox.netguard import FetchPolicy, fetch  # only scripts that fetch pay
+
+        policy = FetchPolicy(self.hosts, remaining, self.http_max, self.allow_private)
         result = fetch(str(url), opts if isinstance(opts, dict) else {}, policy)
         return json.dumps(result).encode()
 
@@ -193,7 +211,7 @@ class Child:
             else:
                 self.interps.move_to_end(key)
             interp = entry[0]
-            interp.policy = FetchPolicy(tuple(h.get("hosts") or ()), 0.0, 0)
+            interp.hosts = tuple(h.get("hosts") or ())
             interp.deadline = h["deadline"]
             self._arm(h["deadline"])
             raw = interp.eval_raw(b"__gh.run(dukpy.input)", b'{"input":' + body + b"}")
@@ -203,7 +221,7 @@ class Child:
             err = classify(exc)
             self._drop(key)
             return {"ok": False, "evicted": True, "error": err, "ms": _ms(started)}, b""
-        box = json.loads(raw) if raw else {}
+        box = _loads(raw) if raw else {}
         logs = box.get("logs") or []
         reply: dict[str, Any] = {"ok": "out" in box, "logs": logs, "ms": _ms(started)}
         self.calls += 1
@@ -278,6 +296,15 @@ class Child:
             }.get(want, f"export function execute(input) or function {h['name']}(ctx, api)")
             return {"ok": False, "error": {"type": "compile", "message": f"no {what} found"}}, b""
         return {"ok": True, "style": style}, compiled.encode()
+
+
+def _loads(raw: bytes) -> Any:
+    """orjson, or the standard library for what orjson refuses (lone surrogates a script can
+    put in its strings)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 def _ms(started: float) -> float:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from gatehook.domain.catalogue import TENANT_RE, FlowType, Trigger, is_valid_slot
@@ -82,6 +83,15 @@ def event_id(
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
+def _dumps(value: Any) -> bytes:
+    """Compact JSON; orjson on the hot path, the standard library for what orjson refuses
+    (integers beyond 64 bits, which a request may carry in its free-form fields)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 def _request_id_of(payload: bytes) -> str | None:
     try:
         value = json.loads(payload).get("request_id")
@@ -99,7 +109,7 @@ class _Call:
     trigger: Trigger
     req: TriggerRequest
     deadline: float
-    input_prefix: str
+    input_prefix: bytes
     template_input: ActionInput
 
 
@@ -130,7 +140,7 @@ class TriggerService:
         self.heads = Heads(settings.flow_cache_ttl_s)
         self._revisions: Lru[tuple[str, FlowType, int], FlowRevision] = Lru(4096)
         self._versions: Lru[tuple[str, str, str], ActionVersion] = Lru(8192)
-        self._configs: Lru[tuple[str, str, str], tuple[Any, str]] = Lru(8192)
+        self._configs: Lru[tuple[str, str, str], tuple[Any, bytes]] = Lru(8192)
         self._pins: Lru[tuple[str, str], tuple[Pin, datetime]] = Lru(100_000)
         # replies given here lately, by key, with when they stop counting as the same request
         self._recent: Lru[str, tuple[float, bytes]] = Lru(10_000)
@@ -342,7 +352,7 @@ class TriggerService:
             "state": req.state,
             "context": req.action_context(),
         }
-        prefix = json.dumps(base, separators=(",", ":"))[:-1] + ',"config":'
+        prefix = _dumps(base)[:-1] + b',"config":'
         tin = ActionInput(
             tenant=tenant,
             flow_type=ft.value,
@@ -396,7 +406,7 @@ class TriggerService:
                 self._versions.put(key, version)
         return version
 
-    def _config(self, version: ActionVersion) -> tuple[Any, str]:
+    def _config(self, version: ActionVersion) -> tuple[Any, bytes]:
         """The parsed template config (templates) and the config's JSON (scripts), cached."""
         key = (version.tenant, version.action, version.version)
         cached = self._configs.get(key)
@@ -406,7 +416,7 @@ class TriggerService:
                 template = self._templates.get(version.template or "")
                 if template is not None:
                     parsed = template.parse_config(version.config)
-            cached = (parsed, json.dumps(version.config, separators=(",", ":")))
+            cached = (parsed, _dumps(version.config))
             self._configs.put(key, cached)
         return cached
 
@@ -490,7 +500,7 @@ class TriggerService:
             version=version.version,
             code=version.compiled,
             style=version.style.value,
-            input=(call.input_prefix + config_json + "}").encode(),
+            input=call.input_prefix + config_json + b"}",
             timeout_ms=version.timeout_ms,
             allowed_hosts=tuple(version.allowed_hosts),
             deadline=call.deadline,
