@@ -38,7 +38,8 @@ class SandboxSettings(BaseModel):
     per_tenant_concurrency: int | None = Field(
         default=None,
         ge=1,
-        description="sandbox calls one tenant may have in flight (default: pool size - 1, >= 1)",
+        description="floor of a tenant's sandbox calls in flight (default: pool size - 1, >= 1);"
+        " a tenant with fast calls grows past it, a slow one falls back to it",
     )
 
 

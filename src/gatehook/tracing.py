@@ -16,6 +16,8 @@ __all__ = ["action_span", "request_span"]
 _tracer: Any = None
 _propagate: Any = None
 _server_kind: Any = None
+_trace: Any = None
+_unconfigured: Any = ()
 try:  # the optional extra
     from opentelemetry import propagate as _otel_propagate
     from opentelemetry import trace as _otel_trace
@@ -23,14 +25,21 @@ try:  # the optional extra
     _tracer = _otel_trace.get_tracer("gatehook")
     _propagate = _otel_propagate
     _server_kind = _otel_trace.SpanKind.SERVER
+    _trace = _otel_trace
+    _unconfigured = _otel_trace.ProxyTracerProvider
 except ImportError:  # pragma: no cover - exercised when the extra is absent
     pass
+
+
+def _enabled() -> bool:
+    """Installed and given a tracer provider (the API alone only makes no-op spans)."""
+    return _trace is not None and not isinstance(_trace.get_tracer_provider(), _unconfigured)
 
 
 @contextlib.contextmanager
 def request_span(headers: Mapping[str, str] | None, attributes: dict[str, Any]) -> Iterator[Any]:
     """The span of one trigger request, continuing the caller's trace if it sent one."""
-    if _tracer is None:
+    if not _enabled():
         yield None
         return
     parent = _propagate.extract(dict(headers or {}))
@@ -45,7 +54,7 @@ def request_span(headers: Mapping[str, str] | None, attributes: dict[str, Any]) 
 @contextlib.contextmanager
 def action_span(name: str, version: str) -> Iterator[Any]:
     """The span of one action run (a child of the current request span)."""
-    if _tracer is None:
+    if not _enabled():
         yield None
         return
     with _tracer.start_as_current_span(

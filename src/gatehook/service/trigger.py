@@ -45,6 +45,7 @@ from gatehook.errors import (
 )
 from gatehook.sandbox.pool import ScriptJob
 from gatehook.service.cache import Heads, Lru
+from gatehook.service.fairness import TenantLimiter
 from gatehook.service.ports import (
     AuditSink,
     FlowSource,
@@ -146,21 +147,13 @@ class TriggerService:
         self._recent: Lru[str, tuple[float, bytes]] = Lru(10_000)
         self.handled = 0  # requests answered by this instance (operations, load-sharing tests)
         sandbox = settings.sandbox
-        self._per_tenant = sandbox.per_tenant_concurrency or max(1, sandbox.pool_size - 1)
-        # (an evicted tenant's semaphore is simply replaced: a bound, not an accounting)
-        self._slots: Lru[str, asyncio.Semaphore] = Lru(10_000)
+        floor = sandbox.per_tenant_concurrency or max(1, sandbox.pool_size - 1)
+        self._fairness = TenantLimiter(floor, ceiling=max(floor, 64), slow_s=0.05)
 
     # -- cache control -----------------------------------------------------------------------
     def invalidate(self, tenant: str) -> None:
         """A change was broadcast for ``tenant``: reload its current revisions on next use."""
         self.heads.invalidate(tenant)
-
-    def _tenant_slots(self, tenant: str) -> asyncio.Semaphore:
-        slots = self._slots.get(tenant)
-        if slots is None:
-            slots = asyncio.Semaphore(self._per_tenant)
-            self._slots.put(tenant, slots)
-        return slots
 
     def cache_stats(self) -> dict[str, tuple[int, int]]:
         """(hits, misses) of each hot-path cache."""
@@ -505,17 +498,15 @@ class TriggerService:
             allowed_hosts=tuple(version.allowed_hosts),
             deadline=call.deadline,
         )
-        slots = self._tenant_slots(call.tenant)
-        try:
-            # A tenant flooding the sandbox (endless loops, memory hogs) waits for its own
-            # slots, never for the whole pool: other tenants keep a child to run on.
-            await asyncio.wait_for(slots.acquire(), max(call.deadline - time.monotonic(), 0.001))
-        except TimeoutError:
-            raise ScriptTimeout(version.timeout_ms) from None
+        # A tenant flooding the sandbox (endless loops, memory hogs) waits for its own slots,
+        # never for the whole pool: other tenants keep a child to run on.
+        if not await self._fairness.acquire(call.tenant, call.deadline - time.monotonic()):
+            raise ScriptTimeout(version.timeout_ms)
+        began = time.monotonic()
         try:
             run = await self._scripts.run(job)
         finally:
-            slots.release()
+            self._fairness.release(call.tenant, time.monotonic() - began)
         try:
             return ActionOutput.model_validate_json(run.output)
         except ValidationError as exc:

@@ -1,0 +1,81 @@
+"""Per-tenant limits on sandbox calls in flight, adaptive like TCP's slow start.
+
+A tenant whose calls finish quickly may pipeline many calls into the sandbox (its limit grows
+by one per fast call, up to a ceiling); a tenant whose calls are slow (an endless loop, a
+memory hog) drops back to the floor, ``pool size - 1`` calls, so it can never occupy every
+child and everyone else keeps one to run on. A new tenant starts at the floor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+from gatehook.service.cache import Lru
+
+__all__ = ["TenantLimiter"]
+
+
+@dataclass
+class _Tenant:
+    limit: int
+    in_flight: int = 0
+    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+
+
+class TenantLimiter:
+    """``await acquire(tenant, timeout)`` / ``release(tenant, seconds)`` around each call."""
+
+    def __init__(self, floor: int, ceiling: int, slow_s: float) -> None:
+        self._floor = max(1, floor)
+        self._ceiling = max(self._floor, ceiling)
+        self._slow = slow_s
+        self._tenants: Lru[str, _Tenant] = Lru(10_000)
+
+    def limit(self, tenant: str) -> int:
+        """The tenant's current limit (for tests and metrics)."""
+        state = self._tenants.get(tenant)
+        return state.limit if state else self._floor
+
+    async def acquire(self, tenant: str, timeout: float) -> bool:
+        """Take a slot; False when none freed up within ``timeout`` seconds."""
+        state = self._tenants.get(tenant)
+        if state is None:
+            state = _Tenant(self._floor)
+            self._tenants.put(tenant, state)
+        if state.in_flight < state.limit and not state.waiters:
+            state.in_flight += 1
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        state.waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            if waiter.done() and not waiter.cancelled():
+                self._release_slot(tenant, state)  # granted just as we gave up: hand it on
+            else:
+                waiter.cancel()
+                if waiter in state.waiters:
+                    state.waiters.remove(waiter)
+            return False
+        return True
+
+    def release(self, tenant: str, seconds: float) -> None:
+        """Give the slot back; a slow call shrinks the tenant's limit, a fast one grows it."""
+        state = self._tenants.get(tenant)
+        if state is None:
+            return
+        if seconds >= self._slow:
+            state.limit = self._floor
+        elif state.limit < self._ceiling:
+            state.limit += 1
+        self._release_slot(tenant, state)
+
+    def _release_slot(self, tenant: str, state: _Tenant) -> None:
+        state.in_flight -= 1
+        while state.waiters and state.in_flight < state.limit:
+            waiter = state.waiters.popleft()
+            if not waiter.done():
+                state.in_flight += 1
+                waiter.set_result(None)
