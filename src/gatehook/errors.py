@@ -7,7 +7,6 @@ so the layers above only ever see a ``GatehookError``.
 from __future__ import annotations
 
 __all__ = [
-    "ActionError",
     "BadRequest",
     "CompileError",
     "ConfigError",
@@ -145,7 +144,3 @@ class SandboxCrashed(ScriptError):
 
     kind = "crashed"
     retryable = True
-
-
-class ActionError(ScriptError):
-    """A template action failed for a reason of its own."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from datetime import datetime
 from typing import Generic, TypeVar
 
 from gatehook.domain.catalogue import FlowType
@@ -42,15 +41,6 @@ class Lru(Generic[K, V]):
         while len(self._data) > self._capacity:
             self._data.popitem(last=False)
 
-    def drop(self, key: K) -> None:
-        """Forget ``key``."""
-        self._data.pop(key, None)
-
-    def drop_where(self, prefix_tenant: str) -> None:
-        """Forget the keys whose first element is ``prefix_tenant`` (tuple keys)."""
-        for key in [k for k in self._data if isinstance(k, tuple) and k[0] == prefix_tenant]:
-            del self._data[key]
-
 
 class Heads:
     """Current flow revisions per tenant, valid for ``ttl_s`` unless invalidated sooner."""
@@ -80,6 +70,3 @@ class Heads:
         """Drop ``tenant``'s heads (a change was broadcast)."""
         self._data.pop(tenant, None)
         self._generation[tenant] = self._generation.get(tenant, 0) + 1
-
-
-PinEntry = tuple[dict[FlowType, int | None], datetime]

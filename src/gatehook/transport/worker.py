@@ -22,7 +22,7 @@ from gatehook.admin.api import ADMIN_SUBJECT
 from gatehook.app import Runtime
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
-from gatehook.transport.trigger_server import BAD_SUBJECT, split_subject
+from gatehook.transport.trigger_server import BAD_SUBJECT, CHANGES_SUBJECT, split_subject
 
 __all__ = [
     "ADMIN_SUBJECT",
@@ -36,7 +36,6 @@ __all__ = [
 log = logging.getLogger("gatehook.transport")
 
 TRIGGER_SUBJECT = "gatehook.v1.trigger.*.*.*"
-CHANGES_SUBJECT = "gatehook.v1.changes.*"
 
 
 def changes_subject(tenant: str) -> str:
