@@ -124,3 +124,15 @@ def test_allowed_to_fail_error_is_traced_and_passed() -> None:
     assert reply.claims == {"k": 1}
     assert reply.actions[0].outcome == "error"
     assert reply.actions[0].error == "threw: x"
+
+
+@given(st.lists(steps(), max_size=8))
+def test_so_far_agrees_with_decide_on_running_slots(seq: list[Step]) -> None:
+    from gatehook.domain.decide import so_far
+
+    running = []  # what comes before another action: steps that did not end the slot
+    for s in seq:
+        if ends_slot(s):
+            break
+        running.append(s)
+    assert so_far(running) is decide("r", 1, running).decision

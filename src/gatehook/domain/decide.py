@@ -24,7 +24,7 @@ from gatehook.domain.contract import (
     UserGrant,
 )
 
-__all__ = ["STRENGTH", "Step", "decide", "ends_slot"]
+__all__ = ["STRENGTH", "Step", "decide", "ends_slot", "so_far"]
 
 STRENGTH: dict[Decision, int] = {
     Decision.CONTINUE: 0,
@@ -63,6 +63,21 @@ def ends_slot(step: Step) -> bool:
     if step.output is None:
         return not step.allowed_to_fail
     return step.output.kind in ("block", "redirect")
+
+
+def so_far(steps: Sequence[Step]) -> Decision:
+    """The strongest decision among ``steps`` (what ``decide`` would say, without the reply).
+
+    Called before every template runs, so it builds nothing; only steps that did not end the
+    slot come before another, so an error here can only be allowed to fail.
+    """
+    best = Decision.CONTINUE
+    for step in steps:
+        if step.output is not None:
+            kind = Decision(step.output.kind)
+            if STRENGTH[kind] > STRENGTH[best]:
+                best = kind
+    return best
 
 
 def decide(

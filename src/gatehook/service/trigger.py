@@ -32,7 +32,7 @@ from gatehook.domain.contract import (
     TriggerReply,
     TriggerRequest,
 )
-from gatehook.domain.decide import Step, decide, ends_slot
+from gatehook.domain.decide import Step, decide, ends_slot, so_far
 from gatehook.domain.model import ActionKind, ActionVersion, Attachment, FlowRevision
 from gatehook.errors import (
     BadRequest,
@@ -457,11 +457,11 @@ class TriggerService:
             if template is None or self._services is None:
                 raise ScriptError(f"template {version.template} is not available on this worker")
             timeout = min(version.timeout_ms / 1000, remaining)
-            so_far = decide(call.req.request_id, None, before).decision
+            decided = so_far(before)
             inp = call.template_input.model_copy(
                 update={
                     "action": version.action,
-                    "decision_so_far": so_far,
+                    "decision_so_far": decided,
                     "time_left_ms": timeout * 1000 * 0.9,  # leave room to return in time
                 }
             )

@@ -93,6 +93,29 @@ def _message_id(inp: ActionInput) -> str:
     return f"msg_{inp.tenant}_{inp.action}_{inp.request_id}"[:200]
 
 
+async def _deliver(
+    services: TemplateServices,
+    inp: ActionInput,
+    url: str,
+    body: bytes,
+    mode: str,
+    timeout_ms: int,
+    *,
+    secret: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Hand one delivery to the app's delivery service; its id is stable across retries."""
+    await services.delivery.send(
+        url,
+        body,
+        message_id=_message_id(inp),
+        secret=secret,
+        headers=headers or {},
+        blocking=mode == "blocking",
+        timeout_ms=_bounded(timeout_ms, inp),
+    )
+
+
 class WebhookEmit(Template[WebhookConfig]):
     """POST a summary of the trigger to a URL."""
 
@@ -105,14 +128,15 @@ class WebhookEmit(Template[WebhookConfig]):
         self, inp: ActionInput, config: WebhookConfig, services: TemplateServices
     ) -> ActionOutput:
         body = json.dumps(summary(inp), separators=(",", ":")).encode()
-        await services.delivery.send(
+        await _deliver(
+            services,
+            inp,
             config.url,
             body,
-            message_id=_message_id(inp),
+            config.mode,
+            config.timeout_ms,
             secret=config.secret,
             headers=dict(config.headers),
-            blocking=config.mode == "blocking",
-            timeout_ms=_bounded(config.timeout_ms, inp),
         )
         return ActionOutput()
 
@@ -138,13 +162,12 @@ class SlackNotify(Template[SlackConfig]):
             value = getattr(config, field)
             if value:
                 payload[field] = value
-        await services.delivery.send(
+        await _deliver(
+            services,
+            inp,
             config.webhook_url,
             json.dumps(payload).encode(),
-            message_id=_message_id(inp),
-            secret=None,
-            headers={},
-            blocking=config.mode == "blocking",
-            timeout_ms=_bounded(config.timeout_ms, inp),
+            config.mode,
+            config.timeout_ms,
         )
         return ActionOutput()
