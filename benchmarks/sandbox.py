@@ -49,6 +49,12 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def in_process(code: str, calls: int) -> dict[str, Any]:
     limits = {
         "memory_mb": 512,
@@ -91,10 +97,18 @@ async def through_pool(code: str, children: int, calls: int, in_flight: int) -> 
                 await pool.run(job)
                 done += 1
 
+        pids = pool.pids()
+        cpu0 = [cpu_seconds(pid) for pid in pids]
+        own0 = time.process_time()
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(in_flight)))
         total = time.perf_counter() - started
+        child_cpu = sum(cpu_seconds(pid) - c for pid, c in zip(pids, cpu0, strict=True))
+        parent_cpu = time.process_time() - own0
         return {
+            "calls_per_child_cpu_s": done / child_cpu if child_cpu else 0.0,
+            "child_cpu_share": child_cpu / total / children,
+            "parent_cpu_share": parent_cpu / total,
             "children": children,
             "p50_ms": pct(lat, 50),
             "p99_ms": pct(lat, 99),
@@ -151,16 +165,19 @@ async def main() -> None:
         "timeout": over,
     }
     lines = [
-        "| path | p50 ms | p99 ms | calls/s | calls/s per child | p50 vs in-process |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| path | p50 ms | p99 ms | calls/s | calls/s per child | calls per child CPU-second "
+        "| child CPU busy | pool (parent) CPU busy | p50 vs in-process |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         f"| in-process dukpy (same runtime, no IPC) | {base['p50_ms']:.3f} | {base['p99_ms']:.3f} "
-        f"| {base['calls_per_s']:.0f} | - | 1.00x |",
+        f"| {base['calls_per_s']:.0f} | - | - | - | - | 1.00x |",
     ]
     for p in pools:
         lines.append(
             f"| pool, {p['children']} child(ren), {args.in_flight} in flight for calls/s "
             f"| {p['p50_ms']:.3f} | {p['p99_ms']:.3f} | {p['calls_per_s']:.0f} "
-            f"| {p['calls_per_s_per_child']:.0f} | {p['p50_ms'] / base['p50_ms']:.2f}x |"
+            f"| {p['calls_per_s_per_child']:.0f} | {p['calls_per_child_cpu_s']:.0f} "
+            f"| {p['child_cpu_share']:.0%} | {p['parent_cpu_share']:.0%} "
+            f"| {p['p50_ms'] / base['p50_ms']:.2f}x |"
         )
     lines.append("")
     lines.append(

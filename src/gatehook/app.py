@@ -131,7 +131,7 @@ class Runtime:
             notify=self.notify_change,
             default_timeout_ms=self.settings.sandbox.default_timeout_ms,
         )
-        self._admin = AdminApi(service, self.templates)
+        self._admin = AdminApi(service, self.templates, tester=self._triggers.try_version)
         log.info(
             "gatehook worker %s ready (sandbox children: %d)",
             self.settings.worker_name,

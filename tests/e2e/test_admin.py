@@ -297,3 +297,53 @@ async def test_apply_is_idempotent(
         "set external_authentication.post_authentication: [staff-only@1.0.0, add-year-claim@1.0.1]",
     ]
     assert (await trigger(nc, tenant, request()))["claims"] == {"year": 2027}
+
+
+async def test_actions_test_is_a_dry_run_with_logs(
+    worker: Worker, nc: NATS, api: AdminClient, tenant: str
+) -> None:
+    await api.call(tenant, "actions.create", name="probe")
+    src = (
+        "export function execute(input) { console.log('checking', input.user.email);"
+        " if (input.user.email.endsWith('@evil.test')) return {kind: 'block', reason: 'evil'};"
+        " return {kind: 'continue', claims: {v: input.user.id}}; }"
+    )
+    await api.call(tenant, "actions.publish", name="probe", source=src)
+    ok = await api.call(tenant, "actions.test", name="probe", request=request(), **PA)
+    assert ok["ok"] is True
+    assert ok["version"] == "1.0.0"
+    assert ok["output"]["claims"] == {"v": "u1"}
+    assert ok["logs"] == ["info: checking ann@acme.com"]
+    evil = request(user={"id": "u2", "email": "x@evil.test"})
+    blocked = await api.call(tenant, "actions.test", name="probe", request=evil, **PA)
+    assert (blocked["output"]["kind"], blocked["output"]["reason"]) == ("block", "evil")
+
+    with pytest.raises(ValidationFailed) as bad:
+        await api.call(tenant, "actions.test", name="probe", request={"user": {}}, **PA)
+    assert bad.value.field is not None
+    assert bad.value.field.startswith("request.")
+    with pytest.raises(ValidationFailed, match="not a trigger"):
+        await api.call(
+            tenant, "actions.test", name="probe", request=request(), flow_type="x", trigger="y"
+        )
+    with pytest.raises(NotFound):
+        await api.call(tenant, "actions.test", name="probe", version="9.9.9", request=request())
+
+    # A template runs too; a throwing script reports its error and its logs.
+    await api.call(tenant, "actions.create", name="allow", template="domain-allowlist")
+    await api.call(tenant, "actions.publish", name="allow", config={"domains": ["acme.com"]})
+    tpl = await api.call(tenant, "actions.test", name="allow", request=evil, **PA)
+    assert tpl["output"]["kind"] == "block"
+    await api.call(tenant, "actions.create", name="thrower")
+    await api.call(
+        tenant,
+        "actions.publish",
+        name="thrower",
+        source="export function execute() { console.log('before'); throw new Error('boom'); }",
+    )
+    failed = await api.call(tenant, "actions.test", name="thrower", request=request(), **PA)
+    assert failed["ok"] is False
+    assert "boom" in failed["error"]
+    assert failed["logs"] == ["info: before"]
+    # A dry run leaves no trace in the audit stream and decides no sign-in.
+    assert await audit_events(nc, tenant, "flow.action_executed") == []

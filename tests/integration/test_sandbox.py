@@ -427,3 +427,78 @@ async def test_script_error_carries_logs(pool: SandboxPool) -> None:
     with pytest.raises(ScriptError) as info:
         await run(pool, module("console.warn('about to fail'); throw new Error('x');"))
     assert info.value.logs == ["warn: about to fail"]
+
+
+# -- calls served back to back in one evaluation ---------------------------------------------
+
+
+async def test_queued_calls_keep_their_own_results_logs_and_deadlines(pool: SandboxPool) -> None:
+    """Calls for one interpreter queued in a child share an evaluation; a spinning call among
+    them times out alone, and every other call gets its own result and only its own logs."""
+    compiled = await pool.compile(
+        module(
+            "console.log('call', input.n);"
+            "if (input.spin) { while (true) {} }"
+            "if (input.n % 7 === 2) throw new Error('no ' + input.n);"
+            "return {kind: 'continue', claims: {n: input.n}};"
+        ),
+        language="js",
+        name="act",
+    )
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+
+    def job(n: int) -> ScriptJob:
+        spin = n % 10 == 5
+        return ScriptJob(
+            tenant=tenant,
+            action="act",
+            version="1.0.0",
+            code=compiled.code,
+            style=compiled.style.value,
+            input=json.dumps({**INPUT, "n": n, "spin": spin}).encode(),
+            timeout_ms=100 if spin else 10_000,
+        )
+
+    before = pool.batched
+    results = await asyncio.gather(*(pool.run(job(n)) for n in range(60)), return_exceptions=True)
+    for n, res in enumerate(results):
+        if n % 10 == 5:
+            assert isinstance(res, ScriptTimeout), (n, res)
+        elif n % 7 == 2:
+            assert isinstance(res, ScriptThrew), (n, res)
+            assert f"no {n}" in str(res)
+            assert res.logs == [f"info: call {n}"]
+        else:
+            assert not isinstance(res, BaseException), (n, res)
+            assert json.loads(res.output)["claims"] == {"n": n}
+            assert res.logs == [f"info: call {n}"]
+    assert pool.batched > before  # the shared-evaluation path was taken
+    await healthy(pool)
+
+
+async def test_scripts_cannot_drive_the_runtime_loop(pool: SandboxPool) -> None:
+    """``gh.next`` answers only the runtime's own serve loop (it holds a token scripts never see)."""
+    for call in (
+        "call_python('gh.next', 'guess', '{}', [], null)",
+        "call_python('gh.next')",
+    ):
+        with pytest.raises(ScriptThrew, match="runtime's own"):
+            await run(pool, module(f"return {{claims: {{x: {call}}}}};"))
+    await healthy(pool)
+
+
+async def test_endless_microtasks_after_the_result_do_not_wedge_the_child(
+    pool: SandboxPool,
+) -> None:
+    src = module(
+        "const spin = () => Promise.resolve().then(spin); spin();"
+        "return {kind: 'continue', claims: {n: input.n}};"
+    )
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    for n in range(3):
+        try:
+            out = await run(pool, src, tenant=tenant, timeout_ms=150, input_={**INPUT, "n": n})
+        except ScriptTimeout:
+            continue  # the result settled after the endless chain had begun: also contained
+        assert out["claims"] == {"n": n}
+    await healthy(pool)

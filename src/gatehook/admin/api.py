@@ -11,24 +11,31 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gatehook.admin.apply import apply_file
 from gatehook.admin.service import AdminService, Draft
-from gatehook.domain.catalogue import TENANT_RE
+from gatehook.domain.catalogue import TENANT_RE, is_valid_slot
+from gatehook.domain.contract import TriggerRequest
 from gatehook.domain.flowfile import FlowsFile
 from gatehook.domain.model import ActionVersion, Attachment, FlowRevision
 from gatehook.domain.semver import Version
 from gatehook.errors import BadRequest, GatehookError, NotFound, ValidationFailed
 from gatehook.templates.registry import TemplateRegistry
 
+if TYPE_CHECKING:
+    from gatehook.service.trigger import TryRun
+
 __all__ = ["ADMIN_SUBJECT", "OPERATIONS", "AdminApi", "admin_subject", "schema_documents"]
 
 log = logging.getLogger("gatehook.admin")
 
 ADMIN_SUBJECT = "gatehook.v1.admin.*.>"
+
+#: Runs one stored version on a trigger request (``TriggerService.try_version``).
+Tester = Callable[[str, str, str, TriggerRequest, ActionVersion], Awaitable["TryRun"]]
 
 
 def admin_subject(tenant: str, operation: str) -> str:
@@ -116,6 +123,17 @@ class Reorder(_Req):
     order: list[str]
 
 
+class TryAction(_Req):
+    """``actions.test``: run a stored version on a sample trigger request (a dry run: no
+    audit event, no sign-in decision; the action itself runs for real)."""
+
+    name: str
+    version: str = "latest"
+    flow_type: str = "external_authentication"
+    trigger: str = "post_authentication"
+    request: dict[str, Any] = Field(description="a trigger request as in CONTRACT.md")
+
+
 class Rollback(_Req):
     """``flows.rollback``: make an earlier revision current again."""
 
@@ -136,6 +154,7 @@ OPERATIONS: dict[str, type[_Req]] = {
     "actions.publish": PublishVersion,
     "actions.list": Empty,
     "actions.show": Named,
+    "actions.test": TryAction,
     "templates.list": Empty,
     "templates.show": Named,
     "flows.show": FlowRef,
@@ -167,14 +186,22 @@ def _flow_view(flow: FlowRevision | None) -> dict[str, Any] | None:
 class AdminApi:
     """Dispatches admin requests to ``AdminService``; bytes in, bytes out."""
 
-    def __init__(self, service: AdminService, templates: TemplateRegistry) -> None:
+    def __init__(
+        self,
+        service: AdminService,
+        templates: TemplateRegistry,
+        *,
+        tester: Tester | None = None,
+    ) -> None:
         self._service = service
         self._templates = templates
+        self._tester = tester
         self._handlers: dict[str, Callable[[str, Any], Awaitable[Any]]] = {
             "actions.create": self._create,
             "actions.publish": self._publish,
             "actions.list": self._list,
             "actions.show": self._show,
+            "actions.test": self._try,
             "templates.list": self._templates_list,
             "templates.show": self._templates_show,
             "flows.show": self._flow_show,
@@ -259,6 +286,35 @@ class AdminApi:
         return {
             "action": action.model_dump(mode="json"),
             "versions": [_version_view(v, self._templates) for v in versions],
+        }
+
+    async def _try(self, tenant: str, req: TryAction) -> Any:
+        if self._tester is None:
+            raise BadRequest("this worker cannot run actions (no sandbox)")
+        if not is_valid_slot(req.flow_type, req.trigger):
+            raise ValidationFailed(
+                f"{req.flow_type}.{req.trigger} is not a trigger of the catalogue",
+                field="trigger",
+            )
+        try:
+            request = TriggerRequest.model_validate(req.request)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(["request", *(str(p) for p in err["loc"])])
+            raise ValidationFailed(f"{where}: {err['msg']}", field=where) from None
+        concrete = await self._concrete(tenant, req.name, req.version)
+        versions = {v.version: v for v in await self._service.versions(tenant, req.name)}
+        version = versions.get(concrete)
+        if version is None:
+            raise NotFound(f"{req.name}@{concrete} not found")
+        run = await self._tester(tenant, req.flow_type, req.trigger, request, version)
+        return {
+            "version": concrete,
+            "ok": run.error is None,
+            "output": None if run.output is None else run.output.model_dump(mode="json"),
+            "error": run.error,
+            "logs": run.logs,
+            "duration_ms": round(run.duration_ms, 3),
         }
 
     async def _templates_list(self, tenant: str, req: Empty) -> Any:

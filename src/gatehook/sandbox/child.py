@@ -20,10 +20,13 @@ import json
 import os
 import re
 import resource
+import secrets
+import select
 import signal
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -54,6 +57,8 @@ _RUNTIME = (Path(__file__).with_name("runtime.js")).read_text()
 _TS_SERVICES = _DUKPY_HOME / "jsmodules" / "typescriptServices.js"
 _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 _TICK_S = 0.005  # the timer re-fires this often past a deadline, so no catch can swallow it
+_TIMED_OUT = {"type": "timeout", "message": "timed out"}
+_NEVER_SETTLED = {"type": "threw", "message": "the action's promise never settled"}
 
 
 class _Timeout(BaseException):
@@ -71,19 +76,30 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
 class Interpreter:
     """One QuickJS runtime holding the sandbox runtime and (at most) one action version."""
 
-    def __init__(self, limits: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        limits: dict[str, Any],
+        on_next: Callable[[Interpreter, list[Any]], bytes] | None = None,
+    ) -> None:
         self._ctx = _dukpy.create_context()
         self.hosts: tuple[str, ...] = ()
         self.deadline = 0.0
         self.http_max = int(limits["http_max_bytes"])
         self.allow_private = bool(limits["http_allow_private"])
-        self.eval(_RUNTIME, {"limits": limits})
+        self._on_next = on_next
+        self._token = secrets.token_hex(16)
+        self.eval(_RUNTIME, {"limits": limits, "token": self._token})
 
     # -- the two methods dukpy's native layer calls back -------------------------------------
     def _check_exported_function_exists(self, func: bytes) -> bool:
-        return func == b"gh.fetch"
+        return func in (b"gh.fetch", b"gh.next")
 
     def _call_python(self, func: bytes, json_args: bytes) -> bytes:
+        if func == b"gh.next":
+            args = _loads(json_args)
+            if self._on_next is None or not args or args[0] != self._token:
+                raise PermissionError("gh.next is the runtime's own")
+            return self._on_next(self, args)
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise _Timeout
@@ -137,29 +153,73 @@ def classify(exc: BaseException) -> dict[str, Any]:
 
 
 class Child:
-    """The request loop and the LRU of warm interpreters."""
+    """The request loop and the LRU of warm interpreters.
 
-    def __init__(self, limits: dict[str, Any]) -> None:
+    Run calls for one interpreter that are already queued in the pipe are served in one
+    evaluation (see ``serve`` in runtime.js): each call still gets its own deadline, its own
+    reply the moment it settles, and its own logs; only dukpy's per-evaluation garbage
+    collection is shared.
+    """
+
+    def __init__(self, limits: dict[str, Any], reader: _Reader, out: Any) -> None:
         self.limits = limits
         self.capacity = int(limits["interpreters"])
         self.interps: OrderedDict[str, tuple[Interpreter, str]] = OrderedDict()
         self.compiler: Interpreter | None = None
         self.calls = 0
         self.collect = False
+        self.reader = reader
+        self.out = out
+        self.current: dict[str, Any] | None = None  # the run call the serving evaluation is on
+        self.started = 0.0
+        self.evict = False
+        self.served = 0  # calls answered so far by the evaluation in progress
 
     def rss_kb(self) -> int:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
 
-    def handle(self, header: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
+    def send(self, reply: dict[str, Any], body: bytes = b"") -> None:
+        self.out.write(framing.encode(reply, body))
+
+    def handle(self, header: dict[str, Any], body: bytes) -> None:
+        """Answer one frame (a run may answer more: the queued calls it serves)."""
         op = header.get("op")
         if op == "run":
-            return self.run(header, body)
+            self.run(header, body)
+            return
         if op == "compile":
-            return self.compile(header, body)
-        if op == "ping":
-            return {"ok": True, "pid": os.getpid()}, b""
-        return {"ok": False, "error": {"type": "protocol", "message": f"unknown op {op!r}"}}, b""
+            reply, rbody = self.compile(header, body)
+        elif op == "ping":
+            reply, rbody = {"ok": True, "pid": os.getpid()}, b""
+        else:
+            reply = {"ok": False, "error": {"type": "protocol", "message": f"unknown op {op!r}"}}
+            rbody = b""
+        reply["id"] = header.get("id")
+        self.send(reply, rbody)
+
+    def recover(self, header: dict[str, Any]) -> None:
+        """After an alarm escaped the call it was meant for: quiet the timer, drop the
+        interpreter that was running, and answer the call in progress as timed out."""
+        global _armed
+        _armed = False
+        while True:
+            try:
+                self._disarm()
+                break
+            except _Timeout:
+                continue
+        key = (self.current or header).get("key")
+        if key is not None:
+            self._drop(key)
+        if self.current is not None or header.get("op") != "run":
+            self.fail(header, _TIMED_OUT)
+
+    def fail(self, header: dict[str, Any], error: dict[str, Any]) -> None:
+        """Answer the call in progress (or ``header``) with ``error`` after a failure."""
+        target = self.current or header
+        self.current = None
+        self.send({"id": target.get("id"), "ok": False, "error": error})
 
     def _arm(self, deadline: float) -> None:
         global _armed
@@ -178,71 +238,159 @@ class Child:
         self.interps.pop(key, None)
         self.collect = True  # after the reply is written: the caller is not kept waiting
 
-    def run(self, h: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
+    def _load(self, h: dict[str, Any]) -> Interpreter | None:
+        """The warm interpreter for ``h``'s key, loading the code when it comes along;
+        ``None`` once the call has been answered (code needed, or the load failed)."""
+        global _armed
         key: str = h["key"]
         entry = self.interps.get(key)
+        if entry is not None:
+            self.interps.move_to_end(key)
+            return entry[0]
+        code = h.get("code")
+        if code is None:
+            self.send({"id": h["id"], "ok": False, "need_code": True})
+            return None
         started = time.perf_counter()
-        if h["deadline"] <= time.monotonic():
-            # Expired while queued: the warm interpreter is fine, it just never got a turn.
-            return {"ok": False, "error": {"type": "timeout", "message": "timed out"}}, b""
         try:
-            if entry is None:
-                code = h.get("code")
-                if code is None:
-                    return {"ok": False, "need_code": True}, b""
-                self._arm(h["deadline"])
-                interp = Interpreter(self.limits)
-                style = interp.eval(wrap(code, h.get("style", "auto"), h["name"]))
-                self._disarm()
-                if style is None:
-                    return {
-                        "ok": False,
-                        "evicted": True,
-                        "error": {
-                            "type": "threw",
-                            "message": "the script defines neither execute(input) nor "
-                            f"function {h['name']}(ctx, api)",
-                        },
-                    }, b""
-                entry = (interp, style)
-                self.interps[key] = entry
-                while len(self.interps) > self.capacity:
-                    self.interps.popitem(last=False)
-            else:
-                self.interps.move_to_end(key)
-            interp = entry[0]
-            interp.hosts = tuple(h.get("hosts") or ())
-            interp.deadline = h["deadline"]
             self._arm(h["deadline"])
-            raw = interp.eval_raw(b"__gh.run(dukpy.input)", b'{"input":' + body + b"}")
+            interp = Interpreter(self.limits, self._next)
+            style = interp.eval(wrap(code, h.get("style", "auto"), h["name"]))
             self._disarm()
         except BaseException as exc:
+            _armed = False  # before any call: an alarm re-firing now must find the handler off
             self._disarm()
-            err = classify(exc)
+            self.collect = True
+            self.send(
+                {"id": h["id"], "ok": False, "evicted": True, "error": classify(exc)}
+                | {"ms": _ms(started)}
+            )
+            return None
+        if style is None:
+            message = (
+                f"the script defines neither execute(input) nor function {h['name']}(ctx, api)"
+            )
+            self.send(
+                {"id": h["id"], "ok": False, "evicted": True}
+                | {"error": {"type": "threw", "message": message}}
+            )
+            return None
+        self.interps[key] = (interp, style)
+        while len(self.interps) > self.capacity:
+            self.interps.popitem(last=False)
+        return interp
+
+    def run(self, h: dict[str, Any], body: bytes) -> None:
+        global _armed
+        if h["deadline"] <= time.monotonic():
+            # Expired while queued: the warm interpreter is fine, it just never got a turn.
+            self.send({"id": h["id"], "ok": False, "error": _TIMED_OUT})
+            return
+        interp = self._load(h)
+        if interp is None:
+            return
+        key: str = h["key"]
+        self.served = 0
+        self._begin(interp, h)
+        try:
+            raw = interp.eval_raw(b"__gh.serve(dukpy.input)", b'{"input":' + body + b"}")
+            self._disarm()
+        except BaseException as exc:
+            _armed = False  # before any call: an alarm re-firing now must find the handler off
+            self._disarm()
             self._drop(key)
-            return {"ok": False, "evicted": True, "error": err, "ms": _ms(started)}, b""
-        box = _loads(raw) if raw else {}
-        logs = box.get("logs") or []
-        reply: dict[str, Any] = {"ok": "out" in box, "logs": logs, "ms": _ms(started)}
+            current = self.current
+            if current is not None:
+                err = classify(exc)
+                if err["type"] == "threw" and current["deadline"] <= time.monotonic():
+                    err = _TIMED_OUT  # the alarm landed in the host side of the runtime
+                self._answer_error(err, evicted=True)
+            return
+        if self.current is not None:
+            # The last call never handed its result over: a promise that never settled.
+            box = (_loads(raw) if raw else {}).get("box") or {}
+            self._answer(box.get("out"), box.get("logs"), box.get("error"))
+        if self.evict:
+            self.evict = False
+            self._drop(key)
+
+    def _begin(self, interp: Interpreter, h: dict[str, Any]) -> None:
+        self.current = h
+        self.started = time.perf_counter()
+        interp.hosts = tuple(h.get("hosts") or ())
+        interp.deadline = h["deadline"]
+        self._arm(max(h["deadline"], time.monotonic() + 0.0005))
+
+    def _next(self, interp: Interpreter, args: list[Any]) -> bytes:
+        """``gh.next`` from ``serve``: answer the call that settled, start the next one."""
+        global _armed
+        _armed = False  # no alarm between the two calls
+        done = self.current
+        assert done is not None
+        out, logs, error = (*args[1:4], None, None, None)[:3]
+        self._answer(out, logs, error)
+        if not self.evict:
+            key = done["key"]
+            while True:
+                queued = self.reader.take_if(lambda h: h.get("op") == "run" and h.get("key") == key)
+                if queued is None:
+                    break
+                h, body = queued
+                if h["deadline"] <= time.monotonic():
+                    self.send({"id": h["id"], "ok": False, "error": _TIMED_OUT})
+                    continue
+                self._begin(interp, h)
+                return body
+        # Nothing queued for this interpreter: the evaluation ends once its jobs drain, and
+        # that tail still runs under the last call's deadline.
+        self.current = None
+        _armed = True
+        signal.setitimer(
+            signal.ITIMER_REAL, max(done["deadline"] - time.monotonic(), 0.0005), _TICK_S
+        )
+        return b"null"
+
+    def _answer(self, out: Any, logs: Any, error: Any) -> None:
+        h = self.current
+        assert h is not None
+        self.current = None
+        reply: dict[str, Any] = {"id": h["id"], "ok": False, "logs": logs or []}
+        reply["ms"] = _ms(self.started)
+        if self.served:
+            reply["batched"] = self.served  # this many calls before it shared its evaluation
+        self.served += 1
         self.calls += 1
         if self.calls % 32 == 0:
             reply["rss_kb"] = self.rss_kb()
-        if "out" in box:
-            return reply, box["out"].encode()
-        err = box.get("error") or {
-            "type": "threw",
-            "message": "the action's promise never settled",
-        }
+        if isinstance(out, str):
+            try:
+                body = out.encode()
+            except UnicodeEncodeError:
+                error = {"type": "invalid_result", "message": "result is not valid UTF-8"}
+            else:
+                reply["ok"] = True
+                self.send(reply, body)
+                return
+        err = error if isinstance(error, dict) else _NEVER_SETTLED
         if "out of memory" in str(err.get("message", "")):
             # QuickJS ran out under the cap; the heap of this interpreter is not to be trusted.
             err = {"type": "memory", "message": "memory limit exceeded"}
-            self._drop(key)
+            self.evict = True
             reply["evicted"] = True
             reply["rss_kb"] = self.rss_kb()
         reply["error"] = err
-        return reply, b""
+        self.send(reply)
+
+    def _answer_error(self, err: dict[str, Any], *, evicted: bool) -> None:
+        h = self.current
+        assert h is not None
+        self.current = None
+        self.send(
+            {"id": h["id"], "ok": False, "evicted": evicted, "error": err, "ms": _ms(self.started)}
+        )
 
     def compile(self, h: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
+        global _armed
         source = body.decode("utf-8")
         try:
             self._arm(h["deadline"])
@@ -260,6 +408,7 @@ class Child:
             )
             self._disarm()
         except BaseException as exc:
+            _armed = False  # before any call: an alarm re-firing now must find the handler off
             self._disarm()
             self.compiler = None
             self.collect = True
@@ -283,6 +432,7 @@ class Child:
             style = probe.eval(wrap(compiled, h.get("style", "auto"), h["name"]))
             self._disarm()
         except BaseException as exc:
+            _armed = False  # before any call: an alarm re-firing now must find the handler off
             self._disarm()
             err = classify(exc)
             if err["type"] == "threw":
@@ -308,7 +458,7 @@ def _loads(raw: bytes) -> Any:
 
 
 def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
+    return (time.perf_counter() - started) * 1000
 
 
 class _Reader:
@@ -317,16 +467,52 @@ class _Reader:
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._buf = bytearray()
+        self._eof = False
 
-    def read_exact(self, n: int) -> bytes | None:
-        while len(self._buf) < n:
-            chunk = os.read(self._fd, max(65536, n - len(self._buf)))
+    def _fill(self, want: int, *, block: bool) -> bool:
+        """Read until ``want`` bytes are buffered; without blocking, at most one read."""
+        while len(self._buf) < want:
+            if self._eof:
+                return False
+            if not block and not select.select([self._fd], [], [], 0)[0]:
+                return False
+            chunk = os.read(self._fd, max(65536, want - len(self._buf)))
             if not chunk:
-                return None
+                self._eof = True
+                return False
             self._buf += chunk
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
-        return data
+            if not block:
+                return len(self._buf) >= want
+        return True
+
+    def _frame(self, *, block: bool) -> tuple[dict[str, Any], bytes, int] | None:
+        head = framing.HEAD.size
+        if not self._fill(head, block=block):
+            return None
+        total, hlen = framing.HEAD.unpack_from(self._buf)
+        if not self._fill(head + total, block=block):
+            return None
+        buf = self._buf
+        header: dict[str, Any] = orjson.loads(buf[head : head + hlen])
+        return header, bytes(buf[head + hlen : head + total]), head + total
+
+    def next(self) -> tuple[dict[str, Any], bytes] | None:
+        """The next frame, waiting for it; ``None`` at end of input."""
+        frame = self._frame(block=True)
+        if frame is None:
+            return None
+        del self._buf[: frame[2]]
+        return frame[0], frame[1]
+
+    def take_if(
+        self, wanted: Callable[[dict[str, Any]], bool]
+    ) -> tuple[dict[str, Any], bytes] | None:
+        """The next frame if it has already arrived and ``wanted`` accepts its header."""
+        frame = self._frame(block=False)
+        if frame is None or not wanted(frame[0]):
+            return None
+        del self._buf[: frame[2]]
+        return frame[0], frame[1]
 
 
 def main() -> None:
@@ -340,26 +526,19 @@ def main() -> None:
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # stray prints must never corrupt the frame stream
     inp = _Reader(sys.stdin.fileno())
-    child = Child(limits)
+    child = Child(limits, inp, out)
     while True:
-        head = inp.read_exact(framing.HEAD.size)
-        if head is None:
+        frame = inp.next()
+        if frame is None:
             return
-        total, hlen = framing.HEAD.unpack(head)
-        payload = inp.read_exact(total)
-        if payload is None:
-            return
-        header, body = framing.decode(payload, hlen)
+        header, body = frame
         try:
-            reply, rbody = child.handle(header, body)
+            child.handle(header, body)
         except MemoryError:
             gc.collect()
-            reply, rbody = (
-                {"ok": False, "error": {"type": "memory", "message": "out of memory"}},
-                b"",
-            )
-        reply["id"] = header.get("id")
-        out.write(framing.encode(reply, rbody))
+            child.fail(header, {"type": "memory", "message": "out of memory"})
+        except _Timeout:
+            child.recover(header)
         if child.collect:
             child.collect = False
             gc.collect()

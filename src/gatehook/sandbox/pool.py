@@ -144,6 +144,7 @@ class SandboxPool:
         self._closing = False
         self._spawning: set[asyncio.Task[None]] = set()
         self.restarts = 0
+        self.batched = 0  # calls that shared a child's evaluation with the ones before them
 
     def _limits(self, memory_mb: int) -> str:
         s = self._settings
@@ -372,6 +373,8 @@ class SandboxPool:
             header.pop("code", None)
             if reply.get("evicted"):
                 child.known.discard(job.key)
+            if "batched" in reply:
+                self.batched += 1
             if reply.get("ok"):
                 return ScriptRun(body, list(reply.get("logs") or []), float(reply.get("ms", 0)))
             raise self._error(reply, budget_ms)

@@ -14,6 +14,9 @@
   var pThen = Promise.prototype.then;
   var pResolve = Promise.resolve.bind(Promise);
   var limits = G.dukpy.limits;
+  // The host's proof that a gh.next call comes from serve() below, not from a script: it
+  // lives only in this closure (the `dukpy` global is replaced before any script runs).
+  var token = G.dukpy.token;
   var state = { logs: [], bytes: 0, truncated: false };
 
   function show(value) {
@@ -244,29 +247,52 @@
     }
   }
 
-  function run(input) {
+  // One execution: `box` gets `out` (the result as JSON text) or `error` once `done` settles.
+  function start(input) {
     state.logs = []; state.bytes = 0; state.truncated = false;
     var box = { logs: state.logs };
+    var done;
+    function fail(e) { box.error = { type: 'threw', message: describe(e) }; }
     try {
       var ret;
       if (loaded.style === 'module') {
         ret = loaded.execute(input);
-        pThen.call(pResolve(ret), function (v) { finish(box, v); },
-          function (e) { box.error = { type: 'threw', message: describe(e) }; });
+        done = pThen.call(pResolve(ret), function (v) { finish(box, v); }, fail);
       } else {
         var made = buildApi(loaded.name);
         ret = loaded.zitadel(buildCtx(input), made.api);
-        pThen.call(pResolve(ret), function () { finish(box, made.collect()); },
-          function (e) { box.error = { type: 'threw', message: describe(e) }; });
+        done = pThen.call(pResolve(ret), function () { finish(box, made.collect()); }, fail);
       }
     } catch (e) {
-      box.error = { type: 'threw', message: describe(e) };
+      fail(e);
+      done = pResolve();
     }
-    return box;
+    return { box: box, done: done };
+  }
+
+  function run(input) { return start(input).box; }
+
+  // Calls for this interpreter back to back in one evaluation (dukpy collects garbage at
+  // every evaluation's start and end, ~50 us, more than a small action costs): each settled
+  // result goes to the host, which answers it and hands over the next queued input for
+  // this same interpreter, or nothing. The evaluation's value is the call still unsettled.
+  function serve(input) {
+    var cur = { box: null };
+    function step(job) {
+      var r = start(job);
+      cur.box = r.box;
+      pThen.call(r.done, function () {
+        cur.box = null;
+        var next = callPython('gh.next', token, r.box.out, r.box.logs, r.box.error);
+        if (next !== undefined && next !== null) step(next);
+      });
+    }
+    step(input);
+    return cur;
   }
 
   Object.defineProperty(G, '__gh', {
-    value: Object.freeze({ define: define, run: run }),
+    value: Object.freeze({ define: define, run: run, serve: serve }),
     writable: false, configurable: false, enumerable: false
   });
 })();

@@ -114,6 +114,20 @@ class _Call:
     template_input: ActionInput
 
 
+@dataclass(frozen=True, slots=True)
+class TryRun:
+    """A dry run of one action version: its output or error, its logs, how long it took."""
+
+    output: ActionOutput | None
+    error: str | None
+    logs: list[str]
+    duration_ms: float
+
+
+def _since_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
 class TriggerService:
     """Answers trigger requests. Stateless but for caches; many may run concurrently."""
 
@@ -485,19 +499,7 @@ class TriggerService:
                     },
                 )
                 raise ScriptError(f"template {version.template} failed: {exc}") from exc
-        if version.compiled is None or version.style is None:
-            raise ScriptError(f"{version.action}@{version.version} has no compiled script")
-        job = ScriptJob(
-            tenant=call.tenant,
-            action=version.action,
-            version=version.version,
-            code=version.compiled,
-            style=version.style.value,
-            input=call.input_prefix + config_json + b"}",
-            timeout_ms=version.timeout_ms,
-            allowed_hosts=tuple(version.allowed_hosts),
-            deadline=call.deadline,
-        )
+        job = self._job(call, version, config_json)
         # A tenant flooding the sandbox (endless loops, memory hogs) waits for its own slots,
         # never for the whole pool: other tenants keep a child to run on.
         if not await self._fairness.acquire(call.tenant, call.deadline - time.monotonic()):
@@ -511,6 +513,55 @@ class TriggerService:
             return ActionOutput.model_validate_json(run.output)
         except ValidationError as exc:
             raise InvalidResult(f"invalid result: {validation_message(exc)}") from None
+
+    @staticmethod
+    def _job(call: _Call, version: ActionVersion, config_json: bytes) -> ScriptJob:
+        if version.compiled is None or version.style is None:
+            raise ScriptError(f"{version.action}@{version.version} has no compiled script")
+        return ScriptJob(
+            tenant=call.tenant,
+            action=version.action,
+            version=version.version,
+            code=version.compiled,
+            style=version.style.value,
+            input=call.input_prefix + config_json + b"}",
+            timeout_ms=version.timeout_ms,
+            allowed_hosts=tuple(version.allowed_hosts),
+            deadline=call.deadline,
+        )
+
+    async def try_version(
+        self, tenant: str, flow_type: str, trigger: str, req: TriggerRequest, version: ActionVersion
+    ) -> TryRun:
+        """Run one stored ``version`` on ``req`` as its flow slot would, and keep its logs.
+
+        A dry run for the console's and the admin API's test box: no audit event, no reply
+        record, no decision for a sign-in. The action itself runs for real (a webhook
+        template sends, a rate limit counts).
+        """
+        call = self._call(
+            tenant,
+            FlowType(flow_type),
+            Trigger(trigger),
+            req,
+            time.monotonic() + version.timeout_ms / 1000 + 0.5,
+        )
+        started = time.perf_counter()
+        logs: list[str] = []
+        try:
+            if version.kind is ActionKind.TEMPLATE:
+                output = await self._execute(call, version, version.timeout_ms / 1000, [])
+            else:
+                run = await self._scripts.run(self._job(call, version, self._config(version)[1]))
+                logs = run.logs
+                try:
+                    output = ActionOutput.model_validate_json(run.output)
+                except ValidationError as exc:
+                    raise InvalidResult(f"invalid result: {validation_message(exc)}") from None
+        except ScriptError as exc:
+            error = f"{exc.kind}: {exc.message}"
+            return TryRun(None, error, exc.logs or logs, _since_ms(started))
+        return TryRun(output, None, logs, _since_ms(started))
 
     def _events(self, call: _Call, revision: int | None, steps: list[Step]) -> list[AuditEvent]:
         at = datetime.now(UTC)
