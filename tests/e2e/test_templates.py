@@ -424,6 +424,22 @@ async def test_webhook_signed_delivery(
     await until(lambda: hook_worker.runtime.delivery.outcomes["delivered"] == 1)
     assert secret not in json.dumps(await api.call(tenant, "actions.show", name="hook"))
 
+    # Publishing the masked value back (what the console's form sends) keeps the secret.
+    form = {**shown["versions"][0]["config"], "timeout_ms": 1500}
+    again = await api.call(tenant, "actions.publish", name="hook", config=form)
+    assert again["version"]["version"] == "1.0.1"
+    await api.call(tenant, "flows.update", action="hook", version="1.0.1", **PA)
+    await trigger(nc, tenant, request(signin_id="after-edit"))
+    await until(lambda: hook_worker.runtime.delivery.outcomes["delivered"] == 2)
+    second = receiver.hits[1]
+    h = second["headers"]
+    signed = f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + second["body"]
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    assert h["webhook-signature"] == f"v1,{expected}"
+    with pytest.raises(ValidationFailed, match="no stored secret"):
+        await api.call(tenant, "actions.create", name="hook2", template="webhook-emit")
+        await api.call(tenant, "actions.publish", name="hook2", config=form)
+
 
 async def test_dead_endpoint_never_slows_the_signin(
     hook_worker: Worker, nc: NATS, api: AdminClient, tenant: str

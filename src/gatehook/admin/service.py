@@ -32,7 +32,7 @@ from gatehook.errors import GatehookError, NotFound, ValidationFailed
 from gatehook.sandbox.pool import Compiled
 from gatehook.service.ports import AuditSink
 from gatehook.storage.mongo import MongoStore
-from gatehook.templates.registry import TemplateRegistry
+from gatehook.templates.registry import SECRET_MASK, TemplateRegistry
 
 __all__ = ["ActionRow", "AdminService", "Compiler", "Draft"]
 
@@ -190,6 +190,17 @@ class AdminService:
             tpl = self._templates.get(action.template or "")
             if tpl is None:
                 raise ValidationFailed(f"unknown template {action.template!r}", field="template")
+            kept = [k for k in tpl.secret_fields if cfg.get(k) == SECRET_MASK]
+            if kept:
+                # A form that showed the secret masked sends the mask back: keep the secret.
+                existing = await self._store.list_versions(tenant, name)
+                if not existing:
+                    raise ValidationFailed(
+                        f"{kept[0]}: there is no stored secret to keep", field=kept[0]
+                    )
+                latest = max(existing, key=lambda v: Version.parse(v.version))
+                for k in kept:
+                    cfg[k] = latest.config.get(k)
             cfg = tpl.parse_config(cfg).model_dump(mode="json")
             lang = None
         else:

@@ -13,7 +13,11 @@ from gatehook.templates.redirect_group import RedirectByGroup
 from gatehook.templates.risk import BlockByRiskScore, DemandMfaByRiskScore
 from gatehook.templates.webhook import SlackNotify, WebhookEmit
 
-__all__ = ["TemplateRegistry", "default_registry"]
+__all__ = ["SECRET_MASK", "TemplateRegistry", "default_registry"]
+
+
+#: What a secret config value is shown as; publishing it back keeps the stored secret.
+SECRET_MASK = "********"
 
 
 class TemplateRegistry:
@@ -34,7 +38,7 @@ class TemplateRegistry:
         t = self._by_name.get(template or "")
         if t is None or not t.secret_fields:
             return config
-        return {k: ("********" if k in t.secret_fields and v else v) for k, v in config.items()}
+        return {k: (SECRET_MASK if k in t.secret_fields and v else v) for k, v in config.items()}
 
     def names(self) -> list[str]:
         """Every template name, sorted."""
