@@ -586,6 +586,25 @@ def apply(
             out.print(f"  - {line}", markup=False)
 
 
+# -- console -----------------------------------------------------------------------------------
+@app.command()
+def console(
+    host: Annotated[
+        str | None, typer.Option(help="address (default GATEHOOK_CONSOLE__HOST)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="port (default GATEHOOK_CONSOLE__PORT)")] = None,
+) -> None:
+    """Serve the web console (actions, flows, audit) over the management API."""
+    from gatehook.console.server import ConsoleRefused, serve_console
+
+    settings = _settings()
+    try:
+        asyncio.run(serve_console(settings, host=host, port=port, say=out.print))
+    except ConsoleRefused as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
 # -- dev ---------------------------------------------------------------------------------------
 @app.command()
 def dev(

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "AuditSettings",
+    "ConsoleSettings",
     "MetricsSettings",
     "SandboxSettings",
     "Settings",
@@ -64,6 +65,21 @@ class MetricsSettings(BaseModel):
     tenant_labels: bool = False
 
 
+class ConsoleSettings(BaseModel):
+    """The web console (``gatehook console``): where it listens and who may use it.
+
+    Operators sign in with one shared ``token``. Without a token the console refuses to start
+    on a non-loopback address; on loopback it makes a random one and prints it.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8089, ge=0, le=65535)
+    token: SecretStr | None = None
+    tenants: list[str] = Field(default_factory=list, description="tenants offered by the picker")
+    session_ttl_s: float = Field(default=12 * 3600, gt=0)
+    secure_cookie: bool = Field(default=False, description="set when served behind HTTPS")
+
+
 class AuditSettings(BaseModel):
     """The JetStream stream that receives audit events."""
 
@@ -90,6 +106,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     webhooks: WebhookSettings = WebhookSettings()
     metrics: MetricsSettings = MetricsSettings()
+    console: ConsoleSettings = ConsoleSettings()
     log_format: Literal["text", "json"] = "text"
     worker_name: str = Field(default_factory=lambda: f"worker-{os.getpid()}")
     concurrency: int = Field(default=256, ge=1, description="trigger requests in flight per worker")

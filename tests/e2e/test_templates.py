@@ -436,8 +436,8 @@ async def test_webhook_signed_delivery(
     signed = f"{h['webhook-id']}.{h['webhook-timestamp']}.".encode() + second["body"]
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     assert h["webhook-signature"] == f"v1,{expected}"
+    await api.call(tenant, "actions.create", name="hook2", template="webhook-emit")
     with pytest.raises(ValidationFailed, match="no stored secret"):
-        await api.call(tenant, "actions.create", name="hook2", template="webhook-emit")
         await api.call(tenant, "actions.publish", name="hook2", config=form)
 
 

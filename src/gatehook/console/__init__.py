@@ -1,0 +1,1 @@
+"""The web console (``gatehook console``): pages over the management API."""

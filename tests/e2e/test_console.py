@@ -1,0 +1,323 @@
+"""The web console in headless Chromium (Debian's chromium driven by Playwright), against a real
+worker, nats-server and MongoDB-protocol server: an operator manages actions and flows in the
+browser, and every change shows up in the flows, the decisions and the audit stream.
+
+Screenshots of the main pages go to ``build/screenshots/`` (README shows one of them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from nats.aio.client import Client as NATS
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from gatehook.admin.client import AdminClient
+from gatehook.console.app import build_app
+from gatehook.console.auth import Sessions
+from gatehook.console.server import ConsoleRefused, console_token
+from gatehook.settings import ConsoleSettings, Settings
+from tests.conftest import Worker
+from tests.helpers import audit_events, request, trigger
+
+TOKEN = "operator-token-for-tests-0123456789"
+SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+PA = {"flow_type": "external_authentication", "trigger": "post_authentication"}
+CHROMIUM_FLAGS = [
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str:
+    path = os.environ.get("GATEHOOK_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        pytest.fail(
+            "no Chromium for the browser tests: install Debian's chromium "
+            "(scripts/bootstrap does) or set GATEHOOK_CHROMIUM"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_FLAGS)
+        yield b
+        await b.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def console(worker: Worker, settings: Settings) -> AsyncIterator[str]:
+    """The console app served by uvicorn on a free loopback port, talking to the worker."""
+    port = _free_port()
+    app = build_app(settings, TOKEN)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    assert server.started, "the console did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    p = await context.new_page()
+    p.set_default_timeout(15_000)
+    yield p
+    await context.close()
+
+
+async def sign_in(page: Page, base: str, operator: str = "olivia") -> None:
+    await page.goto(base + "/")
+    await expect(page).to_have_url(base + "/login?next=%2F")
+    await page.fill("input[name=operator]", operator)
+    await page.fill("input[name=token]", TOKEN)
+    await page.click("button:has-text('Sign in')")
+    await expect(page.locator("h1")).to_have_text("Pick a tenant")
+
+
+async def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    assert (SHOTS / f"{name}.png").stat().st_size > 10_000
+
+
+def error_for(page: Page, field: str) -> Any:
+    return page.locator(f"[data-error-for='{field}']")
+
+
+async def test_console_manages_actions_and_flows_end_to_end(
+    console: str, page: Page, nc: NATS, tenant: str
+) -> None:
+    api = AdminClient(nc, actor="checker")
+    await sign_in(page, console)
+    await page.fill("input[name=tenant]", tenant)
+    await page.click("button:has-text('Open')")
+    await expect(page.locator("h1")).to_have_text("Actions")
+
+    # A validation error from the API is shown next to its field.
+    create = page.get_by_test_id("create-action")
+    await create.locator("input[name=name]").fill("Bad Name!")
+    await create.locator("button").click()
+    await expect(error_for(page, "name")).to_contain_text("name")
+
+    # A template action, configured through the form built from its JSON Schema.
+    await create.locator("input[name=name]").fill("allow-acme")
+    await create.locator("select[name=template]").select_option("domain-allowlist")
+    await create.locator("button").click()
+    await expect(page.locator("h1")).to_contain_text("allow-acme")
+    publish = page.get_by_test_id("publish")
+    await publish.locator("button:has-text('Publish')").click()  # domains left empty
+    await expect(error_for(page, "domains")).to_be_visible()
+    await publish.locator("textarea[name='config.domains']").fill("acme.com\nacme.org")
+    await publish.locator("input[name='config.include_subdomains']").check()
+    await publish.locator("button:has-text('Publish')").click()
+    await expect(page.locator(".flash")).to_have_text("published 1.0.0")
+    await expect(page.get_by_test_id("shown-config")).to_contain_text("acme.org")
+    await shot(page, "action-template")
+
+    # A custom TypeScript action; a compile error comes back with its line and column.
+    await page.click("nav >> text=Actions")
+    create = page.get_by_test_id("create-action")
+    await create.locator("input[name=name]").fill("add-claims")
+    await create.locator("button").click()
+    publish = page.get_by_test_id("publish")
+    await publish.locator("select[name=language]").select_option("ts")
+    await publish.locator("textarea[name=source]").fill(
+        "export function execute(input: any) {\n  return { kind: 'continue', claims: { v: 1 }\n"
+    )
+    await publish.locator("button:has-text('Publish')").click()
+    await expect(error_for(page, "source")).to_contain_text("line")
+    ts = (
+        "interface Out { kind: string; claims: Record<string, unknown> }\n"
+        "export function execute(input: any): Out {\n"
+        "  console.log('user', input.user.id);\n"
+        "  return { kind: 'continue', claims: { v: VERSION, uid: input.user.id } };\n"
+        "}\n"
+    )
+    await publish.locator("textarea[name=source]").fill(ts.replace("VERSION", "1"))
+    await publish.locator("input[name=timeout_ms]").fill("500")
+    await publish.locator("button:has-text('Publish')").click()
+    await expect(page.locator(".flash")).to_have_text("published 1.0.0")
+
+    # The test box runs it through the sandbox on a sample request.
+    await page.get_by_test_id("test").locator("button:has-text('Run')").click()
+    result = page.get_by_test_id("test-result")
+    await expect(result).to_contain_text('"uid": "u1"')
+    await expect(result).to_contain_text("info: user u1")
+    await shot(page, "action-custom")
+
+    # Attach both to a trigger, then reorder them.
+    await page.click("nav >> text=Flows")
+    slot = page.locator("section[data-trigger=post_authentication]")
+    for name in ("allow-acme", "add-claims"):
+        await slot.locator("select[name=action]").select_option(name)
+        await slot.locator("button:has-text('Add')").click()
+        await expect(page.locator(".flash")).to_contain_text("revision")
+        slot = page.locator("section[data-trigger=post_authentication]")
+    names = slot.locator("ol.atts li[data-action]")
+    await expect(names).to_have_count(2)
+    flow = await api.call(tenant, "flows.show", flow_type="external_authentication")
+    assert [a["action"] for a in flow["slots"]["post_authentication"]] == [
+        "allow-acme",
+        "add-claims",
+    ]
+    await slot.get_by_label("move add-claims up").click()
+    await expect(page.locator(".flash")).to_contain_text("revision")
+    flow = await api.call(tenant, "flows.show", flow_type="external_authentication")
+    assert [a["action"] for a in flow["slots"]["post_authentication"]] == [
+        "add-claims",
+        "allow-acme",
+    ]
+    before_pin = flow["revision"]
+    reply = await trigger(nc, tenant, request())
+    assert (reply["decision"], reply["claims"]) == ("continue", {"v": 1, "uid": "u1"})
+
+    # Publish 1.0.1 through the API and pin it in the browser.
+    await api.call(
+        tenant,
+        "actions.publish",
+        name="add-claims",
+        source=ts.replace("VERSION", "2"),
+        language="ts",
+    )
+    await page.reload()
+    slot = page.locator("section[data-trigger=post_authentication]")
+    row = slot.locator("li[data-action=add-claims]")
+    await row.locator("select[name=version]").select_option("1.0.1")
+    await row.locator("button:has-text('Pin')").click()
+    await expect(
+        page.locator("section[data-trigger=post_authentication] li[data-action=add-claims] .ver")
+    ).to_have_text("@1.0.1")
+    reply = await trigger(nc, tenant, request(signin_id="after-pin"))
+    assert reply["claims"]["v"] == 2
+    await shot(page, "flows")
+
+    # Roll back to the revision before the pin.
+    await page.locator(f"tr[data-revision='{before_pin}'] button").click()
+    await expect(
+        page.locator("section[data-trigger=post_authentication] li[data-action=add-claims] .ver")
+    ).to_have_text("@1.0.0")
+    reply = await trigger(nc, tenant, request(signin_id="after-rollback"))
+    assert reply["claims"]["v"] == 1
+
+    # The audit page shows the changes, signed by the operator.
+    await page.click("nav >> text=Audit")
+    events = page.get_by_test_id("events")
+    for kind in ("flow.action_published", "flow.action_attached", "flow.action_updated"):
+        await expect(events.locator(f"tr[data-type='{kind}']").first).to_be_visible()
+    await expect(events).to_contain_text("console:olivia")
+    await page.select_option("select[name=type]", "flow.action_updated")
+    await page.click("button:has-text('Filter')")
+    rows = page.get_by_test_id("events").locator("tbody tr[data-type]")
+    updated = await audit_events(nc, tenant, "flow.action_updated")
+    await expect(rows).to_have_count(len(updated))
+    assert len(updated) >= 2  # the pin and the rollback
+    assert {e["actor"] for e in updated} == {"console:olivia"}
+    await shot(page, "audit")
+    await page.click("nav >> text=Actions")
+    await expect(page.locator("tr[data-action=add-claims] td").nth(4)).to_have_text("1")
+    await shot(page, "actions")
+
+
+async def test_secret_fields_are_masked_and_kept(
+    console: str, page: Page, nc: NATS, tenant: str
+) -> None:
+    api = AdminClient(nc, actor="checker")
+    await api.call(tenant, "actions.create", name="hook", template="webhook-emit")
+    secret = "whsec_dGhpcyBpcyBhIHNlY3JldCBrZXkgMTIzNDU2"
+    await api.call(
+        tenant,
+        "actions.publish",
+        name="hook",
+        config={"url": "https://hooks.example.com/in", "secret": secret},
+    )
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/actions/hook")
+    field = page.locator("input[name='config.secret']")
+    await expect(field).to_have_attribute("type", "password")
+    assert secret not in await page.content()
+    await page.locator("input[name='config.timeout_ms']").fill("1500")
+    await page.locator("button:has-text('Publish')").click()
+    await expect(page.locator(".flash")).to_have_text("published 1.0.1")
+    shown = await api.call(tenant, "actions.show", name="hook")
+    newest = next(v for v in shown["versions"] if v["version"] == "1.0.1")
+    assert newest["config"]["timeout_ms"] == 1500
+    assert newest["config"]["secret"] == "********"  # still set (masked), not replaced
+
+
+async def test_sign_in_is_required_and_checked(
+    console: str, page: Page, nc: NATS, tenant: str
+) -> None:
+    await page.goto(console + f"/t/{tenant}/actions")
+    await expect(page).to_have_url(console + f"/login?next=%2Ft%2F{tenant}%2Factions")
+    await page.fill("input[name=operator]", "mallory")
+    await page.fill("input[name=token]", "wrong-token")
+    await page.click("button:has-text('Sign in')")
+    await expect(error_for(page, "token")).to_have_text("wrong token")
+    # Signed in, a form posted without the session's CSRF token is refused and changes nothing.
+    await page.fill("input[name=token]", TOKEN)
+    await page.click("button:has-text('Sign in')")
+    await expect(page.locator("h1")).to_have_text("Actions")
+    forged = await page.request.post(
+        console + f"/t/{tenant}/actions", form={"name": "planted", "csrf": "forged"}
+    )
+    assert forged.status == 403
+    assert await AdminClient(nc).call(tenant, "actions.list") == []
+    # Signing out ends the session.
+    await page.click("button:has-text('sign out')")
+    await page.goto(console + f"/t/{tenant}/actions")
+    await expect(page.locator("h1")).to_have_text("Sign in")
+
+
+def test_token_rules() -> None:
+    s = Settings(console=ConsoleSettings(host="0.0.0.0"))
+    with pytest.raises(ConsoleRefused, match="without GATEHOOK_CONSOLE__TOKEN"):
+        console_token(s, "0.0.0.0")
+    token, generated = console_token(Settings(), "127.0.0.1")
+    assert generated
+    assert len(token) >= 24
+    with pytest.raises(ConsoleRefused, match="at least 16"):
+        console_token(Settings(console=ConsoleSettings(token="short")), "127.0.0.1")  # type: ignore[arg-type]
+    fixed = Settings(console=ConsoleSettings(token=TOKEN))  # type: ignore[arg-type]
+    assert console_token(fixed, "10.0.0.5") == (TOKEN, False)
+
+
+def test_sessions_are_signed_and_expire() -> None:
+    sessions = Sessions(TOKEN, ttl_s=60)
+    cookie = sessions.issue("olivia", now=1000)
+    assert sessions.operator(cookie, now=1030) == "olivia"
+    assert sessions.operator(cookie, now=1061) is None  # expired
+    assert Sessions("another-token-0123456789", 60).operator(cookie, now=1030) is None
+    forged = cookie.replace(cookie.split(".")[0], "YWRtaW58OTk5OTk5OTk5OQ")
+    assert sessions.operator(forged, now=1030) is None
+    assert sessions.csrf_ok(cookie, sessions.csrf(cookie))
+    assert not sessions.csrf_ok(cookie, "0" * 32)
