@@ -321,3 +321,40 @@ def test_sessions_are_signed_and_expire() -> None:
     assert sessions.operator(forged, now=1030) is None
     assert sessions.csrf_ok(cookie, sessions.csrf(cookie))
     assert not sessions.csrf_ok(cookie, "0" * 32)
+
+
+async def test_bad_addresses_get_clear_pages(console: str, page: Page, tenant: str) -> None:
+    await sign_in(page, console)
+    missing = await page.goto(f"{console}/t/{tenant}/actions/no-such-action")
+    assert missing is not None
+    assert missing.status == 404
+    await expect(page.locator("p.err")).to_contain_text("no-such-action")
+    bad_tenant = await page.goto(f"{console}/t/Not_A_Slug!/actions")
+    assert bad_tenant is not None
+    assert bad_tenant.status == 404
+    bad_flow = await page.goto(f"{console}/t/{tenant}/flows/no_such_flow")
+    assert bad_flow is not None
+    assert bad_flow.status == 404
+    # The console keeps serving after all of that.
+    await page.goto(f"{console}/t/{tenant}/actions")
+    await expect(page.locator("h1")).to_have_text("Actions")
+
+
+async def test_tenant_content_is_escaped(console: str, page: Page, nc: NATS, tenant: str) -> None:
+    """A hostile script source or log line is shown as text, never run in the operator's page."""
+    api = AdminClient(nc, actor="checker")
+    await api.call(tenant, "actions.create", name="xss")
+    payload = (
+        "</textarea></pre><script>window.pwned = 1</script><img src=x onerror='window.pwned=2'>"
+    )
+    source = (
+        f"// {payload}\n"
+        f"export function execute() {{ console.log({payload!r}); return {{kind: 'continue'}}; }}\n"
+    )
+    await api.call(tenant, "actions.publish", name="xss", source=source)
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/actions/xss")
+    await page.get_by_test_id("test").locator("button:has-text('Run')").click()
+    await expect(page.get_by_test_id("test-result")).to_contain_text("window.pwned = 1")
+    await expect(page.get_by_test_id("shown-source")).to_contain_text("<script>")
+    assert await page.evaluate("window.pwned") is None

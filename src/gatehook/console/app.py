@@ -131,9 +131,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
         if not env.sessions.token_ok(str(form.get("token", ""))):
             errors["token"] = "wrong token"
         if errors:
-            return _html(
-                env, request, "login.html", 401, next=nxt, errors=errors, typed=operator
-            )
+            return _html(env, request, "login.html", 401, next=nxt, errors=errors, typed=operator)
         target = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/"
         resp = RedirectResponse(target, 303)
         resp.set_cookie(

@@ -1,4 +1,6 @@
-"""A sandbox child process: runs action scripts in QuickJS interpreters, one call at a time.
+"""A sandbox child process: runs action scripts in QuickJS interpreters, one call at a time
+(calls already queued for the same interpreter share one evaluation, each with its own
+deadline, reply and logs; see ``Child``).
 
 Started by the pool as ``python -I -m gatehook.sandbox.child '<limits JSON>'`` with an empty
 environment, a memory cap (RLIMIT_AS) and its working directory at ``/``. It reads frames
