@@ -142,6 +142,9 @@ async def test_console_manages_actions_and_flows_end_to_end(
     await publish.locator("button:has-text('Publish')").click()
     await expect(page.locator(".flash")).to_have_text("published 1.0.0")
     await expect(page.get_by_test_id("shown-config")).to_contain_text("acme.org")
+    await expect(page.get_by_test_id("template-source")).to_contain_text(
+        "class", use_inner_text=False
+    )
     await shot(page, "action-template")
 
     # A custom TypeScript action; a compile error comes back with its line and column.

@@ -8,6 +8,7 @@ and nothing else. Every reply is ``{"ok": true, "result": ...}`` or
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -171,6 +172,14 @@ OPERATIONS: dict[str, type[_Req]] = {
 def schema_documents() -> dict[str, dict[str, Any]]:
     """JSON Schemas of the admin requests, for ``schemas/admin/``."""
     return {f"admin/{op}": model.model_json_schema() for op, model in OPERATIONS.items()}
+
+
+def _template_source(template: object) -> str | None:
+    """The Python source of a template's module (read-only, for consoles and reviews)."""
+    try:
+        return inspect.getsource(inspect.getmodule(type(template)) or type(template))
+    except (OSError, TypeError):
+        return None
 
 
 def _version_view(v: ActionVersion, templates: TemplateRegistry) -> dict[str, Any]:
@@ -337,6 +346,7 @@ class AdminApi:
             "triggers": [x.value for x in t.triggers],
             "secret_fields": list(t.secret_fields),
             "config_schema": t.config_schema(),
+            "source": _template_source(t),
         }
 
     # -- flows -------------------------------------------------------------------------------
