@@ -330,10 +330,18 @@ class SandboxPool:
             handle.cancel()
 
     def _pick(self, key: str) -> _Child:
-        live = [c for c in self._children if not c.dead and not c.draining]
-        if not live:
+        """The least loaded live child, preferring one that holds ``key`` warm."""
+        best: _Child | None = None
+        best_rank = (0, False)
+        for c in self._children:
+            if c.dead or c.draining:
+                continue
+            rank = (len(c.pending), key not in c.known)
+            if best is None or rank < best_rank:
+                best, best_rank = c, rank
+        if best is None:
             raise SandboxCrashed("no sandbox child is running")
-        return min(live, key=lambda c: (c.load, key not in c.known))
+        return best
 
     async def run(self, job: ScriptJob) -> ScriptRun:
         """Run ``job``; raise a ``ScriptError`` subclass when the script does not finish well."""
@@ -345,34 +353,35 @@ class SandboxPool:
             deadline = min(deadline, job.deadline)
         budget_ms = (deadline - now) * 1000
         grace = self._settings.grace_ms / 1000
+        key = job.key
         header: dict[str, Any] = {
             "op": "run",
-            "key": job.key,
+            "key": key,
             "name": job.action,
             "style": job.style,
             "deadline": deadline,
             "hosts": list(job.allowed_hosts),
         }
         for _ in range(3):
-            child = self._pick(job.key)
-            if job.key not in child.known:
+            child = self._pick(key)
+            if key not in child.known:
                 header["code"] = job.code
-            try:
+            try:  # (_send gives the header a fresh id each attempt)
                 reply, body = await self._call(
-                    child, dict(header), job.input, timeout=deadline - time.monotonic() + grace
+                    child, header, job.input, timeout=deadline - time.monotonic() + grace
                 )
             except TimeoutError:
                 raise ScriptTimeout(budget_ms) from None
             if reply.get("need_code"):
-                child.known.discard(job.key)
+                child.known.discard(key)
                 continue
             if "code" in header:
-                child.known.add(job.key)
+                child.known.add(key)
                 if len(child.known) > 4 * self._settings.interpreters_per_child:
                     child.known.clear()
             header.pop("code", None)
             if reply.get("evicted"):
-                child.known.discard(job.key)
+                child.known.discard(key)
             if "batched" in reply:
                 self.batched += 1
             if reply.get("ok"):
