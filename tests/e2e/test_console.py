@@ -11,6 +11,8 @@ import asyncio
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -361,3 +363,17 @@ async def test_tenant_content_is_escaped(console: str, page: Page, nc: NATS, ten
     await expect(page.get_by_test_id("test-result")).to_contain_text("window.pwned = 1")
     await expect(page.get_by_test_id("shown-source")).to_contain_text("<script>")
     assert await page.evaluate("window.pwned") is None
+
+
+def test_cli_refuses_an_open_console_on_a_public_address() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOOK_CONSOLE")}
+    done = subprocess.run(
+        [sys.executable, "-m", "gatehook.cli", "console", "--host", "0.0.0.0", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "without GATEHOOK_CONSOLE__TOKEN" in done.stderr + done.stdout

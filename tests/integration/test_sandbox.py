@@ -440,6 +440,7 @@ async def test_queued_calls_keep_their_own_results_logs_and_deadlines(pool: Sand
             "console.log('call', input.n);"
             "if (input.spin) { while (true) {} }"
             "if (input.n % 7 === 2) throw new Error('no ' + input.n);"
+            "if (input.n % 11 === 4) return new Promise(() => {});"
             "return {kind: 'continue', claims: {n: input.n}};"
         ),
         language="js",
@@ -468,6 +469,9 @@ async def test_queued_calls_keep_their_own_results_logs_and_deadlines(pool: Sand
             assert isinstance(res, ScriptThrew), (n, res)
             assert f"no {n}" in str(res)
             assert res.logs == [f"info: call {n}"]
+        elif n % 11 == 4:
+            assert isinstance(res, ScriptThrew), (n, res)
+            assert "never settled" in str(res)
         else:
             assert not isinstance(res, BaseException), (n, res)
             assert json.loads(res.output)["claims"] == {"n": n}
