@@ -20,6 +20,7 @@ from rich.console import Console
 
 from gatehook.admin.apply import load_file
 from gatehook.admin.client import AdminClient
+from gatehook.console.server import console_server, console_token
 from gatehook.devservers import Server, start_mongo, start_nats
 from gatehook.errors import GatehookError
 from gatehook.settings import Settings
@@ -130,6 +131,17 @@ async def run_dev(settings: Settings, file: Path, *, once: bool, console: Consol
             await nc.drain()
         if once:
             return 0
+        host, port = settings.console.host, settings.console.port
+        dev_settings = settings.model_copy(
+            update={
+                "nats_url": nats_url,
+                "console": settings.console.model_copy(update={"tenants": [tenant]}),
+            }
+        )
+        token, _ = console_token(dev_settings, host)
+        web = console_server(dev_settings, token, host, port)
+        web_task = asyncio.create_task(web.serve())
+        console.print(f"\nThe console: http://{host}:{port}/  (any name; operator token {token})")
         console.print(
             "\nThe worker keeps running. Try, in another shell:\n"
             f"  export GATEHOOK_NATS_URL={nats_url}\n"
@@ -143,6 +155,8 @@ async def run_dev(settings: Settings, file: Path, *, once: bool, console: Consol
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        web.should_exit = True
+        await web_task
         return 0
     except GatehookError as exc:
         console.print(f"[red]error:[/red] {exc.message}")

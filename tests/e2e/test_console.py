@@ -8,6 +8,7 @@ Screenshots of the main pages go to ``build/screenshots/`` (README shows one of 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -76,7 +77,7 @@ async def console(worker: Worker, settings: Settings) -> AsyncIterator[str]:
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(server.serve())
     for _ in range(200):
         if server.started:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +15,7 @@ from gatehook.console.app import build_app
 from gatehook.console.auth import is_loopback
 from gatehook.settings import Settings
 
-__all__ = ["ConsoleRefused", "console_token", "serve_console"]
+__all__ = ["ConsoleRefused", "console_server", "console_token", "serve_console"]
 
 
 class ConsoleRefused(RuntimeError):
@@ -39,6 +42,21 @@ def console_token(settings: Settings, host: str) -> tuple[str, bool]:
     return secrets.token_urlsafe(24), True
 
 
+def console_server(settings: Settings, token: str, host: str, port: int) -> uvicorn.Server:
+    """A uvicorn server for the console that leaves signal handling to its caller."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_app(settings, token),
+            host=host,
+            port=port,
+            log_level="warning",
+            proxy_headers=False,
+        )
+    )
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    return server
+
+
 async def serve_console(
     settings: Settings,
     *,
@@ -50,11 +68,11 @@ async def serve_console(
     host = host or settings.console.host
     port = settings.console.port if port is None else port
     token, generated = console_token(settings, host)
-    app = build_app(settings, token)
+    server = console_server(settings, token, host, port)
     say(f"gatehook console on http://{host}:{port}/ (NATS {settings.nats_url})")
     if generated:
         say(f"operator token for this run: {token}")
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", proxy_headers=False)
-    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     await server.serve()
