@@ -231,3 +231,54 @@ async def test_sigkill_mid_load_every_reply_has_its_events(
             if p.poll() is None:
                 p.kill()
             p.wait(10)
+
+
+async def test_latest_events_read_backwards_from_the_end(nc: NATS, settings: Settings) -> None:
+    """The console's audit page: the newest events of a tenant among many others, without
+    reading the stream from its start."""
+    from gatehook.audit.reader import latest_events
+    from gatehook.domain.contract import AuditEvent
+    from gatehook.transport.jetstream import AuditPublisher
+
+    js = nc.jetstream()
+    publisher = AuditPublisher(js, settings.audit)
+    await publisher.ensure_stream()
+    now = datetime.now(UTC)
+
+    def event(i: int, tenant: str, kind: str) -> AuditEvent:
+        return AuditEvent(
+            event_id=f"{tenant}-{i}" if kind == "flow.action_executed" else f"{tenant}-p{i}",
+            type=kind,  # type: ignore[arg-type]
+            tenant=tenant,
+            at=now,
+            actor="bench",
+            action="a" if i % 2 else "b",
+        )
+
+    batch: list[AuditEvent] = []
+    for i in range(3000):
+        batch.append(event(i, "busy", "flow.action_executed"))
+        if i % 500 == 0:
+            batch.append(event(i, "busy", "flow.action_published"))
+        batch.append(event(i, "other", "flow.action_executed"))
+    for start in range(0, len(batch), 500):
+        await publisher.publish(batch[start : start + 500])
+
+    newest = await latest_events(js, tenant="busy", limit=10)
+    assert [e.event_id for e in newest] == [f"busy-{i}" for i in range(2990, 3000)]
+    published = await latest_events(
+        js, tenant="busy", event_type="flow.action_published", limit=100
+    )
+    assert [e.event_id for e in published] == [f"busy-p{i}" for i in range(0, 3000, 500)]
+    only_b = await latest_events(js, tenant="busy", limit=3, keep=lambda e: e.action == "b")
+    assert [e.event_id for e in only_b] == ["busy-2994", "busy-2996", "busy-2998"]
+    # Scanning stops once max_scan sequence numbers (counted from the newest match) were read.
+    bounded = await latest_events(
+        js, tenant="busy", event_type="flow.action_published", limit=100, max_scan=2000
+    )
+    assert [e.event_id for e in bounded] == ["busy-p2000", "busy-p2500"]
+    first_window = await latest_events(
+        js, tenant="busy", event_type="flow.action_published", limit=100, max_scan=300
+    )
+    assert [e.event_id for e in first_window] == ["busy-p2500"]
+    assert await latest_events(js, tenant="nobody", limit=10) == []

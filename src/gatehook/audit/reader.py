@@ -1,17 +1,20 @@
-"""Reading the audit stream with an ephemeral ordered consumer (``gatehook audit tail``)."""
+"""Reading the audit stream with ephemeral ordered consumers: forward from a time
+(``gatehook audit tail``), or the latest events backwards in growing windows (the console)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
+import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
 from gatehook.domain.contract import AuditEvent
 
-__all__ = ["read_events", "subject_filter"]
+__all__ = ["latest_events", "read_events", "subject_filter"]
 
 
 def subject_filter(tenant: str | None, event_type: str | None) -> str:
@@ -56,3 +59,61 @@ async def read_events(
             yield event
     finally:
         await sub.unsubscribe()
+
+
+async def _read_range(
+    js: JetStreamContext, subject: str, stream: str, start: int, upper: int, idle_s: float
+) -> list[AuditEvent]:
+    """Events on ``subject`` with stream sequence in [start, upper]. The filter runs on the
+    server (other tenants' events in the window are never sent), and a match at ``upper`` or
+    later exists, so the read ends on a sequence number, not on a timeout."""
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
+    sub = await js.subscribe(subject, ordered_consumer=True, config=config, stream=stream)
+    events: list[AuditEvent] = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=idle_s)
+            except TimeoutError:
+                return events
+            meta = msg.metadata
+            if meta.sequence.stream > upper:
+                return events
+            with contextlib.suppress(ValidationError):  # not ours: skip it
+                events.append(AuditEvent.model_validate_json(msg.data))
+            if meta.sequence.stream == upper or meta.num_pending == 0:
+                return events
+    finally:
+        await sub.unsubscribe()
+
+
+async def latest_events(
+    js: JetStreamContext,
+    *,
+    tenant: str | None = None,
+    event_type: str | None = None,
+    limit: int = 200,
+    keep: Callable[[AuditEvent], bool] | None = None,
+    stream: str = "GATEHOOK_AUDIT",
+    max_scan: int = 1_000_000,
+    idle_s: float = 2.0,
+) -> list[AuditEvent]:
+    """The newest ``limit`` events (oldest first) that match, without reading the stream from
+    its start: from the newest matching message, windows of sequence numbers are read
+    backwards, each four times the last, until enough match or ``max_scan`` sequence numbers
+    were looked at."""
+    subject = subject_filter(tenant, event_type)
+    try:
+        newest = await js.get_last_msg(stream, subject)
+    except nats.js.errors.NotFoundError:
+        return []
+    first = max((await js.stream_info(stream)).state.first_seq, 1)
+    found: list[AuditEvent] = []
+    upper, window, scanned = newest.seq or 0, max(limit * 4, 256), 0
+    while upper >= first and len(found) < limit and scanned < max_scan:
+        start = max(first, upper - window + 1)
+        events = await _read_range(js, subject, stream, start, upper, idle_s)
+        found = [e for e in events if keep is None or keep(e)] + found
+        scanned += upper - start + 1
+        upper, window = start - 1, window * 4
+    return found[-limit:]

@@ -14,7 +14,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,7 +28,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gatehook.admin.client import AdminClient
-from gatehook.audit.reader import read_events
+from gatehook.audit.reader import latest_events
 from gatehook.console import forms
 from gatehook.console.auth import OPERATOR_RE, Sessions
 from gatehook.domain.catalogue import TENANT_RE, TRIGGERS
@@ -50,7 +49,8 @@ EVENT_TYPES = [
     "flow.action_updated",
     "flow.action_executed",
 ]
-SINCE = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7)}
+AUDIT_ROWS = 200  # newest events on the audit page
+AUDIT_MAX_SCAN = 200_000  # stream sequence numbers looked at, at most, for one page
 SAMPLE_REQUEST = {
     "request_id": "console-test",
     "user": {
@@ -344,24 +344,19 @@ def build_app(settings: Settings, token: str) -> Starlette:
         q = request.query_params
         kind = q.get("type", "")
         action = q.get("action", "").strip()
-        since = q.get("since", "24h")
         assert env.nc is not None
         events: list[AuditEvent] = []
         error = ""
         try:
-            async for event in read_events(
+            events = await latest_events(
                 env.nc.jetstream(),
                 tenant=tenant,
                 event_type=kind if kind in EVENT_TYPES else None,
-                since=datetime.now(UTC) - SINCE.get(since, SINCE["24h"]),
-                idle_s=0.25,
+                limit=AUDIT_ROWS,
+                keep=(lambda e: e.action == action) if action else None,
                 stream=settings.audit.stream,
-            ):
-                if action and event.action != action:
-                    continue
-                events.append(event)
-                if len(events) > 2000:
-                    events = events[-500:]
+                max_scan=AUDIT_MAX_SCAN,
+            )
         except Exception as exc:  # the stream may be missing on a fresh install
             error = f"cannot read the audit stream: {exc}"
         events.reverse()
@@ -370,12 +365,11 @@ def build_app(settings: Settings, token: str) -> Starlette:
             request,
             "audit.html",
             tenant=tenant,
-            events=events[:200],
+            events=events,
             kinds=EVENT_TYPES,
             kind=kind,
             action=action,
-            since=since,
-            spans=list(SINCE),
+            rows=AUDIT_ROWS,
             error=error,
         )
 
