@@ -101,15 +101,22 @@ async def latest_events(
     """The newest ``limit`` events (oldest first) that match, without reading the stream from
     its start: from the newest matching message, windows of sequence numbers are read
     backwards, each four times the last, until enough match or ``max_scan`` sequence numbers
-    were looked at."""
+    were looked at. When few events match in the whole stream (the server counts them per
+    subject), one filtered read from the start is cheaper, and is what happens."""
     subject = subject_filter(tenant, event_type)
     try:
         newest = await js.get_last_msg(stream, subject)
     except nats.js.errors.NotFoundError:
         return []
-    first = max((await js.stream_info(stream)).state.first_seq, 1)
+    state = (await js.stream_info(stream, subjects_filter=subject)).state
+    first, upper = max(state.first_seq, 1), newest.seq or 0
+    matching = sum((state.subjects or {}).values())
+    if matching <= 4 * limit:
+        # Few events match in the whole stream: one filtered read from the start is cheapest.
+        events = await _read_range(js, subject, stream, first, upper, idle_s)
+        return [e for e in events if keep is None or keep(e)][-limit:]
     found: list[AuditEvent] = []
-    upper, window, scanned = newest.seq or 0, max(limit * 4, 256), 0
+    window, scanned = max(limit * 4, 256), 0
     while upper >= first and len(found) < limit and scanned < max_scan:
         start = max(first, upper - window + 1)
         events = await _read_range(js, subject, stream, start, upper, idle_s)
