@@ -1,0 +1,248 @@
+"""What the console's pages share, and the two pages built from several API calls (an
+action, a flow type): rendering, form values, API errors keyed by field."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import jinja2
+from nats.aio.client import Client as NATS
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from gatehook.admin.client import AdminClient
+from gatehook.console import forms
+from gatehook.console.auth import Sessions
+from gatehook.domain.catalogue import TRIGGERS
+from gatehook.errors import GatehookError, ValidationFailed
+from gatehook.settings import Settings
+
+__all__ = [
+    "COOKIE",
+    "FLOW_TYPES",
+    "Env",
+    "action_page",
+    "errors_of",
+    "flows_page",
+    "render",
+    "texts",
+]
+
+COOKIE = "gatehook_console"
+FLOW_TYPES = [ft.value for ft in TRIGGERS]
+SAMPLE_REQUEST = {
+    "request_id": "console-test",
+    "user": {
+        "id": "u1",
+        "username": "ann",
+        "email": "ann@acme.com",
+        "groups": ["staff"],
+        "metadata": {},
+    },
+    "request": {"ip": "203.0.113.7", "user_agent": "console", "risk_score": 0.1},
+    "context": {},
+    "state": {},
+}
+
+
+class Env:
+    """What the pages share: the NATS connection, the API client factory, the renderer."""
+
+    def __init__(self, settings: Settings, sessions: Sessions) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.nc: NATS | None = None
+        self.jinja = jinja2.Environment(
+            loader=jinja2.PackageLoader("gatehook.console", "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        self.jinja.filters["pretty"] = lambda v: json.dumps(v, indent=2, default=str)
+
+    def api(self, operator: str) -> AdminClient:
+        assert self.nc is not None
+        return AdminClient(self.nc, actor=f"console:{operator}", timeout=30)
+
+
+def texts(form: FormData) -> dict[str, str]:
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def errors_of(exc: GatehookError, *, default: str, prefix: str = "") -> dict[str, str]:
+    """The API's error keyed by the form field it concerns (``default`` when it names none)."""
+    field = getattr(exc, "field", None) if isinstance(exc, ValidationFailed) else None
+    key = str(field) if field else default
+    if prefix and key.startswith(prefix + "."):
+        key = prefix
+    return {key: exc.message}
+
+
+def render(
+    env: Env, request: Request, page: str, status: int = 200, **context: Any
+) -> HTMLResponse:
+    cookie = request.cookies.get(COOKIE, "")
+    operator = env.sessions.operator(cookie)
+    context.setdefault("tenant", request.path_params.get("tenant"))
+    context.setdefault("msg", request.query_params.get("msg", ""))
+    html = env.jinja.get_template(page).render(
+        operator=operator,
+        csrf=env.sessions.csrf(cookie) if operator else "",
+        path=request.url.path,
+        **context,
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+async def action_page(
+    env: Env,
+    request: Request,
+    operator: str,
+    *,
+    errors: dict[str, str] | None = None,
+    submitted: dict[str, str] | None = None,
+    test_form: dict[str, str] | None = None,
+    test_result: Any = None,
+) -> Response:
+    tenant, name = request.path_params["tenant"], request.path_params["name"]
+    api = env.api(operator)
+    shown = await api.call(tenant, "actions.show", name=name)
+    act, versions = shown["action"], shown["versions"]
+    versions.sort(key=lambda v: [int(x) for x in v["version"].split(".")], reverse=True)
+    wanted = request.query_params.get("version") or (test_form or {}).get("version")
+    current = next(
+        (v for v in versions if v["version"] == wanted), versions[0] if versions else None
+    )
+    template = None
+    fields: list[forms.Field] = []
+    if act["kind"] == "template":
+        template = await api.call(tenant, "templates.show", name=act["template"])
+        config = (current or {}).get("config") or {}
+        fields = forms.fields(template["config_schema"], config)
+        if submitted is not None:
+            fields = _refill(fields, submitted)
+    slots = [
+        f"{ft}.{tr.value}"
+        for ft_enum, triggers in TRIGGERS.items()
+        for ft in [ft_enum.value]
+        for tr in triggers
+        if not act["triggers"] or tr.value in act["triggers"]
+    ]
+    form = submitted or {}
+    status = 400 if errors else 200
+    return render(
+        env,
+        request,
+        "action.html",
+        status,
+        tenant=tenant,
+        act=act,
+        versions=versions,
+        current=current,
+        template=template,
+        fields=fields,
+        errors=errors or {},
+        form={
+            "source": form.get("source", (current or {}).get("source") or _STARTER),
+            "language": form.get("language", (current or {}).get("language") or "js"),
+            "timeout_ms": form.get("timeout_ms", str((current or {}).get("timeout_ms") or "")),
+            "allowed_to_fail": (
+                form.get("allowed_to_fail") == "on"
+                if submitted is not None
+                else bool((current or {}).get("allowed_to_fail"))
+            ),
+            "allowed_hosts": form.get(
+                "allowed_hosts", "\n".join((current or {}).get("allowed_hosts") or [])
+            ),
+            "bump": form.get("bump", "patch"),
+        },
+        slots=slots,
+        test_form=test_form
+        or {"request": json.dumps(SAMPLE_REQUEST, indent=2), "slot": slots[0] if slots else ""},
+        test_result=test_result,
+    )
+
+
+def _refill(fields: list[forms.Field], submitted: dict[str, str]) -> list[forms.Field]:
+    """The fields showing what was submitted (after an error), not what is stored."""
+    out = []
+    for f in fields:
+        raw = submitted.get(f"config.{f.name}")
+        value = ("on" if raw else "") if f.widget == "checkbox" else (raw or "")
+        out.append(
+            forms.Field(f.name, f.label, f.widget, value, f.required, f.help, f.options, f.secret)
+        )
+    return out
+
+
+_STARTER = """export async function execute(input) {
+  // input.user, input.request, input.context, input.state, input.config
+  return { kind: 'continue', claims: {} };
+}
+"""
+
+
+async def flows_page(
+    env: Env,
+    request: Request,
+    operator: str,
+    *,
+    errors: dict[str, str] | None = None,
+    failed_slot: str = "",
+) -> Response:
+    tenant, flow_type = request.path_params["tenant"], request.path_params["flow_type"]
+    if flow_type not in FLOW_TYPES:
+        return render(env, request, "error.html", 404, message=f"no flow type {flow_type}")
+    api = env.api(operator)
+    flow, history, rows = await asyncio.gather(
+        api.call(tenant, "flows.show", flow_type=flow_type),
+        api.call(tenant, "flows.history", flow_type=flow_type, limit=20),
+        api.call(tenant, "actions.list"),
+    )
+    slots = (flow or {}).get("slots") or {}
+    attached = {a["action"] for atts in slots.values() for a in atts}
+    shows = await asyncio.gather(*(api.call(tenant, "actions.show", name=n) for n in attached))
+    versions = {
+        s["action"]["name"]: sorted(
+            (v["version"] for v in s["versions"]),
+            key=lambda v: [int(x) for x in v.split(".")],
+            reverse=True,
+        )
+        for s in shows
+    }
+    triggers = next(t for ft, t in TRIGGERS.items() if ft.value == flow_type)
+    sections = []
+    for tr in triggers:
+        atts = slots.get(tr.value) or []
+        names = [a["action"] for a in atts]
+        sections.append(
+            {
+                "trigger": tr.value,
+                "attachments": atts,
+                "order": ",".join(names),
+                "candidates": [
+                    r
+                    for r in rows
+                    if r["name"] not in names
+                    and r["latest_version"]
+                    and (not r["triggers"] or tr.value in r["triggers"])
+                ],
+            }
+        )
+    return render(
+        env,
+        request,
+        "flows.html",
+        400 if errors else 200,
+        tenant=tenant,
+        flow_type=flow_type,
+        flow_types=FLOW_TYPES,
+        flow=flow,
+        history=history,
+        sections=sections,
+        versions=versions,
+        errors=errors or {},
+        failed_slot=failed_slot,
+    )
