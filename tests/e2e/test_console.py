@@ -69,13 +69,12 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture
-async def console(worker: Worker, settings: Settings) -> AsyncIterator[str]:
-    """The console app served by uvicorn on a free loopback port, talking to the worker."""
+@contextlib.asynccontextmanager
+async def running_console(settings: Settings) -> AsyncIterator[str]:
+    """The console app served by uvicorn on a free loopback port."""
     port = _free_port()
-    app = build_app(settings, TOKEN)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(build_app(settings, TOKEN), host="127.0.0.1", port=port, log_level="warning")
     )
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(server.serve())
@@ -84,9 +83,18 @@ async def console(worker: Worker, settings: Settings) -> AsyncIterator[str]:
             break
         await asyncio.sleep(0.02)
     assert server.started, "the console did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def console(worker: Worker, settings: Settings) -> AsyncIterator[str]:
+    """The console, talking to this test's worker."""
+    async with running_console(settings) as url:
+        yield url
 
 
 @pytest.fixture
@@ -378,3 +386,15 @@ def test_cli_refuses_an_open_console_on_a_public_address() -> None:
     )
     assert done.returncode == 2
     assert "without GATEHOOK_CONSOLE__TOKEN" in done.stderr + done.stdout
+
+
+async def test_no_worker_is_a_clear_page_not_a_crash(page: Page, settings: Settings) -> None:
+    async with running_console(settings) as base:  # NATS is up, no worker serves the API
+        await sign_in(page, base)
+        down = await page.goto(f"{base}/t/acme/actions")
+        assert down is not None
+        assert down.status == 503
+        await expect(page.locator("p.err")).to_contain_text("no gatehook worker is answering")
+        health = await page.goto(f"{base}/healthz")
+        assert health is not None
+        assert health.status == 200
