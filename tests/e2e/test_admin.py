@@ -347,3 +347,17 @@ async def test_actions_test_is_a_dry_run_with_logs(
     assert failed["logs"] == ["info: before"]
     # A dry run leaves no trace in the audit stream and decides no sign-in.
     assert await audit_events(nc, tenant, "flow.action_executed") == []
+
+
+async def test_oversized_requests_get_clear_errors(
+    worker: Worker, api: AdminClient, tenant: str
+) -> None:
+    await api.call(tenant, "actions.create", name="big")
+    huge = "// " + "x" * (2 * 1024 * 1024) + "\nexport function execute() { return {}; }"
+    with pytest.raises(GatehookError, match="larger than the NATS server accepts"):
+        await api.call(tenant, "actions.publish", name="big", source=huge)
+    large = "// " + "x" * (600 * 1024) + "\nexport function execute() { return {}; }"
+    with pytest.raises(GatehookError, match="larger than"):
+        await api.call(tenant, "actions.publish", name="big", source=large)
+    # The worker keeps serving the API.
+    assert (await api.call(tenant, "actions.show", name="big"))["versions"] == []

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from nats.aio.client import Client as NATS
-from nats.errors import NoRespondersError
+from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from gatehook.admin.api import admin_subject
@@ -47,6 +47,10 @@ class AdminClient:
             )
         except NoRespondersError:
             raise TransportError("no gatehook worker is answering (is one running?)") from None
+        except MaxPayloadError:
+            raise BadRequest(
+                f"the request is larger than the NATS server accepts ({self._nc.max_payload} bytes)"
+            ) from None
         except NatsTimeout:
             raise TransportError(f"no answer within {self._timeout:.0f} s") from None
         reply = json.loads(msg.data)
