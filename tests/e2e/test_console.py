@@ -215,15 +215,14 @@ async def test_console_manages_actions_and_flows_end_to_end(
     reply = await trigger(nc, tenant, request())
     assert (reply["decision"], reply["claims"]) == ("continue", {"v": 1, "uid": "u1"})
 
-    # Publish 1.0.1 through the API and pin it in the browser.
-    await api.call(
-        tenant,
-        "actions.publish",
-        name="add-claims",
-        source=ts.replace("VERSION", "2"),
-        language="ts",
-    )
-    await page.reload()
+    # Publish 1.0.1 in the browser (the form starts from the newest source) and pin it.
+    await page.goto(f"{console}/t/{tenant}/actions/add-claims")
+    publish = page.get_by_test_id("publish")
+    await expect(publish.locator("select[name=language]")).to_have_value("ts")
+    await publish.locator("textarea[name=source]").fill(ts.replace("VERSION", "2"))
+    await publish.locator("button:has-text('Publish')").click()
+    await expect(page.locator(".flash")).to_have_text("published 1.0.1")
+    await page.goto(f"{console}/t/{tenant}/flows/external_authentication")
     slot = page.locator("section[data-trigger=post_authentication]")
     row = slot.locator("li[data-action=add-claims]")
     await row.locator("select[name=version]").select_option("1.0.1")
