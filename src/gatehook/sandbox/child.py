@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -68,11 +68,32 @@ class _Timeout(BaseException):
 
 
 _armed = False
+T = TypeVar("T")
 
 
 def _on_alarm(signum: int, frame: FrameType | None) -> None:
     if _armed:
         raise _Timeout
+
+
+def _arm(deadline: float) -> None:
+    """Fire SIGALRM at ``deadline`` (soon, if it has passed), then every tick after it."""
+    global _armed
+    _armed = True
+    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 0.0005), _TICK_S)
+
+
+def _timed(deadline: float, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` under an alarm at ``deadline``; the alarm is off after it, however it
+    ends. Arming happens inside the ``try`` and the flag is cleared first in ``finally``,
+    before any call, so a tick landing on either edge finds the handler off."""
+    global _armed
+    try:
+        _arm(deadline)
+        return fn(*args)
+    finally:
+        _armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 class Interpreter:
@@ -204,10 +225,10 @@ class Child:
         """After an alarm escaped the call it was meant for: quiet the timer, drop the
         interpreter that was running, and answer the call in progress as timed out."""
         global _armed
-        _armed = False
         while True:
             try:
-                self._disarm()
+                _armed = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
                 break
             except _Timeout:
                 continue
@@ -223,19 +244,6 @@ class Child:
         self.current = None
         self.send({"id": target.get("id"), "ok": False, "error": error})
 
-    def _arm(self, deadline: float) -> None:
-        global _armed
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Timeout
-        _armed = True
-        signal.setitimer(signal.ITIMER_REAL, remaining, _TICK_S)
-
-    def _disarm(self) -> None:
-        global _armed
-        _armed = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-
     def _drop(self, key: str) -> None:
         self.interps.pop(key, None)
         self.collect = True  # after the reply is written: the caller is not kept waiting
@@ -243,7 +251,6 @@ class Child:
     def _load(self, h: dict[str, Any]) -> Interpreter | None:
         """The warm interpreter for ``h``'s key, loading the code when it comes along;
         ``None`` once the call has been answered (code needed, or the load failed)."""
-        global _armed
         key: str = h["key"]
         entry = self.interps.get(key)
         if entry is not None:
@@ -255,13 +262,11 @@ class Child:
             return None
         started = time.perf_counter()
         try:
-            self._arm(h["deadline"])
             interp = Interpreter(self.limits, self._next)
-            style = interp.eval(wrap(code, h.get("style", "auto"), h["name"]))
-            self._disarm()
+            style = _timed(
+                h["deadline"], interp.eval, wrap(code, h.get("style", "auto"), h["name"])
+            )
         except BaseException as exc:
-            _armed = False  # before any call: an alarm re-firing now must find the handler off
-            self._disarm()
             self.collect = True
             self.send(
                 {"id": h["id"], "ok": False, "evicted": True, "error": classify(exc)}
@@ -283,7 +288,6 @@ class Child:
         return interp
 
     def run(self, h: dict[str, Any], body: bytes) -> None:
-        global _armed
         if h["deadline"] <= time.monotonic():
             # Expired while queued: the warm interpreter is fine, it just never got a turn.
             self.send({"id": h["id"], "ok": False, "error": _TIMED_OUT})
@@ -295,11 +299,13 @@ class Child:
         self.served = 0
         self._begin(interp, h)
         try:
-            raw = interp.eval_raw(b"__gh.serve(dukpy.input)", b'{"input":' + body + b"}")
-            self._disarm()
+            raw = _timed(
+                h["deadline"],
+                interp.eval_raw,
+                b"__gh.serve(dukpy.input)",
+                b'{"input":' + body + b"}",
+            )
         except BaseException as exc:
-            _armed = False  # before any call: an alarm re-firing now must find the handler off
-            self._disarm()
             self._drop(key)
             current = self.current
             if current is not None:
@@ -321,7 +327,6 @@ class Child:
         self.started = time.perf_counter()
         interp.hosts = tuple(h.get("hosts") or ())
         interp.deadline = h["deadline"]
-        self._arm(max(h["deadline"], time.monotonic() + 0.0005))
 
     def _next(self, interp: Interpreter, args: list[Any]) -> bytes:
         """``gh.next`` from ``serve``: answer the call that settled, start the next one."""
@@ -342,14 +347,12 @@ class Child:
                     self.send({"id": h["id"], "ok": False, "error": _TIMED_OUT})
                     continue
                 self._begin(interp, h)
+                _arm(h["deadline"])
                 return body
         # Nothing queued for this interpreter: the evaluation ends once its jobs drain, and
         # that tail still runs under the last call's deadline.
         self.current = None
-        _armed = True
-        signal.setitimer(
-            signal.ITIMER_REAL, max(done["deadline"] - time.monotonic(), 0.0005), _TICK_S
-        )
+        _arm(done["deadline"])
         return b"null"
 
     def _answer(self, out: Any, logs: Any, error: Any) -> None:
@@ -391,27 +394,26 @@ class Child:
             {"id": h["id"], "ok": False, "evicted": evicted, "error": err, "ms": _ms(self.started)}
         )
 
+    def _transpile(self, source: str, language: str | None) -> Any:
+        """TypeScript's ``transpileModule`` in the warm compiler interpreter (loaded once)."""
+        if self.compiler is None:
+            self.compiler = Interpreter(self.limits)
+            self.compiler.eval(_TS_SERVICES.read_text() + "\n;globalThis.ts = ts; 0")
+        return self.compiler.eval(
+            "(function(){var r = ts.transpileModule(dukpy.src, {compilerOptions: "
+            "{module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2020, "
+            "removeComments: false}, fileName: dukpy.file, reportDiagnostics: true});"
+            "return {out: r.outputText, diags: (r.diagnostics || []).map(function(d){"
+            "return {msg: ts.flattenDiagnosticMessageText(d.messageText, '\\n'), "
+            "start: d.start};})};})()",
+            {"src": source, "file": "action." + ("ts" if language == "ts" else "js")},
+        )
+
     def compile(self, h: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
-        global _armed
         source = body.decode("utf-8")
         try:
-            self._arm(h["deadline"])
-            if self.compiler is None:
-                self.compiler = Interpreter(self.limits)
-                self.compiler.eval(_TS_SERVICES.read_text() + "\n;globalThis.ts = ts; 0")
-            res = self.compiler.eval(
-                "(function(){var r = ts.transpileModule(dukpy.src, {compilerOptions: "
-                "{module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2020, "
-                "removeComments: false}, fileName: dukpy.file, reportDiagnostics: true});"
-                "return {out: r.outputText, diags: (r.diagnostics || []).map(function(d){"
-                "return {msg: ts.flattenDiagnosticMessageText(d.messageText, '\\n'), "
-                "start: d.start};})};})()",
-                {"src": source, "file": "action." + ("ts" if h.get("language") == "ts" else "js")},
-            )
-            self._disarm()
+            res = _timed(h["deadline"], self._transpile, source, h.get("language"))
         except BaseException as exc:
-            _armed = False  # before any call: an alarm re-firing now must find the handler off
-            self._disarm()
             self.compiler = None
             self.collect = True
             err = classify(exc)
@@ -430,12 +432,10 @@ class Child:
         # Load it once in a throwaway interpreter: QuickJS's own syntax check, and the style.
         try:
             probe = Interpreter(self.limits)
-            self._arm(h["deadline"])
-            style = probe.eval(wrap(compiled, h.get("style", "auto"), h["name"]))
-            self._disarm()
+            style = _timed(
+                h["deadline"], probe.eval, wrap(compiled, h.get("style", "auto"), h["name"])
+            )
         except BaseException as exc:
-            _armed = False  # before any call: an alarm re-firing now must find the handler off
-            self._disarm()
             err = classify(exc)
             if err["type"] == "threw":
                 err = {"type": "compile", "message": err["message"]}
