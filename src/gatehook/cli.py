@@ -22,7 +22,7 @@ from rich.table import Table
 
 from gatehook.admin.apply import load_file
 from gatehook.admin.client import AdminClient
-from gatehook.domain.contract import ActionInput, ActionOutput, TriggerRequest
+from gatehook.domain.contract import ActionOutput, TriggerRequest
 from gatehook.errors import GatehookError
 from gatehook.settings import Settings
 
@@ -243,18 +243,7 @@ def actions_test(
         err.print(f"[red]error:[/red] the input is not a trigger request: {exc}")
         raise typer.Exit(2) from None
     config = json.loads(config_file.read_text()) if config_file else {}
-    inp = ActionInput(
-        tenant="local",
-        flow_type=flow_type,
-        trigger=trigger,
-        request_id=req.request_id,
-        signin_id=req.signin_id,
-        user=req.user,
-        request=req.request,
-        state=req.state,
-        context=req.action_context(),
-        config=config,
-    )
+    inp = req.action_input("local", flow_type, trigger, config)
     settings = _settings()
 
     async def go() -> None:

@@ -17,6 +17,7 @@ from gatehook.admin.client import AdminClient
 from gatehook.console import forms
 from gatehook.console.auth import Sessions
 from gatehook.domain.catalogue import TRIGGERS
+from gatehook.domain.semver import Version
 from gatehook.errors import GatehookError, ValidationFailed
 from gatehook.settings import Settings
 
@@ -110,7 +111,7 @@ async def action_page(
     api = env.api(operator)
     shown = await api.call(tenant, "actions.show", name=name)
     act, versions = shown["action"], shown["versions"]
-    versions.sort(key=lambda v: [int(x) for x in v["version"].split(".")], reverse=True)
+    versions.sort(key=lambda v: Version.parse(v["version"]), reverse=True)
     wanted = request.query_params.get("version") or (test_form or {}).get("version")
     current = next(
         (v for v in versions if v["version"] == wanted), versions[0] if versions else None
@@ -137,7 +138,6 @@ async def action_page(
         request,
         "action.html",
         status,
-        tenant=tenant,
         act=act,
         versions=versions,
         current=current,
@@ -207,7 +207,7 @@ async def flows_page(
     versions = {
         s["action"]["name"]: sorted(
             (v["version"] for v in s["versions"]),
-            key=lambda v: [int(x) for x in v.split(".")],
+            key=Version.parse,
             reverse=True,
         )
         for s in shows
@@ -236,7 +236,6 @@ async def flows_page(
         request,
         "flows.html",
         400 if errors else 200,
-        tenant=tenant,
         flow_type=flow_type,
         flow_types=FLOW_TYPES,
         flow=flow,

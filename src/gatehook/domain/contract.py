@@ -121,6 +121,23 @@ class TriggerRequest(BaseModel):
         extra.update(self.context)
         return extra
 
+    def action_input(
+        self, tenant: str, flow_type: str, trigger: str, config: dict[str, Any] | None = None
+    ) -> ActionInput:
+        """What an action at ``flow_type.trigger`` of ``tenant`` receives for this request."""
+        return ActionInput(
+            tenant=tenant,
+            flow_type=flow_type,
+            trigger=trigger,
+            request_id=self.request_id,
+            signin_id=self.signin_id,
+            user=self.user,
+            request=self.request,
+            state=self.state,
+            context=self.action_context(),
+            config=config or {},
+        )
+
 
 class ActionInput(BaseModel):
     """What an action receives: the trigger, the request's parts, and its own config."""

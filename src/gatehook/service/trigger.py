@@ -348,29 +348,19 @@ class TriggerService:
     def _call(
         self, tenant: str, ft: FlowType, tr: Trigger, req: TriggerRequest, deadline: float
     ) -> _Call:
+        tin = req.action_input(tenant, ft.value, tr.value)
         base = {
             "tenant": tenant,
-            "flow_type": ft.value,
-            "trigger": tr.value,
-            "request_id": req.request_id,
-            "signin_id": req.signin_id,
+            "flow_type": tin.flow_type,
+            "trigger": tin.trigger,
+            "request_id": tin.request_id,
+            "signin_id": tin.signin_id,
             "user": req.user.model_dump(mode="json"),
             "request": req.request.model_dump(mode="json"),
-            "state": req.state,
-            "context": req.action_context(),
+            "state": tin.state,
+            "context": tin.context,
         }
         prefix = _dumps(base)[:-1] + b',"config":'
-        tin = ActionInput(
-            tenant=tenant,
-            flow_type=ft.value,
-            trigger=tr.value,
-            request_id=req.request_id,
-            signin_id=req.signin_id,
-            user=req.user,
-            request=req.request,
-            state=req.state,
-            context=req.action_context(),
-        )
         return _Call(tenant, ft, tr, req, deadline, prefix, tin)
 
     # -- flows and versions, through the caches ------------------------------------------
