@@ -29,7 +29,7 @@ from gatehook.devservers import start_mongo, start_nats
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import ACTIONS, PY, start_workers, stop, wait_ready  # noqa: E402
+from run import ACTIONS, PY, pct, start_workers, stop, wait_ready  # noqa: E402
 
 PA = "external_authentication.post_authentication"
 CT = "complement_token.pre_access_token_creation"
@@ -95,11 +95,6 @@ async def set_up(url: str, plan: dict[str, tuple[str, dict[str, Any] | None]]) -
     finally:
         await nc.close()
     return tenants
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def measure(url: str, subject: str, requests: int) -> dict[str, float]:

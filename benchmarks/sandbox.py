@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ from gatehook.errors import ScriptTimeout
 from gatehook.sandbox import SandboxPool, ScriptJob
 from gatehook.sandbox.child import Interpreter, wrap
 from gatehook.settings import SandboxSettings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import pct
 
 SOURCE = (
     "export async function execute(input) {\n"
@@ -42,11 +46,6 @@ INPUT = json.dumps(
         "config": {},
     }
 ).encode()
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def cpu_seconds(pid: int) -> float:
