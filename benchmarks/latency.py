@@ -29,7 +29,7 @@ from gatehook.devservers import start_mongo, start_nats
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import ACTIONS, PY, pct, start_workers, stop, wait_ready  # noqa: E402
+from run import ACTIONS, PY, pct, start_worker, stop, wait_ready  # noqa: E402
 
 PA = "external_authentication.post_authentication"
 CT = "complement_token.pre_access_token_creation"
@@ -146,9 +146,9 @@ def main() -> None:
         rows["raw nats-py echo"] = measure(
             nats_server.url, f"gatehook.v1.trigger.x.{PA}", args.requests
         )
-        stop([echo])  # type: ignore[list-item]
+        stop(echo)  # type: ignore[arg-type]
         os.environ["GATEHOOK_WEBHOOKS__ALLOW_PRIVATE"] = "true"
-        workers = start_workers(1, nats_server.url, mongo.url)
+        worker = start_worker(1, nats_server.url, mongo.url)
         try:
             uvloop.run(wait_ready(nats_server.url, 1))
             plan = scenarios(hook_url)
@@ -159,7 +159,7 @@ def main() -> None:
                 )
                 print(f"{name}: p50 {rows[name]['p50']:.2f} ms", flush=True)
         finally:
-            stop(workers)
+            stop(worker)
     finally:
         server.shutdown()
         mongo.stop()

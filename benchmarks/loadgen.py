@@ -3,7 +3,9 @@
 Closed loop: ``--in-flight`` requests outstanding for ``--seconds``; reports throughput.
 Open loop: requests sent on a fixed schedule at ``--rate`` for ``--seconds``; latency is
 measured from each request's scheduled time (no coordinated omission). Every request has a
-fresh request_id. Prints one JSON line with the results.
+fresh request_id. Prints one JSON line with the results: ``lat`` (ms, per answered request),
+``stall_ms`` (the longest time with requests outstanding and no reply arriving) and
+``stall_at`` (seconds into the run where it began).
 """
 
 from __future__ import annotations
@@ -24,6 +26,26 @@ BODY = (
 )
 
 
+def longest_stall(spans: list[tuple[float, float]]) -> tuple[float, float]:
+    """(longest gap in seconds with a request outstanding and no reply, when it began).
+
+    ``spans`` are (sent, answered) times. A gap counts from the later of the previous reply
+    and the send of a request still outstanding, to the next reply.
+    """
+    if not spans:
+        return 0.0, 0.0
+    done = sorted(a for _, a in spans)
+    sends = sorted(s for s, _ in spans)
+    best, at = 0.0, 0.0
+    prev = sends[0]
+    for t in done:
+        gap = t - prev
+        if gap > best:
+            best, at = gap, prev
+        prev = t
+    return best, at
+
+
 async def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True)
@@ -38,6 +60,7 @@ async def main() -> None:
     prefix = uuid.uuid4().hex[:12]
     counter = 0
     lat: list[float] = []
+    spans: list[tuple[float, float]] = []
     errors = 0
 
     async def one(scheduled: float) -> None:
@@ -51,10 +74,13 @@ async def main() -> None:
         except Exception:
             errors += 1
             return
-        lat.append((time.perf_counter() - scheduled) * 1000)
+        now = time.perf_counter()
+        lat.append((now - scheduled) * 1000)
+        spans.append((scheduled, now))
 
     await one(time.perf_counter())  # warm the response subscription
     lat.clear()
+    spans.clear()
     started = time.perf_counter()
     end = started + args.seconds
     if args.mode == "closed":
@@ -83,7 +109,19 @@ async def main() -> None:
             await asyncio.wait(tasks, timeout=args.timeout + 1)
     elapsed = time.perf_counter() - started
     await nc.close()
-    print(json.dumps({"ok": len(lat), "errors": errors, "elapsed": elapsed, "lat": lat}))
+    stall, at = longest_stall(spans)
+    print(
+        json.dumps(
+            {
+                "ok": len(lat),
+                "errors": errors,
+                "elapsed": elapsed,
+                "lat": lat,
+                "stall_ms": stall * 1000,
+                "stall_at": at - started,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

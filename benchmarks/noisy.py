@@ -22,7 +22,7 @@ from gatehook.devservers import start_mongo, start_nats
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import ACTIONS, PY, pct, start_workers, stop, wait_ready  # noqa: E402
+from run import ACTIONS, PY, pct, start_worker, stop, wait_ready  # noqa: E402
 
 PA = "external_authentication.post_authentication"
 SPIN = """export function execute(input) {
@@ -97,7 +97,7 @@ def result(proc: subprocess.Popen[str]) -> dict[str, float]:
 
 def scenario(seconds: float, extra: dict[str, str]) -> tuple[dict[str, float], ...]:
     nats_server, mongo = start_nats(), start_mongo()
-    workers = start_workers(1, nats_server.url, mongo.url, extra)
+    worker = start_worker(1, nats_server.url, mongo.url, extra)
     try:
         uvloop.run(wait_ready(nats_server.url, 1))
         uvloop.run(set_up(nats_server.url))
@@ -108,7 +108,7 @@ def scenario(seconds: float, extra: dict[str, str]) -> tuple[dict[str, float], .
         crowded = result(loadgen(nats_server.url, "quiet", seconds, 1))
         noisy = result(flood)
     finally:
-        stop(workers)
+        stop(worker)
         mongo.stop()
         nats_server.stop()
     return alone, crowded, noisy

@@ -24,13 +24,16 @@ from gatehook.admin.api import AdminApi
 from gatehook.admin.service import AdminService
 from gatehook.errors import GatehookError
 from gatehook.metrics import Metrics, MetricsServer
+from gatehook.process.loop import freeze_startup_heap
 from gatehook.sandbox import SandboxPool
+from gatehook.service.deadlines import Deadlines
 from gatehook.service.trigger import TriggerService
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
 from gatehook.templates import TemplateRegistry, default_registry
 from gatehook.templates.base import CounterStore, Delivery
 from gatehook.transport.jetstream import AuditPublisher, JsReplyStore
+from gatehook.transport.journal import JsJournal
 from gatehook.transport.trigger_server import TriggerServer
 from gatehook.transport.webhooks import WebhookDelivery
 
@@ -61,7 +64,10 @@ class Runtime:
         )
         # A pool passed in is shared (tests, embedding) and stays open when this runtime closes.
         self._owns_pool = pool is None
-        self.pool = pool if pool is not None else SandboxPool(settings.sandbox)
+        self.deadlines = Deadlines()  # one timer for the deadlines of the decision path
+        self.pool = (
+            pool if pool is not None else SandboxPool(settings.sandbox, deadlines=self.deadlines)
+        )
         self.delivery = WebhookDelivery(settings.webhooks)
         self.metrics = Metrics(tenant_labels=settings.metrics.tenant_labels)
         self._metrics_server: MetricsServer | None = None
@@ -72,6 +78,7 @@ class Runtime:
         self._micro: Service | None = None
         self._admin: AdminApi | None = None
         self.audit: AuditPublisher | None = None
+        self.journal: JsJournal | None = None
 
     @property
     def triggers(self) -> TriggerService:
@@ -102,14 +109,16 @@ class Runtime:
         await self.audit.ensure_stream()
         replies = JsReplyStore(js, self.settings.dedupe_window_s, self.settings.audit.replicas)
         await replies.ensure_stream()
+        self.journal = JsJournal(self.broker.connection, replies, self.audit, self.deadlines)
+        await self.journal.start()
         await self.delivery.start()
         self._triggers = TriggerService(
             flows=self.store,
             scripts=self.pool,
             templates=self.templates,
-            audit=self.audit,
-            replies=replies,
+            journal=self.journal,
             settings=self.settings,
+            deadlines=self.deadlines,
             services=Services(counters=self.store, delivery=self.delivery),
             telemetry=self.metrics,
         )
@@ -235,6 +244,9 @@ class Runtime:
             self._health_task.cancel()
         if self._metrics_server is not None:
             self._metrics_server.stop()
+        if self.journal is not None:
+            await self.journal.aclose()
+        self.deadlines.close()
         await self.delivery.aclose()
         if self._owns_pool:
             await self.pool.aclose()
@@ -258,6 +270,8 @@ def create_app(settings: Settings | None = None) -> FastStream:
     async def _subscribed() -> None:
         await runtime.serve()
         await settle(broker.connection)  # subscriptions are on the server before we say ready
+        if settings.gc_tuning:
+            freeze_startup_heap()
         log.info("worker %s subscribed", settings.worker_name)
 
     @app.on_shutdown

@@ -83,14 +83,46 @@ def _print(data: Any) -> None:
 @app.command()
 def worker(
     log_level: Annotated[str, typer.Option(help="logging level")] = "INFO",
+    processes: Annotated[
+        str,
+        typer.Option(help="worker processes on this machine: a number, or 'auto' (one per CPU)"),
+    ] = "1",
+    event_loop: Annotated[
+        str, typer.Option(help="uvloop (when installed) or asyncio's default loop")
+    ] = "uvloop",
 ) -> None:
     """Run a worker: trigger requests, the management API, audit publishing."""
-    from gatehook.app import create_app
+    from gatehook.process import Supervisor, resolve_processes, run_worker
+    from gatehook.process.supervisor import worker_command
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    asyncio.run(create_app(_settings()).run())
+    try:
+        n = resolve_processes(processes)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if event_loop not in ("uvloop", "asyncio"):
+        err.print("[red]error:[/red] --event-loop takes uvloop or asyncio")
+        raise typer.Exit(2)
+    settings = _settings()
+    if n > 1:
+        supervisor = Supervisor(
+            n,
+            [*worker_command(log_level), "--event-loop", event_loop],
+            env=os.environ,
+            name=settings.worker_name,
+            metrics_port=settings.metrics.port,
+        )
+        raise typer.Exit(asyncio.run(supervisor.run()))
+    from gatehook.app import create_app
+
+    run_worker(
+        create_app(settings).run(),
+        use_uvloop=event_loop == "uvloop",
+        gc_tuning=settings.gc_tuning,
+    )
 
 
 # -- trigger -----------------------------------------------------------------------------------

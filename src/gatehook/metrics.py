@@ -30,6 +30,7 @@ class Metrics(Telemetry):
     def __init__(self, *, tenant_labels: bool = False) -> None:
         self.registry = CollectorRegistry()
         self._tenant = tenant_labels
+        self._children: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         extra = ["tenant"] if tenant_labels else []
         self._requests = Counter(
             "gatehook_trigger_requests",
@@ -63,13 +64,31 @@ class Metrics(Telemetry):
     def request(
         self, tenant: str, flow_type: str, trigger: str, outcome: str, seconds: float
     ) -> None:
-        labels = [tenant] if self._tenant else []
-        self._requests.labels(*labels, flow_type, trigger, outcome).inc()
-        self._latency.labels(flow_type, trigger).observe(seconds)
+        key = (tenant if self._tenant else "", flow_type, trigger, outcome)
+        child = self._children.get(key)
+        if child is None:  # labels() costs more than the count: look each series up once
+            labels = [tenant] if self._tenant else []
+            child = (
+                self._requests.labels(*labels, flow_type, trigger, outcome),
+                self._latency.labels(flow_type, trigger),
+            )
+            self._remember(key, child)
+        child[0].inc()
+        child[1].observe(seconds)
 
     def action(self, tenant: str, name: str, version: str, outcome: str, kind: str | None) -> None:
-        labels = [tenant, name, version] if self._tenant else []
-        self._actions.labels(*labels, outcome, kind or "").inc()
+        key = (tenant, name, version, outcome, kind) if self._tenant else (outcome, kind)
+        child = self._children.get(key)
+        if child is None:
+            labels = [tenant, name, version] if self._tenant else []
+            child = (self._actions.labels(*labels, outcome, kind or ""),)
+            self._remember(key, child)
+        child[0].inc()
+
+    def _remember(self, key: tuple[Any, ...], child: tuple[Any, ...]) -> None:
+        if len(self._children) > 50_000:  # tenant labels on: bounded like the series
+            self._children.clear()
+        self._children[key] = child
 
     def audit(self, seconds: float, ok: bool) -> None:
         self._audit.observe(seconds)

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     trigger_transport: Literal["lean", "faststream"] = Field(
         default="lean", description="raw nats-py subscription (lean) or a FastStream subscriber"
     )
+    gc_tuning: bool = Field(
+        default=True,
+        description="freeze the start-up heap and collect young objects less often"
+        " (gatehook.process.loop); off only to compare",
+    )
     request_budget_ms: int = Field(default=2000, ge=10, le=60_000)
     pin_ttl_s: float = Field(default=3600.0, gt=0)
     dedupe_window_s: float = Field(default=600.0, gt=0)

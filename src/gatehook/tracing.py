@@ -8,10 +8,11 @@ no tracer provider configured, the calls cost next to nothing.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["action_span", "request_span"]
+__all__ = ["action_span", "request_span", "tracing_enabled"]
 
 _tracer: Any = None
 _propagate: Any = None
@@ -31,9 +32,30 @@ except ImportError:  # pragma: no cover - exercised when the extra is absent
     pass
 
 
+_checked_at = -1.0
+_on = False
+
+
 def _enabled() -> bool:
     """Installed and given a tracer provider (the API alone only makes no-op spans)."""
     return _trace is not None and not isinstance(_trace.get_tracer_provider(), _unconfigured)
+
+
+def tracing_enabled() -> bool:
+    """``_enabled()``, looked up at most every 0.5 s: the provider lookup reads the process
+    environment, which cost more than a small action on the decision path. A provider, once
+    set, cannot be replaced (OpenTelemetry's rule), so "on" stays on."""
+    global _checked_at, _on
+    if _on:
+        return True
+    if _trace is None:
+        return False
+    now = time.monotonic()
+    # set_tracer_provider() shows at once; a provider named in the environment within 0.5 s
+    if getattr(_trace, "_TRACER_PROVIDER", None) is not None or now - _checked_at >= 0.5:
+        _checked_at = now
+        _on = _enabled()
+    return _on
 
 
 @contextlib.contextmanager

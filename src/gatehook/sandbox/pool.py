@@ -31,6 +31,7 @@ from gatehook.errors import (
     ScriptTimeout,
 )
 from gatehook.sandbox import framing
+from gatehook.service.deadlines import Deadlines
 from gatehook.settings import SandboxSettings
 
 __all__ = ["Compiled", "SandboxPool", "ScriptJob", "ScriptRun"]
@@ -95,6 +96,7 @@ class _Child(asyncio.SubprocessProtocol):
         self.pid = 0
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._buf = bytearray()
+        self._out: list[bytes] = []  # frames written together at the end of this loop turn
         self._on_frame = on_frame
 
     @property
@@ -120,6 +122,17 @@ class _Child(asyncio.SubprocessProtocol):
             header, body = framing.decode(payload, hlen)
             self._on_frame(self, header, body)
 
+    def write(self, frame: bytes) -> None:
+        """Queue ``frame``; every frame queued in one turn of the loop goes in one write."""
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(frame)
+
+    def _flush(self) -> None:
+        frames, self._out = self._out, []
+        if self.stdin is not None and not self.stdin.is_closing():
+            self.stdin.write(frames[0] if len(frames) == 1 else b"".join(frames))
+
     def process_exited(self) -> None:
         code = self.transport.get_returncode() if self.transport is not None else None
         if not self.exited.done():
@@ -134,8 +147,15 @@ class _Child(asyncio.SubprocessProtocol):
 class SandboxPool:
     """Runs action scripts in supervised child processes. Use ``async with`` or start/aclose."""
 
-    def __init__(self, settings: SandboxSettings, *, size: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: SandboxSettings,
+        *,
+        size: int | None = None,
+        deadlines: Deadlines | None = None,
+    ) -> None:
         self._settings = settings
+        self._deadlines = deadlines or Deadlines()
         self._size = size or settings.pool_size
         self._children: list[_Child] = []
         self._compiler: _Child | None = None
@@ -299,27 +319,25 @@ class SandboxPool:
             fut.set_exception(SandboxCrashed("sandbox child is not running"))
             return fut
         child.pending[self._next_id] = fut
-        assert child.stdin is not None
-        child.stdin.write(framing.encode(header, body))
+        child.write(framing.encode(header, body))
         return fut
 
     async def _call(
         self, child: _Child, header: dict[str, Any], body: bytes, *, timeout: float
     ) -> tuple[dict[str, Any], bytes]:
         fut = self._send(child, header, body)
-        # A timer, not wait_for: no extra task per call on the hot path.
-        loop = asyncio.get_running_loop()
+        # On the shared deadline timer: no timer, no task per call on the hot path.
         expired = False
 
         def expire() -> None:
             nonlocal expired
             if not fut.done():
                 expired = True
-                task = loop.create_task(self._kill(child))
+                task = asyncio.get_running_loop().create_task(self._kill(child))
                 self._spawning.add(task)
                 task.add_done_callback(self._spawning.discard)
 
-        handle = loop.call_later(max(timeout, 0.0), expire)
+        deadline = self._deadlines.at(time.monotonic() + max(timeout, 0.0), expire)
         try:
             return await fut
         except SandboxCrashed:
@@ -327,7 +345,7 @@ class SandboxPool:
                 raise TimeoutError from None
             raise
         finally:
-            handle.cancel()
+            deadline.cancel()
 
     def _pick(self, key: str) -> _Child:
         """The least loaded live child, preferring one that holds ``key`` warm."""

@@ -57,6 +57,15 @@ class Heads:
             return None
         return entry[1]
 
+    def lookup(self, tenant: str) -> tuple[dict[FlowType, int | None] | None, bool]:
+        """(the cached heads, whether they are within the TTL); (None, False) when absent or
+        invalidated. Stale heads stay until replaced: a caller may serve them while it
+        reloads."""
+        entry = self._data.get(tenant)
+        if entry is None:
+            return None, False
+        return entry[1], entry[0] >= time.monotonic()
+
     def generation(self, tenant: str) -> int:
         """Bumped by every invalidation; a load started before one must not be stored."""
         return self._generation.get(tenant, 0)

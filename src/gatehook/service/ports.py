@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -10,7 +12,14 @@ from gatehook.domain.contract import AuditEvent
 from gatehook.domain.model import ActionVersion, FlowRevision
 from gatehook.sandbox.pool import ScriptJob, ScriptRun
 
-__all__ = ["AuditSink", "FlowSource", "ReplyStore", "ScriptRunner", "Telemetry"]
+__all__ = [
+    "AuditSink",
+    "EncodedEvent",
+    "FlowSource",
+    "Journal",
+    "ScriptRunner",
+    "Telemetry",
+]
 
 Pin = dict[FlowType, int | None]
 
@@ -43,15 +52,25 @@ class AuditSink(Protocol):
     async def publish(self, events: list[AuditEvent]) -> None: ...
 
 
-class ReplyStore(Protocol):
-    """Remembers replies by idempotency key for the dedupe window (a JetStream stream)."""
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """An audit event as it goes on the stream: its subject, id (``Nats-Msg-Id``) and JSON."""
 
-    async def remember(self, key: str, reply: bytes) -> bytes | None:
-        """Store ``reply``; return the reply stored first when ``key`` was seen already."""
-        ...
+    subject: str
+    event_id: str
+    data: bytes
 
-    async def forget(self, key: str) -> None:
-        """Drop a stored reply (its decision was not given)."""
+
+class Journal(Protocol):
+    """Stores what a decision leaves behind, before the reply is given: the reply record
+    (idempotency) and the audit events, all acknowledged by the streams (JsJournal)."""
+
+    async def record(
+        self, key: str, reply: bytes, events: list[EncodedEvent], deadline: float
+    ) -> asyncio.Future[bytes | None]:
+        """Publish; the future resolves once everything is stored: to the reply stored first
+        when ``key`` was seen already (a retry), else None. It fails with a ``GatehookError``
+        when that has not happened by ``deadline`` (monotonic) or a stream refuses."""
         ...
 
 

@@ -1,8 +1,9 @@
 """The trigger use case: a request at a trigger point in, a decision out, every run audited.
 
-    parse + validate -> idempotency lookup -> flow revision (pinned per sign-in)
+    parse + validate -> flow revision (pinned per sign-in)
     -> run the slot's attachments in order (templates in-process, scripts in the sandbox)
-    -> decide() -> publish audit events and wait for acks -> remember the reply -> reply
+    -> decide() -> journal: the reply record and the audit events, published together and
+       acknowledged (a retry learns here that it is one) -> reply
 
 The transport hands this module bytes and gets bytes back; it knows nothing of NATS.
 """
@@ -26,11 +27,11 @@ from gatehook.domain.catalogue import TENANT_RE, FlowType, Trigger, is_valid_slo
 from gatehook.domain.contract import (
     ActionInput,
     ActionOutput,
-    AuditEvent,
     ErrorCode,
-    Outcome,
+    RequestInfo,
     TriggerReply,
     TriggerRequest,
+    User,
 )
 from gatehook.domain.decide import Step, decide, ends_slot, so_far
 from gatehook.domain.model import ActionKind, ActionVersion, Attachment, FlowRevision
@@ -41,23 +42,23 @@ from gatehook.errors import (
     ScriptError,
     ScriptTimeout,
     StorageUnavailable,
-    TransportError,
 )
 from gatehook.sandbox.pool import ScriptJob
 from gatehook.service.cache import Heads, Lru
+from gatehook.service.deadlines import Deadlines
 from gatehook.service.fairness import TenantLimiter
 from gatehook.service.ports import (
-    AuditSink,
+    EncodedEvent,
     FlowSource,
+    Journal,
     Pin,
-    ReplyStore,
     ScriptRunner,
     Telemetry,
 )
 from gatehook.settings import Settings
 from gatehook.templates.base import TemplateServices
 from gatehook.templates.registry import TemplateRegistry
-from gatehook.tracing import action_span, request_span
+from gatehook.tracing import action_span, request_span, tracing_enabled
 
 __all__ = ["TriggerService", "event_id", "validation_message"]
 
@@ -88,9 +89,9 @@ def _dumps(value: Any) -> bytes:
     """Compact JSON; orjson on the hot path, the standard library for what orjson refuses
     (integers beyond 64 bits, which a request may carry in its free-form fields)."""
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value, option=orjson.OPT_UTC_Z)
     except TypeError:
-        return json.dumps(value, separators=(",", ":")).encode()
+        return json.dumps(value, separators=(",", ":"), default=str).encode()
 
 
 def _request_id_of(payload: bytes) -> str | None:
@@ -111,7 +112,16 @@ class _Call:
     req: TriggerRequest
     deadline: float
     input_prefix: bytes
-    template_input: ActionInput
+    _template_input: ActionInput | None = None
+
+    @property
+    def template_input(self) -> ActionInput:
+        """The input as a model, for templates (built on first use: scripts need bytes only)."""
+        if self._template_input is None:
+            self._template_input = self.req.action_input(
+                self.tenant, self.flow_type.value, self.trigger.value
+            )
+        return self._template_input
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,22 +147,24 @@ class TriggerService:
         flows: FlowSource,
         scripts: ScriptRunner,
         templates: TemplateRegistry,
-        audit: AuditSink,
-        replies: ReplyStore,
+        journal: Journal,
         settings: Settings,
+        deadlines: Deadlines,
         services: TemplateServices | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
         self._flows = flows
         self._scripts = scripts
         self._templates = templates
-        self._audit = audit
-        self._replies = replies
+        self._journal = journal
+        self._deadlines = deadlines
         self._settings = settings
         self._services = services
         self._telemetry = telemetry or Telemetry()
         self._actor = settings.worker_name
         self.heads = Heads(settings.flow_cache_ttl_s)
+        self._loading: dict[str, asyncio.Future[Pin]] = {}  # heads loads under way, by tenant
+        self._refreshing: set[asyncio.Future[Pin]] = set()
         self._revisions: Lru[tuple[str, FlowType, int], FlowRevision] = Lru(4096)
         self._versions: Lru[tuple[str, str, str], ActionVersion] = Lru(8192)
         self._configs: Lru[tuple[str, str, str], tuple[Any, bytes]] = Lru(8192)
@@ -195,6 +207,8 @@ class TriggerService:
         Never raises: every failure becomes an error reply that says what went wrong.
         ``headers`` (NATS message headers) may carry a ``traceparent`` to continue a trace.
         """
+        if not tracing_enabled():
+            return (await self._answer(tenant, flow_type, trigger, payload))[0]
         attributes = {
             "gatehook.tenant": tenant,
             "gatehook.flow_type": flow_type,
@@ -290,11 +304,15 @@ class TriggerService:
 
         call = self._call(tenant, ft, tr, req, final - reserve)
         steps: list[Step] = []
+        traced = tracing_enabled()
         for att in attachments:
-            with action_span(att.action, att.version) as span:
+            if traced:
+                with action_span(att.action, att.version) as span:
+                    step = await self._run(call, att, steps)
+                    if span is not None:
+                        span.set_attribute("gatehook.outcome", step.outcome().value)
+            else:
                 step = await self._run(call, att, steps)
-                if span is not None:
-                    span.set_attribute("gatehook.outcome", step.outcome().value)
             steps.append(step)
             kind = step.error.split(":", 1)[0] if step.error else None
             self._telemetry.action(tenant, step.name, step.version, step.outcome().value, kind)
@@ -304,38 +322,24 @@ class TriggerService:
             req.request_id, revision, steps, [(a.action, a.version) for a in attachments]
         )
         body = reply.model_dump_json().encode()
-        events = self._events(call, revision, steps)
-        # The audit events and the reply record go out together; both must be acknowledged
+        # The reply record and the audit events go out together; all must be acknowledged
         # before the reply is given. A retry learns here that it is one, and gets the reply
         # given the first time (its own audit events carry the same ids: stored once).
-        audit = asyncio.ensure_future(self._publish_audit(events)) if events else None
-        remembered = asyncio.ensure_future(self._replies.remember(key, body))
-        pending = [f for f in (audit, remembered) if f is not None]
-        done, late = await asyncio.wait(pending, timeout=max(final - time.monotonic(), 0.01))
-        for f in late:
-            f.cancel()
-        failure = next((f.exception() for f in done if f.exception() is not None), None)
-        if late or failure is not None:
-            if remembered in done and remembered.exception() is None:
-                await self._replies.forget(key)
-            if isinstance(failure, GatehookError):
-                raise failure
-            raise TransportError("the audit stream did not acknowledge in time")
-        earlier = remembered.result()
+        published = time.monotonic()
+        try:
+            stored = await self._journal.record(
+                key, body, self._events(call, revision, steps), max(final, published + 0.01)
+            )
+            earlier = await stored
+        except GatehookError:
+            self._telemetry.audit(time.monotonic() - published, ok=False)
+            raise
+        self._telemetry.audit(time.monotonic() - published, ok=True)
         outcome = reply.decision.value if reply.decision else "none"
         if earlier is not None:
             body, outcome = earlier, "replayed"
         self._recent.put(key, (started + self._settings.dedupe_window_s, body))
         return body, outcome
-
-    async def _publish_audit(self, events: list[AuditEvent]) -> None:
-        started = time.monotonic()
-        try:
-            await self._audit.publish(events)
-        except BaseException:
-            self._telemetry.audit(time.monotonic() - started, ok=False)
-            raise
-        self._telemetry.audit(time.monotonic() - started, ok=True)
 
     def _bad(self, payload: bytes, message: str) -> TriggerReply:
         return TriggerReply.failure(_request_id_of(payload), "bad_request", message)
@@ -348,28 +352,70 @@ class TriggerService:
     def _call(
         self, tenant: str, ft: FlowType, tr: Trigger, req: TriggerRequest, deadline: float
     ) -> _Call:
-        tin = req.action_input(tenant, ft.value, tr.value)
-        base = {
-            "tenant": tenant,
-            "flow_type": tin.flow_type,
-            "trigger": tin.trigger,
-            "request_id": tin.request_id,
-            "signin_id": tin.signin_id,
-            "user": req.user.model_dump(mode="json"),
-            "request": req.request.model_dump(mode="json"),
-            "state": tin.state,
-            "context": tin.context,
-        }
-        prefix = _dumps(base)[:-1] + b',"config":'
-        return _Call(tenant, ft, tr, req, deadline, prefix, tin)
+        # The script input's JSON up to its config, built once per request from the validated
+        # request (pydantic's own serialiser for its parts: no model is built again).
+        prefix = b"".join(
+            (
+                b'{"tenant":',
+                _dumps(tenant),
+                b',"flow_type":"',
+                ft.value.encode(),
+                b'","trigger":"',
+                tr.value.encode(),
+                b'","request_id":',
+                _dumps(req.request_id),
+                b',"signin_id":',
+                _dumps(req.signin_id),
+                b',"user":',
+                User.__pydantic_serializer__.to_json(req.user),
+                b',"request":',
+                RequestInfo.__pydantic_serializer__.to_json(req.request),
+                b',"state":',
+                _dumps(req.state),
+                b',"context":',
+                _dumps(req.action_context()),
+                b',"config":',
+            )
+        )
+        return _Call(tenant, ft, tr, req, deadline, prefix)
 
     # -- flows and versions, through the caches ------------------------------------------
     async def _heads(self, tenant: str) -> Pin:
-        heads = self.heads.get(tenant)
-        if heads is None:
-            generation = self.heads.generation(tenant)
+        """The tenant's current revisions, cached. Past the TTL the cached ones are served
+        while one load refreshes them; after a change broadcast, requests wait for that one
+        load (never one query per waiting request)."""
+        heads, fresh = self.heads.lookup(tenant)
+        if heads is not None:
+            if not fresh and tenant not in self._loading:
+                refresh = asyncio.ensure_future(self._load_heads(tenant))
+                self._refreshing.add(refresh)
+                refresh.add_done_callback(self._refreshed)
+            return heads
+        loading = self._loading.get(tenant)
+        if loading is None:
+            return await self._load_heads(tenant)
+        return await asyncio.shield(loading)
+
+    def _refreshed(self, refresh: asyncio.Future[Pin]) -> None:
+        self._refreshing.discard(refresh)
+        if not refresh.cancelled() and refresh.exception() is not None:
+            log.warning("refreshing flow heads failed: %s", refresh.exception())
+
+    async def _load_heads(self, tenant: str) -> Pin:
+        generation = self.heads.generation(tenant)
+        future: asyncio.Future[Pin] = asyncio.get_running_loop().create_future()
+        self._loading[tenant] = future
+        try:
             heads = await self._flows.current_revisions(tenant)
-            self.heads.put(tenant, heads, generation)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # marked retrieved: the waiters re-raise it
+            raise
+        finally:
+            if self._loading.get(tenant) is future:
+                del self._loading[tenant]
+        self.heads.put(tenant, heads, generation)
+        future.set_result(heads)
         return heads
 
     async def _revision(self, tenant: str, ft: FlowType, signin_id: str | None) -> int | None:
@@ -470,7 +516,8 @@ class TriggerService:
                 }
             )
             try:
-                return await asyncio.wait_for(template.run(inp, parsed, self._services), timeout)
+                async with self._deadlines.timeout(time.monotonic() + timeout):
+                    return await template.run(inp, parsed, self._services)
             except TimeoutError:
                 raise ScriptError(
                     f"timeout: template took longer than {timeout * 1000:.0f} ms"
@@ -553,36 +600,37 @@ class TriggerService:
             return TryRun(None, error, exc.logs or logs, _since_ms(started))
         return TryRun(output, None, logs, _since_ms(started))
 
-    def _events(self, call: _Call, revision: int | None, steps: list[Step]) -> list[AuditEvent]:
+    def _events(self, call: _Call, revision: int | None, steps: list[Step]) -> list[EncodedEvent]:
+        """``flow.action_executed`` per step, encoded once, with ``AuditEvent``'s fields in
+        its order (a unit test compares the two)."""
+        if not steps:
+            return []
         at = datetime.now(UTC)
-        # model_construct: every field is built here from validated values (hot path).
-        return [
-            AuditEvent.model_construct(
-                event_id=event_id(
-                    call.tenant,
-                    call.flow_type.value,
-                    call.trigger.value,
-                    call.req.request_id,
-                    index,
-                    f"{step.name}@{step.version}",
-                ),
-                type="flow.action_executed",
-                tenant=call.tenant,
-                at=at,
-                actor=self._actor,
-                flow_type=call.flow_type.value,
-                trigger=call.trigger.value,
-                flow_revision=revision,
-                action=step.name,
-                version=step.version,
-                request_id=call.req.request_id,
-                signin_id=call.req.signin_id,
-                outcome=Outcome(step.outcome()),
-                duration_ms=round(step.duration_ms, 3),
-                error=step.error,
-                flow_revision_before=None,
-                previous_version=None,
-                details={},
-            )
-            for index, step in enumerate(steps)
-        ]
+        tenant, ft, tr = call.tenant, call.flow_type.value, call.trigger.value
+        request_id = call.req.request_id
+        subject = f"gatehook.v1.audit.{tenant}.flow.action_executed"
+        out = []
+        for index, step in enumerate(steps):
+            eid = event_id(tenant, ft, tr, request_id, index, f"{step.name}@{step.version}")
+            event = {
+                "event_id": eid,
+                "type": "flow.action_executed",
+                "tenant": tenant,
+                "at": at,
+                "actor": self._actor,
+                "flow_type": ft,
+                "trigger": tr,
+                "flow_revision": revision,
+                "flow_revision_before": None,
+                "action": step.name,
+                "version": step.version,
+                "previous_version": None,
+                "request_id": request_id,
+                "signin_id": call.req.signin_id,
+                "outcome": step.outcome().value,
+                "duration_ms": round(step.duration_ms, 3),
+                "error": step.error,
+                "details": {},
+            }
+            out.append(EncodedEvent(subject, eid, _dumps(event)))
+        return out

@@ -17,9 +17,17 @@ from nats.js import JetStreamContext, api
 
 from gatehook.domain.contract import AuditEvent
 from gatehook.errors import TransportError
+from gatehook.service.ports import EncodedEvent
 from gatehook.settings import AuditSettings
 
-__all__ = ["AUDIT_SUBJECTS", "REPLIES_STREAM", "AuditPublisher", "JsReplyStore", "audit_subject"]
+__all__ = [
+    "AUDIT_SUBJECTS",
+    "REPLIES_STREAM",
+    "AuditPublisher",
+    "JsReplyStore",
+    "audit_subject",
+    "encode_event",
+]
 
 log = logging.getLogger("gatehook.audit")
 
@@ -48,6 +56,11 @@ def audit_subject(event: AuditEvent) -> str:
     return f"gatehook.v1.audit.{event.tenant}.{event.type}"
 
 
+def encode_event(event: AuditEvent) -> EncodedEvent:
+    """An event as it goes on the stream."""
+    return EncodedEvent(audit_subject(event), event.event_id, event.model_dump_json().encode())
+
+
 class AuditPublisher:
     """Publishes audit events and waits until the stream has stored every one."""
 
@@ -70,12 +83,8 @@ class AuditPublisher:
         )
         await ensure_stream(self._js, config)
 
-    async def publish(self, events: list[AuditEvent]) -> None:
-        """Publish ``events`` together and wait for all acks; ``TransportError`` otherwise.
-
-        If the stream has gone (deleted by an operator, a server that lost its store), it is
-        created again and the events published once more.
-        """
+    async def publish_encoded(self, events: list[EncodedEvent]) -> None:
+        """``publish`` for events already encoded (the trigger path's)."""
         try:
             await self._publish(events)
         except nats.js.errors.NoStreamResponseError:
@@ -88,13 +97,18 @@ class AuditPublisher:
         except _JS_ERRORS as exc:
             raise TransportError(f"audit stream unavailable: {exc!r}") from exc
 
-    async def _publish(self, events: list[AuditEvent]) -> None:
+    async def publish(self, events: list[AuditEvent]) -> None:
+        """Publish ``events`` together and wait for all acks; ``TransportError`` otherwise.
+
+        If the stream has gone (deleted by an operator, a server that lost its store), it is
+        created again and the events published once more.
+        """
+        await self.publish_encoded([encode_event(e) for e in events])
+
+    async def _publish(self, events: list[EncodedEvent]) -> None:
         futures = [
             await self._js.publish_async(
-                audit_subject(e),
-                e.model_dump_json().encode(),
-                headers={"Nats-Msg-Id": e.event_id},
-                wait_stall=1.0,
+                e.subject, e.data, headers={"Nats-Msg-Id": e.event_id}, wait_stall=1.0
             )
             for e in events
         ]
@@ -129,9 +143,24 @@ class JsReplyStore:
         )
         await ensure_stream(self._js, config)
 
+    @staticmethod
+    def subject(key: str) -> str:
+        """The subject a reply record is stored on."""
+        return f"gatehook.v1.replies.{key}"
+
+    async def first(self, key: str) -> bytes | None:
+        """The reply stored for ``key`` (None: none, or it expired)."""
+        try:
+            earlier = await self._js.get_last_msg(REPLIES_STREAM, self.subject(key))
+        except nats.js.errors.NotFoundError:
+            return None
+        except _JS_ERRORS as exc:
+            raise TransportError(f"reply store unavailable: {exc!r}") from exc
+        return earlier.data
+
     async def remember(self, key: str, reply: bytes) -> bytes | None:
         """Store ``reply`` under ``key``; return the reply stored earlier if there is one."""
-        subject = f"gatehook.v1.replies.{key}"
+        subject = self.subject(key)
         try:
             try:
                 ack = await self._publish(subject, key, reply)

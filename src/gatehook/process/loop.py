@@ -1,0 +1,56 @@
+"""One worker process: the event loop it runs on, and the garbage collector's settings.
+
+uvloop is used when it is installed (a dependency on Linux and macOS): the benchmark in
+BENCHMARKS.md measured it against asyncio's default loop on the decision path.
+
+The collector: a worker builds hundreds of thousands of long-lived objects at start
+(pydantic schemas, FastStream, the template registry) and then allocates many short-lived
+containers per request. With CPython's default thresholds the oldest generation is scanned
+again and again as caches fill, one full pass over every live object each time, which
+stalled the event loop for tens of milliseconds under load (measured; see BENCHMARKS.md).
+``gc.freeze()`` after start moves everything built so far out of the collector's view, and
+higher thresholds make young collections rarer; cycles are still collected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+__all__ = ["freeze_startup_heap", "run_worker", "tune_gc"]
+
+log = logging.getLogger("gatehook")
+
+GEN0_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Rarer young collections: a request's garbage is mostly freed by reference counting."""
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GEN0_THRESHOLD, max(gen1, 20), max(gen2, 100))
+
+
+def freeze_startup_heap() -> None:
+    """Collect once, then keep everything alive so far out of every later collection."""
+    gc.collect()
+    gc.freeze()
+
+
+def run_worker(
+    main: Coroutine[Any, Any, None], *, use_uvloop: bool = True, gc_tuning: bool = True
+) -> None:
+    """Run ``main`` to completion on uvloop (when installed and wanted), else asyncio's loop."""
+    if gc_tuning:
+        tune_gc()
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:  # not on this platform: the standard loop serves the same
+            log.info("uvloop is not installed; using asyncio's default event loop")
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
