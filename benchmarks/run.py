@@ -227,6 +227,8 @@ def start_worker(
     extra: dict[str, str] | None = None,
     event_loop: str = "uvloop",
 ) -> subprocess.Popen[bytes]:
+    """``gatehook worker`` (options left out at their defaults, so an older gatehook put on
+    PYTHONPATH through ``extra`` runs too: the "before" column of BENCHMARKS.md)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOOK_")}
     env.update(extra or {})
     env.update(
@@ -238,7 +240,8 @@ def start_worker(
     return subprocess.Popen(
         [
             *(PY, "-m", "gatehook", "worker", "--log-level", "WARNING"),
-            *("--processes", str(processes), "--event-loop", event_loop),
+            *(("--processes", str(processes)) if processes != 1 else ()),
+            *(("--event-loop", event_loop) if event_loop != "uvloop" else ()),
         ],
         env=env,
     )
@@ -386,6 +389,7 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(TENANTS), help="comma-separated")
     parser.add_argument("--env", action="append", default=[], help="K=V for the worker")
     parser.add_argument("--event-loop", default="uvloop", choices=["uvloop", "asyncio"])
+    parser.add_argument("--max-processes", type=int, default=2, help="1: no 2-process phase")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
     args.rates = [int(r) for r in args.rates.split(",")]
@@ -413,7 +417,7 @@ def main() -> None:
         print(f"echo: {echo.throughput:.0f} req/s", flush=True)
 
         plan: list[tuple[int, list[str]]] = [(1, scenarios)]
-        if "custom JS" in scenarios:
+        if "custom JS" in scenarios and args.max_processes > 1:
             plan.append((2, ["custom JS"]))
         for processes, names in plan:
             worker = start_worker(processes, nats_server.url, mongo.url, extra, args.event_loop)

@@ -164,7 +164,6 @@ class TriggerService:
         self._actor = settings.worker_name
         self.heads = Heads(settings.flow_cache_ttl_s)
         self._loading: dict[str, asyncio.Future[Pin]] = {}  # heads loads under way, by tenant
-        self._refreshing: set[asyncio.Future[Pin]] = set()
         self._revisions: Lru[tuple[str, FlowType, int], FlowRevision] = Lru(4096)
         self._versions: Lru[tuple[str, str, str], ActionVersion] = Lru(8192)
         self._configs: Lru[tuple[str, str, str], tuple[Any, bytes]] = Lru(8192)
@@ -387,36 +386,34 @@ class TriggerService:
         heads, fresh = self.heads.lookup(tenant)
         if heads is not None:
             if not fresh and tenant not in self._loading:
-                refresh = asyncio.ensure_future(self._load_heads(tenant))
-                self._refreshing.add(refresh)
-                refresh.add_done_callback(self._refreshed)
+                self._load_heads(tenant)
             return heads
-        loading = self._loading.get(tenant)
-        if loading is None:
-            return await self._load_heads(tenant)
+        loading = self._loading.get(tenant) or self._load_heads(tenant)
         return await asyncio.shield(loading)
 
-    def _refreshed(self, refresh: asyncio.Future[Pin]) -> None:
-        self._refreshing.discard(refresh)
-        if not refresh.cancelled() and refresh.exception() is not None:
-            log.warning("refreshing flow heads failed: %s", refresh.exception())
-
-    async def _load_heads(self, tenant: str) -> Pin:
+    def _load_heads(self, tenant: str) -> asyncio.Future[Pin]:
+        """Start the one load of ``tenant``'s heads (registered before this returns)."""
         generation = self.heads.generation(tenant)
-        future: asyncio.Future[Pin] = asyncio.get_running_loop().create_future()
-        self._loading[tenant] = future
-        try:
-            heads = await self._flows.current_revisions(tenant)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # marked retrieved: the waiters re-raise it
-            raise
-        finally:
-            if self._loading.get(tenant) is future:
-                del self._loading[tenant]
-        self.heads.put(tenant, heads, generation)
-        future.set_result(heads)
-        return heads
+
+        async def load() -> Pin:
+            try:
+                heads = await self._flows.current_revisions(tenant)
+            finally:
+                if self._loading.get(tenant) is task:
+                    del self._loading[tenant]
+            self.heads.put(tenant, heads, generation)
+            return heads
+
+        task = asyncio.ensure_future(load())
+        self._loading[tenant] = task
+        task.add_done_callback(self._loaded)
+        return task
+
+    @staticmethod
+    def _loaded(task: asyncio.Future[Pin]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # retrieved here; requests waiting on it get the error themselves
+            log.debug("loading flow heads failed: %s", task.exception())
 
     async def _revision(self, tenant: str, ft: FlowType, signin_id: str | None) -> int | None:
         if signin_id is None:

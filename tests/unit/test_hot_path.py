@@ -1,0 +1,175 @@
+"""The decision path's building blocks: one shared deadline timer, events and script input
+encoded once (equal to what the models would give), and flow heads loaded once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+import pytest
+
+from gatehook.domain.catalogue import FlowType, Trigger
+from gatehook.domain.contract import ActionOutput, AuditEvent, TriggerRequest
+from gatehook.domain.decide import Step
+from gatehook.service.deadlines import Deadlines
+from gatehook.service.ports import Pin
+from gatehook.service.trigger import TriggerService
+from gatehook.settings import Settings
+from gatehook.templates.registry import TemplateRegistry
+
+
+async def test_deadlines_fire_in_order_and_cancelled_ones_never() -> None:
+    deadlines = Deadlines()
+    fired: list[str] = []
+    now = time.monotonic()
+    done = asyncio.get_running_loop().create_future()
+    deadlines.at(now + 0.03, lambda: fired.append("c"))
+    deadlines.at(now + 0.01, lambda: fired.append("a"))
+    cancelled = deadlines.at(now + 0.02, lambda: fired.append("never"))
+    deadlines.at(now + 0.02, lambda: fired.append("b"))
+    deadlines.at(now + 0.04, lambda: done.set_result(None))
+    cancelled.cancel()
+    await asyncio.wait_for(done, 2)
+    assert fired == ["a", "b", "c"]
+    assert len(deadlines) == 0
+
+
+async def test_deadlines_timeout_raises_at_the_deadline_only() -> None:
+    deadlines = Deadlines()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        async with deadlines.timeout(started + 0.05):
+            await asyncio.sleep(5)
+    assert 0.04 <= time.monotonic() - started < 1.0
+    async with deadlines.timeout(time.monotonic() + 5):
+        await asyncio.sleep(0)  # met: no error, and the entry is cancelled
+    assert all(entry.cancelled for _, _, entry in deadlines._heap)
+
+
+async def test_deadlines_timeout_does_not_swallow_an_outside_cancel() -> None:
+    deadlines = Deadlines()
+
+    async def body() -> None:
+        async with deadlines.timeout(time.monotonic() + 5):
+            await asyncio.sleep(5)
+
+    task = asyncio.create_task(body())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+class _Flows:
+    """A FlowSource whose heads queries can be held open and counted."""
+
+    def __init__(self) -> None:
+        self.queries = 0
+        self.gate = asyncio.Event()
+        self.revision = 1
+
+    async def current_revisions(self, tenant: str) -> Pin:
+        self.queries += 1
+        await self.gate.wait()
+        return dict.fromkeys(FlowType, self.revision)
+
+    async def get_flow(self, *args: Any) -> None:
+        return None
+
+    async def get_version(self, *args: Any) -> None:
+        return None
+
+    async def pin_signin(self, *args: Any) -> Any:
+        raise NotImplementedError
+
+
+def _service(flows: _Flows, ttl: float = 60.0) -> TriggerService:
+    return TriggerService(
+        flows=flows,
+        scripts=None,  # type: ignore[arg-type]
+        templates=TemplateRegistry([]),
+        journal=None,  # type: ignore[arg-type]
+        settings=Settings(flow_cache_ttl_s=ttl, worker_name="w1"),
+        deadlines=Deadlines(),
+    )
+
+
+async def test_heads_after_a_change_are_loaded_once_for_all_waiting_requests() -> None:
+    flows = _Flows()
+    service = _service(flows)
+    waiting = [asyncio.create_task(service._heads("acme")) for _ in range(50)]
+    await asyncio.sleep(0.01)
+    assert flows.queries == 1  # not one query per request
+    flows.gate.set()
+    results = await asyncio.gather(*waiting)
+    assert all(r[FlowType.EXTERNAL_AUTHENTICATION] == 1 for r in results)
+    service.invalidate("acme")  # a change broadcast: the next request waits for the new heads
+    flows.revision = 2
+    assert (await service._heads("acme"))[FlowType.EXTERNAL_AUTHENTICATION] == 2
+    assert flows.queries == 2
+
+
+async def test_stale_heads_are_served_while_one_refresh_runs() -> None:
+    flows = _Flows()
+    flows.gate.set()
+    service = _service(flows, ttl=0.01)
+    assert (await service._heads("acme"))[FlowType.EXTERNAL_AUTHENTICATION] == 1
+    await asyncio.sleep(0.02)  # past the TTL
+    flows.gate.clear()
+    flows.revision = 2
+    answers = [await service._heads("acme") for _ in range(20)]  # none waits for the query
+    assert all(a[FlowType.EXTERNAL_AUTHENTICATION] == 1 for a in answers)
+    await asyncio.sleep(0.01)  # the refresh task gets its turn
+    assert flows.queries == 2  # one refresh for all of them
+    flows.gate.set()
+    await asyncio.sleep(0.01)
+    assert (await service._heads("acme"))[FlowType.EXTERNAL_AUTHENTICATION] == 2
+
+
+def _request(**extra: Any) -> TriggerRequest:
+    body = {
+        "request_id": "r-1",
+        "signin_id": "s-1",
+        "user": {"id": "u1", "email": "ann@acme.com", "custom": {"deep": [1, 2]}},
+        "request": {"ip": "203.0.113.7", "risk_score": 0.5},
+        "context": {"providerInfo": {"name": "okta"}},
+        **extra,
+    }
+    return TriggerRequest.model_validate_json(orjson.dumps(body))
+
+
+def test_script_input_is_the_action_input_model_as_json() -> None:
+    service = _service(_Flows())
+    req = _request(state={"n": 1}, loose_field="kept")
+    ft, tr = FlowType.EXTERNAL_AUTHENTICATION, Trigger.POST_AUTHENTICATION
+    call = service._call("acme", ft, tr, req, time.monotonic() + 1)
+    built = orjson.loads(call.input_prefix + b'{"k":"v"}}')
+    model = req.action_input("acme", ft.value, tr.value, {"k": "v"}).model_dump(mode="json")
+    for key in ("action", "decision_so_far", "time_left_ms"):  # templates only
+        del model[key]
+    assert built == model
+    assert built["context"]["loose_field"] == "kept"
+
+
+def test_encoded_events_equal_the_audit_event_model() -> None:
+    service = _service(_Flows())
+    req = _request()
+    ft, tr = FlowType.EXTERNAL_AUTHENTICATION, Trigger.POST_AUTHENTICATION
+    call = service._call("acme", ft, tr, req, time.monotonic() + 1)
+    steps = [
+        Step("a", "1.0.0", output=ActionOutput(kind="continue"), duration_ms=0.12345),
+        Step("b", "2.0.0", error="timeout: 5 ms", allowed_to_fail=True),
+    ]
+    events = service._events(call, 7, steps)
+    assert [e.subject for e in events] == ["gatehook.v1.audit.acme.flow.action_executed"] * 2
+    for encoded in events:
+        model = AuditEvent.model_validate_json(encoded.data)
+        assert model.event_id == encoded.event_id
+        assert encoded.data == model.model_dump_json().encode()  # same fields, same order
+    first = AuditEvent.model_validate_json(events[0].data)
+    assert (first.action, first.outcome, first.flow_revision) == ("a", "continue", 7)
+    assert first.duration_ms == 0.123
+    assert AuditEvent.model_validate_json(events[1].data).error == "timeout: 5 ms"
+    assert service._events(call, 7, []) == []
