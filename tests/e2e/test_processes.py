@@ -59,7 +59,7 @@ async def test_processes_serve_restart_and_drain(
         "GATEHOOK_WORKER_NAME": "multi",
         "GATEHOOK_SANDBOX__POOL_SIZE": "1",
     }
-    parent = subprocess.Popen(
+    parent = subprocess.Popen(  # noqa: ASYNC220 - a long-lived server, waited on in a thread
         [sys.executable, "-m", "gatehook", "worker", "--processes", "2", "--log-level", "WARNING"],
         env=env,
         cwd=ROOT,
