@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from faststream import FastStream
@@ -22,6 +24,7 @@ from nats.micro.service import Service
 from gatehook import __version__
 from gatehook.admin.api import AdminApi
 from gatehook.admin.service import AdminService
+from gatehook.domain.contract import AuditEvent
 from gatehook.errors import GatehookError
 from gatehook.metrics import Metrics, MetricsServer
 from gatehook.process.loop import freeze_startup_heap
@@ -34,6 +37,7 @@ from gatehook.templates import TemplateRegistry, default_registry
 from gatehook.templates.base import CounterStore, Delivery
 from gatehook.transport.jetstream import AuditPublisher, JsReplyStore
 from gatehook.transport.journal import JsJournal
+from gatehook.transport.targets import CircuitChange, TargetCaller
 from gatehook.transport.trigger_server import TriggerServer
 from gatehook.transport.webhooks import WebhookDelivery
 
@@ -69,6 +73,8 @@ class Runtime:
             pool if pool is not None else SandboxPool(settings.sandbox, deadlines=self.deadlines)
         )
         self.delivery = WebhookDelivery(settings.webhooks)
+        self.targets = TargetCaller(settings.targets, on_circuit=self._circuit_changed)
+        self._circuit_events: set[asyncio.Task[None]] = set()
         self.metrics = Metrics(tenant_labels=settings.metrics.tenant_labels)
         self._metrics_server: MetricsServer | None = None
         self._last_health: dict[str, Any] = {"ready": False, "checks": {"started": False}}
@@ -112,6 +118,7 @@ class Runtime:
         self.journal = JsJournal(self.broker.connection, replies, self.audit, self.deadlines)
         await self.journal.start()
         await self.delivery.start()
+        await self.targets.start()
         self._triggers = TriggerService(
             flows=self.store,
             scripts=self.pool,
@@ -120,6 +127,7 @@ class Runtime:
             settings=self.settings,
             deadlines=self.deadlines,
             services=Services(counters=self.store, delivery=self.delivery),
+            targets=self.targets,
             telemetry=self.metrics,
         )
         self.metrics.add_gauges(self._snapshot)
@@ -146,6 +154,35 @@ class Runtime:
             self.settings.worker_name,
             self.pool.size,
         )
+
+    def _circuit_changed(self, change: CircuitChange) -> None:
+        """Audit a target circuit opening or closing (in the background: no sign-in waits)."""
+        event = AuditEvent(
+            event_id=uuid.uuid4().hex,
+            type="flow.target_circuit_opened" if change.opened else "flow.target_circuit_closed",
+            tenant=change.tenant,
+            at=datetime.now(UTC),
+            actor=self.settings.worker_name,
+            action=change.action,
+            version=change.version,
+            details={
+                "endpoint": change.endpoint,
+                "failures": change.failures,
+                "cooldown_s": change.cooldown_s,
+            },
+        )
+
+        async def publish() -> None:
+            if self.audit is None:
+                return
+            try:
+                await self.audit.publish([event])
+            except GatehookError as exc:
+                log.error("could not audit %s for %s: %s", event.type, change.endpoint, exc)
+
+        task = asyncio.create_task(publish())
+        self._circuit_events.add(task)
+        task.add_done_callback(self._circuit_events.discard)
 
     async def serve(self) -> None:
         """Start taking change broadcasts and trigger requests (``transport.trigger_server``)."""
@@ -248,6 +285,9 @@ class Runtime:
             await self.journal.aclose()
         self.deadlines.close()
         await self.delivery.aclose()
+        await self.targets.aclose()
+        if self._circuit_events:
+            await asyncio.wait(set(self._circuit_events), timeout=5)
         if self._owns_pool:
             await self.pool.aclose()
         await self.store.aclose()

@@ -21,6 +21,7 @@ __all__ = [
     "ScriptTimeout",
     "StorageError",
     "StorageUnavailable",
+    "TargetFailed",
     "TransportError",
     "ValidationFailed",
 ]
@@ -144,3 +145,10 @@ class SandboxCrashed(ScriptError):
 
     kind = "crashed"
     retryable = True
+
+
+class TargetFailed(ScriptError):
+    """A target endpoint did not answer well: a refused address, a non-2xx status, a
+    timeout, an unreadable or oversized body, an open circuit."""
+
+    kind = "target"

@@ -18,6 +18,7 @@ __all__ = [
     "MetricsSettings",
     "SandboxSettings",
     "Settings",
+    "TargetSettings",
     "WebhookSettings",
 ]
 
@@ -54,6 +55,23 @@ class WebhookSettings(BaseModel):
     backoff_s: float = Field(default=0.5, gt=0)
     timeout_ms: int = Field(default=3000, ge=10)
     max_response_bytes: int = Field(default=64 * 1024, ge=1024)
+    ca_file: str | None = Field(default=None, description="PEM file of extra trusted CAs")
+
+
+class TargetSettings(BaseModel):
+    """Calls to target actions' HTTP endpoints (``transport.targets``)."""
+
+    allow_private: bool = Field(
+        default=False, description="let targets reach private addresses (tests, on-premise)"
+    )
+    max_response_bytes: int = Field(default=256 * 1024, ge=1024)
+    connections: int = Field(default=256, ge=1, description="pooled connections per worker")
+    connections_per_host: int = Field(default=32, ge=1)
+    breaker_failures: int = Field(default=5, ge=1, description="consecutive failures to open")
+    breaker_cooldown_s: float = Field(default=10.0, gt=0)
+    async_in_flight: int = Field(
+        default=256, ge=1, description="async targets in flight; more are dropped and counted"
+    )
     ca_file: str | None = Field(default=None, description="PEM file of extra trusted CAs")
 
 
@@ -105,6 +123,7 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = SandboxSettings()
     audit: AuditSettings = AuditSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    targets: TargetSettings = TargetSettings()
     metrics: MetricsSettings = MetricsSettings()
     console: ConsoleSettings = ConsoleSettings()
     log_format: Literal["text", "json"] = "text"

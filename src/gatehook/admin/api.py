@@ -24,7 +24,7 @@ from gatehook.domain.flowfile import FlowsFile
 from gatehook.domain.model import ActionVersion, Attachment, FlowRevision
 from gatehook.domain.semver import Version
 from gatehook.errors import BadRequest, GatehookError, NotFound, ValidationFailed
-from gatehook.templates.registry import TemplateRegistry
+from gatehook.templates.registry import SECRET_MASK, TemplateRegistry
 
 if TYPE_CHECKING:
     from gatehook.service.trigger import TryRun
@@ -56,6 +56,9 @@ class CreateAction(_Req):
     name: str
     template: str | None = None
     triggers: list[str] | None = None
+    kind: Literal["custom", "target"] | None = Field(
+        default=None, description="target: a tenant's HTTP endpoint (default: custom script)"
+    )
 
 
 class PublishVersion(_Req):
@@ -68,6 +71,11 @@ class PublishVersion(_Req):
     timeout_ms: int | None = None
     allowed_to_fail: bool = False
     allowed_hosts: list[str] = Field(default_factory=list)
+    target: dict[str, Any] | None = Field(
+        default=None,
+        description="target actions: endpoint, type, payload, signing_key, headers"
+        " (signing_key: generated when absent and returned once; '********' keeps it)",
+    )
     bump: Literal["major", "minor", "patch"] = "patch"
     version: str | None = None
 
@@ -185,6 +193,8 @@ def _template_source(template: object) -> str | None:
 def _version_view(v: ActionVersion, templates: TemplateRegistry) -> dict[str, Any]:
     data = v.model_dump(mode="json", exclude={"compiled"})
     data["config"] = templates.mask_secrets(v.template, data["config"])
+    if data.get("target") and data["target"].get("signing_key"):
+        data["target"]["signing_key"] = SECRET_MASK  # never readable back
     return data
 
 
@@ -257,7 +267,7 @@ class AdminApi:
     # -- actions -----------------------------------------------------------------------------
     async def _create(self, tenant: str, req: CreateAction) -> Any:
         action = await self._service.create_action(
-            tenant, req.name, template=req.template, triggers=req.triggers
+            tenant, req.name, template=req.template, triggers=req.triggers, kind=req.kind
         )
         return action.model_dump(mode="json")
 
@@ -269,11 +279,25 @@ class AdminApi:
             timeout_ms=req.timeout_ms,
             allowed_to_fail=req.allowed_to_fail,
             allowed_hosts=req.allowed_hosts,
+            target=req.target,
         )
+        generated: list[str] = []
         version, created = await self._service.publish(
-            tenant, req.name, draft, actor=req.actor, bump=req.bump, version=req.version
+            tenant,
+            req.name,
+            draft,
+            actor=req.actor,
+            bump=req.bump,
+            version=req.version,
+            generated=generated,
         )
-        return {"version": _version_view(version, self._templates), "created": created}
+        out: dict[str, Any] = {
+            "version": _version_view(version, self._templates),
+            "created": created,
+        }
+        if generated:
+            out["signing_key"] = generated[0]  # made here: shown this once, masked after
+        return out
 
     async def _list(self, tenant: str, req: Empty) -> Any:
         rows = await self._service.list_actions(tenant)

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from gatehook.admin.service import AdminService, Draft
 from gatehook.domain.flowfile import ActionSpec, FlowsFile, parse_ref
-from gatehook.domain.model import Attachment
+from gatehook.domain.model import ActionKind, Attachment
 from gatehook.domain.semver import Version
 from gatehook.errors import NotFound, ValidationFailed
 
@@ -74,6 +74,7 @@ def _draft(spec: ActionSpec, sources: dict[str, str]) -> Draft:
         timeout_ms=spec.timeout_ms,
         allowed_to_fail=spec.allowed_to_fail,
         allowed_hosts=list(spec.allowed_hosts),
+        target=spec.target.model_dump(mode="json") if spec.target is not None else None,
     )
 
 
@@ -104,9 +105,9 @@ async def apply_file(
         except NotFound:
             action = None
         if action is None:
+            kind = f" (template {spec.template})" if spec.template else " (custom)"
             plan.changes.append(
-                f"create action {spec.name}"
-                + (f" (template {spec.template})" if spec.template else " (custom)")
+                f"create action {spec.name}" + (" (target)" if spec.target else kind)
             )
             if dry_run:
                 newest[spec.name] = None
@@ -117,8 +118,11 @@ async def apply_file(
                 spec.name,
                 template=spec.template,
                 triggers=[t.value for t in spec.triggers] if spec.triggers else None,
+                kind="target" if spec.target is not None else None,
             )
-        elif (action.template or None) != spec.template:
+        elif (action.template or None) != spec.template or (
+            (action.kind is ActionKind.TARGET) != (spec.target is not None)
+        ):
             raise ValidationFailed(
                 f"action {spec.name} exists with another kind; rename it in the file",
                 field=spec.name,
@@ -131,10 +135,14 @@ async def apply_file(
             plan.changes.append(f"publish {spec.name} (next version)")
             newest[spec.name] = None
             continue
-        published, created = await admin.publish(target, spec.name, draft, actor=actor)
+        generated: list[str] = []
+        published, created = await admin.publish(
+            target, spec.name, draft, actor=actor, generated=generated
+        )
         newest[spec.name] = published.version
         if created:
-            plan.changes.append(f"publish {spec.name} {published.version}")
+            shown = f" (signing key generated, shown once: {generated[0]})" if generated else ""
+            plan.changes.append(f"publish {spec.name} {published.version}{shown}")
 
     for ft, slots in doc.flows.items():
         flow = await admin.flow(target, ft.value)

@@ -12,11 +12,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
+
+from pydantic import ValidationError
 
 from gatehook.domain.catalogue import ACTION_NAME_RE, TENANT_RE, TRIGGERS, FlowType, Trigger
 from gatehook.domain.contract import AuditEvent
@@ -28,6 +31,7 @@ from gatehook.domain.model import (
     FlowRevision,
 )
 from gatehook.domain.semver import Bump, Version
+from gatehook.domain.targets import TargetSpec
 from gatehook.errors import GatehookError, NotFound, ValidationFailed
 from gatehook.sandbox.pool import Compiled
 from gatehook.service.ports import AuditSink
@@ -57,6 +61,7 @@ class Draft:
     timeout_ms: int | None = None
     allowed_to_fail: bool = False
     allowed_hosts: list[str] = field(default_factory=list)
+    target: dict[str, Any] | None = None  # a target action's endpoint (TargetSpec fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +130,14 @@ class AdminService:
         *,
         template: str | None = None,
         triggers: list[str] | None = None,
+        kind: Literal["custom", "target"] | None = None,
     ) -> ActionDef:
-        """Create a custom action (no template) or one based on a platform template."""
+        """Create a custom action (no template), a target action (``kind="target"``: a
+        tenant's HTTP endpoint), or one based on a platform template."""
         _check_tenant(tenant)
         _check_name(name)
+        if template is not None and kind is not None:
+            raise ValidationFailed("a template action has no other kind", field="kind")
         if template is not None:
             tpl = self._templates.get(template)
             if tpl is None:
@@ -150,7 +159,9 @@ class AdminService:
         action = ActionDef(
             tenant=tenant,
             name=name,
-            kind=ActionKind.TEMPLATE if template else ActionKind.CUSTOM,
+            kind=ActionKind.TEMPLATE
+            if template
+            else (ActionKind.TARGET if kind == "target" else ActionKind.CUSTOM),
             template=template,
             triggers=chosen,
             created_at=datetime.now(UTC),
@@ -182,7 +193,17 @@ class AdminService:
         hosts = sorted({h.strip().lower() for h in draft.allowed_hosts if h.strip()})
         cfg = dict(draft.config or {})
         source, lang = draft.source, draft.language
-        if action.kind is ActionKind.TEMPLATE:
+        target: dict[str, Any] | None = None
+        if action.kind is not ActionKind.TARGET and draft.target is not None:
+            raise ValidationFailed("target belongs to target actions", field="target")
+        if action.kind is ActionKind.TARGET:
+            if source is not None or cfg:
+                raise ValidationFailed(
+                    "a target action takes a target, not a script or config", field="target"
+                )
+            target = await self._target(tenant, name, draft.target)
+            lang = None
+        elif action.kind is ActionKind.TEMPLATE:
             if source is not None:
                 raise ValidationFailed(
                     "a template action takes a config, not a script", field="source"
@@ -216,9 +237,36 @@ class AdminService:
             timeout_ms=timeout,
             allowed_to_fail=draft.allowed_to_fail,
             allowed_hosts=hosts,
+            target=target,
         )
         content = json.dumps(dataclasses.asdict(canonical), sort_keys=True)
         return action, canonical, hashlib.sha256(content.encode()).hexdigest()
+
+    async def _target(self, tenant: str, name: str, given: dict[str, Any] | None) -> dict[str, Any]:
+        """The canonical target of a draft. A signing key left out or sent back masked keeps
+        the stored one; the first version without one gets a generated key."""
+        if not given:
+            raise ValidationFailed("a target action needs a target (endpoint, ...)", field="target")
+        data = dict(given)
+        key = data.get("signing_key")
+        if key is None or key == SECRET_MASK:
+            existing = await self._store.list_versions(tenant, name)
+            stored = None
+            if existing:
+                latest = max(existing, key=lambda v: Version.parse(v.version))
+                stored = latest.target.signing_key if latest.target else None
+            if stored is None and key == SECRET_MASK:
+                raise ValidationFailed(
+                    "signing_key: there is no stored key to keep", field="target.signing_key"
+                )
+            data["signing_key"] = stored or secrets.token_urlsafe(32)
+        try:
+            spec = TargetSpec.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(["target", *(str(p) for p in first["loc"])])
+            raise ValidationFailed(f"{where}: {first['msg']}", field=where) from None
+        return spec.model_dump(mode="json")
 
     async def unchanged(self, tenant: str, name: str, draft: Draft) -> ActionVersion | None:
         """The newest version if publishing ``draft`` would change nothing, else None."""
@@ -238,17 +286,27 @@ class AdminService:
         actor: str,
         bump: Bump = "patch",
         version: str | None = None,
+        generated: list[str] | None = None,
     ) -> tuple[ActionVersion, bool]:
         """Publish a new immutable version; ``(newest, False)`` when nothing changed.
+
+        A target action's signing key made here (none given, none stored) is appended to
+        ``generated``, for the caller to show once.
 
         The first version is 1.0.0 unless given. Later ones bump the patch (or ``bump``), or
         take an explicit ``version`` that must be above every existing one. Scripts are
         compiled here, once per version, and stored compiled.
         """
+        given_key = (draft.target or {}).get("signing_key")
         action, draft, digest = await self._normalise(tenant, name, draft)
         source, lang, cfg = draft.source, draft.language, draft.config
         compiled: Compiled | None = None
         existing = await self._store.list_versions(tenant, name)
+        made_key = (
+            action.kind is ActionKind.TARGET
+            and given_key is None
+            and not any(v.target and v.target.signing_key for v in existing)
+        )
         newest = max((Version.parse(v.version) for v in existing), default=None)
         if existing and version is None:
             latest = next(v for v in existing if Version.parse(v.version) == newest)
@@ -281,6 +339,7 @@ class AdminService:
             timeout_ms=draft.timeout_ms or self._default_timeout_ms,
             allowed_to_fail=draft.allowed_to_fail,
             allowed_hosts=draft.allowed_hosts,
+            target=TargetSpec.model_validate(draft.target) if draft.target else None,
             content_hash=digest,
             created_at=datetime.now(UTC),
             created_by=actor,
@@ -297,6 +356,8 @@ class AdminService:
             )
             raise
         await self._store.set_latest_version(tenant, name, record.version)
+        if made_key and generated is not None and record.target is not None:
+            generated.append(record.target.signing_key or "")
         return record, True
 
     async def list_actions(self, tenant: str) -> list[ActionRow]:

@@ -261,6 +261,8 @@ AuditEventType = Literal[
     "flow.action_updated",
     "flow.action_executed",
     "flow.action_published",
+    "flow.target_circuit_opened",
+    "flow.target_circuit_closed",
 ]
 
 

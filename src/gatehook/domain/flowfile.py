@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from gatehook.domain.catalogue import TRIGGERS, FlowType, Trigger
+from gatehook.domain.targets import TargetSpec
 
 __all__ = ["ActionSpec", "FlowsFile", "parse_ref"]
 
@@ -26,7 +27,8 @@ def parse_ref(ref: str) -> tuple[str, str]:
 
 
 class ActionSpec(BaseModel):
-    """One action of the file: a template with a config, or a custom script."""
+    """One action of the file: a template with a config, a custom script, or a target (a
+    tenant's HTTP endpoint)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -35,6 +37,7 @@ class ActionSpec(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     file: str | None = Field(default=None, description="script path, relative to the file")
     source: str | None = Field(default=None, description="inline script instead of a file")
+    target: TargetSpec | None = Field(default=None, description="a target action's endpoint")
     language: Literal["js", "ts"] | None = None
     timeout_ms: int | None = Field(default=None, ge=1, le=30_000)
     allowed_to_fail: bool = False
@@ -43,9 +46,13 @@ class ActionSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> ActionSpec:
-        kinds = [k for k in ("template", "file", "source") if getattr(self, k) is not None]
+        kinds = [
+            k for k in ("template", "file", "source", "target") if getattr(self, k) is not None
+        ]
         if len(kinds) != 1:
-            raise ValueError(f"action {self.name}: give exactly one of template, file or source")
+            raise ValueError(
+                f"action {self.name}: give exactly one of template, file, source or target"
+            )
         if self.template is None and self.config:
             raise ValueError(f"action {self.name}: config belongs to template actions")
         return self

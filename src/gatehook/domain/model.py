@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from gatehook.domain.catalogue import FlowType, Trigger
+from gatehook.domain.targets import TargetSpec
 
 __all__ = [
     "ActionDef",
@@ -25,6 +26,7 @@ class ActionKind(StrEnum):
 
     TEMPLATE = "template"
     CUSTOM = "custom"
+    TARGET = "target"  # a tenant's HTTP endpoint (ZITADEL Actions v2 compatible)
 
 
 class ScriptStyle(StrEnum):
@@ -66,6 +68,7 @@ class ActionVersion(BaseModel):
     timeout_ms: int = 1000
     allowed_to_fail: bool = False
     allowed_hosts: list[str] = Field(default_factory=list)
+    target: TargetSpec | None = None
     content_hash: str
     created_at: datetime
     created_by: str = "system"

@@ -8,8 +8,9 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from gatehook.domain.catalogue import FlowType
-from gatehook.domain.contract import AuditEvent
+from gatehook.domain.contract import ActionOutput, AuditEvent
 from gatehook.domain.model import ActionVersion, FlowRevision
+from gatehook.domain.targets import TargetSpec
 from gatehook.sandbox.pool import ScriptJob, ScriptRun
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "FlowSource",
     "Journal",
     "ScriptRunner",
+    "TargetRunner",
     "Telemetry",
 ]
 
@@ -44,6 +46,23 @@ class ScriptRunner(Protocol):
     """Runs compiled scripts (SandboxPool)."""
 
     async def run(self, job: ScriptJob) -> ScriptRun: ...
+
+
+class TargetRunner(Protocol):
+    """Calls target actions' HTTP endpoints (TargetCaller)."""
+
+    async def run(
+        self,
+        *,
+        tenant: str,
+        action: str,
+        version: str,
+        spec: TargetSpec,
+        input_json: bytes,
+        timeout_s: float,
+    ) -> ActionOutput:
+        """The action output of one call; raises ``TargetFailed`` when the call fails."""
+        ...
 
 
 class AuditSink(Protocol):

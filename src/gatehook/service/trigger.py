@@ -53,6 +53,7 @@ from gatehook.service.ports import (
     Journal,
     Pin,
     ScriptRunner,
+    TargetRunner,
     Telemetry,
 )
 from gatehook.settings import Settings
@@ -152,8 +153,10 @@ class TriggerService:
         deadlines: Deadlines,
         services: TemplateServices | None = None,
         telemetry: Telemetry | None = None,
+        targets: TargetRunner | None = None,
     ) -> None:
         self._flows = flows
+        self._targets = targets
         self._scripts = scripts
         self._templates = templates
         self._journal = journal
@@ -499,6 +502,17 @@ class TriggerService:
         self, call: _Call, version: ActionVersion, remaining: float, before: list[Step]
     ) -> ActionOutput:
         parsed, config_json = self._config(version)
+        if version.kind is ActionKind.TARGET:
+            if version.target is None or self._targets is None:
+                raise ScriptError(f"target {version.action} is not available on this worker")
+            return await self._targets.run(
+                tenant=call.tenant,
+                action=version.action,
+                version=version.version,
+                spec=version.target,
+                input_json=call.input_prefix + b"{}}",
+                timeout_s=min(version.timeout_ms / 1000, remaining),
+            )
         if version.kind is ActionKind.TEMPLATE:
             template = self._templates.get(version.template or "")
             if template is None or self._services is None:
@@ -583,7 +597,7 @@ class TriggerService:
         started = time.perf_counter()
         logs: list[str] = []
         try:
-            if version.kind is ActionKind.TEMPLATE:
+            if version.kind in (ActionKind.TEMPLATE, ActionKind.TARGET):
                 output = await self._execute(call, version, version.timeout_ms / 1000, [])
             else:
                 run = await self._scripts.run(self._job(call, version, self._config(version)[1]))
