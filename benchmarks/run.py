@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -34,7 +35,7 @@ import nats
 import uvloop
 
 from gatehook.admin.client import AdminClient
-from gatehook.devservers import Server, start_mongo, start_nats
+from gatehook.devservers import Server, free_port, start_mongo, start_nats
 from gatehook.errors import GatehookError
 
 HERE = Path(__file__).resolve().parent
@@ -67,8 +68,26 @@ TENANTS: dict[str, tuple[str, list[str]]] = {
     "empty slot": ("bench-empty", []),
     "template (domain-allowlist)": ("bench-template", ["allow"]),
     "custom JS": ("bench-js", ["js"]),
+    "one target (keep-alive endpoint)": ("bench-target", ["target"]),
     "five actions": ("bench-five", ["allow", "risk", "js", "ts", "benchZitadel"]),
 }
+TARGET_KEY = "bench-signing-key"
+
+
+def serve_target(port: int) -> None:
+    """A target endpoint on loopback (aiohttp, keep-alive): append_claims, as a ZITADEL
+    target answers; it does not check the signature (the load generator is the cost)."""
+    from aiohttp import web
+
+    reply = b'{"append_claims":[{"key":"group","value":"ADMIN"}]}'
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=reply, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/", handle)
+    uvloop.run(web._run_app(app, host="127.0.0.1", port=port, print=None))
 
 
 @dataclass
@@ -291,7 +310,11 @@ async def wait_ready(url: str, processes: int) -> None:
         await nc.close()
 
 
-async def set_up_tenants(url: str) -> None:
+async def set_up_tenants(url: str, target_url: str = "") -> None:
+    ACTIONS["target"] = {
+        "name": "target",
+        "target": {"endpoint": target_url, "signing_key": TARGET_KEY},
+    }
     nc = await nats.connect(url)
     client = AdminClient(nc, actor="bench", timeout=120)
     try:
@@ -370,6 +393,15 @@ def tables(results: list[Result], echo: Result, rates: list[int]) -> str:
                     f"p50 {five.steady[rate]['p50'] / one.steady[rate]['p50']:.2f}x, "
                     f"p99 {five.steady[rate]['p99'] / one.steady[rate]['p99']:.2f}x"
                 )
+    tgt = by_name.get(("one target (keep-alive endpoint)", 1))
+    if one is not None and tgt is not None:
+        for rate in rates:
+            if rate in one.steady and rate in tgt.steady:
+                lines.append(
+                    f"- one target / one custom-JS action at {rate} req/s: "
+                    f"p50 {tgt.steady[rate]['p50']:.2f} vs {one.steady[rate]['p50']:.2f} ms, "
+                    f"p99 {tgt.steady[rate]['p99']:.2f} vs {one.steady[rate]['p99']:.2f} ms"
+                )
     if one is not None and two is not None:
         lines.append(
             f"- 2 processes / 1 process, custom JS throughput: "
@@ -403,6 +435,10 @@ def main() -> None:
     assert nats_server.proc is not None
     nats_pid = nats_server.proc.pid
     results: list[Result] = []
+    target_port = free_port()
+    target_proc = multiprocessing.Process(target=serve_target, args=(target_port,), daemon=True)
+    target_proc.start()
+    extra.setdefault("GATEHOOK_TARGETS__ALLOW_PRIVATE", "true")  # the endpoint is on loopback
     try:
         echo_proc = subprocess.Popen(
             [PY, str(HERE / "echo.py"), "--url", nats_server.url], stdout=subprocess.PIPE, text=True
@@ -424,7 +460,8 @@ def main() -> None:
             try:
                 uvloop.run(wait_ready(nats_server.url, processes))
                 if processes == 1:
-                    uvloop.run(set_up_tenants(nats_server.url))
+                    target_url = f"http://127.0.0.1:{target_port}/"
+                    uvloop.run(set_up_tenants(nats_server.url, target_url))
                 for name in names:
                     subject = f"gatehook.v1.trigger.{TENANTS[name][0]}.{PA}"
                     res = Result(name, processes)
@@ -436,6 +473,7 @@ def main() -> None:
             finally:
                 stop(worker)
     finally:
+        target_proc.terminate()
         mongo.stop()
         nats_server.stop()
     md = tables(results, echo, args.rates)

@@ -1,7 +1,7 @@
 """Real servers for tests, benchmarks and the local run: nats-server (JetStream) and a
 MongoDB-protocol server, on free loopback ports in temporary directories.
 
-The MongoDB-protocol server is chosen as ../shared/TESTING.md says: an external URL
+The MongoDB-protocol server is chosen in this order: an external URL
 (``GATEHOOK_TEST_MONGODB_URL``, passed in by the caller from settings) if set, else
 ``mongod`` on PATH, else ``ferretdb`` (FerretDB v1, SQLite backend), else a clear error
 naming these three ways. Readiness is polled with a deadline, never a fixed sleep.

@@ -140,7 +140,7 @@ class TryAction(_Req):
     version: str = "latest"
     flow_type: str = "external_authentication"
     trigger: str = "post_authentication"
-    request: dict[str, Any] = Field(description="a trigger request as in CONTRACT.md")
+    request: dict[str, Any] = Field(description="a trigger request as in docs/contract.md")
 
 
 class Rollback(_Req):

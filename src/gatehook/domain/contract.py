@@ -1,4 +1,4 @@
-"""The wire contract (CONTRACT.md) as pydantic models: trigger request, reply, audit event.
+"""The wire contract (docs/contract.md) as pydantic models: trigger request, reply, audit event.
 
 These models generate ``schemas/``; change them only by adding optional fields.
 """

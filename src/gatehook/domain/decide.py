@@ -1,4 +1,4 @@
-"""The decision rules of CONTRACT.md as pure functions over the results of a slot's actions.
+"""The decision rules of docs/contract.md as pure functions over the results of a slot's actions.
 
 A slot runs its attachments in order. ``block`` and ``redirect`` end the slot; ``demand_mfa``
 is remembered while the rest run. The final decision is the strongest seen

@@ -30,7 +30,7 @@ class ActionKind(StrEnum):
 
 
 class ScriptStyle(StrEnum):
-    """The two programming models of custom actions (CONTRACT.md)."""
+    """The two programming models of custom actions (docs/contract.md)."""
 
     MODULE = "module"
     ZITADEL = "zitadel"

@@ -1,6 +1,6 @@
 // gatehook sandbox runtime: evaluated once in every fresh interpreter, before the action.
 //
-// It gives a script exactly what CONTRACT.md promises and nothing more: its input, its
+// It gives a script exactly what docs/contract.md promises and nothing more: its input, its
 // config, console/log capture, and require() of zitadel/http, zitadel/log, zitadel/uuid.
 // The host side exports no Python function but gh.fetch (refused unless the action is
 // allowed hosts), loads no module from disk, and passes no environment.

@@ -274,7 +274,7 @@ class TriggerService:
         if not is_valid_slot(flow_type, trigger):
             return self._bad(
                 payload,
-                f"{flow_type}.{trigger} is not a trigger of the catalogue (see CONTRACT.md)",
+                f"{flow_type}.{trigger} is not a trigger of the catalogue (see docs/contract.md)",
             )
         if len(payload) > self._settings.max_payload_bytes:
             return self._bad(

@@ -3,7 +3,7 @@
 
 One request's messages go out together and are acknowledged by the streams together: one
 future per request, resolved when the last ack arrives. Acks come to one inbox subscription
-of this worker (``_GH_ACK.<id>.<seq>``) and are read without building an ack object; the
+of this worker (``_INBOX.<id>.<seq>``, the connection's inbox prefix) and are read without building an ack object; the
 request's deadline is kept on the shared ``Deadlines`` timer. nats-py's ``publish_async``
 does the same job with a ``wait_for`` task, a random token, a JSON parse and a dataclass per
 message; on the decision path that cost more than the decision (BENCHMARKS.md).
@@ -80,7 +80,8 @@ class JsJournal:
 
     async def start(self) -> None:
         """Subscribe to this worker's ack inbox."""
-        self._prefix = f"_GH_ACK.{self._nc._nuid.next().decode()}."
+        # under the connection's inbox prefix: what a worker's NATS permissions let it read
+        self._prefix = self._nc.new_inbox() + "."
         self._sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_ack)
 
     async def aclose(self) -> None:

@@ -1,6 +1,6 @@
 """NATS subscribers of a worker: trigger requests (queue group) and change broadcasts.
 
-Subjects (CONTRACT.md):
+Subjects (docs/contract.md):
 - ``gatehook.v1.trigger.<tenant>.<flow_type>.<trigger>``: request-reply, queue group
   ``gatehook-workers``, handled concurrently up to ``GATEHOOK_CONCURRENCY``;
 - ``gatehook.v1.changes.<tenant>``: every worker drops its cached flow heads of the tenant.
