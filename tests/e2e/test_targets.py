@@ -392,3 +392,43 @@ async def test_actions_test_calls_the_target(
         request=request(),
     )
     assert result["output"]["claims"]["group"] == "ADMIN", result
+
+
+async def test_cli_creates_publishes_and_tests_a_target(
+    worker: Worker, settings: Settings, tenant: str, endpoint: Endpoint
+) -> None:
+    from tests.e2e.test_cli import cli
+
+    await cli(settings, "actions", "create", "-t", tenant, "groups", "--kind", "target")
+    published = await cli(
+        settings, "actions", "publish", "-t", tenant, "groups",
+        "--endpoint", endpoint.base + "/claims", "--signing-key", KEY, "--header", "X-Env=test",
+    )  # fmt: skip
+    assert "groups published 1.0.0" in published.stdout
+    assert "signing key" not in published.stdout  # given, not generated
+    tested = await cli(
+        settings, "actions", "test", "-t", tenant, "--action", "groups",
+        "--flow-type", "complement_token", "--trigger", "pre_access_token_creation",
+    )  # fmt: skip
+    assert json.loads(tested.stdout)["output"]["claims"]["group"] == "ADMIN"
+
+    await cli(settings, "actions", "create", "-t", tenant, "fresh", "--kind", "target")
+    fresh = await cli(
+        settings,
+        "actions",
+        "publish",
+        "-t",
+        tenant,
+        "fresh",
+        "--endpoint",
+        endpoint.base + "/claims",
+    )
+    line = next(x for x in fresh.stdout.splitlines() if x.startswith("signing key (shown once): "))
+    key = line.split(": ", 1)[1]
+    shown = await cli(settings, "actions", "show", "-t", tenant, "fresh")
+    assert key not in shown.stdout
+    assert "********" in shown.stdout
+    # the generated key is not the endpoint's: the endpoint refuses, the CLI says so
+    failed = await cli(settings, "actions", "test", "-t", tenant, "--action", "fresh", check=False)
+    assert failed.returncode == 1
+    assert "HTTP 400" in failed.stdout

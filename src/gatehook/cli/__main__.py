@@ -1,0 +1,5 @@
+"""``python -m gatehook.cli``."""
+
+from gatehook.cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""``gatehook worker|trigger|console|dev``: running things."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import nats
+import typer
+
+from gatehook.cli.common import (
+    app,
+    err,
+    load_settings,
+    out,
+    print_json,
+    run,
+    sample_request,
+)
+
+
+# -- worker ------------------------------------------------------------------------------------
+@app.command()
+def worker(
+    log_level: Annotated[str, typer.Option(help="logging level")] = "INFO",
+    processes: Annotated[
+        str,
+        typer.Option(help="worker processes on this machine: a number, or 'auto' (one per CPU)"),
+    ] = "1",
+    event_loop: Annotated[
+        str, typer.Option(help="uvloop (when installed) or asyncio's default loop")
+    ] = "uvloop",
+) -> None:
+    """Run a worker: trigger requests, the management API, audit publishing."""
+    from gatehook.process import Supervisor, resolve_processes, run_worker
+    from gatehook.process.supervisor import worker_command
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        n = resolve_processes(processes)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if event_loop not in ("uvloop", "asyncio"):
+        err.print("[red]error:[/red] --event-loop takes uvloop or asyncio")
+        raise typer.Exit(2)
+    settings = load_settings()
+    if n > 1:
+        supervisor = Supervisor(
+            n,
+            [*worker_command(log_level), "--event-loop", event_loop],
+            env=os.environ,
+            name=settings.worker_name,
+            metrics_port=settings.metrics.port,
+        )
+        raise typer.Exit(asyncio.run(supervisor.run()))
+    from gatehook.app import create_app
+
+    run_worker(
+        create_app(settings).run(),
+        use_uvloop=event_loop == "uvloop",
+        gc_tuning=settings.gc_tuning,
+    )
+
+
+# -- trigger -----------------------------------------------------------------------------------
+@app.command("trigger")
+def trigger_cmd(
+    tenant: Annotated[str, typer.Argument()],
+    flow_type: Annotated[str, typer.Argument()],
+    trigger: Annotated[str, typer.Argument()],
+    file: Annotated[
+        Path | None, typer.Option("--file", help="request JSON (default: a sample)")
+    ] = None,
+) -> None:
+    """Send one trigger request as a login service would and print the reply."""
+    body = json.loads(file.read_text()) if file else sample_request("ann@acme.com")
+
+    async def go() -> Any:
+        nc = await nats.connect(load_settings().nats_url, connect_timeout=2)
+        try:
+            msg = await nc.request(
+                f"gatehook.v1.trigger.{tenant}.{flow_type}.{trigger}", json.dumps(body).encode(), 5
+            )
+            return json.loads(msg.data)
+        finally:
+            await nc.drain()
+
+    print_json(run(go()))
+
+
+# -- console -----------------------------------------------------------------------------------
+@app.command()
+def console(
+    host: Annotated[
+        str | None, typer.Option(help="address (default GATEHOOK_CONSOLE__HOST)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="port (default GATEHOOK_CONSOLE__PORT)")] = None,
+) -> None:
+    """Serve the web console (actions, flows, audit) over the management API."""
+    from gatehook.console.server import ConsoleRefused, serve_console
+
+    settings = load_settings()
+    try:
+        asyncio.run(serve_console(settings, host=host, port=port, say=out.print))
+    except ConsoleRefused as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+# -- dev ---------------------------------------------------------------------------------------
+@app.command()
+def dev(
+    once: Annotated[bool, typer.Option("--once", help="show the decisions, then stop")] = False,
+    file: Annotated[Path, typer.Option("--file", "-f")] = Path("examples/acme/tenant.yaml"),
+) -> None:
+    """Local run: servers, a worker, the sample tenant, and real decisions."""
+    from gatehook.devrun import run_dev
+
+    code = asyncio.run(run_dev(load_settings(), file, once=once, console=out))
+    raise typer.Exit(code)
