@@ -287,6 +287,47 @@ async def test_secret_fields_are_masked_and_kept(
     assert newest["config"]["secret"] == "********"  # still set (masked), not replaced
 
 
+async def test_target_action_form_shows_the_key_once(
+    console: str, page: Page, nc: NATS, worker: Worker, tenant: str
+) -> None:
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/actions")
+    form = page.get_by_test_id("create-action")
+    await form.locator("input[name='name']").fill("groups")
+    await form.locator("select[name='template']").select_option("@target")
+    await form.locator("button").click()
+    await expect(page.locator("h1")).to_contain_text("groups")
+    publish = page.get_by_test_id("publish")
+    await publish.get_by_test_id("endpoint").fill("ftp://nope")
+    await publish.locator("button:has-text('Publish')").click()
+    await expect(error_for(page, "target.endpoint")).to_contain_text("absolute http")
+    publish = page.get_by_test_id("publish")
+    await publish.get_by_test_id("endpoint").fill("https://hooks.example.com/groups")
+    await publish.locator("select[name='payload']").select_option("gatehook")
+    await publish.locator("textarea[name='headers']").fill("X-Env=prod")
+    await publish.locator("button:has-text('Publish')").click()
+    shown_key = (await page.get_by_test_id("generated-key").locator("pre").inner_text()).strip()
+    await shot(page, "target")
+    stored = await worker.runtime.store.get_version(tenant, "groups", "1.0.0")
+    assert stored is not None
+    assert stored.target is not None
+    assert stored.target.signing_key == shown_key
+    assert stored.target.payload == "gatehook"
+    assert stored.target.headers == {"X-Env": "prod"}
+    # once: the page again shows it masked, and publishing the mask back keeps it
+    await page.goto(f"{console}/t/{tenant}/actions/groups")
+    assert shown_key not in await page.content()
+    await expect(page.get_by_test_id("generated-key")).to_have_count(0)
+    await page.locator("input[name='timeout_ms']").fill("2500")
+    await page.locator("button:has-text('Publish')").click()
+    await expect(page.locator(".flash")).to_have_text("published 1.0.1")
+    newer = await worker.runtime.store.get_version(tenant, "groups", "1.0.1")
+    assert newer is not None
+    assert newer.target is not None
+    assert newer.target.signing_key == shown_key
+    assert shown_key not in await page.content()
+
+
 async def test_sign_in_is_required_and_checked(
     console: str, page: Page, nc: NATS, tenant: str
 ) -> None:

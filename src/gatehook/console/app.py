@@ -153,12 +153,14 @@ def build_app(settings: Settings, token: str) -> Starlette:
                 "name": str(form.get("name", "")).strip(),
                 "template": str(form.get("template", "")),
             }
+            kind = "target" if values["template"] == "@target" else None
             try:
                 await api.call(
                     tenant,
                     "actions.create",
                     name=values["name"],
-                    template=values["template"] or None,
+                    template=None if kind or not values["template"] else values["template"],
+                    kind=kind,
                 )
             except GatehookError as exc:
                 errors = errors_of(exc, default="name")
@@ -201,7 +203,23 @@ def build_app(settings: Settings, token: str) -> Starlette:
                 body["timeout_ms"] = int(timeout)
             except ValueError:
                 errors["timeout_ms"] = f"{timeout!r} is not a whole number of milliseconds"
-        if kind == "template":
+        if kind == "target":
+            pairs = [
+                line.split("=", 1)
+                for line in str(form.get("headers", "")).splitlines()
+                if line.strip()
+            ]
+            if any(len(p) != 2 for p in pairs):
+                errors["target.headers"] = "one NAME=VALUE a line"
+            key = str(form.get("signing_key", "")).strip()
+            body["target"] = {
+                "endpoint": str(form.get("endpoint", "")).strip(),
+                "type": str(form.get("target_type") or "call"),
+                "payload": str(form.get("payload") or "zitadel"),
+                "signing_key": key or None,
+                "headers": {k.strip(): v.strip() for k, v in (p for p in pairs if len(p) == 2)},
+            }
+        elif kind == "template":
             tpl = await api.call(tenant, "templates.show", name=shown["action"]["template"])
             try:
                 body["config"] = forms.parse(tpl["config_schema"], texts(form))
@@ -217,9 +235,15 @@ def build_app(settings: Settings, token: str) -> Starlette:
             try:
                 result = await api.call(tenant, "actions.publish", **body)
             except GatehookError as exc:
-                errors = errors_of(exc, default="source" if kind == "custom" else "form")
+                default = {"custom": "source", "target": "target.endpoint"}.get(kind, "form")
+                errors = errors_of(exc, default=default)
             else:
                 version = result["version"]["version"]
+                if result.get("signing_key"):
+                    # shown on this page once, never put in a URL, never shown again
+                    return await action_page(
+                        env, request, operator, generated_key=result["signing_key"]
+                    )
                 msg = f"published {version}" if result["created"] else "unchanged: no new version"
                 query = urlencode({"msg": msg, "version": version})
                 return RedirectResponse(f"/t/{tenant}/actions/{name}?{query}", 303)

@@ -106,6 +106,7 @@ async def action_page(
     submitted: dict[str, str] | None = None,
     test_form: dict[str, str] | None = None,
     test_result: Any = None,
+    generated_key: str | None = None,
 ) -> Response:
     tenant, name = request.path_params["tenant"], request.path_params["name"]
     api = env.api(operator)
@@ -133,6 +134,7 @@ async def action_page(
     ]
     form = submitted or {}
     status = 400 if errors else 200
+    target = (current or {}).get("target") or {}
     return render(
         env,
         request,
@@ -157,7 +159,16 @@ async def action_page(
                 "allowed_hosts", "\n".join((current or {}).get("allowed_hosts") or [])
             ),
             "bump": form.get("bump", "patch"),
+            "endpoint": form.get("endpoint", target.get("endpoint", "")),
+            "target_type": form.get("target_type", target.get("type", "call")),
+            "payload": form.get("payload", target.get("payload", "zitadel")),
+            "headers": form.get(
+                "headers", "\n".join(f"{k}={v}" for k, v in (target.get("headers") or {}).items())
+            ),
+            # masked ("********") once a key is stored: sent back as is, it keeps the key
+            "signing_key": form.get("signing_key", target.get("signing_key") or ""),
         },
+        generated_key=generated_key,
         slots=slots,
         test_form=test_form
         or {"request": json.dumps(SAMPLE_REQUEST, indent=2), "slot": slots[0] if slots else ""},

@@ -3,10 +3,11 @@
 
 One request's messages go out together and are acknowledged by the streams together: one
 future per request, resolved when the last ack arrives. Acks come to one inbox subscription
-of this worker (``_INBOX.<id>.<seq>``, the connection's inbox prefix) and are read without building an ack object; the
-request's deadline is kept on the shared ``Deadlines`` timer. nats-py's ``publish_async``
-does the same job with a ``wait_for`` task, a random token, a JSON parse and a dataclass per
-message; on the decision path that cost more than the decision (BENCHMARKS.md).
+of this worker (``_INBOX.<id>.<seq>``, under the connection's inbox prefix) and are read
+without building an ack object; the request's deadline is kept on the shared ``Deadlines``
+timer. nats-py's ``publish_async`` does the same job with a ``wait_for`` task, a random
+token, a JSON parse and a dataclass per message; on the decision path that cost more than
+the decision (BENCHMARKS.md).
 
 The rare cases leave the fast path: a duplicate reply record (a retry: the first reply is
 read back), a stream that has gone (created again, the request published once more through
