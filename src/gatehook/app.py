@@ -23,6 +23,7 @@ from nats.micro.service import Service
 
 from gatehook import __version__
 from gatehook.admin.api import AdminApi
+from gatehook.admin.rollouts import RolloutAdmin
 from gatehook.admin.service import AdminService
 from gatehook.domain.contract import AuditEvent
 from gatehook.errors import GatehookError
@@ -30,6 +31,7 @@ from gatehook.metrics import Metrics, MetricsServer
 from gatehook.process.loop import freeze_startup_heap
 from gatehook.sandbox import SandboxPool
 from gatehook.service.deadlines import Deadlines
+from gatehook.service.rollouts import RolloutCounter, RolloutKey, ShadowGate
 from gatehook.service.trigger import TriggerService
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
@@ -74,7 +76,15 @@ class Runtime:
         )
         self.delivery = WebhookDelivery(settings.webhooks)
         self.targets = TargetCaller(settings.targets, on_circuit=self._circuit_changed)
-        self._circuit_events: set[asyncio.Task[None]] = set()
+        self._background_events: set[asyncio.Task[None]] = set()
+        self.rollouts = RolloutCounter(
+            self.store, settings.worker_name, report_s=settings.rollouts.report_s
+        )
+        self.shadows = ShadowGate(
+            settings.rollouts.shadow_in_flight,
+            busy=lambda: self.pool.queue_depth > self.pool.size,  # live calls come first
+        )
+        self.rollout_admin: RolloutAdmin | None = None
         self.metrics = Metrics(tenant_labels=settings.metrics.tenant_labels)
         self._metrics_server: MetricsServer | None = None
         self._last_health: dict[str, Any] = {"ready": False, "checks": {"started": False}}
@@ -119,6 +129,15 @@ class Runtime:
         await self.journal.start()
         await self.delivery.start()
         await self.targets.start()
+        service = AdminService(
+            store=self.store,
+            compiler=self.pool,
+            templates=self.templates,
+            audit=self.audit,
+            notify=self.notify_change,
+            default_timeout_ms=self.settings.sandbox.default_timeout_ms,
+        )
+        self.rollout_admin = RolloutAdmin(service)
         self._triggers = TriggerService(
             flows=self.store,
             scripts=self.pool,
@@ -128,6 +147,9 @@ class Runtime:
             deadlines=self.deadlines,
             services=Services(counters=self.store, delivery=self.delivery),
             targets=self.targets,
+            rollouts=self.rollouts,
+            shadows=self.shadows,
+            publish_event=self.publish_later,
             telemetry=self.metrics,
         )
         self.metrics.add_gauges(self._snapshot)
@@ -140,19 +162,57 @@ class Runtime:
             )
             self._metrics_server.start()
             self._health_task = asyncio.create_task(self._health_loop())
-        service = AdminService(
-            store=self.store,
-            compiler=self.pool,
-            templates=self.templates,
-            audit=self.audit,
-            notify=self.notify_change,
-            default_timeout_ms=self.settings.sandbox.default_timeout_ms,
+        self._admin = AdminApi(
+            service,
+            self.templates,
+            tester=self._triggers.try_version,
+            rollouts=self.rollout_admin,
         )
-        self._admin = AdminApi(service, self.templates, tester=self._triggers.try_version)
+        self.rollouts.start(self._roll_back)
         log.info(
             "gatehook worker %s ready (sandbox children: %d)",
             self.settings.worker_name,
             self.pool.size,
+        )
+
+    def publish_later(self, event: AuditEvent) -> None:
+        """Publish ``event`` in the background (shadow runs, circuit changes): nothing waits
+        for it; a failure is logged."""
+
+        async def publish() -> None:
+            if self.audit is None:
+                return
+            try:
+                await self.audit.publish([event])
+            except GatehookError as exc:
+                log.error("could not audit %s: %s", event.type, exc)
+
+        task = asyncio.create_task(publish())
+        self._background_events.add(task)
+        task.add_done_callback(self._background_events.discard)
+
+    async def _roll_back(self, key: RolloutKey, runs: int, failures: int) -> None:
+        """A canary passed its failure limit: the slot goes back to its stable version."""
+        if self.rollout_admin is None:
+            return
+        log.warning(
+            "rolling back the canary of %s in %s.%s (%s): %d of %d runs failed",
+            key.action,
+            key.flow_type,
+            key.trigger,
+            key.tenant,
+            failures,
+            runs,
+        )
+        await self.rollout_admin.end(
+            key.tenant,
+            key.flow_type,
+            key.trigger,
+            key.action,
+            "rolled_back",
+            actor=f"gatehook:{self.settings.worker_name}",
+            rollout_id=key.rollout,
+            details={"runs": runs, "failures": failures, "failure_rate": round(failures / runs, 4)},
         )
 
     def _circuit_changed(self, change: CircuitChange) -> None:
@@ -172,17 +232,7 @@ class Runtime:
             },
         )
 
-        async def publish() -> None:
-            if self.audit is None:
-                return
-            try:
-                await self.audit.publish([event])
-            except GatehookError as exc:
-                log.error("could not audit %s for %s: %s", event.type, change.endpoint, exc)
-
-        task = asyncio.create_task(publish())
-        self._circuit_events.add(task)
-        task.add_done_callback(self._circuit_events.discard)
+        self.publish_later(event)
 
     async def serve(self) -> None:
         """Start taking change broadcasts and trigger requests (``transport.trigger_server``)."""
@@ -286,8 +336,10 @@ class Runtime:
         self.deadlines.close()
         await self.delivery.aclose()
         await self.targets.aclose()
-        if self._circuit_events:
-            await asyncio.wait(set(self._circuit_events), timeout=5)
+        await self.shadows.aclose()
+        await self.rollouts.aclose()
+        if self._background_events:
+            await asyncio.wait(set(self._background_events), timeout=5)
         if self._owns_pool:
             await self.pool.aclose()
         await self.store.aclose()

@@ -16,6 +16,7 @@ __all__ = [
     "AuditSettings",
     "ConsoleSettings",
     "MetricsSettings",
+    "RolloutSettings",
     "SandboxSettings",
     "Settings",
     "TargetSettings",
@@ -75,6 +76,17 @@ class TargetSettings(BaseModel):
     ca_file: str | None = Field(default=None, description="PEM file of extra trusted CAs")
 
 
+class RolloutSettings(BaseModel):
+    """Canary counting and shadow runs (``service.rollouts``)."""
+
+    report_s: float = Field(
+        default=0.25, gt=0, description="how often a worker reports counts and checks canaries"
+    )
+    shadow_in_flight: int = Field(
+        default=8, ge=1, description="shadow runs at once per worker; more are dropped, counted"
+    )
+
+
 class MetricsSettings(BaseModel):
     """The Prometheus/health HTTP port (off unless a port is given)."""
 
@@ -124,6 +136,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     webhooks: WebhookSettings = WebhookSettings()
     targets: TargetSettings = TargetSettings()
+    rollouts: RolloutSettings = RolloutSettings()
     metrics: MetricsSettings = MetricsSettings()
     console: ConsoleSettings = ConsoleSettings()
     log_format: Literal["text", "json"] = "text"

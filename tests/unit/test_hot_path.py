@@ -78,6 +78,9 @@ class _Flows:
     async def get_flow(self, *args: Any) -> None:
         return None
 
+    async def disabled_actions(self, tenant: str) -> dict[str, Any]:
+        return {}
+
     async def get_version(self, *args: Any) -> None:
         return None
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gatehook.admin.apply import apply_file
+from gatehook.admin.rollouts import RolloutAdmin
 from gatehook.admin.service import AdminService, Draft
 from gatehook.domain.catalogue import TENANT_RE, is_valid_slot
 from gatehook.domain.contract import TriggerRequest
@@ -143,6 +144,24 @@ class TryAction(_Req):
     request: dict[str, Any] = Field(description="a trigger request as in docs/contract.md")
 
 
+class Switch(_Req):
+    """``actions.disable`` / ``actions.enable``: the kill switch of one action."""
+
+    name: str
+    reason: str = Field(default="", max_length=500)
+    fallback: Literal["continue", "block"] = Field(
+        default="continue", description="disable: what the slot entry decides instead"
+    )
+
+
+class RolloutRef(_Req):
+    """``rollouts.status`` (slot optional), ``rollouts.promote`` / ``rollouts.abort``."""
+
+    flow_type: str | None = None
+    trigger: str | None = None
+    action: str | None = Field(default=None, description="promote/abort: the slot entry")
+
+
 class Rollback(_Req):
     """``flows.rollback``: make an earlier revision current again."""
 
@@ -174,6 +193,11 @@ OPERATIONS: dict[str, type[_Req]] = {
     "flows.reorder": Reorder,
     "flows.rollback": Rollback,
     "apply": Apply,
+    "actions.disable": Switch,
+    "actions.enable": Switch,
+    "rollouts.status": RolloutRef,
+    "rollouts.promote": RolloutRef,
+    "rollouts.abort": RolloutRef,
 }
 
 
@@ -211,10 +235,12 @@ class AdminApi:
         templates: TemplateRegistry,
         *,
         tester: Tester | None = None,
+        rollouts: RolloutAdmin | None = None,
     ) -> None:
         self._service = service
         self._templates = templates
         self._tester = tester
+        self._rollouts = rollouts or RolloutAdmin(service)
         self._handlers: dict[str, Callable[[str, Any], Awaitable[Any]]] = {
             "actions.create": self._create,
             "actions.publish": self._publish,
@@ -231,6 +257,11 @@ class AdminApi:
             "flows.reorder": self._reorder,
             "flows.rollback": self._rollback,
             "apply": self._apply,
+            "actions.disable": self._disable,
+            "actions.enable": self._enable,
+            "rollouts.status": self._rollout_status,
+            "rollouts.promote": self._promote,
+            "rollouts.abort": self._abort,
         }
 
     async def handle(self, subject: str, payload: bytes) -> bytes:
@@ -309,6 +340,9 @@ class AdminApi:
                 "triggers": [t.value for t in r.action.triggers],
                 "latest_version": r.action.latest_version,
                 "attached": r.attached,
+                "disabled": r.action.disabled.model_dump(mode="json")
+                if r.action.disabled
+                else None,
             }
             for r in rows
         ]
@@ -349,6 +383,37 @@ class AdminApi:
             "logs": run.logs,
             "duration_ms": round(run.duration_ms, 3),
         }
+
+    async def _disable(self, tenant: str, req: Switch) -> Any:
+        switch = await self._rollouts.disable(
+            tenant, req.name, reason=req.reason, fallback=req.fallback, actor=req.actor
+        )
+        return {"name": req.name, "disabled": switch.model_dump(mode="json")}
+
+    async def _enable(self, tenant: str, req: Switch) -> Any:
+        await self._rollouts.enable(tenant, req.name, reason=req.reason, actor=req.actor)
+        return {"name": req.name, "disabled": None}
+
+    async def _rollout_status(self, tenant: str, req: RolloutRef) -> Any:
+        if (req.flow_type is None) != (req.trigger is None):
+            raise ValidationFailed("give both flow_type and trigger, or neither", field="trigger")
+        return await self._rollouts.status(tenant, req.flow_type, req.trigger)
+
+    async def _end(
+        self, tenant: str, req: RolloutRef, state: Literal["promoted", "aborted"]
+    ) -> Any:
+        if req.flow_type is None or req.trigger is None or req.action is None:
+            raise ValidationFailed("give flow_type, trigger and action", field="action")
+        flow = await self._rollouts.end(
+            tenant, req.flow_type, req.trigger, req.action, state, actor=req.actor
+        )
+        return {"flow": _flow_view(flow)}
+
+    async def _promote(self, tenant: str, req: RolloutRef) -> Any:
+        return await self._end(tenant, req, "promoted")
+
+    async def _abort(self, tenant: str, req: RolloutRef) -> Any:
+        return await self._end(tenant, req, "aborted")
 
     async def _templates_list(self, tenant: str, req: Empty) -> Any:
         return [

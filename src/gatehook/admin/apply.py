@@ -7,15 +7,17 @@ updated only where its pinned list differs, each change audited by the admin use
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
 from gatehook.admin.service import AdminService, Draft
-from gatehook.domain.flowfile import ActionSpec, FlowsFile, parse_ref
-from gatehook.domain.model import ActionKind, Attachment
+from gatehook.domain.flowfile import ActionSpec, FlowsFile, SlotEntry, entry_refs, parse_ref
+from gatehook.domain.model import ActionKind, Attachment, Rollout
 from gatehook.domain.semver import Version
 from gatehook.errors import NotFound, ValidationFailed
 
@@ -147,8 +149,8 @@ async def apply_file(
     for ft, slots in doc.flows.items():
         flow = await admin.flow(target, ft.value)
         for tr, refs in slots.items():
-            wanted = await _resolve(admin, target, refs, newest)
             before = flow.slot(tr) if flow else []
+            wanted = await _resolve(admin, target, refs, newest, before)
             if wanted is not None and wanted == before:
                 continue
             shown = ", ".join(f"{a}@{v}" for a, v in _shown(refs, wanted))
@@ -161,28 +163,75 @@ async def apply_file(
 
 
 async def _resolve(
-    admin: AdminService, tenant: str, refs: list[str], newest: dict[str, str | None]
+    admin: AdminService,
+    tenant: str,
+    refs: list[str | SlotEntry],
+    newest: dict[str, str | None],
+    before: list[Attachment] | None = None,
 ) -> list[Attachment] | None:
-    """The concrete attachments for ``refs`` (None when a dry run cannot know a version)."""
-    out = []
-    for ref in refs:
+    """The concrete attachments for ``refs`` (None when a dry run cannot know a version).
+
+    A rollout entry keeps the rollout now in the slot when its canary and shadow versions are
+    the same (so a rolled-back canary stays rolled back when the same file is applied again);
+    new versions start a new rollout."""
+
+    async def concrete(ref: str) -> tuple[str, str] | None:
         name, version = parse_ref(ref)
-        if version == "latest":
-            if name in newest:
-                resolved = newest[name]
-                if resolved is None:
-                    return None
-            else:
-                versions = await admin.versions(tenant, name)
-                if not versions:
-                    raise NotFound(f"action {name} has no version")
-                resolved = str(max(Version.parse(v.version) for v in versions))
-            version = resolved
-        out.append(Attachment(action=name, version=version))
+        if version != "latest":
+            return name, version
+        if name in newest:
+            resolved = newest[name]
+            return None if resolved is None else (name, resolved)
+        versions = await admin.versions(tenant, name)
+        if not versions:
+            raise NotFound(f"action {name} has no version")
+        return name, str(max(Version.parse(v.version) for v in versions))
+
+    current = {a.action: a for a in before or []}
+    out = []
+    for entry in refs:
+        use = await concrete(entry_refs(entry))
+        if use is None:
+            return None
+        name, version = use
+        rollout: Rollout | None = None
+        if isinstance(entry, SlotEntry):
+            canary = await concrete(entry.canary) if entry.canary else None
+            shadow = await concrete(entry.shadow) if entry.shadow else None
+            if (entry.canary and canary is None) or (entry.shadow and shadow is None):
+                return None
+            rollout = Rollout(
+                id=uuid.uuid4().hex,
+                canary=canary[1] if canary else None,
+                percent=entry.percent,
+                error_rate=entry.rollback.error_rate,
+                min_runs=entry.rollback.min_runs,
+                shadow=shadow[1] if shadow else None,
+                started_at=datetime.now(UTC),
+            )
+            kept = current.get(name)
+            if (
+                kept is not None
+                and kept.rollout is not None
+                and kept.version == version
+                and (kept.rollout.canary, kept.rollout.shadow) == (rollout.canary, rollout.shadow)
+                and (kept.rollout.percent, kept.rollout.error_rate, kept.rollout.min_runs)
+                == (rollout.percent, rollout.error_rate, rollout.min_runs)
+            ):
+                rollout = kept.rollout  # the same rollout: its state (rolled back...) stays
+        out.append(Attachment(action=name, version=version, rollout=rollout))
     return out
 
 
-def _shown(refs: list[str], wanted: list[Attachment] | None) -> list[tuple[str, str]]:
+def _shown(refs: list[str | SlotEntry], wanted: list[Attachment] | None) -> list[tuple[str, str]]:
     if wanted is not None:
-        return [(a.action, a.version) for a in wanted]
-    return [(parse_ref(r)[0], parse_ref(r)[1]) for r in refs]
+        return [
+            (
+                a.action,
+                a.version
+                + (f" (canary {a.rollout.canary})" if a.rollout and a.rollout.canary else "")
+                + (f" (shadow {a.rollout.shadow})" if a.rollout and a.rollout.shadow else ""),
+            )
+            for a in wanted
+        ]
+    return [parse_ref(entry_refs(r)) for r in refs]

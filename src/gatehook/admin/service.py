@@ -408,8 +408,12 @@ class AdminService:
                     f"(compatible: {', '.join(t.value for t in action.triggers)})",
                     field="trigger",
                 )
-            if await self._store.get_version(tenant, att.action, att.version) is None:
-                raise NotFound(f"version {att.version} of {att.action} not found")
+            wanted = [att.version]
+            if att.rollout is not None:
+                wanted += [v for v in (att.rollout.canary, att.rollout.shadow) if v]
+            for version in wanted:
+                if await self._store.get_version(tenant, att.action, version) is None:
+                    raise NotFound(f"version {version} of {att.action} not found")
         if len({a.action for a in attachments}) != len(attachments):
             raise ValidationFailed("an action can be attached to a slot only once", field="action")
         current = await self._store.latest_flow(tenant, ft)
@@ -444,6 +448,21 @@ class AdminService:
             befores,
         )
 
+    async def commit_slots(
+        self,
+        tenant: str,
+        ft: FlowType,
+        current: FlowRevision | None,
+        slots: dict[Trigger, list[Attachment]],
+        actor: str,
+        note: str | None,
+        befores: dict[Trigger, list[Attachment]],
+        extra: list[AuditEvent] | None = None,
+    ) -> FlowRevision:
+        """A new revision with ``slots`` (``Conflict`` if another change committed first),
+        audited with the slot differences and ``extra`` events, broadcast to every worker."""
+        return await self._commit(tenant, ft, current, slots, actor, note, befores, extra)
+
     async def _commit(
         self,
         tenant: str,
@@ -453,6 +472,7 @@ class AdminService:
         actor: str,
         note: str | None,
         befores: dict[Trigger, list[Attachment]],
+        extra: list[AuditEvent] | None = None,
     ) -> FlowRevision:
         before_rev = current.revision if current else None
         flow = FlowRevision(
@@ -469,6 +489,12 @@ class AdminService:
         for tr, before in befores.items():
             events.extend(
                 self._diff(tenant, ft, tr, before, flow.slot(tr), actor, before_rev, flow.revision)
+            )
+        for event in extra or []:
+            events.append(
+                event.model_copy(
+                    update={"flow_revision": flow.revision, "flow_revision_before": before_rev}
+                )
             )
         try:
             if events:
@@ -527,6 +553,25 @@ class AdminService:
                         **common,
                     )
                 )
+        for name, (_, att) in new.items():
+            r = att.rollout
+            was = old.get(name, (0, None))[1]
+            if (
+                r is not None
+                and r.live
+                and (was is None or was.rollout is None or was.rollout.id != r.id)
+            ):
+                events.append(
+                    self._event(
+                        "flow.rollout_started",
+                        tenant,
+                        actor,
+                        action=name,
+                        version=att.version,
+                        details={"rollout": r.model_dump(mode="json")},
+                        **common,
+                    )
+                )
         for name, (i, att) in old.items():
             if name not in new:
                 events.append(
@@ -541,6 +586,24 @@ class AdminService:
                     )
                 )
         return events
+
+    @staticmethod
+    def event(type_: str, tenant: str, actor: str, **fields: Any) -> AuditEvent:
+        """A management audit event (its id new, its time now)."""
+        return AdminService._event(type_, tenant, actor, **fields)
+
+    async def publish_events(self, events: list[AuditEvent]) -> None:
+        """Publish management events and wait for the stream's acks."""
+        await self._audit.publish(events)
+
+    async def changed(self, tenant: str) -> None:
+        """Broadcast that ``tenant``'s flows or actions changed."""
+        await self._notify(tenant)
+
+    @property
+    def store(self) -> MongoStore:
+        """The store (for the rollout and kill-switch use cases in ``admin.rollouts``)."""
+        return self._store
 
     @staticmethod
     def _event(type_: str, tenant: str, actor: str, **fields: Any) -> AuditEvent:

@@ -58,6 +58,7 @@ class Outcome(StrEnum):
     REDIRECT = "redirect"
     ERROR = "error"
     SKIPPED = "skipped"
+    DISABLED = "disabled"  # the action's kill switch is on: its fallback decided
 
 
 ErrorCode = Literal["bad_request", "unavailable", "internal"]
@@ -263,6 +264,12 @@ AuditEventType = Literal[
     "flow.action_published",
     "flow.target_circuit_opened",
     "flow.target_circuit_closed",
+    "flow.rollout_started",
+    "flow.rollout_promoted",
+    "flow.rollout_rolled_back",
+    "flow.action_shadowed",
+    "flow.action_disabled",
+    "flow.action_enabled",
 ]
 
 

@@ -50,9 +50,12 @@ class Step:
     error: str | None = None
     allowed_to_fail: bool = False
     duration_ms: float = 0.0
+    disabled: bool = False  # the kill switch: ``output`` is the fallback's
 
     def outcome(self) -> Outcome:
         """The trace outcome of this step."""
+        if self.disabled:
+            return Outcome.DISABLED
         if self.output is None:
             return Outcome.ERROR
         return Outcome(self.output.kind)

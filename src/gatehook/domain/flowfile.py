@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from gatehook.domain.catalogue import TRIGGERS, FlowType, Trigger
 from gatehook.domain.targets import TargetSpec
 
-__all__ = ["ActionSpec", "FlowsFile", "parse_ref"]
+__all__ = ["ActionSpec", "FlowsFile", "RollbackRule", "SlotEntry", "entry_refs", "parse_ref"]
 
 _REF = re.compile(r"([A-Za-z][A-Za-z0-9_-]{0,63})@(latest|\d+\.\d+\.\d+)")
 
@@ -58,6 +58,46 @@ class ActionSpec(BaseModel):
         return self
 
 
+class RollbackRule(BaseModel):
+    """When a canary goes back to the stable version by itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error_rate: float = Field(default=0.05, ge=0, le=1)
+    min_runs: int = Field(default=50, ge=1)
+
+
+class SlotEntry(BaseModel):
+    """A slot entry with a rollout: the stable version (``use``) and a canary and/or a
+    shadow version of the same action."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    use: str
+    canary: str | None = None
+    percent: int = Field(default=0, ge=0, le=100)
+    rollback: RollbackRule = Field(default_factory=RollbackRule)
+    shadow: str | None = None
+
+    @model_validator(mode="after")
+    def _same_action(self) -> SlotEntry:
+        name = parse_ref(self.use)[0]
+        for field in ("canary", "shadow"):
+            ref = getattr(self, field)
+            if ref is not None and parse_ref(ref)[0] != name:
+                raise ValueError(f"{field} {ref} must be a version of {name}, as use is")
+        if self.canary is None and self.shadow is None:
+            raise ValueError(f"{self.use}: a mapping entry needs a canary or a shadow")
+        if self.canary is not None and self.percent == 0:
+            raise ValueError(f"{self.use}: a canary needs a percent above 0")
+        return self
+
+
+def entry_refs(entry: str | SlotEntry) -> str:
+    """The stable reference of a slot entry (``name@version``)."""
+    return entry if isinstance(entry, str) else entry.use
+
+
 class FlowsFile(BaseModel):
     """A tenant's actions and flows, applied idempotently."""
 
@@ -65,7 +105,7 @@ class FlowsFile(BaseModel):
 
     tenant: TenantSlug | None = None
     actions: list[ActionSpec] = Field(default_factory=list)
-    flows: dict[FlowType, dict[Trigger, list[str]]] = Field(default_factory=dict)
+    flows: dict[FlowType, dict[Trigger, list[str | SlotEntry]]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> FlowsFile:
@@ -78,5 +118,5 @@ class FlowsFile(BaseModel):
                 if tr not in TRIGGERS[ft]:
                     raise ValueError(f"{tr.value} is not a trigger of {ft.value}")
                 for ref in refs:
-                    parse_ref(ref)
+                    parse_ref(entry_refs(ref))
         return self

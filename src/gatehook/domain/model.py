@@ -16,7 +16,9 @@ __all__ = [
     "ActionKind",
     "ActionVersion",
     "Attachment",
+    "Disabled",
     "FlowRevision",
+    "Rollout",
     "ScriptStyle",
 ]
 
@@ -36,6 +38,17 @@ class ScriptStyle(StrEnum):
     ZITADEL = "zitadel"
 
 
+class Disabled(BaseModel):
+    """A kill switch thrown on an action: it does not run anywhere until enabled again."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str = ""
+    fallback: Literal["continue", "block"] = "continue"
+    actor: str = "system"
+    at: datetime
+
+
 class ActionDef(BaseModel):
     """An action of a tenant: a name, a kind, and the triggers it may be attached to."""
 
@@ -48,6 +61,7 @@ class ActionDef(BaseModel):
     triggers: list[Trigger]
     latest_version: str | None = None
     created_at: datetime
+    disabled: Disabled | None = None
 
 
 class ActionVersion(BaseModel):
@@ -74,13 +88,40 @@ class ActionVersion(BaseModel):
     created_by: str = "system"
 
 
+RolloutState = Literal["running", "rolled_back", "promoted", "aborted"]
+
+
+class Rollout(BaseModel):
+    """A change under way in one slot entry: a canary version run for ``percent`` of
+    sign-ins (rolled back by itself past ``error_rate`` after ``min_runs``), and/or a shadow
+    version run after the reply and compared with the live one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="new for every new canary or shadow version")
+    canary: str | None = None
+    percent: int = Field(default=0, ge=0, le=100)
+    error_rate: float = Field(default=0.05, ge=0, le=1)
+    min_runs: int = Field(default=50, ge=1)
+    shadow: str | None = None
+    state: RolloutState = "running"
+    started_at: datetime | None = None
+
+    @property
+    def live(self) -> bool:
+        """Whether the canary or the shadow still runs."""
+        return self.state == "running"
+
+
 class Attachment(BaseModel):
-    """One entry of a slot: an action pinned at a concrete version."""
+    """One entry of a slot: an action pinned at a concrete version (the stable one when a
+    rollout is under way)."""
 
     model_config = ConfigDict(frozen=True)
 
     action: str
     version: str
+    rollout: Rollout | None = None
 
     def ref(self) -> str:
         """``name@version``."""

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from gatehook.domain.catalogue import FlowType
 from gatehook.domain.contract import ActionOutput, AuditEvent
-from gatehook.domain.model import ActionVersion, FlowRevision
+from gatehook.domain.model import ActionVersion, Disabled, FlowRevision
 from gatehook.domain.targets import TargetSpec
 from gatehook.sandbox.pool import ScriptJob, ScriptRun
 
@@ -36,6 +36,8 @@ class FlowSource(Protocol):
     ) -> FlowRevision | None: ...
 
     async def get_version(self, tenant: str, action: str, version: str) -> ActionVersion | None: ...
+
+    async def disabled_actions(self, tenant: str) -> dict[str, Disabled]: ...
 
     async def pin_signin(
         self, tenant: str, signin_id: str, current: Pin, ttl: timedelta

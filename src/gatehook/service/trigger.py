@@ -11,12 +11,13 @@ The transport hands this module bytes and gets bytes back; it knows nothing of N
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,14 +28,24 @@ from gatehook.domain.catalogue import TENANT_RE, FlowType, Trigger, is_valid_slo
 from gatehook.domain.contract import (
     ActionInput,
     ActionOutput,
+    AuditEvent,
     ErrorCode,
+    Outcome,
     RequestInfo,
     TriggerReply,
     TriggerRequest,
     User,
 )
 from gatehook.domain.decide import Step, decide, ends_slot, so_far
-from gatehook.domain.model import ActionKind, ActionVersion, Attachment, FlowRevision
+from gatehook.domain.model import (
+    ActionKind,
+    ActionVersion,
+    Attachment,
+    Disabled,
+    FlowRevision,
+    Rollout,
+)
+from gatehook.domain.rollout import diff_outputs, in_canary, should_roll_back
 from gatehook.errors import (
     BadRequest,
     GatehookError,
@@ -56,8 +67,9 @@ from gatehook.service.ports import (
     TargetRunner,
     Telemetry,
 )
+from gatehook.service.rollouts import RolloutCounter, RolloutKey, ShadowGate
 from gatehook.settings import Settings
-from gatehook.templates.base import TemplateServices
+from gatehook.templates.base import DryRun, TemplateServices
 from gatehook.templates.registry import TemplateRegistry
 from gatehook.tracing import action_span, request_span, tracing_enabled
 
@@ -113,6 +125,9 @@ class _Call:
     req: TriggerRequest
     deadline: float
     input_prefix: bytes
+    disabled: dict[str, Disabled] = field(default_factory=dict)
+    shadows: list[tuple[Attachment, Step]] = field(default_factory=list)
+    live_rollouts: set[str] | None = None  # running in the current flow (loaded on first use)
     _template_input: ActionInput | None = None
 
     @property
@@ -135,6 +150,20 @@ class TryRun:
     duration_ms: float
 
 
+def _past_limit(rollout: Rollout, _key: RolloutKey, runs: int, failures: int) -> bool:
+    return should_roll_back(rollout, runs, failures)
+
+
+def _fallback(action: str, switch: Disabled) -> ActionOutput:
+    """What a disabled action's slot entry says instead of running it."""
+    if switch.fallback == "block":
+        reason = f": {switch.reason}" if switch.reason else ""
+        return ActionOutput(
+            kind="block", reason="action_disabled", message=f"action {action} is disabled{reason}"
+        )
+    return ActionOutput()
+
+
 def _since_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
@@ -154,9 +183,17 @@ class TriggerService:
         services: TemplateServices | None = None,
         telemetry: Telemetry | None = None,
         targets: TargetRunner | None = None,
+        rollouts: RolloutCounter | None = None,
+        shadows: ShadowGate | None = None,
+        publish_event: Callable[[AuditEvent], None] | None = None,
     ) -> None:
         self._flows = flows
         self._targets = targets
+        self._rollouts = rollouts
+        self._shadows = shadows
+        self._publish_event = publish_event
+        self._dry_run = DryRun()
+        self._disabled: dict[str, dict[str, Disabled]] = {}  # kill switches, with the heads
         self._scripts = scripts
         self._templates = templates
         self._journal = journal
@@ -300,11 +337,17 @@ class TriggerService:
         final = started + budget / 1000
         reserve = min(0.1, budget / 1000 * 0.2)  # kept for audit acks and the reply itself
 
-        revision = await self._revision(tenant, ft, req.signin_id)
+        heads = await self._heads(tenant)  # cached; with the kill switches of the tenant
+        revision = (
+            heads.get(ft)
+            if req.signin_id is None
+            else await self._revision(tenant, ft, req.signin_id)
+        )
         flow = await self._flow(tenant, ft, revision) if revision is not None else None
         attachments = flow.slot(tr) if flow is not None else []
 
         call = self._call(tenant, ft, tr, req, final - reserve)
+        call.disabled = self._disabled.get(tenant, {})
         steps: list[Step] = []
         traced = tracing_enabled()
         for att in attachments:
@@ -341,6 +384,8 @@ class TriggerService:
         if earlier is not None:
             body, outcome = earlier, "replayed"
         self._recent.put(key, (started + self._settings.dedupe_window_s, body))
+        for att, live in call.shadows:  # after the reply is stored: never delays it
+            self._shadow(call, att, live)
         return body, outcome
 
     def _bad(self, payload: bytes, message: str) -> TriggerReply:
@@ -400,10 +445,14 @@ class TriggerService:
 
         async def load() -> Pin:
             try:
-                heads = await self._flows.current_revisions(tenant)
+                heads, disabled = await asyncio.gather(
+                    self._flows.current_revisions(tenant), self._flows.disabled_actions(tenant)
+                )
             finally:
                 if self._loading.get(tenant) is task:
                     del self._loading[tenant]
+            if self.heads.generation(tenant) == generation:
+                self._disabled[tenant] = disabled
             self.heads.put(tenant, heads, generation)
             return heads
 
@@ -440,11 +489,11 @@ class TriggerService:
                 self._revisions.put(key, flow)
         return flow
 
-    async def _version(self, tenant: str, att: Attachment) -> ActionVersion | None:
-        key = (tenant, att.action, att.version)
+    async def _version(self, tenant: str, action: str, wanted: str) -> ActionVersion | None:
+        key = (tenant, action, wanted)
         version = self._versions.get(key)
         if version is None:
-            version = await self._flows.get_version(tenant, att.action, att.version)
+            version = await self._flows.get_version(tenant, action, wanted)
             if version is not None:
                 self._versions.put(key, version)
         return version
@@ -465,9 +514,49 @@ class TriggerService:
 
     # -- running one attachment ----------------------------------------------------------
     async def _run(self, call: _Call, att: Attachment, before: list[Step]) -> Step:
-        version = await self._version(call.tenant, att)
+        switch = call.disabled.get(att.action)
+        if switch is not None:  # the kill switch: the fallback decides, nothing runs
+            return Step(
+                att.action, att.version, output=_fallback(att.action, switch), disabled=True
+            )
+        wanted, role = att.version, None
+        r = att.rollout
+        if r is not None and r.live and r.id in await self._live_rollouts(call):
+            role = "stable"
+            sticky = call.req.signin_id or call.req.request_id
+            if r.canary is not None and in_canary(r.id, sticky, r.percent):
+                wanted, role = r.canary, "canary"
+        step = await self._run_version(call, att.action, wanted, before)
+        if role is not None and r is not None:
+            key = RolloutKey(
+                call.tenant, call.flow_type.value, call.trigger.value, att.action, r.id
+            )
+            if self._rollouts is not None:
+                self._rollouts.count(key, role, failed=step.output is None)
+                if r.canary is not None:
+                    self._rollouts.watch(key, functools.partial(_past_limit, r))
+            if r.shadow is not None:
+                call.shadows.append((att, step))
+        return step
+
+    async def _live_rollouts(self, call: _Call) -> set[str]:
+        """Rollouts running in the tenant's current flow: a sign-in pinned to an older
+        revision stops running a canary as soon as it has been rolled back."""
+        if call.live_rollouts is None:
+            head = (await self._heads(call.tenant)).get(call.flow_type)
+            flow = await self._flow(call.tenant, call.flow_type, head) if head else None
+            call.live_rollouts = {
+                a.rollout.id
+                for a in (flow.slot(call.trigger) if flow else [])
+                if a.rollout is not None and a.rollout.live
+            }
+        return call.live_rollouts
+
+    async def _run_version(self, call: _Call, action: str, wanted: str, before: list[Step]) -> Step:
+        version = await self._version(call.tenant, action, wanted)
         if version is None:
-            return Step(att.action, att.version, error=f"version {att.ref()} not found")
+            return Step(action, wanted, error=f"version {action}@{wanted} not found")
+        att = Attachment(action=action, version=wanted)
         allowed = version.allowed_to_fail
         remaining = call.deadline - time.monotonic()
         if remaining <= 0:
@@ -499,7 +588,13 @@ class TriggerService:
         )
 
     async def _execute(
-        self, call: _Call, version: ActionVersion, remaining: float, before: list[Step]
+        self,
+        call: _Call,
+        version: ActionVersion,
+        remaining: float,
+        before: list[Step],
+        *,
+        dry_run: bool = False,
     ) -> ActionOutput:
         parsed, config_json = self._config(version)
         if version.kind is ActionKind.TARGET:
@@ -515,7 +610,8 @@ class TriggerService:
             )
         if version.kind is ActionKind.TEMPLATE:
             template = self._templates.get(version.template or "")
-            if template is None or self._services is None:
+            services = self._dry_run if dry_run else self._services
+            if template is None or services is None:
                 raise ScriptError(f"template {version.template} is not available on this worker")
             timeout = min(version.timeout_ms / 1000, remaining)
             decided = so_far(before)
@@ -528,7 +624,7 @@ class TriggerService:
             )
             try:
                 async with self._deadlines.timeout(time.monotonic() + timeout):
-                    return await template.run(inp, parsed, self._services)
+                    return await template.run(inp, parsed, services)
             except TimeoutError:
                 raise ScriptError(
                     f"timeout: template took longer than {timeout * 1000:.0f} ms"
@@ -561,6 +657,78 @@ class TriggerService:
             return ActionOutput.model_validate_json(run.output)
         except ValidationError as exc:
             raise InvalidResult(f"invalid result: {validation_message(exc)}") from None
+
+    def _shadow(self, call: _Call, att: Attachment, live: Step) -> None:
+        """Run the rollout's shadow version on the same input, after the reply, within the
+        shadow bound; audit what it would have changed (``flow.action_shadowed``)."""
+        r = att.rollout
+        if r is None or r.shadow is None or self._shadows is None:
+            return
+        shadow_version = r.shadow
+        key = RolloutKey(call.tenant, call.flow_type.value, call.trigger.value, att.action, r.id)
+
+        async def run() -> None:
+            version = await self._version(call.tenant, att.action, shadow_version)
+            started = time.perf_counter()
+            output: ActionOutput | None = None
+            error: str | None = None
+            if version is None:
+                error = f"version {att.action}@{shadow_version} not found"
+            else:
+                own = _Call(
+                    call.tenant,
+                    call.flow_type,
+                    call.trigger,
+                    call.req,
+                    time.monotonic() + version.timeout_ms / 1000,
+                    call.input_prefix,
+                )
+                try:
+                    output = await self._execute(
+                        own, version, version.timeout_ms / 1000, [], dry_run=True
+                    )
+                except GatehookError as exc:
+                    error = f"{getattr(exc, 'kind', exc.code)}: {exc.message}"
+            diff = diff_outputs(live.output, live.error, output, error)
+            if self._rollouts is not None:
+                self._rollouts.shadowed(key, diff["kinds"])
+            if self._publish_event is None:
+                return
+            shadow_outcome = "error" if output is None else output.kind
+            self._publish_event(
+                AuditEvent(
+                    event_id=event_id(
+                        call.tenant,
+                        call.flow_type.value,
+                        call.trigger.value,
+                        call.req.request_id,
+                        -1,
+                        f"shadow:{att.action}@{shadow_version}",
+                    ),
+                    type="flow.action_shadowed",
+                    tenant=call.tenant,
+                    at=datetime.now(UTC),
+                    actor=self._actor,
+                    flow_type=call.flow_type.value,
+                    trigger=call.trigger.value,
+                    action=att.action,
+                    version=shadow_version,
+                    previous_version=live.version,
+                    request_id=call.req.request_id,
+                    signin_id=call.req.signin_id,
+                    outcome=Outcome(shadow_outcome),
+                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                    error=error,
+                    details={
+                        "rollout": r.id,
+                        "live": {"version": live.version, "outcome": live.outcome().value},
+                        "shadow": {"version": shadow_version, "outcome": shadow_outcome},
+                        "diff": diff,
+                    },
+                )
+            )
+
+        self._shadows.submit(run)
 
     @staticmethod
     def _job(call: _Call, version: ActionVersion, config_json: bytes) -> ScriptJob:

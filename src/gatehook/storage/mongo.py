@@ -26,7 +26,7 @@ from pymongo.errors import (
 )
 
 from gatehook.domain.catalogue import FlowType
-from gatehook.domain.model import ActionDef, ActionVersion, FlowRevision
+from gatehook.domain.model import ActionDef, ActionVersion, Disabled, FlowRevision
 from gatehook.errors import Conflict, StorageError, StorageUnavailable
 
 __all__ = ["MongoStore", "Pin"]
@@ -56,6 +56,7 @@ class MongoStore:
         self.flows = self._db["flows"]
         self.pins = self._db["signin_pins"]
         self.counters = self._db["counters"]
+        self.rollout_counts = self._db["rollout_counts"]
 
     @classmethod
     def connect(cls, url: str, database: str, *, timeout_ms: int = 2000) -> MongoStore:
@@ -114,6 +115,9 @@ class MongoStore:
             )
             await self.counters.create_index(
                 [("w", ASCENDING), ("rid", ASCENDING)], unique=True, name="window_request"
+            )
+            await self.rollout_counts.create_index(
+                [("tenant", ASCENDING), ("rollout", ASCENDING)], name="tenant_rollout"
             )
 
         await self._guard(create)
@@ -335,6 +339,55 @@ class MongoStore:
             return await self.actions.find({"tenant": tenant}, {"_id": 0}).sort("name").to_list()
 
         return [ActionDef.model_validate(d) for d in await self._guard(op)]
+
+    async def set_disabled(self, tenant: str, name: str, disabled: Disabled | None) -> None:
+        """Throw (or, with None, release) an action's kill switch."""
+        value = None if disabled is None else disabled.model_dump(mode="json")
+        await self._guard(
+            lambda: self.actions.update_one(
+                {"tenant": tenant, "name": name}, {"$set": {"disabled": value}}
+            )
+        )
+
+    async def disabled_actions(self, tenant: str) -> dict[str, Disabled]:
+        """The tenant's actions whose kill switch is on, by name."""
+
+        async def op() -> list[Doc]:
+            return await self.actions.find(
+                {"tenant": tenant}, {"_id": 0, "name": 1, "disabled": 1}
+            ).to_list()
+
+        return {
+            d["name"]: Disabled.model_validate(d["disabled"])
+            for d in await self._guard(op)
+            if d.get("disabled")
+        }
+
+    async def add_rollout_counts(self, deltas: list[Doc]) -> None:
+        """Record what rollouts did on one worker since its last report (insert-only: every
+        worker adds its own documents, the totals are their sums)."""
+        if deltas:
+            await self._guard(lambda: self.rollout_counts.insert_many(deltas, ordered=False))
+
+    async def rollout_totals(self, tenant: str, rollout_ids: list[str]) -> dict[str, Doc]:
+        """Per rollout id: ``{role: {"runs", "failures", "differed": {kind: n}}}`` summed over
+        every worker's reports."""
+
+        async def op() -> list[Doc]:
+            return await self.rollout_counts.find(
+                {"tenant": tenant, "rollout": {"$in": rollout_ids}}, {"_id": 0}
+            ).to_list()
+
+        out: dict[str, Doc] = {}
+        for d in await self._guard(op):
+            role = out.setdefault(d["rollout"], {}).setdefault(
+                d["role"], {"runs": 0, "failures": 0, "differed": {}}
+            )
+            role["runs"] += int(d.get("runs", 0))
+            role["failures"] += int(d.get("failures", 0))
+            for kind, n in (d.get("differed") or {}).items():
+                role["differed"][kind] = role["differed"].get(kind, 0) + int(n)
+        return out
 
     async def set_latest_version(self, tenant: str, name: str, version: str) -> None:
         """Record the newest published version on the action."""

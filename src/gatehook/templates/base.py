@@ -103,3 +103,32 @@ class Template(ABC, Generic[C]):
     @abstractmethod
     async def run(self, inp: ActionInput, config: C, services: TemplateServices) -> ActionOutput:
         """Decide for one trigger."""
+
+
+class DryRun:
+    """``TemplateServices`` that change nothing: nothing is sent, no rate limit counts (every
+    request is allowed). For shadow runs and replays, where a template must not act."""
+
+    class _Counters:
+        async def hit(
+            self, key: str, window_start: int, window_s: int, limit: int, request_id: str
+        ) -> tuple[bool, int]:
+            return True, 0
+
+    class _Delivery:
+        async def send(
+            self,
+            url: str,
+            body: bytes,
+            *,
+            message_id: str,
+            secret: str | None,
+            headers: dict[str, str],
+            blocking: bool,
+            timeout_ms: int,
+        ) -> bool:
+            return True
+
+    def __init__(self) -> None:
+        self.counters: CounterStore = DryRun._Counters()
+        self.delivery: Delivery = DryRun._Delivery()
