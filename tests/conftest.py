@@ -22,7 +22,7 @@ from gatehook.admin.service import AdminService
 from gatehook.app import Runtime
 from gatehook.devservers import Server, find_binary, start_mongo, start_nats
 from gatehook.sandbox import SandboxPool
-from gatehook.settings import SandboxSettings, Settings, TargetSettings
+from gatehook.settings import RolloutSettings, SandboxSettings, Settings, TargetSettings
 from gatehook.storage import MongoStore
 from gatehook.templates import default_registry
 from gatehook.transport.jetstream import AuditPublisher
@@ -99,6 +99,7 @@ def settings(servers: Servers) -> Settings:
         request_budget_ms=3000,
         sandbox=SandboxSettings(pool_size=2, http_allow_private=True),
         targets=TargetSettings(allow_private=True),
+        rollouts=RolloutSettings(report_s=0.1),
     )
 
 
