@@ -69,6 +69,7 @@ TENANTS: dict[str, tuple[str, list[str]]] = {
     "template (domain-allowlist)": ("bench-template", ["allow"]),
     "custom JS": ("bench-js", ["js"]),
     "one target (keep-alive endpoint)": ("bench-target", ["target"]),
+    "custom JS with a shadow": ("bench-shadow", ["js"]),
     "five actions": ("bench-five", ["allow", "risk", "js", "ts", "benchZitadel"]),
 }
 TARGET_KEY = "bench-signing-key"
@@ -323,6 +324,8 @@ async def set_up_tenants(url: str, target_url: str = "") -> None:
             if not names:  # "empty slot": the flow exists, post_authentication has nothing
                 names = ["allow"]
                 slots["pre_creation"] = ["allow@latest"]
+            if tenant == "bench-shadow":  # the live version, and a shadow run after each reply
+                slots["post_authentication"] = [{"use": "js@latest", "shadow": "js@latest"}]
             file = {
                 "actions": [ACTIONS[n] for n in names],
                 "flows": {"external_authentication": slots},
@@ -392,6 +395,15 @@ def tables(results: list[Result], echo: Result, rates: list[int]) -> str:
                     f"- five actions / one action at {rate} req/s: "
                     f"p50 {five.steady[rate]['p50'] / one.steady[rate]['p50']:.2f}x, "
                     f"p99 {five.steady[rate]['p99'] / one.steady[rate]['p99']:.2f}x"
+                )
+    shadowed = by_name.get(("custom JS with a shadow", 1))
+    if one is not None and shadowed is not None:
+        for rate in rates:
+            if rate in one.steady and rate in shadowed.steady:
+                lines.append(
+                    f"- live p99 at {rate} req/s, custom JS with a shadow on the slot vs without: "
+                    f"{shadowed.steady[rate]['p99']:.2f} vs {one.steady[rate]['p99']:.2f} ms "
+                    f"(p50 {shadowed.steady[rate]['p50']:.2f} vs {one.steady[rate]['p50']:.2f})"
                 )
     tgt = by_name.get(("one target (keep-alive endpoint)", 1))
     if one is not None and tgt is not None:

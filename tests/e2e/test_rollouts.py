@@ -5,6 +5,7 @@ and what a re-applied file does to an ended rollout."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -281,3 +282,48 @@ async def test_promote_and_abort(
     status = await client.call(tenant, "rollouts.status", flow_type=PA[0], trigger=PA[1])
     assert status[0]["state"] == "aborted"
     assert status[0]["runs"]["canary"]["runs"] >= 1
+
+
+async def test_cli_rollout_status_and_kill_switch(
+    worker: Worker, settings: Settings, nc: NATS, admin: AdminService, tenant: str
+) -> None:
+    from tests.e2e.test_cli import cli
+
+    stable, canary = await publish_versions(
+        admin, tenant, ["return {kind: 'continue'};", "return {kind: 'continue', claims: {c: 1}};"]
+    )
+    entry = {
+        "use": f"gate@{stable}",
+        "canary": f"gate@{canary}",
+        "percent": 50,
+        "shadow": f"gate@{canary}",
+    }
+    await apply(nc, tenant, {"flows": {PA[0]: {PA[1]: [entry]}}})
+    await many(nc, tenant, [request() for _ in range(40)])
+    await asyncio.sleep(0.5)  # a report or two
+    shown = await cli(settings, "rollout", "status", "-t", tenant, "--json")
+    rows = json.loads(shown.stdout)
+    assert rows[0]["state"] == "running"
+    total = rows[0]["runs"]["stable"]["runs"] + rows[0]["runs"]["canary"]["runs"]
+    assert total == 40
+    table = await cli(settings, "rollout", "status", "-t", tenant, f"{PA[0]}.{PA[1]}")
+    assert "running" in table.stdout
+    assert "gate" in table.stdout
+    await cli(settings, "rollout", "promote", "-t", tenant, f"{PA[0]}.{PA[1]}", "--action", "gate")
+    assert (await trigger(nc, tenant, request()))["claims"] == {"c": 1}
+    off = await cli(
+        settings,
+        "actions",
+        "disable",
+        "-t",
+        tenant,
+        "gate",
+        "--reason",
+        "incident 42",
+        "--fallback",
+        "block",
+    )
+    assert "gate disabled (fallback: block)" in off.stdout
+    assert (await trigger(nc, tenant, request()))["reason"] == "action_disabled"
+    await cli(settings, "actions", "enable", "-t", tenant, "gate", "--reason", "resolved")
+    assert (await trigger(nc, tenant, request()))["decision"] == "continue"

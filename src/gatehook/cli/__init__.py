@@ -1,17 +1,18 @@
 """``gatehook``: the command line. Arguments -> settings -> app; no logic of its own.
 
 One module per command group: ``serve`` (worker, trigger, console, dev), ``actions``
-(actions, templates, targets), ``flows`` (flows, apply), ``audit``.
+(actions, templates, targets), ``flows`` (flows, apply), ``rollouts`` (rollout status,
+promote, abort; the kill switch), ``audit``.
 """
 
 from __future__ import annotations
 
-from gatehook.cli import actions, audit, flows, serve
+from gatehook.cli import actions, audit, flows, rollouts, serve
 from gatehook.cli.common import app
 
 __all__ = ["app", "main"]
 
-del actions, audit, flows, serve  # imported for the commands they register
+del actions, audit, flows, rollouts, serve  # imported for the commands they register
 
 
 def main() -> None:
