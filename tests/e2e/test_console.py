@@ -328,6 +328,47 @@ async def test_target_action_form_shows_the_key_once(
     assert shown_key not in await page.content()
 
 
+async def test_kill_switch_and_rollout_buttons(
+    console: str, page: Page, nc: NATS, worker: Worker, tenant: str
+) -> None:
+    api = AdminClient(nc, actor="setup")
+    await api.call(tenant, "actions.create", name="gate")
+    for n in (1, 2):
+        await api.call(
+            tenant,
+            "actions.publish",
+            name="gate",
+            source=f"export async function execute(i) {{ return {{kind: 'continue', claims: {{v: {n}}}}}; }}",
+        )
+    entry = {"use": "gate@1.0.0", "canary": "gate@1.0.1", "percent": 30, "shadow": "gate@1.0.1"}
+    await api.call(tenant, "apply", file={"flows": {PA["flow_type"]: {PA["trigger"]: [entry]}}})
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/flows/{PA['flow_type']}")
+    rollout = page.get_by_test_id("rollout")
+    await expect(rollout).to_contain_text("canary @1.0.1 for 30%")
+    await expect(rollout).to_contain_text("running")
+    await shot(page, "rollouts")
+    await page.locator("button:has-text('Promote')").click()
+    await expect(page.get_by_test_id("pinned")).to_have_text("@1.0.1")
+    assert (await trigger(nc, tenant, request()))["claims"] == {"v": 2}
+    promoted = await audit_events(nc, tenant, "flow.rollout_promoted")
+    assert promoted[0]["actor"] == "console:olivia"
+
+    await page.goto(f"{console}/t/{tenant}/actions/gate")
+    switch = page.get_by_test_id("kill-switch")
+    await switch.locator("input[name='reason']").fill("incident 7")
+    await switch.locator("select[name='fallback']").select_option("block")
+    await switch.locator("button:has-text('Disable everywhere')").click()
+    await expect(page.get_by_test_id("kill-switch")).to_contain_text("Disabled by console:olivia")
+    reply = await trigger(nc, tenant, request())
+    assert (reply["reason"], reply["actions"][0]["outcome"]) == ("action_disabled", "disabled")
+    await page.get_by_test_id("kill-switch").locator("button:has-text('Enable')").click()
+    await expect(page.get_by_test_id("kill-switch")).to_contain_text("Kill switch")
+    assert (await trigger(nc, tenant, request()))["decision"] == "continue"
+    off = await audit_events(nc, tenant, "flow.action_disabled")
+    assert off[0]["details"] == {"reason": "incident 7", "fallback": "block"}
+
+
 async def test_sign_in_is_required_and_checked(
     console: str, page: Page, nc: NATS, tenant: str
 ) -> None:

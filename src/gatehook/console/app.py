@@ -249,6 +249,25 @@ def build_app(settings: Settings, token: str) -> Starlette:
                 return RedirectResponse(f"/t/{tenant}/actions/{name}?{query}", 303)
         return await action_page(env, request, operator, errors=errors, submitted=texts(form))
 
+    async def switch(request: Request, operator: str) -> Response:
+        """The kill switch buttons of the action page."""
+        tenant, name = request.path_params["tenant"], request.path_params["name"]
+        if request.path_params["op"] not in ("disable", "enable"):
+            return render(env, request, "error.html", 404, message="no such operation")
+        form = texts(await request.form())
+        op = "actions.disable" if request.path_params["op"] == "disable" else "actions.enable"
+        body: dict[str, Any] = {"name": name, "reason": form.get("reason", "")}
+        if op == "actions.disable":
+            body["fallback"] = form.get("fallback") or "continue"
+        try:
+            await env.api(operator).call(tenant, op, **body)
+        except GatehookError as exc:
+            return await action_page(
+                env, request, operator, errors=errors_of(exc, default="switch")
+            )
+        msg = "disabled on every worker" if op == "actions.disable" else "enabled"
+        return RedirectResponse(f"/t/{tenant}/actions/{name}?" + urlencode({"msg": msg}), 303)
+
     async def test(request: Request, operator: str) -> Response:
         tenant, name = request.path_params["tenant"], request.path_params["name"]
         form = texts(await request.form())
@@ -314,6 +333,11 @@ def build_app(settings: Settings, token: str) -> Starlette:
                 j = max(0, min(len(order) - 1, i + d))
                 order[i], order[j] = order[j], order[i]
                 result = await api.call(tenant, "flows.reorder", order=order, **slot)
+            elif op in ("promote", "abort"):
+                result = await api.call(
+                    tenant, f"rollouts.{op}", action=form.get("action", ""), **slot
+                )
+                result["changed"] = True
             elif op == "rollback":
                 revision = int(form.get("revision", "0"))
                 result = await api.call(
@@ -384,6 +408,11 @@ def build_app(settings: Settings, token: str) -> Starlette:
         Route("/t/{tenant}/actions/{name}", page(action)),
         Route("/t/{tenant}/actions/{name}/publish", page(publish), methods=["POST"]),
         Route("/t/{tenant}/actions/{name}/test", page(test), methods=["POST"]),
+        Route(
+            "/t/{tenant}/actions/{name}/{op:str}",
+            page(switch),
+            methods=["POST"],
+        ),
         Route("/t/{tenant}/flows", page(flows_default)),
         Route("/t/{tenant}/flows/{flow_type}", page(flows)),
         Route("/t/{tenant}/flows/{flow_type}/{op}", page(flow_change), methods=["POST"]),
