@@ -39,6 +39,7 @@ from gatehook.templates import TemplateRegistry, default_registry
 from gatehook.templates.base import CounterStore, Delivery
 from gatehook.transport.jetstream import AuditPublisher, JsReplyStore
 from gatehook.transport.journal import JsJournal
+from gatehook.transport.recordings import JsRecorder
 from gatehook.transport.targets import CircuitChange, TargetCaller
 from gatehook.transport.trigger_server import TriggerServer
 from gatehook.transport.webhooks import WebhookDelivery
@@ -85,6 +86,7 @@ class Runtime:
             busy=lambda: self.pool.queue_depth > self.pool.size,  # live calls come first
         )
         self.rollout_admin: RolloutAdmin | None = None
+        self.recorder: JsRecorder | None = None
         self.metrics = Metrics(tenant_labels=settings.metrics.tenant_labels)
         self._metrics_server: MetricsServer | None = None
         self._last_health: dict[str, Any] = {"ready": False, "checks": {"started": False}}
@@ -125,6 +127,13 @@ class Runtime:
         await self.audit.ensure_stream()
         replies = JsReplyStore(js, self.settings.dedupe_window_s, self.settings.audit.replicas)
         await replies.ensure_stream()
+        self.recorder = JsRecorder(
+            self.broker.connection,
+            js,
+            self.settings.rollouts.recordings_max_age_s,
+            self.settings.audit.replicas,
+        )
+        await self.recorder.ensure_stream()
         self.journal = JsJournal(self.broker.connection, replies, self.audit, self.deadlines)
         await self.journal.start()
         await self.delivery.start()
@@ -150,6 +159,7 @@ class Runtime:
             rollouts=self.rollouts,
             shadows=self.shadows,
             publish_event=self.publish_later,
+            recorder=self.recorder,
             telemetry=self.metrics,
         )
         self.metrics.add_gauges(self._snapshot)
@@ -167,6 +177,7 @@ class Runtime:
             self.templates,
             tester=self._triggers.try_version,
             rollouts=self.rollout_admin,
+            replayer=self.replay,
         )
         self.rollouts.start(self._roll_back)
         log.info(
@@ -174,6 +185,16 @@ class Runtime:
             self.settings.worker_name,
             self.pool.size,
         )
+
+    async def replay(
+        self, tenant: str, slot: str, since: datetime, ref: tuple[str, str], limit: int
+    ) -> dict[str, Any]:
+        """Replay a recorded slot's inputs since ``since`` against ``ref`` (name, version)."""
+        if self.recorder is None:
+            raise GatehookError("the runtime is not started")
+        flow_type, _, trigger = slot.partition(".")
+        records = self.recorder.read(tenant, slot, since, limit)
+        return await self.triggers.replay(tenant, flow_type, trigger, records, *ref)
 
     def publish_later(self, event: AuditEvent) -> None:
         """Publish ``event`` in the background (shadow runs, circuit changes): nothing waits

@@ -77,7 +77,11 @@ class TargetSettings(BaseModel):
 
 
 class RolloutSettings(BaseModel):
-    """Canary counting and shadow runs (``service.rollouts``)."""
+    """Canary counting, shadow runs and recordings for replay (``service.rollouts``)."""
+
+    recordings_max_age_s: float = Field(
+        default=7 * 24 * 3600, gt=0, description="how long recorded trigger inputs are kept"
+    )
 
     report_s: float = Field(
         default=0.25, gt=0, description="how often a worker reports counts and checks canaries"

@@ -12,6 +12,7 @@ import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,7 +22,7 @@ from gatehook.admin.rollouts import RolloutAdmin
 from gatehook.admin.service import AdminService, Draft
 from gatehook.domain.catalogue import TENANT_RE, is_valid_slot
 from gatehook.domain.contract import TriggerRequest
-from gatehook.domain.flowfile import FlowsFile
+from gatehook.domain.flowfile import FlowsFile, parse_ref
 from gatehook.domain.model import ActionVersion, Attachment, FlowRevision
 from gatehook.domain.semver import Version
 from gatehook.errors import BadRequest, GatehookError, NotFound, ValidationFailed
@@ -38,6 +39,7 @@ ADMIN_SUBJECT = "gatehook.v1.admin.*.>"
 
 #: Runs one stored version on a trigger request (``TriggerService.try_version``).
 Tester = Callable[[str, str, str, TriggerRequest, ActionVersion], Awaitable["TryRun"]]
+Replayer = Callable[[str, str, datetime, tuple[str, str], int], Awaitable[dict[str, Any]]]
 
 
 def admin_subject(tenant: str, operation: str) -> str:
@@ -162,6 +164,29 @@ class RolloutRef(_Req):
     action: str | None = Field(default=None, description="promote/abort: the slot entry")
 
 
+class Recording(_Req):
+    """``recordings.set``: record a slot's trigger inputs for replay (or stop)."""
+
+    flow_type: str
+    trigger: str
+    enabled: bool = True
+    redact: list[str] = Field(
+        default_factory=list,
+        description="dotted paths blanked before a record is stored (user.email, request.ip,"
+        " context.idp.token, _reply.claims.email)",
+    )
+
+
+class ReplayReq(_Req):
+    """``replay``: decide recorded requests again with one action at another version."""
+
+    flow_type: str
+    trigger: str
+    with_: str = Field(alias="with", description="NAME@VERSION")
+    since_s: float = Field(default=3600, gt=0, description="records of the last N seconds")
+    limit: int = Field(default=10_000, ge=1, le=100_000)
+
+
 class Rollback(_Req):
     """``flows.rollback``: make an earlier revision current again."""
 
@@ -198,6 +223,8 @@ OPERATIONS: dict[str, type[_Req]] = {
     "rollouts.status": RolloutRef,
     "rollouts.promote": RolloutRef,
     "rollouts.abort": RolloutRef,
+    "recordings.set": Recording,
+    "replay": ReplayReq,
 }
 
 
@@ -236,11 +263,13 @@ class AdminApi:
         *,
         tester: Tester | None = None,
         rollouts: RolloutAdmin | None = None,
+        replayer: Replayer | None = None,
     ) -> None:
         self._service = service
         self._templates = templates
         self._tester = tester
         self._rollouts = rollouts or RolloutAdmin(service)
+        self._replayer = replayer
         self._handlers: dict[str, Callable[[str, Any], Awaitable[Any]]] = {
             "actions.create": self._create,
             "actions.publish": self._publish,
@@ -262,6 +291,8 @@ class AdminApi:
             "rollouts.status": self._rollout_status,
             "rollouts.promote": self._promote,
             "rollouts.abort": self._abort,
+            "recordings.set": self._recording,
+            "replay": self._replay,
         }
 
     async def handle(self, subject: str, payload: bytes) -> bytes:
@@ -408,6 +439,37 @@ class AdminApi:
             tenant, req.flow_type, req.trigger, req.action, state, actor=req.actor
         )
         return {"flow": _flow_view(flow)}
+
+    async def _recording(self, tenant: str, req: Recording) -> Any:
+        if not is_valid_slot(req.flow_type, req.trigger):
+            raise ValidationFailed(
+                f"{req.flow_type}.{req.trigger} is not a trigger of the catalogue", field="trigger"
+            )
+        slot = f"{req.flow_type}.{req.trigger}"
+        redact = [p.strip() for p in req.redact if p.strip()]
+        await self._service.store.set_recording(
+            tenant, slot, redact if req.enabled else None, req.actor
+        )
+        await self._service.changed(tenant)
+        return {"slot": slot, "recording": req.enabled, "redact": redact}
+
+    async def _replay(self, tenant: str, req: ReplayReq) -> Any:
+        if self._replayer is None:
+            raise BadRequest("this worker cannot replay (no sandbox)")
+        if not is_valid_slot(req.flow_type, req.trigger):
+            raise ValidationFailed(
+                f"{req.flow_type}.{req.trigger} is not a trigger of the catalogue", field="trigger"
+            )
+        try:
+            name, version = parse_ref(req.with_)
+        except ValueError as exc:
+            raise ValidationFailed(str(exc), field="with") from None
+        if version == "latest":
+            version = await self._concrete(tenant, name, "latest")
+        since = datetime.now(UTC) - timedelta(seconds=req.since_s)
+        slot = f"{req.flow_type}.{req.trigger}"
+        report = await self._replayer(tenant, slot, since, (name, version), req.limit)
+        return {"slot": slot, "with": f"{name}@{version}", **report}
 
     async def _promote(self, tenant: str, req: RolloutRef) -> Any:
         return await self._end(tenant, req, "promoted")

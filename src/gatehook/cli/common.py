@@ -58,14 +58,14 @@ def run(coro: Awaitable[T]) -> T:
         raise typer.Exit(2) from None
 
 
-async def with_admin(fn: Callable[[AdminClient], Awaitable[T]]) -> T:
+async def with_admin(fn: Callable[[AdminClient], Awaitable[T]], timeout: float = 60.0) -> T:
     s = load_settings()
     try:
         nc = await nats.connect(s.nats_url, connect_timeout=2, max_reconnect_attempts=0)
     except Exception as exc:
         raise GatehookError(f"cannot connect to NATS at {s.nats_url}: {exc}") from None
     try:
-        return await fn(AdminClient(nc, actor=os.environ.get("USER", "cli")))
+        return await fn(AdminClient(nc, actor=os.environ.get("USER", "cli"), timeout=timeout))
     finally:
         await nc.drain()
 

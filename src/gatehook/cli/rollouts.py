@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from gatehook.cli.actions import actions_app
+from gatehook.cli.audit import _duration
 from gatehook.cli.common import JsonOpt, TenantOpt, app, err, out, print_json, run, with_admin
 
 __all__ = ["rollout_app"]
@@ -124,3 +125,69 @@ def actions_enable(
     """Release the kill switch."""
     run(with_admin(lambda c: c.call(tenant, "actions.enable", name=name, reason=reason)))
     out.print(f"{name} enabled")
+
+
+@app.command("record")
+def record(
+    tenant: TenantOpt,
+    slot: Annotated[str, typer.Option(help="FLOW_TYPE.TRIGGER")],
+    redact: Annotated[
+        list[str] | None, typer.Option(help="a dotted path blanked before storing (repeatable)")
+    ] = None,
+    off: Annotated[bool, typer.Option("--off", help="stop recording the slot")] = False,
+) -> None:
+    """Record a slot's trigger inputs (with their decisions) for ``gatehook replay``."""
+    where = _slot(slot)
+    result = run(
+        with_admin(
+            lambda c: c.call(
+                tenant, "recordings.set", enabled=not off, redact=redact or [], **where
+            )
+        )
+    )
+    if off:
+        out.print(f"{slot}: not recorded")
+    else:
+        shown = ", ".join(result["redact"]) or "nothing"
+        out.print(f"{slot}: recorded (redacted: {shown})")
+
+
+@app.command("replay")
+def replay(
+    tenant: TenantOpt,
+    slot: Annotated[str, typer.Option(help="FLOW_TYPE.TRIGGER")],
+    with_: Annotated[str, typer.Option("--with", help="NAME@VERSION to replay against")],
+    since: Annotated[str, typer.Option(help="how far back, e.g. 30m, 1h, 2d")] = "1h",
+    limit: Annotated[int, typer.Option(help="at most this many records")] = 10_000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Decide the recorded requests again with NAME at VERSION (templates dry-run, no audit,
+    no side effects) and print how many decisions would change, by kind, with examples."""
+    seconds = _duration(since).total_seconds()
+    report = run(
+        with_admin(
+            lambda c: c.call(
+                tenant,
+                "replay",
+                since_s=seconds,
+                limit=limit,
+                **{"with": with_},
+                **_slot(slot),
+            ),
+            timeout=600,
+        )
+    )
+    if as_json:
+        print_json(report)
+        return
+    out.print(
+        f"{report['replayed']} recorded requests replayed against {report['with']}: "
+        f"{report['changed']} would change"
+        + (f", {report['errors']} unreadable" if report["errors"] else "")
+    )
+    for kind, n in sorted(report["by_kind"].items()):
+        out.print(f"  {kind}: {n}")
+    for change, n in sorted(report["transitions"].items()):
+        out.print(f"  {change}: {n}")
+    for ex in report["examples"]:
+        out.print(f"  e.g. {ex['request_id']}: {ex['recorded']} -> {ex['replayed']}", markup=False)

@@ -18,6 +18,7 @@ __all__ = [
     "EncodedEvent",
     "FlowSource",
     "Journal",
+    "Recorder",
     "ScriptRunner",
     "TargetRunner",
     "Telemetry",
@@ -39,6 +40,8 @@ class FlowSource(Protocol):
 
     async def disabled_actions(self, tenant: str) -> dict[str, Disabled]: ...
 
+    async def recordings(self, tenant: str) -> dict[str, list[str]]: ...
+
     async def pin_signin(
         self, tenant: str, signin_id: str, current: Pin, ttl: timedelta
     ) -> tuple[Pin, datetime]: ...
@@ -48,6 +51,14 @@ class ScriptRunner(Protocol):
     """Runs compiled scripts (SandboxPool)."""
 
     async def run(self, job: ScriptJob) -> ScriptRun: ...
+
+
+class Recorder(Protocol):
+    """Keeps recorded trigger inputs for replay (a JetStream stream with a max age)."""
+
+    async def record(self, tenant: str, slot: str, data: bytes) -> None:
+        """Store one record (best effort: the reply never waits for it)."""
+        ...
 
 
 class TargetRunner(Protocol):

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,6 +45,8 @@ from gatehook.domain.model import (
     FlowRevision,
     Rollout,
 )
+from gatehook.domain.replay import ReplayReport
+from gatehook.domain.replay import redact as redact_paths
 from gatehook.domain.rollout import diff_outputs, in_canary, should_roll_back
 from gatehook.errors import (
     BadRequest,
@@ -63,6 +65,7 @@ from gatehook.service.ports import (
     FlowSource,
     Journal,
     Pin,
+    Recorder,
     ScriptRunner,
     TargetRunner,
     Telemetry,
@@ -150,6 +153,18 @@ class TryRun:
     duration_ms: float
 
 
+def _summary(reply: TriggerReply) -> dict[str, Any]:
+    """What a replay compares of a decision."""
+    return {
+        "decision": reply.decision.value if reply.decision else None,
+        "reason": reply.reason,
+        "claims": reply.claims,
+        "metadata": [m.model_dump(mode="json") for m in reply.metadata],
+        "user_updates": reply.user_updates,
+        "actions": [f"{a.name}@{a.version}" for a in reply.actions],
+    }
+
+
 def _past_limit(rollout: Rollout, _key: RolloutKey, runs: int, failures: int) -> bool:
     return should_roll_back(rollout, runs, failures)
 
@@ -186,6 +201,7 @@ class TriggerService:
         rollouts: RolloutCounter | None = None,
         shadows: ShadowGate | None = None,
         publish_event: Callable[[AuditEvent], None] | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self._flows = flows
         self._targets = targets
@@ -193,6 +209,8 @@ class TriggerService:
         self._shadows = shadows
         self._publish_event = publish_event
         self._dry_run = DryRun()
+        self._recorder = recorder
+        self._recorded: dict[str, dict[str, list[str]]] = {}  # tenant -> slot -> redacted
         self._disabled: dict[str, dict[str, Disabled]] = {}  # kill switches, with the heads
         self._scripts = scripts
         self._templates = templates
@@ -386,6 +404,9 @@ class TriggerService:
         self._recent.put(key, (started + self._settings.dedupe_window_s, body))
         for att, live in call.shadows:  # after the reply is stored: never delays it
             self._shadow(call, att, live)
+        redact = self._recorded.get(tenant, {}).get(f"{ft.value}.{tr.value}")
+        if redact is not None and self._recorder is not None and earlier is None:
+            await self._record(tenant, ft, tr, payload, reply, redact)
         return body, outcome
 
     def _bad(self, payload: bytes, message: str) -> TriggerReply:
@@ -445,14 +466,17 @@ class TriggerService:
 
         async def load() -> Pin:
             try:
-                heads, disabled = await asyncio.gather(
-                    self._flows.current_revisions(tenant), self._flows.disabled_actions(tenant)
+                heads, disabled, recorded = await asyncio.gather(
+                    self._flows.current_revisions(tenant),
+                    self._flows.disabled_actions(tenant),
+                    self._flows.recordings(tenant),
                 )
             finally:
                 if self._loading.get(tenant) is task:
                     del self._loading[tenant]
             if self.heads.generation(tenant) == generation:
                 self._disabled[tenant] = disabled
+                self._recorded[tenant] = recorded
             self.heads.put(tenant, heads, generation)
             return heads
 
@@ -552,7 +576,9 @@ class TriggerService:
             }
         return call.live_rollouts
 
-    async def _run_version(self, call: _Call, action: str, wanted: str, before: list[Step]) -> Step:
+    async def _run_version(
+        self, call: _Call, action: str, wanted: str, before: list[Step], *, dry_run: bool = False
+    ) -> Step:
         version = await self._version(call.tenant, action, wanted)
         if version is None:
             return Step(action, wanted, error=f"version {action}@{wanted} not found")
@@ -565,7 +591,7 @@ class TriggerService:
             )
         started = time.perf_counter()
         try:
-            output = await self._execute(call, version, remaining, before)
+            output = await self._execute(call, version, remaining, before, dry_run=dry_run)
         except ScriptError as exc:
             return Step(
                 att.action,
@@ -598,6 +624,8 @@ class TriggerService:
     ) -> ActionOutput:
         parsed, config_json = self._config(version)
         if version.kind is ActionKind.TARGET:
+            if dry_run:
+                return ActionOutput()  # replays and shadows call no endpoint
             if version.target is None or self._targets is None:
                 raise ScriptError(f"target {version.action} is not available on this worker")
             return await self._targets.run(
@@ -657,6 +685,69 @@ class TriggerService:
             return ActionOutput.model_validate_json(run.output)
         except ValidationError as exc:
             raise InvalidResult(f"invalid result: {validation_message(exc)}") from None
+
+    async def _record(
+        self,
+        tenant: str,
+        ft: FlowType,
+        tr: Trigger,
+        payload: bytes,
+        reply: TriggerReply,
+        redact: list[str],
+    ) -> None:
+        """Keep this request (``redact`` paths blanked first) and its decision, for replay."""
+        assert self._recorder is not None
+        try:
+            record = orjson.loads(payload)
+        except orjson.JSONDecodeError:  # a big integer orjson refuses: the standard library
+            record = json.loads(payload)
+        record["_reply"] = _summary(reply)
+        data = _dumps(redact_paths(record, redact)) if redact else _dumps(record)
+        await self._recorder.record(tenant, f"{ft.value}.{tr.value}", data)
+
+    async def replay(
+        self,
+        tenant: str,
+        flow_type: str,
+        trigger: str,
+        records: AsyncIterator[dict[str, Any]],
+        action: str,
+        version: str,
+        examples: int = 5,
+    ) -> dict[str, Any]:
+        """Decide every recorded request again on the slot's current flow with ``action`` at
+        ``version``, and count how the decisions would change.
+
+        Nothing is audited or remembered; templates run dry (nothing sent, no rate limit
+        counted) and targets are not called (their steps continue, unchanged)."""
+        ft, tr = FlowType(flow_type), Trigger(trigger)
+        heads = await self._heads(tenant)
+        head = heads.get(ft)
+        flow = await self._flow(tenant, ft, head) if head else None
+        slot = flow.slot(tr) if flow else []
+        if action not in {a.action for a in slot}:
+            raise BadRequest(f"{action} is not attached to {flow_type}.{trigger}")
+        if await self._version(tenant, action, version) is None:
+            raise BadRequest(f"{action}@{version} not found")
+        report = ReplayReport(examples)
+        async for record in records:
+            recorded = record.pop("_reply", None) or {}
+            try:
+                req = TriggerRequest.model_validate(record)
+            except ValidationError:
+                report.errors += 1
+                continue
+            call = self._call(tenant, ft, tr, req, time.monotonic() + 30)
+            steps: list[Step] = []
+            for att in slot:
+                wanted = version if att.action == action else att.version
+                step = await self._run_version(call, att.action, wanted, steps, dry_run=True)
+                steps.append(step)
+                if ends_slot(step):
+                    break
+            replayed = decide(req.request_id, head, steps, [(a.action, a.version) for a in slot])
+            report.add(req.request_id, recorded, _summary(replayed))
+        return report.as_dict()
 
     def _shadow(self, call: _Call, att: Attachment, live: Step) -> None:
         """Run the rollout's shadow version on the same input, after the reply, within the

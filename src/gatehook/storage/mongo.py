@@ -57,6 +57,7 @@ class MongoStore:
         self.pins = self._db["signin_pins"]
         self.counters = self._db["counters"]
         self.rollout_counts = self._db["rollout_counts"]
+        self.recorded_slots = self._db["recordings"]
 
     @classmethod
     def connect(cls, url: str, database: str, *, timeout_ms: int = 2000) -> MongoStore:
@@ -362,6 +363,30 @@ class MongoStore:
             for d in await self._guard(op)
             if d.get("disabled")
         }
+
+    async def set_recording(
+        self, tenant: str, slot: str, redact: list[str] | None, actor: str
+    ) -> None:
+        """Record a slot's trigger inputs (``redact``: dotted paths), or stop (None)."""
+        if redact is None:
+            await self._guard(
+                lambda: self.recorded_slots.delete_many({"tenant": tenant, "slot": slot})
+            )
+            return
+        doc = {"tenant": tenant, "slot": slot, "redact": redact, "actor": actor}
+        await self._guard(
+            lambda: self.recorded_slots.replace_one(
+                {"tenant": tenant, "slot": slot}, doc, upsert=True
+            )
+        )
+
+    async def recordings(self, tenant: str) -> dict[str, list[str]]:
+        """The tenant's recorded slots (``flow_type.trigger``) with their redacted paths."""
+
+        async def op() -> list[Doc]:
+            return await self.recorded_slots.find({"tenant": tenant}, {"_id": 0}).to_list()
+
+        return {d["slot"]: list(d.get("redact") or []) for d in await self._guard(op)}
 
     async def add_rollout_counts(self, deltas: list[Doc]) -> None:
         """Record what rollouts did on one worker since its last report (insert-only: every
