@@ -279,9 +279,14 @@ async def test_promote_and_abort(
     assert (await trigger(nc, tenant, request()))["claims"] == {"v": 3}
     await client.call(tenant, "rollouts.abort", **slot)
     assert (await trigger(nc, tenant, request()))["claims"] == {"v": 2}
-    status = await client.call(tenant, "rollouts.status", flow_type=PA[0], trigger=PA[1])
+
+    async def reported() -> Any:  # counts arrive with each worker's next report
+        rows = await client.call(tenant, "rollouts.status", flow_type=PA[0], trigger=PA[1])
+        return rows if rows[0]["runs"]["canary"]["runs"] >= 1 else None
+
+    status = await wait_for(reported)
+    assert status is not None
     assert status[0]["state"] == "aborted"
-    assert status[0]["runs"]["canary"]["runs"] >= 1
 
 
 async def test_cli_rollout_status_and_kill_switch(

@@ -81,6 +81,9 @@ class _Flows:
     async def disabled_actions(self, tenant: str) -> dict[str, Any]:
         return {}
 
+    async def recordings(self, tenant: str) -> dict[str, list[str]]:
+        return {}
+
     async def get_version(self, *args: Any) -> None:
         return None
 

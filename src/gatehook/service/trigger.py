@@ -13,24 +13,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from gatehook.domain.catalogue import TENANT_RE, FlowType, Trigger, is_valid_slot
 from gatehook.domain.contract import (
-    ActionInput,
     ActionOutput,
     AuditEvent,
     ErrorCode,
-    Outcome,
     RequestInfo,
     TriggerReply,
     TriggerRequest,
@@ -45,9 +41,7 @@ from gatehook.domain.model import (
     FlowRevision,
     Rollout,
 )
-from gatehook.domain.replay import ReplayReport
-from gatehook.domain.replay import redact as redact_paths
-from gatehook.domain.rollout import diff_outputs, in_canary, should_roll_back
+from gatehook.domain.rollout import in_canary, should_roll_back
 from gatehook.errors import (
     BadRequest,
     GatehookError,
@@ -57,8 +51,18 @@ from gatehook.errors import (
     StorageUnavailable,
 )
 from gatehook.sandbox.pool import ScriptJob
+from gatehook.service import safe_change
 from gatehook.service.cache import Heads, Lru
+from gatehook.service.call import Call
 from gatehook.service.deadlines import Deadlines
+from gatehook.service.encoding import (
+    dumps,
+    encode_executions,
+    event_id,
+    fallback,
+    request_id_of,
+    validation_message,
+)
 from gatehook.service.fairness import TenantLimiter
 from gatehook.service.ports import (
     EncodedEvent,
@@ -81,68 +85,6 @@ __all__ = ["TriggerService", "event_id", "validation_message"]
 log = logging.getLogger("gatehook.trigger")
 
 
-def validation_message(exc: ValidationError, limit: int = 3) -> str:
-    """A short, readable account of what is wrong with a request body."""
-    parts = []
-    for err in exc.errors()[:limit]:
-        if err["type"] == "json_invalid":
-            return f"body is not valid JSON: {err['msg']}"
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        parts.append(f"{where}: {err['msg']}")
-    more = exc.error_count() - limit
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
-
-
-def event_id(
-    tenant: str, flow_type: str, trigger: str, request_id: str, index: int, ref: str
-) -> str:
-    """The audit event id of one attachment's execution for one request: stable across retries."""
-    raw = f"{tenant}\n{flow_type}\n{trigger}\n{request_id}\n{index}\n{ref}".encode()
-    return hashlib.sha256(raw).hexdigest()[:32]
-
-
-def _dumps(value: Any) -> bytes:
-    """Compact JSON; orjson on the hot path, the standard library for what orjson refuses
-    (integers beyond 64 bits, which a request may carry in its free-form fields)."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_UTC_Z)
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"), default=str).encode()
-
-
-def _request_id_of(payload: bytes) -> str | None:
-    try:
-        value = json.loads(payload).get("request_id")
-    except (ValueError, AttributeError, RecursionError):
-        return None
-    return value if isinstance(value, str) and 0 < len(value) <= 128 else None
-
-
-@dataclass(slots=True)
-class _Call:
-    """One request in flight: what every attachment run needs."""
-
-    tenant: str
-    flow_type: FlowType
-    trigger: Trigger
-    req: TriggerRequest
-    deadline: float
-    input_prefix: bytes
-    disabled: dict[str, Disabled] = field(default_factory=dict)
-    shadows: list[tuple[Attachment, Step]] = field(default_factory=list)
-    live_rollouts: set[str] | None = None  # running in the current flow (loaded on first use)
-    _template_input: ActionInput | None = None
-
-    @property
-    def template_input(self) -> ActionInput:
-        """The input as a model, for templates (built on first use: scripts need bytes only)."""
-        if self._template_input is None:
-            self._template_input = self.req.action_input(
-                self.tenant, self.flow_type.value, self.trigger.value
-            )
-        return self._template_input
-
-
 @dataclass(frozen=True, slots=True)
 class TryRun:
     """A dry run of one action version: its output or error, its logs, how long it took."""
@@ -153,30 +95,8 @@ class TryRun:
     duration_ms: float
 
 
-def _summary(reply: TriggerReply) -> dict[str, Any]:
-    """What a replay compares of a decision."""
-    return {
-        "decision": reply.decision.value if reply.decision else None,
-        "reason": reply.reason,
-        "claims": reply.claims,
-        "metadata": [m.model_dump(mode="json") for m in reply.metadata],
-        "user_updates": reply.user_updates,
-        "actions": [f"{a.name}@{a.version}" for a in reply.actions],
-    }
-
-
 def _past_limit(rollout: Rollout, _key: RolloutKey, runs: int, failures: int) -> bool:
     return should_roll_back(rollout, runs, failures)
-
-
-def _fallback(action: str, switch: Disabled) -> ActionOutput:
-    """What a disabled action's slot entry says instead of running it."""
-    if switch.fallback == "block":
-        reason = f": {switch.reason}" if switch.reason else ""
-        return ActionOutput(
-            kind="block", reason="action_disabled", message=f"action {action} is disabled{reason}"
-        )
-    return ActionOutput()
 
 
 def _since_ms(started: float) -> float:
@@ -297,7 +217,7 @@ class TriggerService:
             elif isinstance(exc, BadRequest):
                 code = "bad_request"
             reply = TriggerReply.failure(
-                _request_id_of(payload), code, exc.message, retryable=exc.retryable
+                request_id_of(payload), code, exc.message, retryable=exc.retryable
             )
             outcome = code
         except Exception:
@@ -307,11 +227,11 @@ class TriggerService:
                     "tenant": tenant,
                     "flow_type": flow_type,
                     "trigger": trigger,
-                    "request_id": _request_id_of(payload),
+                    "request_id": request_id_of(payload),
                 },
             )
             reply = TriggerReply.failure(
-                _request_id_of(payload), "internal", "internal error", retryable=True
+                request_id_of(payload), "internal", "internal error", retryable=True
             )
         if isinstance(reply, TriggerReply) and reply.error is not None:
             outcome = reply.error.code
@@ -403,14 +323,14 @@ class TriggerService:
             body, outcome = earlier, "replayed"
         self._recent.put(key, (started + self._settings.dedupe_window_s, body))
         for att, live in call.shadows:  # after the reply is stored: never delays it
-            self._shadow(call, att, live)
+            safe_change.shadow(self, call, att, live)
         redact = self._recorded.get(tenant, {}).get(f"{ft.value}.{tr.value}")
         if redact is not None and self._recorder is not None and earlier is None:
-            await self._record(tenant, ft, tr, payload, reply, redact)
+            await safe_change.record(self, tenant, ft, tr, payload, reply, redact)
         return body, outcome
 
     def _bad(self, payload: bytes, message: str) -> TriggerReply:
-        return TriggerReply.failure(_request_id_of(payload), "bad_request", message)
+        return TriggerReply.failure(request_id_of(payload), "bad_request", message)
 
     @staticmethod
     def _reply_key(tenant: str, ft: FlowType, tr: Trigger, request_id: str) -> str:
@@ -419,33 +339,33 @@ class TriggerService:
 
     def _call(
         self, tenant: str, ft: FlowType, tr: Trigger, req: TriggerRequest, deadline: float
-    ) -> _Call:
+    ) -> Call:
         # The script input's JSON up to its config, built once per request from the validated
         # request (pydantic's own serialiser for its parts: no model is built again).
         prefix = b"".join(
             (
                 b'{"tenant":',
-                _dumps(tenant),
+                dumps(tenant),
                 b',"flow_type":"',
                 ft.value.encode(),
                 b'","trigger":"',
                 tr.value.encode(),
                 b'","request_id":',
-                _dumps(req.request_id),
+                dumps(req.request_id),
                 b',"signin_id":',
-                _dumps(req.signin_id),
+                dumps(req.signin_id),
                 b',"user":',
                 User.__pydantic_serializer__.to_json(req.user),
                 b',"request":',
                 RequestInfo.__pydantic_serializer__.to_json(req.request),
                 b',"state":',
-                _dumps(req.state),
+                dumps(req.state),
                 b',"context":',
-                _dumps(req.action_context()),
+                dumps(req.action_context()),
                 b',"config":',
             )
         )
-        return _Call(tenant, ft, tr, req, deadline, prefix)
+        return Call(tenant, ft, tr, req, deadline, prefix)
 
     # -- flows and versions, through the caches ------------------------------------------
     async def _heads(self, tenant: str) -> Pin:
@@ -532,17 +452,15 @@ class TriggerService:
                 template = self._templates.get(version.template or "")
                 if template is not None:
                     parsed = template.parse_config(version.config)
-            cached = (parsed, _dumps(version.config))
+            cached = (parsed, dumps(version.config))
             self._configs.put(key, cached)
         return cached
 
     # -- running one attachment ----------------------------------------------------------
-    async def _run(self, call: _Call, att: Attachment, before: list[Step]) -> Step:
+    async def _run(self, call: Call, att: Attachment, before: list[Step]) -> Step:
         switch = call.disabled.get(att.action)
         if switch is not None:  # the kill switch: the fallback decides, nothing runs
-            return Step(
-                att.action, att.version, output=_fallback(att.action, switch), disabled=True
-            )
+            return Step(att.action, att.version, output=fallback(att.action, switch), disabled=True)
         wanted, role = att.version, None
         r = att.rollout
         if r is not None and r.live and r.id in await self._live_rollouts(call):
@@ -563,7 +481,7 @@ class TriggerService:
                 call.shadows.append((att, step))
         return step
 
-    async def _live_rollouts(self, call: _Call) -> set[str]:
+    async def _live_rollouts(self, call: Call) -> set[str]:
         """Rollouts running in the tenant's current flow: a sign-in pinned to an older
         revision stops running a canary as soon as it has been rolled back."""
         if call.live_rollouts is None:
@@ -577,7 +495,7 @@ class TriggerService:
         return call.live_rollouts
 
     async def _run_version(
-        self, call: _Call, action: str, wanted: str, before: list[Step], *, dry_run: bool = False
+        self, call: Call, action: str, wanted: str, before: list[Step], *, dry_run: bool = False
     ) -> Step:
         version = await self._version(call.tenant, action, wanted)
         if version is None:
@@ -615,7 +533,7 @@ class TriggerService:
 
     async def _execute(
         self,
-        call: _Call,
+        call: Call,
         version: ActionVersion,
         remaining: float,
         before: list[Step],
@@ -686,25 +604,6 @@ class TriggerService:
         except ValidationError as exc:
             raise InvalidResult(f"invalid result: {validation_message(exc)}") from None
 
-    async def _record(
-        self,
-        tenant: str,
-        ft: FlowType,
-        tr: Trigger,
-        payload: bytes,
-        reply: TriggerReply,
-        redact: list[str],
-    ) -> None:
-        """Keep this request (``redact`` paths blanked first) and its decision, for replay."""
-        assert self._recorder is not None
-        try:
-            record = orjson.loads(payload)
-        except orjson.JSONDecodeError:  # a big integer orjson refuses: the standard library
-            record = json.loads(payload)
-        record["_reply"] = _summary(reply)
-        data = _dumps(redact_paths(record, redact)) if redact else _dumps(record)
-        await self._recorder.record(tenant, f"{ft.value}.{tr.value}", data)
-
     async def replay(
         self,
         tenant: str,
@@ -715,114 +614,14 @@ class TriggerService:
         version: str,
         examples: int = 5,
     ) -> dict[str, Any]:
-        """Decide every recorded request again on the slot's current flow with ``action`` at
-        ``version``, and count how the decisions would change.
-
-        Nothing is audited or remembered; templates run dry (nothing sent, no rate limit
-        counted) and targets are not called (their steps continue, unchanged)."""
-        ft, tr = FlowType(flow_type), Trigger(trigger)
-        heads = await self._heads(tenant)
-        head = heads.get(ft)
-        flow = await self._flow(tenant, ft, head) if head else None
-        slot = flow.slot(tr) if flow else []
-        if action not in {a.action for a in slot}:
-            raise BadRequest(f"{action} is not attached to {flow_type}.{trigger}")
-        if await self._version(tenant, action, version) is None:
-            raise BadRequest(f"{action}@{version} not found")
-        report = ReplayReport(examples)
-        async for record in records:
-            recorded = record.pop("_reply", None) or {}
-            try:
-                req = TriggerRequest.model_validate(record)
-            except ValidationError:
-                report.errors += 1
-                continue
-            call = self._call(tenant, ft, tr, req, time.monotonic() + 30)
-            steps: list[Step] = []
-            for att in slot:
-                wanted = version if att.action == action else att.version
-                step = await self._run_version(call, att.action, wanted, steps, dry_run=True)
-                steps.append(step)
-                if ends_slot(step):
-                    break
-            replayed = decide(req.request_id, head, steps, [(a.action, a.version) for a in slot])
-            report.add(req.request_id, recorded, _summary(replayed))
-        return report.as_dict()
-
-    def _shadow(self, call: _Call, att: Attachment, live: Step) -> None:
-        """Run the rollout's shadow version on the same input, after the reply, within the
-        shadow bound; audit what it would have changed (``flow.action_shadowed``)."""
-        r = att.rollout
-        if r is None or r.shadow is None or self._shadows is None:
-            return
-        shadow_version = r.shadow
-        key = RolloutKey(call.tenant, call.flow_type.value, call.trigger.value, att.action, r.id)
-
-        async def run() -> None:
-            version = await self._version(call.tenant, att.action, shadow_version)
-            started = time.perf_counter()
-            output: ActionOutput | None = None
-            error: str | None = None
-            if version is None:
-                error = f"version {att.action}@{shadow_version} not found"
-            else:
-                own = _Call(
-                    call.tenant,
-                    call.flow_type,
-                    call.trigger,
-                    call.req,
-                    time.monotonic() + version.timeout_ms / 1000,
-                    call.input_prefix,
-                )
-                try:
-                    output = await self._execute(
-                        own, version, version.timeout_ms / 1000, [], dry_run=True
-                    )
-                except GatehookError as exc:
-                    error = f"{getattr(exc, 'kind', exc.code)}: {exc.message}"
-            diff = diff_outputs(live.output, live.error, output, error)
-            if self._rollouts is not None:
-                self._rollouts.shadowed(key, diff["kinds"])
-            if self._publish_event is None:
-                return
-            shadow_outcome = "error" if output is None else output.kind
-            self._publish_event(
-                AuditEvent(
-                    event_id=event_id(
-                        call.tenant,
-                        call.flow_type.value,
-                        call.trigger.value,
-                        call.req.request_id,
-                        -1,
-                        f"shadow:{att.action}@{shadow_version}",
-                    ),
-                    type="flow.action_shadowed",
-                    tenant=call.tenant,
-                    at=datetime.now(UTC),
-                    actor=self._actor,
-                    flow_type=call.flow_type.value,
-                    trigger=call.trigger.value,
-                    action=att.action,
-                    version=shadow_version,
-                    previous_version=live.version,
-                    request_id=call.req.request_id,
-                    signin_id=call.req.signin_id,
-                    outcome=Outcome(shadow_outcome),
-                    duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                    error=error,
-                    details={
-                        "rollout": r.id,
-                        "live": {"version": live.version, "outcome": live.outcome().value},
-                        "shadow": {"version": shadow_version, "outcome": shadow_outcome},
-                        "diff": diff,
-                    },
-                )
-            )
-
-        self._shadows.submit(run)
+        """Decide recorded requests again with ``action`` at ``version`` (see
+        ``safe_change.replay``)."""
+        return await safe_change.replay(
+            self, tenant, flow_type, trigger, records, action, version, examples
+        )
 
     @staticmethod
-    def _job(call: _Call, version: ActionVersion, config_json: bytes) -> ScriptJob:
+    def _job(call: Call, version: ActionVersion, config_json: bytes) -> ScriptJob:
         if version.compiled is None or version.style is None:
             raise ScriptError(f"{version.action}@{version.version} has no compiled script")
         return ScriptJob(
@@ -870,37 +669,14 @@ class TriggerService:
             return TryRun(None, error, exc.logs or logs, _since_ms(started))
         return TryRun(output, None, logs, _since_ms(started))
 
-    def _events(self, call: _Call, revision: int | None, steps: list[Step]) -> list[EncodedEvent]:
-        """``flow.action_executed`` per step, encoded once, with ``AuditEvent``'s fields in
-        its order (a unit test compares the two)."""
-        if not steps:
-            return []
-        at = datetime.now(UTC)
-        tenant, ft, tr = call.tenant, call.flow_type.value, call.trigger.value
-        request_id = call.req.request_id
-        subject = f"gatehook.v1.audit.{tenant}.flow.action_executed"
-        out = []
-        for index, step in enumerate(steps):
-            eid = event_id(tenant, ft, tr, request_id, index, f"{step.name}@{step.version}")
-            event = {
-                "event_id": eid,
-                "type": "flow.action_executed",
-                "tenant": tenant,
-                "at": at,
-                "actor": self._actor,
-                "flow_type": ft,
-                "trigger": tr,
-                "flow_revision": revision,
-                "flow_revision_before": None,
-                "action": step.name,
-                "version": step.version,
-                "previous_version": None,
-                "request_id": request_id,
-                "signin_id": call.req.signin_id,
-                "outcome": step.outcome().value,
-                "duration_ms": round(step.duration_ms, 3),
-                "error": step.error,
-                "details": {},
-            }
-            out.append(EncodedEvent(subject, eid, _dumps(event)))
-        return out
+    def _events(self, call: Call, revision: int | None, steps: list[Step]) -> list[EncodedEvent]:
+        return encode_executions(
+            call.tenant,
+            call.flow_type.value,
+            call.trigger.value,
+            call.req.request_id,
+            call.req.signin_id,
+            self._actor,
+            revision,
+            steps,
+        )
