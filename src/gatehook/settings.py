@@ -131,7 +131,10 @@ class Settings(BaseSettings):
         env_prefix="GATEHOOK_", env_nested_delimiter="__", extra="ignore"
     )
 
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = Field(
+        default="nats://127.0.0.1:4222",
+        description="a NATS server, or a comma-separated list of a cluster's servers",
+    )
     queue_group: str = "gatehook-workers"
     mongodb_url: str = "mongodb://127.0.0.1:27017"
     mongodb_database: str = "gatehook"
@@ -159,6 +162,12 @@ class Settings(BaseSettings):
     dedupe_window_s: float = Field(default=600.0, gt=0)
     flow_cache_ttl_s: float = Field(default=5.0, gt=0)
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """``nats_url`` as the list of servers it names."""
+        return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
     test_nats_url: str | None = Field(
         default=None, description="tests/dev: use this NATS server instead of starting one"
     )

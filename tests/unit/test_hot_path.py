@@ -179,3 +179,9 @@ def test_encoded_events_equal_the_audit_event_model() -> None:
     assert first.duration_ms == 0.123
     assert AuditEvent.model_validate_json(events[1].data).error == "timeout: 5 ms"
     assert service._events(call, 7, []) == []
+
+
+def test_nats_url_takes_a_list_of_servers() -> None:
+    s = Settings(nats_url="nats://a:4222, nats://b:4222,nats://c:4222")
+    assert s.nats_servers == ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
+    assert Settings(nats_url="nats://a:4222").nats_servers == ["nats://a:4222"]

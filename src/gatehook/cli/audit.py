@@ -55,7 +55,7 @@ def audit_tail(
     start = datetime.now(UTC) - _duration(since)
 
     async def go() -> None:
-        nc = await nats.connect(load_settings().nats_url, connect_timeout=2)
+        nc = await nats.connect(servers=load_settings().nats_servers, connect_timeout=2)
         try:
             table = Table("at", "tenant", "type", "action", "version", "outcome", "request/actor")
             async for e in read_events(
@@ -96,7 +96,7 @@ def audit_why(
     moment, span = _instant(at), _duration(window)
 
     async def go() -> None:
-        nc = await nats.connect(load_settings().nats_url, connect_timeout=2)
+        nc = await nats.connect(servers=load_settings().nats_servers, connect_timeout=2)
         try:
             events = [
                 e

@@ -61,7 +61,7 @@ def run(coro: Awaitable[T]) -> T:
 async def with_admin(fn: Callable[[AdminClient], Awaitable[T]], timeout: float = 60.0) -> T:
     s = load_settings()
     try:
-        nc = await nats.connect(s.nats_url, connect_timeout=2, max_reconnect_attempts=0)
+        nc = await nats.connect(servers=s.nats_servers, connect_timeout=2, max_reconnect_attempts=0)
     except Exception as exc:
         raise GatehookError(f"cannot connect to NATS at {s.nats_url}: {exc}") from None
     try:

@@ -83,7 +83,7 @@ def trigger_cmd(
     body = json.loads(file.read_text()) if file else sample_request("ann@acme.com")
 
     async def go() -> Any:
-        nc = await nats.connect(load_settings().nats_url, connect_timeout=2)
+        nc = await nats.connect(servers=load_settings().nats_servers, connect_timeout=2)
         try:
             msg = await nc.request(
                 f"gatehook.v1.trigger.{tenant}.{flow_type}.{trigger}", json.dumps(body).encode(), 5

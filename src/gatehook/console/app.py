@@ -64,7 +64,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        env.nc = await nats.connect(settings.nats_url, name="gatehook-console")
+        env.nc = await nats.connect(servers=settings.nats_servers, name="gatehook-console")
         try:
             yield
         finally:

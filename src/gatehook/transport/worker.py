@@ -62,7 +62,7 @@ def build_broker(
 ) -> tuple[NatsBroker, Runtime]:
     """A broker with the worker's subscribers, and the runtime they call into."""
     broker = NatsBroker(
-        settings.nats_url,
+        settings.nats_servers,
         name=f"gatehook-{settings.worker_name}",
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
