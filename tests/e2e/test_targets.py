@@ -218,6 +218,16 @@ async def test_slow_target_is_bounded_by_its_timeout(
     assert "no answer within 300 ms" in reply["actions"][0]["error"]
 
 
+async def test_redirects_are_not_followed(
+    worker: Worker, nc: NATS, admin: AdminService, tenant: str, endpoint: Endpoint
+) -> None:
+    await one_target(admin, tenant, endpoint, "/redirect", ACCESS)
+    reply = await trigger(nc, tenant, request(), *ACCESS)
+    assert (reply["decision"], reply["reason"]) == ("block", "action_error")
+    assert "answered HTTP 302" in reply["actions"][0]["error"]
+    assert reply["claims"] == {}  # /claims was not fetched
+
+
 async def test_oversized_body_is_refused(
     worker: Worker, nc: NATS, admin: AdminService, tenant: str, endpoint: Endpoint
 ) -> None:

@@ -59,6 +59,8 @@ export default {
         return json({});
       case '/big':
         return json({ append_claims: [{ key: 'pad', value: 'x'.repeat(2 * 1024 * 1024) }] });
+      case '/redirect':
+        return new Response(null, { status: 302, headers: { Location: '/claims' } });
       case '/flaky':
         return healthy ? json({ append_claims: [{ key: 'ok', value: true }] }) : json({}, 503);
       default:
