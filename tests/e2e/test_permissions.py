@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import yaml
 from nats.aio.client import Client as NATS
 
-from gatehook.devservers import Server, start_nats
+from gatehook.devservers import Server, find_binary, start_nats
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
@@ -91,8 +92,43 @@ def test_compose_file_is_consistent() -> None:
     assert set(services) == {"nats", "mongo", "worker"}
     assert services["worker"]["deploy"]["replicas"] == 2
     assert all("healthcheck" in s for s in services.values())
+    assert "alpine" in services["nats"]["image"]  # has wget, which its health check runs
+    check = " ".join(services["worker"]["healthcheck"]["test"])
+    assert f":{services['worker']['environment']['GATEHOOK_METRICS__PORT']}/healthz" in check
     assert "./deploy/nats.conf:/etc/nats/nats.conf:ro" in services["nats"]["volumes"]
     env = services["worker"]["environment"]
     assert env["GATEHOOK_NATS_URL"].startswith("nats://gatehook-worker:worker-secret@nats:")
     assert (ROOT / services["worker"]["build"] / "Dockerfile").exists()
     assert set(compose["volumes"]) == {"nats-data", "mongo-data"}
+
+
+def test_cluster_compose_and_config_are_consistent() -> None:
+    """compose.cluster.yaml against the repository and the settings; the cluster config as
+    nats-server itself checks it (`-t`)."""
+    compose = yaml.safe_load((ROOT / "compose.cluster.yaml").read_text())
+    services = compose["services"]
+    assert {"nats-1", "nats-2", "nats-3", "mongo", "worker"} == set(services)
+    env = services["worker"]["environment"]
+    urls = env["GATEHOOK_NATS_URL"].split(",")
+    assert [u.rsplit("@", 1)[1] for u in urls] == ["nats-1:4222", "nats-2:4222", "nats-3:4222"]
+    s = Settings(
+        nats_url=env["GATEHOOK_NATS_URL"], audit={"replicas": env["GATEHOOK_AUDIT__REPLICAS"]}
+    )
+    assert len(s.nats_servers) == 3
+    assert s.audit.replicas == 3
+    assert "/healthz" in " ".join(services["worker"]["healthcheck"]["test"])
+    assert env["GATEHOOK_METRICS__PORT"] in " ".join(services["worker"]["healthcheck"]["test"])
+    for name in ("nats-1", "nats-2", "nats-3"):
+        assert services[name]["environment"]["NATS_SERVER_NAME"] == name
+        assert "./deploy/nats-cluster.conf:/etc/nats/nats.conf:ro" in services[name]["volumes"]
+        assert "alpine" in services[name]["image"]  # has wget for the health check
+    binary = find_binary("nats-server")
+    assert binary is not None
+    checked = subprocess.run(
+        [binary, "-t", "-c", str(ROOT / "deploy" / "nats-cluster.conf")],
+        capture_output=True,
+        text=True,
+        env={"NATS_SERVER_NAME": "nats-1", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr + checked.stdout
