@@ -1,0 +1,53 @@
+"""The clients for login services not written in Python get real decisions from a real
+worker: the Go client's tests (`go test` in clients/go) run against the worker started here."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gatehook.admin.service import AdminService
+from gatehook.settings import Settings
+from tests.conftest import Worker
+from tests.helpers import attach, custom
+
+ROOT = Path(__file__).resolve().parents[2]
+GATE = """export async function execute(input) {
+  if (input.user.email && input.user.email.endsWith('@evil.example')) {
+    return {kind: 'block', reason: 'domain'};
+  }
+  return {kind: 'continue', claims: {via: 'go'}};
+}"""
+
+
+async def test_go_client_against_a_real_worker(
+    worker: Worker, settings: Settings, admin: AdminService, tenant: str
+) -> None:
+    go = shutil.which("go")
+    if go is None:
+        pytest.fail("the Go client's tests need Go on PATH (the machine's toolchain)")
+    v = await custom(admin, tenant, "gate", GATE)
+    await attach(admin, tenant, [("gate", v)])
+    env = {**os.environ, "GATEHOOK_NATS_URL": settings.nats_url, "GATEHOOK_TEST_TENANT": tenant}
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [go, "test", "-count=1", "-v", "./..."],
+        cwd=ROOT / "clients" / "go",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    for name in (
+        "TestDecisions",
+        "TestBadRequestIsNotRetried",
+        "TestRetryKeepsTheRequestID",
+        "TestDeadline",
+    ):
+        assert f"--- PASS: {name}" in out.stdout
