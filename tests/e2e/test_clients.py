@@ -1,5 +1,6 @@
 """The clients for login services not written in Python get real decisions from a real
-worker: the Go client's tests (`go test` in clients/go) run against the worker started here."""
+worker: the Go client's tests (`go test` in clients/go) and the TypeScript client's (node's
+test runner in clients/ts) run against the worker started here."""
 
 from __future__ import annotations
 
@@ -51,3 +52,24 @@ async def test_go_client_against_a_real_worker(
         "TestDeadline",
     ):
         assert f"--- PASS: {name}" in out.stdout
+
+
+async def test_typescript_client_against_a_real_worker(
+    worker: Worker, settings: Settings, admin: AdminService, tenant: str
+) -> None:
+    npm = shutil.which("npm")
+    ts = ROOT / "clients" / "ts"
+    if npm is None or not (ts / "node_modules").is_dir():
+        pytest.fail(
+            "the TypeScript client's tests need Node 20 and `npm ci` in clients/ts "
+            "(scripts/bootstrap runs it)"
+        )
+    v = await custom(admin, tenant, "gate", GATE.replace("'go'", "'ts'"))
+    await attach(admin, tenant, [("gate", v)])
+    env = {**os.environ, "GATEHOOK_NATS_URL": settings.nats_url, "GATEHOOK_TEST_TENANT": tenant}
+    out = await asyncio.to_thread(
+        subprocess.run, [npm, "test"], cwd=ts, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "# pass 2" in out.stdout
+    assert "# fail 0" in out.stdout
