@@ -4,7 +4,7 @@ Closed loop: ``--in-flight`` requests outstanding for ``--seconds``; reports thr
 Open loop: requests sent on a fixed schedule at ``--rate`` for ``--seconds``; latency is
 measured from each request's scheduled time (no coordinated omission). Every request has a
 fresh request_id. Prints one JSON line with the results: ``lat`` (ms, per answered request),
-``stall_ms`` (the longest time with requests outstanding and no reply arriving) and
+``stall_ms`` (the longest time between two successive replies) and
 ``stall_at`` (seconds into the run where it began).
 """
 
@@ -27,17 +27,14 @@ BODY = (
 
 
 def longest_stall(spans: list[tuple[float, float]]) -> tuple[float, float]:
-    """(longest gap in seconds with a request outstanding and no reply, when it began).
-
-    ``spans`` are (sent, answered) times. A gap counts from the later of the previous reply
-    and the send of a request still outstanding, to the next reply.
-    """
+    """(the longest gap in seconds between two successive replies, when it began), counted
+    from the first send. ``spans`` are (sent, answered) times. At a steady rate the gaps are
+    about 1 / rate; a pause of the responder shows as one long gap."""
     if not spans:
         return 0.0, 0.0
     done = sorted(a for _, a in spans)
-    sends = sorted(s for s, _ in spans)
     best, at = 0.0, 0.0
-    prev = sends[0]
+    prev = min(s for s, _ in spans)
     for t in done:
         gap = t - prev
         if gap > best:

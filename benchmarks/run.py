@@ -396,23 +396,19 @@ def tables(results: list[Result], echo: Result, rates: list[int]) -> str:
                     f"p50 {five.steady[rate]['p50'] / one.steady[rate]['p50']:.2f}x, "
                     f"p99 {five.steady[rate]['p99'] / one.steady[rate]['p99']:.2f}x"
                 )
-    shadowed = by_name.get(("custom JS with a shadow", 1))
-    if one is not None and shadowed is not None:
+    for name, label in (
+        ("custom JS with a shadow", "custom JS with a shadow on the slot / without"),
+        ("one target (keep-alive endpoint)", "one target / one custom-JS action"),
+    ):
+        other = by_name.get((name, 1))
+        if one is None or other is None:
+            continue
         for rate in rates:
-            if rate in one.steady and rate in shadowed.steady:
+            if rate in one.steady and rate in other.steady:
+                a, b = other.steady[rate], one.steady[rate]
                 lines.append(
-                    f"- live p99 at {rate} req/s, custom JS with a shadow on the slot vs without: "
-                    f"{shadowed.steady[rate]['p99']:.2f} vs {one.steady[rate]['p99']:.2f} ms "
-                    f"(p50 {shadowed.steady[rate]['p50']:.2f} vs {one.steady[rate]['p50']:.2f})"
-                )
-    tgt = by_name.get(("one target (keep-alive endpoint)", 1))
-    if one is not None and tgt is not None:
-        for rate in rates:
-            if rate in one.steady and rate in tgt.steady:
-                lines.append(
-                    f"- one target / one custom-JS action at {rate} req/s: "
-                    f"p50 {tgt.steady[rate]['p50']:.2f} vs {one.steady[rate]['p50']:.2f} ms, "
-                    f"p99 {tgt.steady[rate]['p99']:.2f} vs {one.steady[rate]['p99']:.2f} ms"
+                    f"- {label} at {rate} req/s: p50 {a['p50']:.2f} vs {b['p50']:.2f} ms, "
+                    f"p99 {a['p99']:.2f} vs {b['p99']:.2f} ms"
                 )
     if one is not None and two is not None:
         lines.append(

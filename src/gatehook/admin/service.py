@@ -422,7 +422,7 @@ class AdminService:
             return None
         slots = dict(current.slots) if current else {}
         slots[tr] = list(attachments)
-        return await self._commit(tenant, ft, current, slots, actor, note, {tr: before})
+        return await self.commit_slots(tenant, ft, current, slots, actor, note, {tr: before})
 
     async def rollback(
         self, tenant: str, flow_type: str, revision: int, *, actor: str
@@ -438,7 +438,7 @@ class AdminService:
         if current.slots == target.slots:
             return None
         befores = {tr: current.slot(tr) for tr in set(current.slots) | set(target.slots)}
-        return await self._commit(
+        return await self.commit_slots(
             tenant,
             ft,
             current,
@@ -461,19 +461,6 @@ class AdminService:
     ) -> FlowRevision:
         """A new revision with ``slots`` (``Conflict`` if another change committed first),
         audited with the slot differences and ``extra`` events, broadcast to every worker."""
-        return await self._commit(tenant, ft, current, slots, actor, note, befores, extra)
-
-    async def _commit(
-        self,
-        tenant: str,
-        ft: FlowType,
-        current: FlowRevision | None,
-        slots: dict[Trigger, list[Attachment]],
-        actor: str,
-        note: str | None,
-        befores: dict[Trigger, list[Attachment]],
-        extra: list[AuditEvent] | None = None,
-    ) -> FlowRevision:
         before_rev = current.revision if current else None
         flow = FlowRevision(
             tenant=tenant,

@@ -50,13 +50,6 @@ class Heads:
         self._data: dict[str, tuple[float, dict[FlowType, int | None]]] = {}
         self._generation: dict[str, int] = {}
 
-    def get(self, tenant: str) -> dict[FlowType, int | None] | None:
-        """The cached heads, or None when absent or older than the TTL."""
-        entry = self._data.get(tenant)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
-
     def lookup(self, tenant: str) -> tuple[dict[FlowType, int | None] | None, bool]:
         """(the cached heads, whether they are within the TTL); (None, False) when absent or
         invalidated. Stale heads stay until replaced: a caller may serve them while it

@@ -22,6 +22,7 @@ __all__ = [
     "encode_executions",
     "event_id",
     "fallback",
+    "loads",
     "request_id_of",
     "summary",
     "validation_message",
@@ -55,6 +56,14 @@ def dumps(value: Any) -> bytes:
         return orjson.dumps(value, option=orjson.OPT_UTC_Z)
     except TypeError:
         return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
+def loads(data: bytes) -> Any:
+    """``dumps`` reversed: orjson, and the standard library for what orjson refuses."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def request_id_of(payload: bytes) -> str | None:

@@ -71,10 +71,12 @@ class TargetRunner(Protocol):
         action: str,
         version: str,
         spec: TargetSpec,
+        function: str,
         input_json: bytes,
         timeout_s: float,
     ) -> ActionOutput:
-        """The action output of one call; raises ``TargetFailed`` when the call fails."""
+        """The action output of one call; raises ``TargetFailed`` when the call fails.
+        ``function``: ZITADEL's name of the slot; ``input_json``: the action input."""
         ...
 
 

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from gatehook.domain.model import Rollout
+from gatehook.domain.rollout import should_roll_back
+
 __all__ = ["RolloutCounter", "RolloutKey", "RolloutStore", "ShadowGate"]
 
 log = logging.getLogger("gatehook.rollouts")
@@ -53,9 +56,8 @@ class RolloutStore(Protocol):
     ) -> dict[str, dict[str, Any]]: ...
 
 
-# (key, totals of the canary) -> whether to roll back; the app ends the rollout when True
+# the app ends the rollout ``key`` (runs and failures of its canary over every worker)
 RollBack = Callable[[RolloutKey, int, int], Awaitable[None]]
-Verdict = Callable[[RolloutKey, int, int], bool]
 
 
 class RolloutCounter:
@@ -66,7 +68,7 @@ class RolloutCounter:
         self._worker = worker
         self._report_s = report_s
         self._pending: dict[tuple[RolloutKey, str], _Counts] = {}
-        self._watched: dict[RolloutKey, Verdict] = {}
+        self._watched: dict[RolloutKey, Rollout] = {}
         self._task: asyncio.Task[None] | None = None
         self.rolled_back: set[str] = set()  # rollout ids this worker asked to roll back
 
@@ -83,9 +85,10 @@ class RolloutCounter:
         for kind in [*kinds, *(["any"] if kinds else [])]:
             c.differed[kind] = c.differed.get(kind, 0) + 1
 
-    def watch(self, key: RolloutKey, verdict: Verdict) -> None:
-        """Check ``key``'s canary totals after every report with ``verdict``."""
-        self._watched[key] = verdict
+    def watch(self, key: RolloutKey, rollout: Rollout) -> None:
+        """Check ``key``'s canary totals after every report against ``rollout``'s limit."""
+        if key not in self._watched:
+            self._watched[key] = rollout
 
     def start(self, roll_back: RollBack) -> None:
         """Report and check every ``report_s`` until ``aclose``."""
@@ -145,7 +148,7 @@ class RolloutCounter:
             for key in keys:
                 canary = (totals.get(key.rollout) or {}).get("canary") or {}
                 runs, failures = int(canary.get("runs", 0)), int(canary.get("failures", 0))
-                if self._watched[key](key, runs, failures):
+                if should_roll_back(self._watched[key], runs, failures):
                     self.rolled_back.add(key.rollout)
                     self._watched.pop(key, None)
                     await roll_back(key, runs, failures)

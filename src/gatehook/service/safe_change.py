@@ -4,13 +4,11 @@ package: they use its caches and its way of running a version)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from pydantic import ValidationError
 
 from gatehook.domain.catalogue import FlowType, Trigger
@@ -22,7 +20,7 @@ from gatehook.domain.replay import redact as redact_paths
 from gatehook.domain.rollout import diff_outputs
 from gatehook.errors import BadRequest, GatehookError
 from gatehook.service.call import Call
-from gatehook.service.encoding import dumps, event_id, summary
+from gatehook.service.encoding import dumps, event_id, loads, summary
 from gatehook.service.rollouts import RolloutKey
 
 if TYPE_CHECKING:
@@ -42,12 +40,9 @@ async def record(
 ) -> None:
     """Keep this request (``redact`` paths blanked first) and its decision, for replay."""
     assert svc._recorder is not None
-    try:
-        record = orjson.loads(payload)
-    except orjson.JSONDecodeError:  # a big integer orjson refuses: the standard library
-        record = json.loads(payload)
+    record = loads(payload)  # the raw request: unknown fields kept, as sent
     record["_reply"] = summary(reply)
-    data = dumps(redact_paths(record, redact)) if redact else dumps(record)
+    data = dumps(redact_paths(record, redact))
     await svc._recorder.record(tenant, f"{ft.value}.{tr.value}", data)
 
 

@@ -11,7 +11,6 @@ The transport hands this module bytes and gets bytes back; it knows nothing of N
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import logging
 import time
@@ -39,9 +38,9 @@ from gatehook.domain.model import (
     Attachment,
     Disabled,
     FlowRevision,
-    Rollout,
 )
-from gatehook.domain.rollout import in_canary, should_roll_back
+from gatehook.domain.rollout import in_canary
+from gatehook.domain.targets import function_name
 from gatehook.errors import (
     BadRequest,
     GatehookError,
@@ -93,10 +92,6 @@ class TryRun:
     error: str | None
     logs: list[str]
     duration_ms: float
-
-
-def _past_limit(rollout: Rollout, _key: RolloutKey, runs: int, failures: int) -> bool:
-    return should_roll_back(rollout, runs, failures)
 
 
 def _since_ms(started: float) -> float:
@@ -476,7 +471,7 @@ class TriggerService:
             if self._rollouts is not None:
                 self._rollouts.count(key, role, failed=step.output is None)
                 if r.canary is not None:
-                    self._rollouts.watch(key, functools.partial(_past_limit, r))
+                    self._rollouts.watch(key, r)
             if r.shadow is not None:
                 call.shadows.append((att, step))
         return step
@@ -551,6 +546,7 @@ class TriggerService:
                 action=version.action,
                 version=version.version,
                 spec=version.target,
+                function=function_name(call.flow_type.value, call.trigger.value),
                 input_json=call.input_prefix + b"{}}",
                 timeout_s=min(version.timeout_ms / 1000, remaining),
             )

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import socket
 import ssl
@@ -27,11 +26,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
 from aiohttp.abc import AbstractResolver, ResolveResult
 from pydantic import ValidationError
 
@@ -40,13 +37,13 @@ from gatehook.domain.targets import (
     SIGNATURE_HEADER,
     TargetResponseError,
     TargetSpec,
-    function_name,
     map_response,
     signature,
     zitadel_payload,
 )
 from gatehook.errors import TargetFailed
 from gatehook.sandbox.netguard import address_is_public
+from gatehook.service.encoding import dumps, loads
 from gatehook.settings import TargetSettings
 
 __all__ = ["Breaker", "CircuitChange", "TargetCaller"]
@@ -187,18 +184,22 @@ class TargetCaller:
         action: str,
         version: str,
         spec: TargetSpec,
+        function: str,
         input_json: bytes,
         timeout_s: float,
     ) -> ActionOutput:
         """Call ``spec``'s endpoint for one action run; ``TargetFailed`` when it fails.
 
-        ``input_json`` is the action input (as a script gets it). An ``async`` target is sent
-        in the background: this returns ``continue`` at once and its outcome is only logged.
+        ``function`` is ZITADEL's name of the slot (``function_name``); ``input_json`` is the
+        action input as a script gets it, sent as is with ``payload: gatehook``. An ``async``
+        target is sent in the background: this returns ``continue`` at once and its outcome
+        is only logged.
         """
+        call = (spec, function, input_json, timeout_s)
         if spec.type == "async":
-            self._send_later(tenant, action, version, spec, input_json, timeout_s)
+            self._send_later(tenant, action, version, *call)
             return ActionOutput()
-        return await self._guarded(tenant, action, version, spec, input_json, timeout_s)
+        return await self._guarded(tenant, action, version, *call)
 
     async def _guarded(
         self,
@@ -206,6 +207,7 @@ class TargetCaller:
         action: str,
         version: str,
         spec: TargetSpec,
+        function: str,
         input_json: bytes,
         timeout_s: float,
     ) -> ActionOutput:
@@ -214,7 +216,7 @@ class TargetCaller:
             self.outcomes["skipped"] += 1
             raise TargetFailed(f"circuit open for {spec.endpoint}: call skipped")
         try:
-            output = await self._call(spec, input_json, timeout_s)
+            output = await self._call(spec, function, input_json, timeout_s)
         except TargetFailed:
             self.outcomes["failed"] += 1
             if self.breaker.failure(key, time.monotonic()):
@@ -263,6 +265,7 @@ class TargetCaller:
         action: str,
         version: str,
         spec: TargetSpec,
+        function: str,
         input_json: bytes,
         timeout_s: float,
     ) -> None:
@@ -275,7 +278,7 @@ class TargetCaller:
 
         async def send() -> None:
             try:
-                await self._guarded(tenant, action, version, spec, input_json, timeout_s)
+                await self._guarded(tenant, action, version, spec, function, input_json, timeout_s)
             except TargetFailed as exc:
                 log.warning("async target %s@%s failed: %s", action, version, exc.message)
 
@@ -283,15 +286,17 @@ class TargetCaller:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _call(self, spec: TargetSpec, input_json: bytes, timeout_s: float) -> ActionOutput:
+    async def _call(
+        self, spec: TargetSpec, function: str, input_json: bytes, timeout_s: float
+    ) -> ActionOutput:
         if self._session is None:
             raise TargetFailed("the target client is not started")
         host = urlsplit(spec.endpoint).hostname or ""
         self._check_literal(host)
-        inp: dict[str, Any] = orjson.loads(input_json)
-        function = function_name(str(inp.get("flow_type")), str(inp.get("trigger")))
-        payload = zitadel_payload(inp) if spec.payload == "zitadel" else inp
-        body = json.dumps(payload, separators=(",", ":"), default=str).encode()
+        # payload: gatehook sends the input as it was encoded for the request, once
+        body = (
+            input_json if spec.payload == "gatehook" else dumps(zitadel_payload(loads(input_json)))
+        )
         headers = {
             **spec.headers,
             "Content-Type": "application/json",
@@ -338,8 +343,8 @@ class TargetCaller:
     @staticmethod
     def _output(spec: TargetSpec, function: str, raw: bytes) -> ActionOutput:
         try:
-            data = orjson.loads(raw) if raw.strip() else {}
-        except orjson.JSONDecodeError:
+            data = loads(raw) if raw.strip() else {}
+        except ValueError:
             raise TargetFailed("the response is not JSON") from None
         try:
             if spec.payload == "gatehook":
