@@ -509,3 +509,47 @@ async def test_endless_microtasks_after_the_result_do_not_wedge_the_child(
             continue  # the result settled after the endless chain had begun: also contained
         assert out["claims"] == {"n": n}
     await healthy(pool)
+
+
+async def test_calls_one_at_a_time_go_on_in_one_evaluation(pool: SandboxPool) -> None:
+    """An evaluation waits in the child for the next call to its interpreter: calls sent one
+    after another share it, each with its own result, logs and deadline; a call for another
+    interpreter, a compile, or a spinning call end it, and the next call starts a new one."""
+    counter = module(
+        "globalThis.seen = (globalThis.seen || 0) + 1; console.log('n', input.n);"
+        "if (input.spin) { while (true) {} }"
+        "return {kind: 'continue', claims: {n: input.n, seen: globalThis.seen}};"
+    )
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    compiled = await pool.compile(counter, language="js", name="act")
+
+    def job(n: int, spin: bool = False) -> ScriptJob:
+        return ScriptJob(
+            tenant=tenant,
+            action="act",
+            version="1.0.0",
+            code=compiled.code,
+            style=compiled.style.value,
+            input=json.dumps({**INPUT, "n": n, "spin": spin}).encode(),
+            timeout_ms=100 if spin else 5_000,
+        )
+
+    before = pool.batched
+    seen = []
+    for n in range(6):
+        await asyncio.sleep(0.02)  # the child has long finished the call before
+        res = await pool.run(job(n))
+        out = json.loads(res.output)
+        assert out["claims"]["n"] == n
+        assert res.logs == [f"info: n {n}"]
+        seen.append(out["claims"]["seen"])
+        if n == 2:
+            await healthy(pool)  # another interpreter in between
+            await pool.compile(module("return {};"), language="js", name="other")
+    assert pool.batched - before >= 4  # calls went on in an evaluation already running
+    assert seen == sorted(seen)  # the same warm interpreter (unless another child served)
+    with pytest.raises(ScriptTimeout):
+        await pool.run(job(99, spin=True))
+    res = await pool.run(job(7))
+    assert json.loads(res.output)["claims"]["n"] == 7
+    await healthy(pool)

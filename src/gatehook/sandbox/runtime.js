@@ -273,18 +273,24 @@
   function run(input) { return start(input).box; }
 
   // Calls for this interpreter back to back in one evaluation (dukpy collects garbage at
-  // every evaluation's start and end, ~50 us, more than a small action costs): each settled
-  // result goes to the host, which answers it and hands over the next queued input for
-  // this same interpreter, or nothing. The evaluation's value is the call still unsettled.
+  // every evaluation's start and end, ~60 us, more than a small action costs): each settled
+  // result goes to the host, which answers it and hands over the next queued input for this
+  // same interpreter; 0 when none is queued, and then `pull` (queued behind the jobs the
+  // settled call left) waits in the host for the next frame: another input, or nothing,
+  // which ends the evaluation. Its value is the call still unsettled.
   function serve(input) {
     var cur = { box: null };
+    function go(next) {
+      if (next === 0) pThen.call(pResolve(), pull);
+      else if (next !== undefined && next !== null) step(next);
+    }
+    function pull() { go(callPython('gh.next', token)); }
     function step(job) {
       var r = start(job);
       cur.box = r.box;
       pThen.call(r.done, function () {
         cur.box = null;
-        var next = callPython('gh.next', token, r.box.out, r.box.logs, r.box.error);
-        if (next !== undefined && next !== null) step(next);
+        go(callPython('gh.next', token, r.box.out, r.box.logs, r.box.error));
       });
     }
     step(input);
