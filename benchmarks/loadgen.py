@@ -59,17 +59,20 @@ async def main() -> None:
     lat: list[float] = []
     spans: list[tuple[float, float]] = []
     errors = 0
+    first_error = ""  # what the first failed request got, to say what the errors are
 
     async def one(scheduled: float) -> None:
-        nonlocal counter, errors
+        nonlocal counter, errors, first_error
         counter += 1
         body = (BODY % f"{prefix}-{counter}").encode()
         try:
             msg = await nc.request(args.subject, body, timeout=args.timeout)
             if b'"error":null' not in msg.data:
                 errors += 1
-        except Exception:
+                first_error = first_error or msg.data.decode()[:300]
+        except Exception as exc:
             errors += 1
+            first_error = first_error or repr(exc)
             return
         now = time.perf_counter()
         lat.append((now - scheduled) * 1000)
@@ -112,6 +115,7 @@ async def main() -> None:
             {
                 "ok": len(lat),
                 "errors": errors,
+                "first_error": first_error,
                 "elapsed": elapsed,
                 "lat": lat,
                 "stall_ms": stall * 1000,

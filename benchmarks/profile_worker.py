@@ -32,6 +32,7 @@ async def main() -> None:
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--in-flight", type=int, default=32)
     p.add_argument("--top", type=int, default=35)
+    p.add_argument("--callers", default="", help="also print who calls functions matching this")
     args = p.parse_args()
     nats_server, mongo = start_nats(), start_mongo()
     settings = Settings(nats_url=nats_server.url, mongodb_url=mongo.url, mongodb_database="prof")
@@ -80,7 +81,10 @@ async def main() -> None:
         f"= {result['ok'] / result['elapsed']:.0f} req/s"
     )
     buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(args.top)
+    stats = pstats.Stats(prof, stream=buf).sort_stats("tottime")
+    stats.print_stats(args.top)
+    if args.callers:
+        stats.print_callers(args.callers)
     print(buf.getvalue())
     await broker.stop()
     await runtime.aclose()

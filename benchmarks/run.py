@@ -223,13 +223,15 @@ def measure(
     after = cpu_by_kind([*pids, nats_pid])
     done = sum(o["ok"] for o in outs)
     res.throughput = done / max(o["elapsed"] for o in outs)
-    res.errors += sum(o["errors"] for o in outs)
+    res.errors += sum(o["errors"] for o in outs)  # the CPU table's column: this phase only
+    for o in outs:
+        if o.get("first_error"):
+            print(f"  {res.scenario}: first error: {o['first_error']}", flush=True)
     res.cpu_us = {k: (after[k] - before.get(k, 0.0)) / max(done, 1) * 1e6 for k in after}
     res.rss_mb = rss_mb(pids)
     for rate in args.rates:
         outs = loadgen(url, subject, "open", args.open_seconds, procs=args.procs, rate=rate)
         lat = [x for o in outs for x in o["lat"]]
-        res.errors += sum(o["errors"] for o in outs)
         stats = {f"p{p}": pct(lat, p) for p in (50, 99, 99.9)}
         stats["max"] = max(lat, default=float("nan"))
         worst = max(outs, key=lambda o: o["stall_ms"])
@@ -237,6 +239,9 @@ def measure(
         stats["stall_at"] = worst["stall_at"]
         stats["n"] = len(lat)
         stats["errors"] = sum(o["errors"] for o in outs)
+        for o in outs:
+            if o.get("first_error"):
+                print(f"  {res.scenario} at {rate}/s: first error: {o['first_error']}", flush=True)
         res.steady[rate] = stats
 
 

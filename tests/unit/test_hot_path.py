@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -13,6 +14,8 @@ import pytest
 from gatehook.domain.catalogue import FlowType, Trigger
 from gatehook.domain.contract import ActionOutput, AuditEvent, TriggerRequest
 from gatehook.domain.decide import Step
+from gatehook.domain.model import ActionKind, ActionVersion, ScriptStyle
+from gatehook.sandbox.pool import ScriptJob, ScriptRun
 from gatehook.service.deadlines import Deadlines
 from gatehook.service.ports import Pin
 from gatehook.service.trigger import TriggerService
@@ -185,3 +188,52 @@ def test_nats_url_takes_a_list_of_servers() -> None:
     s = Settings(nats_url="nats://a:4222, nats://b:4222,nats://c:4222")
     assert s.nats_servers == ["nats://a:4222", "nats://b:4222", "nats://c:4222"]
     assert Settings(nats_url="nats://a:4222").nats_servers == ["nats://a:4222"]
+
+
+class _QueuedScripts:
+    """A ScriptRunner whose calls wait ``wait_s`` for a child (queueing) and then report
+    ``ran_ms`` of running in it."""
+
+    def __init__(self, wait_s: float, ran_ms: float) -> None:
+        self.wait_s, self.ran_ms = wait_s, ran_ms
+
+    async def run(self, job: ScriptJob) -> ScriptRun:
+        await asyncio.sleep(self.wait_s)
+        return ScriptRun(b'{"kind": "continue"}', [], self.ran_ms)
+
+
+@pytest.mark.parametrize(("ran_ms", "grows"), [(1.0, True), (200.0, False)])
+async def test_the_tenant_limiter_judges_a_script_by_its_run_not_its_queueing(
+    ran_ms: float, grows: bool
+) -> None:
+    """Under load a fast tenant's calls wait for a child; that wait must not shrink its
+    sandbox limit to the floor (which queued it more); a slow run still does."""
+    service = TriggerService(
+        flows=_Flows(),
+        scripts=_QueuedScripts(wait_s=0.08, ran_ms=ran_ms),
+        templates=TemplateRegistry([]),
+        journal=None,  # type: ignore[arg-type]
+        settings=Settings(worker_name="w1"),
+        deadlines=Deadlines(),
+    )
+    version = ActionVersion(
+        tenant="acme",
+        action="js",
+        version="1.0.0",
+        kind=ActionKind.CUSTOM,
+        compiled="exports.execute = () => ({})",
+        style=ScriptStyle.MODULE,
+        content_hash="x",
+        created_at=datetime.now(UTC),
+    )
+    call = service._call(
+        "acme",
+        FlowType.EXTERNAL_AUTHENTICATION,
+        Trigger.POST_AUTHENTICATION,
+        _request(),
+        time.monotonic() + 10,
+    )
+    floor = service._fairness.limit("acme")
+    for _ in range(3):
+        await asyncio.gather(*(service._execute(call, version, 5.0, []) for _ in range(floor)))
+    assert (service._fairness.limit("acme") > floor) is grows

@@ -110,8 +110,8 @@ def decide(
 
     for step in steps:
         ran += 1
-        traces.append(
-            ActionTrace(
+        traces.append(  # built from trusted values: no validation on the hot path
+            ActionTrace.model_construct(
                 name=step.name,
                 version=step.version,
                 outcome=step.outcome(),
@@ -139,9 +139,15 @@ def decide(
             break
 
     for step in steps[ran:]:
-        traces.append(ActionTrace(name=step.name, version=step.version, outcome=Outcome.SKIPPED))
+        traces.append(
+            ActionTrace.model_construct(
+                name=step.name, version=step.version, outcome=Outcome.SKIPPED
+            )
+        )
     for name, version in attachments[len(traces) :]:
-        traces.append(ActionTrace(name=name, version=version, outcome=Outcome.SKIPPED))
+        traces.append(
+            ActionTrace.model_construct(name=name, version=version, outcome=Outcome.SKIPPED)
+        )
 
     if fail_closed is not None:
         return TriggerReply(

@@ -2,7 +2,8 @@
 
 A tenant whose calls finish quickly may pipeline many calls into the sandbox (its limit grows
 by one per fast call, up to a ceiling); a tenant whose calls are slow (an endless loop, a
-memory hog) drops back to the floor, ``pool size - 1`` calls, so it can never occupy every
+memory hog; judged by the time a call ran in its child, or its whole time when it failed)
+drops back to the floor, ``pool size - 1`` calls, so it can never occupy every
 child and everyone else keeps one to run on. A new tenant starts at the floor.
 """
 
