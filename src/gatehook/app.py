@@ -410,7 +410,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
 
     @app.on_shutdown
     async def _stop() -> None:
-        await runtime.drain()
+        await runtime.drain(settings.drain_timeout_s)
         await runtime.aclose()
 
     app.runtime = runtime  # type: ignore[attr-defined]

@@ -158,6 +158,13 @@ class Settings(BaseSettings):
         " (gatehook.process.loop); off only to compare",
     )
     request_budget_ms: int = Field(default=2000, ge=10, le=60_000)
+    drain_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="on SIGTERM, how long in-flight requests get to finish (keep the"
+        " orchestrator's grace period longer)",
+    )
     pin_ttl_s: float = Field(default=3600.0, gt=0)
     dedupe_window_s: float = Field(default=600.0, gt=0)
     flow_cache_ttl_s: float = Field(default=5.0, gt=0)

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
 import pytest
-import yaml
 from nats.aio.client import Client as NATS
 
-from gatehook.devservers import Server, find_binary, start_nats
+from gatehook.admin.client import AdminClient
+from gatehook.audit.reader import latest_events
+from gatehook.devservers import Server, start_nats
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
@@ -85,50 +85,56 @@ async def test_roles(
         await stop_worker(runtime, broker)
 
 
-def test_compose_file_is_consistent() -> None:
-    """Docker cannot run here; check what compose.yaml promises against the repository."""
-    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    services = compose["services"]
-    assert set(services) == {"nats", "mongo", "worker"}
-    assert services["worker"]["deploy"]["replicas"] == 2
-    assert all("healthcheck" in s for s in services.values())
-    assert "alpine" in services["nats"]["image"]  # has wget, which its health check runs
-    check = " ".join(services["worker"]["healthcheck"]["test"])
-    assert f":{services['worker']['environment']['GATEHOOK_METRICS__PORT']}/healthz" in check
-    assert "./deploy/nats.conf:/etc/nats/nats.conf:ro" in services["nats"]["volumes"]
-    env = services["worker"]["environment"]
-    assert env["GATEHOOK_NATS_URL"].startswith("nats://gatehook-worker:worker-secret@nats:")
-    assert (ROOT / services["worker"]["build"] / "Dockerfile").exists()
-    assert set(compose["volumes"]) == {"nats-data", "mongo-data"}
-
-
-def test_cluster_compose_and_config_are_consistent() -> None:
-    """compose.cluster.yaml against the repository and the settings; the cluster config as
-    nats-server itself checks it (`-t`)."""
-    compose = yaml.safe_load((ROOT / "compose.cluster.yaml").read_text())
-    services = compose["services"]
-    assert {"nats-1", "nats-2", "nats-3", "mongo", "worker"} == set(services)
-    env = services["worker"]["environment"]
-    urls = env["GATEHOOK_NATS_URL"].split(",")
-    assert [u.rsplit("@", 1)[1] for u in urls] == ["nats-1:4222", "nats-2:4222", "nats-3:4222"]
-    s = Settings(
-        nats_url=env["GATEHOOK_NATS_URL"], audit={"replicas": env["GATEHOOK_AUDIT__REPLICAS"]}
+async def test_console_role(
+    secured: Server, settings: Settings, pool: SandboxPool, store: MongoStore
+) -> None:
+    """The console's user (compose.yaml, the chart's consoleUrl) calls every tenant's
+    management API and reads the audit stream; it cannot send trigger requests, write audit
+    events or change the streams."""
+    settings = settings.model_copy(
+        update={"nats_url": _url(secured, "gatehook-worker", "worker-secret")}
     )
-    assert len(s.nats_servers) == 3
-    assert s.audit.replicas == 3
-    assert "/healthz" in " ".join(services["worker"]["healthcheck"]["test"])
-    assert env["GATEHOOK_METRICS__PORT"] in " ".join(services["worker"]["healthcheck"]["test"])
-    for name in ("nats-1", "nats-2", "nats-3"):
-        assert services[name]["environment"]["NATS_SERVER_NAME"] == name
-        assert "./deploy/nats-cluster.conf:/etc/nats/nats.conf:ro" in services[name]["volumes"]
-        assert "alpine" in services[name]["image"]  # has wget for the health check
-    binary = find_binary("nats-server")
-    assert binary is not None
-    checked = subprocess.run(
-        [binary, "-t", "-c", str(ROOT / "deploy" / "nats-cluster.conf")],
-        capture_output=True,
-        text=True,
-        env={"NATS_SERVER_NAME": "nats-1", "PATH": "/usr/bin:/bin"},
-        check=False,
-    )
-    assert checked.returncode == 0, checked.stderr + checked.stdout
+    runtime, broker = await start_worker(settings, pool)
+    errors: list[str] = []
+    console = await _client(secured, "gatehook-console", "console-secret", errors)
+    try:
+        client = AdminClient(console, timeout=30)
+        for tenant in ("acme", "globex"):
+            applied = await client.call(
+                tenant,
+                "apply",
+                file={
+                    "actions": [
+                        {
+                            "name": "allow",
+                            "template": "domain-allowlist",
+                            "config": {"domains": ["acme.com"]},
+                        }
+                    ],
+                    "flows": {"external_authentication": {"post_authentication": ["allow@latest"]}},
+                },
+            )
+            assert applied["applied"], applied
+        events = await latest_events(
+            console.jetstream(), tenant="globex", limit=50, stream=settings.audit.stream
+        )
+        assert events
+        assert all(e.tenant == "globex" for e in events)
+
+        body = json.dumps({"request_id": "r1"}).encode()
+        with pytest.raises(nats.errors.TimeoutError):
+            await console.request(
+                "gatehook.v1.trigger.acme.external_authentication.post_authentication",
+                body,
+                timeout=0.5,
+            )
+        await console.publish("gatehook.v1.audit.acme.flow.action_executed", b"{}")
+        with pytest.raises(nats.errors.TimeoutError):
+            await console.request(f"$JS.API.STREAM.DELETE.{settings.audit.stream}", timeout=0.5)
+        await console.flush()
+        await asyncio.sleep(0.1)
+        assert sum("permissions violation" in e.lower() for e in errors) >= 3, errors
+        assert (await console.jetstream().stream_info(settings.audit.stream)).config.name
+    finally:
+        await console.close()
+        await stop_worker(runtime, broker)

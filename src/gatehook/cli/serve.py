@@ -58,6 +58,7 @@ def worker(
             env=os.environ,
             name=settings.worker_name,
             metrics_port=settings.metrics.port,
+            drain_s=settings.drain_timeout_s + 5,  # the workers' own drain, then a margin
         )
         raise typer.Exit(asyncio.run(supervisor.run()))
     from gatehook.app import create_app

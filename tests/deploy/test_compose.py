@@ -1,0 +1,133 @@
+"""compose.yaml and compose.cluster.yaml: validated by `docker-compose config` (Debian's
+docker-compose, installed by scripts/install-debian-packages; it needs no Docker daemon), and
+what they promise checked against the repository, the settings and deploy/nats.conf."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gatehook.devservers import find_binary
+from gatehook.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "0123456789abcdef-token"
+
+
+def compose_config(path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("docker-compose")
+    assert binary, "docker-compose is missing: run scripts/install-debian-packages"
+    clean = {k: v for k, v in os.environ.items() if k != "GATEHOOK_CONSOLE_TOKEN"}
+    return subprocess.run(
+        [binary, "-f", str(path), "config"],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        cwd=ROOT,
+        check=False,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("name", ["compose.yaml", "compose.cluster.yaml"])
+def test_compose_config_validates(name: str) -> None:
+    done = compose_config(ROOT / name, GATEHOOK_CONSOLE_TOKEN=TOKEN)
+    assert done.returncode == 0, done.stderr
+    resolved = yaml.safe_load(done.stdout)
+    if name == "compose.yaml":
+        env = resolved["services"]["console"]["environment"]
+        assert env["GATEHOOK_CONSOLE__TOKEN"] == TOKEN  # taken from the environment
+
+
+def test_compose_config_can_fail() -> None:
+    """The validator really checks: a misspelt key is refused, and so is a missing token."""
+    bad = (ROOT / "compose.yaml").read_text().replace("interval: 5s", "intervall: 5s", 1)
+    broken = ROOT / "build" / "compose-broken.yaml"
+    broken.parent.mkdir(exist_ok=True)
+    broken.write_text(bad)
+    try:
+        done = compose_config(broken, GATEHOOK_CONSOLE_TOKEN=TOKEN)
+        assert done.returncode != 0
+        assert "intervall" in done.stderr
+    finally:
+        broken.unlink()
+    done = compose_config(ROOT / "compose.yaml")
+    assert done.returncode != 0
+    assert "set GATEHOOK_CONSOLE_TOKEN" in done.stderr
+
+
+def _nats_users() -> dict[str, str]:
+    text = (ROOT / "deploy" / "nats.conf").read_text()
+    return dict(re.findall(r"user:\s*(\S+)\s+password:\s*(\S+)", text))
+
+
+def test_compose_file_is_consistent() -> None:
+    """What compose.yaml promises against the repository, the settings and nats.conf."""
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"nats", "mongo", "worker", "console"}
+    assert services["worker"]["deploy"]["replicas"] == 2
+    assert all("healthcheck" in s for s in services.values())
+    assert "alpine" in services["nats"]["image"]  # has wget, which its health check runs
+    assert "./deploy/nats.conf:/etc/nats/nats.conf:ro" in services["nats"]["volumes"]
+    users = _nats_users()
+    for name in ("worker", "console"):
+        env = services[name]["environment"]
+        settings = Settings(
+            **{k.removeprefix("GATEHOOK_").lower(): v for k, v in env.items() if "__" not in k}
+        )
+        user, password = re.match(r"nats://([^:]+):([^@]+)@nats:4222$", settings.nats_url).groups()
+        assert users[user] == password, f"{name}'s NATS user is not in deploy/nats.conf"
+        assert (ROOT / services[name]["build"] / "Dockerfile").exists()
+        for key in env:
+            assert key.startswith("GATEHOOK_")
+    worker_env = services["worker"]["environment"]
+    check = " ".join(services["worker"]["healthcheck"]["test"])
+    assert f":{worker_env['GATEHOOK_METRICS__PORT']}/healthz" in check
+    console = services["console"]
+    cenv = console["environment"]
+    assert console["command"] == ["gatehook", "console"]
+    assert cenv["GATEHOOK_CONSOLE__HOST"] == "0.0.0.0"  # inside the container; the host binds:
+    assert console["ports"] == [f"127.0.0.1:{cenv['GATEHOOK_CONSOLE__PORT']}:8089"]
+    assert int(cenv["GATEHOOK_CONSOLE__PORT"]) == Settings().console.port
+    assert f":{cenv['GATEHOOK_CONSOLE__PORT']}/healthz" in " ".join(console["healthcheck"]["test"])
+    assert cenv["GATEHOOK_CONSOLE__TOKEN"].startswith("${GATEHOOK_CONSOLE_TOKEN:?")
+    assert set(compose["volumes"]) == {"nats-data", "mongo-data"}
+
+
+def test_cluster_compose_and_config_are_consistent() -> None:
+    """compose.cluster.yaml against the repository and the settings; the cluster config as
+    nats-server itself checks it (`-t`)."""
+    compose = yaml.safe_load((ROOT / "compose.cluster.yaml").read_text())
+    services = compose["services"]
+    assert {"nats-1", "nats-2", "nats-3", "mongo", "worker"} == set(services)
+    env = services["worker"]["environment"]
+    urls = env["GATEHOOK_NATS_URL"].split(",")
+    assert [u.rsplit("@", 1)[1] for u in urls] == ["nats-1:4222", "nats-2:4222", "nats-3:4222"]
+    s = Settings(
+        nats_url=env["GATEHOOK_NATS_URL"], audit={"replicas": env["GATEHOOK_AUDIT__REPLICAS"]}
+    )
+    assert len(s.nats_servers) == 3
+    assert s.audit.replicas == 3
+    assert "/healthz" in " ".join(services["worker"]["healthcheck"]["test"])
+    assert env["GATEHOOK_METRICS__PORT"] in " ".join(services["worker"]["healthcheck"]["test"])
+    for name in ("nats-1", "nats-2", "nats-3"):
+        assert services[name]["environment"]["NATS_SERVER_NAME"] == name
+        assert "./deploy/nats-cluster.conf:/etc/nats/nats.conf:ro" in services[name]["volumes"]
+        assert "alpine" in services[name]["image"]  # has wget for the health check
+    binary = find_binary("nats-server")
+    assert binary is not None
+    checked = subprocess.run(
+        [binary, "-t", "-c", str(ROOT / "deploy" / "nats-cluster.conf")],
+        capture_output=True,
+        text=True,
+        env={"NATS_SERVER_NAME": "nats-1", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr + checked.stdout
