@@ -22,13 +22,22 @@ from gatehook.admin.service import AdminService
 from gatehook.app import Runtime
 from gatehook.devservers import Server, find_binary, start_mongo, start_nats
 from gatehook.sandbox import SandboxPool
-from gatehook.settings import RolloutSettings, SandboxSettings, Settings, TargetSettings
+from gatehook.security.sealing import sealer_from
+from gatehook.settings import (
+    RolloutSettings,
+    SandboxSettings,
+    SecretsSettings,
+    Settings,
+    TargetSettings,
+)
 from gatehook.storage import MongoStore
 from gatehook.templates import default_registry
 from gatehook.transport.jetstream import AuditPublisher
 from gatehook.transport.worker import build_broker, changes_subject, settle
 
 _ENV = Settings()
+# Tenants' secrets are sealed in every test's database (tests/e2e/test_security.py reads them raw)
+TEST_SECRETS_KEY = "dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktdGVzdC0="
 _SERVER_LINES: list[str] = []
 
 
@@ -100,6 +109,7 @@ def settings(servers: Servers) -> Settings:
         sandbox=SandboxSettings(pool_size=2, http_allow_private=True),
         targets=TargetSettings(allow_private=True),
         rollouts=RolloutSettings(report_s=0.1),
+        secrets=SecretsSettings(key=TEST_SECRETS_KEY),
     )
 
 
@@ -125,7 +135,13 @@ async def nc(servers: Servers) -> AsyncIterator[NATS]:
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[MongoStore]:
     """The store on this test's database, with indexes; the database is dropped afterwards."""
-    s = MongoStore.connect(settings.mongodb_url, settings.mongodb_database, timeout_ms=5000)
+    s = MongoStore.connect(
+        settings.mongodb_url,
+        settings.mongodb_database,
+        timeout_ms=5000,
+        sealer=sealer_from(settings.secrets),
+        secret_fields=default_registry().secret_fields(),
+    )
     await s.ensure_indexes()
     yield s
     await s._client.drop_database(settings.mongodb_database)

@@ -31,6 +31,8 @@ from gatehook.errors import GatehookError, TransportError
 from gatehook.metrics import Metrics, MetricsServer
 from gatehook.process.loop import freeze_startup_heap
 from gatehook.sandbox import SandboxPool
+from gatehook.security.connections import mongo_options
+from gatehook.security.sealing import sealer_from
 from gatehook.service.deadlines import Deadlines
 from gatehook.service.rollouts import RolloutCounter, RolloutKey, ShadowGate
 from gatehook.service.trigger import TriggerService
@@ -68,7 +70,12 @@ class Runtime:
         self.broker = broker
         self.templates: TemplateRegistry = default_registry()
         self.store = MongoStore.connect(
-            settings.mongodb_url, settings.mongodb_database, timeout_ms=settings.mongodb_timeout_ms
+            settings.mongodb_url,
+            settings.mongodb_database,
+            timeout_ms=settings.mongodb_timeout_ms,
+            sealer=sealer_from(settings.secrets),  # ConfigError for a malformed key
+            secret_fields=self.templates.secret_fields(),
+            client_options=mongo_options(settings),
         )
         # A pool passed in is shared (tests, embedding) and stays open when this runtime closes.
         self._owns_pool = pool is None
@@ -121,6 +128,10 @@ class Runtime:
         """Connect, prepare storage, the sandbox and the streams (before subscribers start)."""
         await self.broker.connect()
         await self.store.ensure_indexes()
+        if not await self.store.check_sealed() and self.settings.secrets.current_key() is None:
+            log.warning(
+                "tenants' secrets are stored in clear: set GATEHOOK_SECRETS__KEY (README, Security)"
+            )
         if self._owns_pool:
             await self.pool.start()
         if self.settings.metrics.port is not None:  # /healthz says why while not ready

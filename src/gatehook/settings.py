@@ -7,17 +7,23 @@ Top-level fields map to ``GATEHOOK_<FIELD>`` (``GATEHOOK_NATS_URL``); nested mod
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gatehook.errors import ConfigError
+
 __all__ = [
     "AuditSettings",
     "ConsoleSettings",
     "MetricsSettings",
+    "MongoSettings",
+    "NatsSettings",
     "RolloutSettings",
     "SandboxSettings",
+    "SecretsSettings",
     "Settings",
     "TargetSettings",
     "WebhookSettings",
@@ -124,6 +130,60 @@ class AuditSettings(BaseModel):
     replicas: int = 1
 
 
+class NatsSettings(BaseModel):
+    """TLS and credentials of every NATS connection gatehook makes (the URL in
+    ``GATEHOOK_NATS_URL`` may carry ``user:password@`` too; these take precedence)."""
+
+    tls_ca_file: Path | None = Field(default=None, description="PEM CA the server is checked with")
+    tls_cert_file: Path | None = Field(default=None, description="PEM client certificate")
+    tls_key_file: Path | None = Field(default=None, description="PEM key of the client cert")
+    tls_hostname: str | None = Field(default=None, description="the name the cert must carry")
+    creds_file: Path | None = Field(default=None, description="a .creds file (JWT + nkey)")
+    user: str | None = None
+    password: SecretStr | None = None
+
+    @property
+    def tls(self) -> bool:
+        """Whether TLS is configured here (a ``tls://`` URL also turns it on)."""
+        return any((self.tls_ca_file, self.tls_cert_file, self.tls_hostname))
+
+
+class MongoSettings(BaseModel):
+    """TLS of the MongoDB connection (options of the URL work too)."""
+
+    tls: bool = False
+    tls_ca_file: Path | None = Field(default=None, description="PEM CA the server is checked with")
+    tls_cert_key_file: Path | None = Field(
+        default=None, description="PEM client certificate and key, one file"
+    )
+    tls_allow_invalid_hostnames: bool = False
+
+
+class SecretsSettings(BaseModel):
+    """The key that seals tenants' secrets at rest (AES-256-GCM, ``gatehook.security``).
+
+    Without a key, secrets are stored in clear (a warning at start); once values are sealed,
+    a worker refuses to start without the key that sealed them.
+    """
+
+    key: SecretStr | None = Field(default=None, description="base64 of 32 random bytes")
+    key_file: Path | None = Field(default=None, description="a file holding the key (base64)")
+    old_keys: list[SecretStr] = Field(
+        default_factory=list, description="earlier keys, to open values until rotated"
+    )
+
+    def current_key(self) -> str | None:
+        """The key's text, from ``key`` or else ``key_file``."""
+        if self.key is not None:
+            return self.key.get_secret_value()
+        if self.key_file is not None:
+            try:
+                return self.key_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read GATEHOOK_SECRETS__KEY_FILE: {exc}") from None
+        return None
+
+
 class Settings(BaseSettings):
     """Everything gatehook can be configured with; built once and passed down."""
 
@@ -139,6 +199,8 @@ class Settings(BaseSettings):
     mongodb_url: str = "mongodb://127.0.0.1:27017"
     mongodb_database: str = "gatehook"
     mongodb_timeout_ms: int = Field(default=2000, ge=50)
+    nats: NatsSettings = NatsSettings()
+    mongodb: MongoSettings = MongoSettings()
     sandbox: SandboxSettings = SandboxSettings()
     audit: AuditSettings = AuditSettings()
     webhooks: WebhookSettings = WebhookSettings()
@@ -146,6 +208,7 @@ class Settings(BaseSettings):
     rollouts: RolloutSettings = RolloutSettings()
     metrics: MetricsSettings = MetricsSettings()
     console: ConsoleSettings = ConsoleSettings()
+    secrets: SecretsSettings = SecretsSettings()
     log_format: Literal["text", "json"] = "text"
     worker_name: str = Field(default_factory=lambda: f"worker-{os.getpid()}")
     concurrency: int = Field(default=256, ge=1, description="trigger requests in flight per worker")

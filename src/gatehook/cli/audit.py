@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-import nats
 import typer
 from rich.table import Table
 
@@ -17,6 +16,7 @@ from gatehook.cli.common import (
     out,
     run,
 )
+from gatehook.security.connections import connect_nats
 
 audit_app = typer.Typer(no_args_is_help=True, help="Read the audit stream.")
 app.add_typer(audit_app, name="audit")
@@ -55,7 +55,7 @@ def audit_tail(
     start = datetime.now(UTC) - _duration(since)
 
     async def go() -> None:
-        nc = await nats.connect(servers=load_settings().nats_servers, connect_timeout=2)
+        nc = await connect_nats(load_settings(), connect_timeout=2)
         try:
             table = Table("at", "tenant", "type", "action", "version", "outcome", "request/actor")
             async for e in read_events(
@@ -96,7 +96,7 @@ def audit_why(
     moment, span = _instant(at), _duration(window)
 
     async def go() -> None:
-        nc = await nats.connect(servers=load_settings().nats_servers, connect_timeout=2)
+        nc = await connect_nats(load_settings(), connect_timeout=2)
         try:
             events = [
                 e

@@ -9,12 +9,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
-import nats
 import typer
 from rich.console import Console
 
 from gatehook.admin.client import AdminClient
 from gatehook.errors import GatehookError
+from gatehook.security.connections import connect_nats
 from gatehook.settings import Settings
 
 __all__ = [
@@ -61,7 +61,7 @@ def run(coro: Awaitable[T]) -> T:
 async def with_admin(fn: Callable[[AdminClient], Awaitable[T]], timeout: float = 60.0) -> T:
     s = load_settings()
     try:
-        nc = await nats.connect(servers=s.nats_servers, connect_timeout=2, max_reconnect_attempts=0)
+        nc = await connect_nats(s, connect_timeout=2, max_reconnect_attempts=0)
     except Exception as exc:
         raise GatehookError(f"cannot connect to NATS at {s.nats_url}: {exc}") from None
     try:

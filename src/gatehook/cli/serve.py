@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-import nats
 import typer
 
 from gatehook.cli.common import (
@@ -21,6 +20,8 @@ from gatehook.cli.common import (
     run,
     sample_request,
 )
+from gatehook.errors import ConfigError
+from gatehook.security.connections import connect_nats
 
 
 # -- worker ------------------------------------------------------------------------------------
@@ -63,11 +64,15 @@ def worker(
         raise typer.Exit(asyncio.run(supervisor.run()))
     from gatehook.app import create_app
 
-    run_worker(
-        create_app(settings).run(),
-        use_uvloop=event_loop == "uvloop",
-        gc_tuning=settings.gc_tuning,
-    )
+    try:
+        run_worker(
+            create_app(settings).run(),
+            use_uvloop=event_loop == "uvloop",
+            gc_tuning=settings.gc_tuning,
+        )
+    except ConfigError as exc:  # said in one line, not a traceback: the operator must act
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(2) from None
 
 
 # -- trigger -----------------------------------------------------------------------------------
@@ -84,7 +89,7 @@ def trigger_cmd(
     body = json.loads(file.read_text()) if file else sample_request("ann@acme.com")
 
     async def go() -> Any:
-        nc = await nats.connect(servers=load_settings().nats_servers, connect_timeout=2)
+        nc = await connect_nats(load_settings(), connect_timeout=2)
         try:
             msg = await nc.request(
                 f"gatehook.v1.trigger.{tenant}.{flow_type}.{trigger}", json.dumps(body).encode(), 5

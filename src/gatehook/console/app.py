@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
 
-import nats
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -40,6 +39,7 @@ from gatehook.console.pages import (
 from gatehook.domain.catalogue import TENANT_RE
 from gatehook.domain.contract import AuditEvent
 from gatehook.errors import GatehookError
+from gatehook.security.connections import connect_nats
 from gatehook.settings import Settings
 
 __all__ = ["build_app"]
@@ -64,7 +64,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        env.nc = await nats.connect(servers=settings.nats_servers, name="gatehook-console")
+        env.nc = await connect_nats(settings, name="gatehook-console")
         try:
             yield
         finally:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
@@ -27,7 +28,8 @@ from pymongo.errors import (
 
 from gatehook.domain.catalogue import FlowType
 from gatehook.domain.model import ActionDef, ActionVersion, Disabled, FlowRevision
-from gatehook.errors import Conflict, StorageError, StorageUnavailable
+from gatehook.errors import ConfigError, Conflict, StorageError, StorageUnavailable
+from gatehook.security.sealing import Sealer, SealingError, is_sealed
 
 __all__ = ["MongoStore", "Pin"]
 
@@ -48,8 +50,17 @@ def _aware(value: datetime) -> datetime:
 class MongoStore:
     """Storage port's production adapter. One instance per event loop; ``aclose()`` it."""
 
-    def __init__(self, client: AsyncMongoClient[Doc], database: str) -> None:
+    def __init__(
+        self,
+        client: AsyncMongoClient[Doc],
+        database: str,
+        *,
+        sealer: Sealer | None = None,
+        secret_fields: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
         self._client = client
+        self._sealer = sealer  # None: tenants' secrets are stored in clear
+        self._secret_fields = dict(secret_fields or {})  # template -> its secret config fields
         self._db: AsyncDatabase[Doc] = client[database]
         self.actions = self._db["actions"]
         self.versions = self._db["action_versions"]
@@ -60,8 +71,18 @@ class MongoStore:
         self.recorded_slots = self._db["recordings"]
 
     @classmethod
-    def connect(cls, url: str, database: str, *, timeout_ms: int = 2000) -> MongoStore:
-        """A store on a new client (connects lazily; fails fast when the server is away)."""
+    def connect(
+        cls,
+        url: str,
+        database: str,
+        *,
+        timeout_ms: int = 2000,
+        sealer: Sealer | None = None,
+        secret_fields: Mapping[str, tuple[str, ...]] | None = None,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> MongoStore:
+        """A store on a new client (connects lazily; fails fast when the server is away).
+        ``client_options`` go to the client as they are (TLS: ``security.connections``)."""
         client: AsyncMongoClient[Doc] = AsyncMongoClient(
             url,
             serverSelectionTimeoutMS=timeout_ms,
@@ -69,8 +90,9 @@ class MongoStore:
             socketTimeoutMS=max(timeout_ms * 2, 1000),
             tz_aware=True,
             appname="gatehook",
+            **dict(client_options or {}),
         )
-        return cls(client, database)
+        return cls(client, database, sealer=sealer, secret_fields=secret_fields)
 
     async def aclose(self) -> None:
         """Close the client."""
@@ -140,7 +162,7 @@ class MongoStore:
                 {"tenant": tenant, "action": action, "version": version}, {"_id": 0}
             )
         )
-        return None if doc is None else ActionVersion.model_validate(doc)
+        return None if doc is None else self._version(doc)
 
     async def current_revisions(self, tenant: str) -> Pin:
         """The newest revision of each flow type of ``tenant`` (None where it has no flow)."""
@@ -426,6 +448,7 @@ class MongoStore:
         """Publish an immutable version; ``Conflict`` when that version exists already."""
         doc = version.model_dump(mode="json")
         doc["created_at"] = version.created_at
+        self._seal(doc)
         try:
             await self._guard(lambda: self.versions.insert_one(doc))
         except DuplicateKeyError as exc:
@@ -438,4 +461,96 @@ class MongoStore:
             cursor = self.versions.find({"tenant": tenant, "action": action}, {"_id": 0})
             return await cursor.sort("created_at", ASCENDING).to_list()
 
-        return [ActionVersion.model_validate(d) for d in await self._guard(op)]
+        return [self._version(d) for d in await self._guard(op)]
+
+    # -- tenants' secrets, sealed at rest ------------------------------------------------------
+    def _secret_paths(self, doc: Doc) -> list[tuple[str, str]]:
+        """Where ``doc`` (an action version as stored) keeps secrets: (part, field) pairs."""
+        paths = [("config", f) for f in self._secret_fields.get(doc.get("template") or "", ())]
+        paths.append(("target", "signing_key"))
+        return [
+            (part, f)
+            for part, f in paths
+            if isinstance(doc.get(part), dict) and doc[part].get(f) not in (None, "")
+        ]
+
+    @staticmethod
+    def _where(doc: Doc, part: str, field: str) -> str:
+        return f"{doc.get('tenant')}/{doc.get('action')}/{doc.get('version')}/{part}.{field}"
+
+    def _seal(self, doc: Doc) -> None:
+        """Seal the secrets of ``doc`` in place (nothing without a key)."""
+        if self._sealer is None:
+            return
+        sealed = []
+        for part, field in self._secret_paths(doc):
+            value = doc[part][field]
+            if not is_sealed(value):
+                doc[part][field] = self._sealer.seal(str(value), self._where(doc, part, field))
+            sealed.append(f"{part}.{field}")
+        if sealed:
+            doc["sealed"], doc["sealed_kid"] = sealed, self._sealer.kid
+
+    def _version(self, doc: Doc) -> ActionVersion:
+        """An action version from its document, its secrets opened."""
+        sealed = doc.pop("sealed", None) or []
+        doc.pop("sealed_kid", None)
+        for path in sealed:
+            part, field = path.split(".", 1)
+            value = doc[part][field]
+            if self._sealer is None:
+                raise SealingError(
+                    f"{self._where(doc, part, field)} is sealed and no key is given"
+                    " (GATEHOOK_SECRETS__KEY)"
+                )
+            doc[part][field] = self._sealer.open(value, self._where(doc, part, field))
+        return ActionVersion.model_validate(doc)
+
+    async def check_sealed(self) -> list[str]:
+        """Refuse (``ConfigError``) when sealed secrets exist that the keys given cannot
+        open; the ids of the keys the stored secrets are sealed with."""
+        kids = sorted(
+            str(k) for k in await self._guard(lambda: self.versions.distinct("sealed_kid")) if k
+        )
+        if kids and self._sealer is None:
+            raise ConfigError(
+                f"tenants' secrets are sealed (key id {', '.join(kids)}) and no key is given:"
+                " set GATEHOOK_SECRETS__KEY or GATEHOOK_SECRETS__KEY_FILE"
+            )
+        missing = [k for k in kids if self._sealer is not None and k not in self._sealer.kids]
+        if missing:
+            raise ConfigError(
+                f"tenants' secrets are sealed with key id {', '.join(missing)}, which is not"
+                " given: add it to GATEHOOK_SECRETS__OLD_KEYS (then `gatehook secrets rotate`)"
+            )
+        return kids
+
+    async def reseal(self) -> dict[str, Any]:
+        """Seal every stored secret again under the current key (rotation; also seals secrets
+        stored in clear before a key was given). Idempotent; returns what it did."""
+        sealer = self._sealer
+        if sealer is None:
+            raise ConfigError("no key to seal with: set GATEHOOK_SECRETS__KEY")
+        docs = await self._guard(lambda: self.versions.find({}).to_list())
+        resealed = from_clear = 0
+        for doc in docs:
+            paths = self._secret_paths(doc)
+            if not paths or (
+                doc.get("sealed_kid") == sealer.kid and len(doc.get("sealed") or []) == len(paths)
+            ):
+                continue
+            update: Doc = {}
+            for part, field in paths:
+                value, where = doc[part][field], self._where(doc, part, field)
+                if is_sealed(value):
+                    resealed += 1
+                    value = sealer.open(value, where)
+                else:
+                    from_clear += 1
+                update[f"{part}.{field}"] = sealer.seal(str(value), where)
+            update["sealed"] = [f"{part}.{field}" for part, field in paths]
+            update["sealed_kid"] = sealer.kid
+            await self._guard(
+                partial(self.versions.update_one, {"_id": doc["_id"]}, {"$set": update})
+            )
+        return {"kid": sealer.kid, "resealed": resealed, "sealed_from_clear": from_clear}

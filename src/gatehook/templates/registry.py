@@ -40,6 +40,10 @@ class TemplateRegistry:
             return config
         return {k: (SECRET_MASK if k in t.secret_fields and v else v) for k, v in config.items()}
 
+    def secret_fields(self) -> dict[str, tuple[str, ...]]:
+        """The secret config fields of every template that has some, by template name."""
+        return {name: t.secret_fields for name, t in self._by_name.items() if t.secret_fields}
+
     def names(self) -> list[str]:
         """Every template name, sorted."""
         return sorted(self._by_name)

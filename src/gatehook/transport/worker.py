@@ -21,6 +21,7 @@ from nats.aio.client import Client
 from gatehook.admin.api import ADMIN_SUBJECT
 from gatehook.app import Runtime
 from gatehook.sandbox import SandboxPool
+from gatehook.security.connections import broker_security
 from gatehook.settings import Settings
 from gatehook.transport.trigger_server import BAD_SUBJECT, CHANGES_SUBJECT, split_subject
 
@@ -68,6 +69,7 @@ def build_broker(
         reconnect_time_wait=1,
         connect_timeout=max(1, int(settings.mongodb_timeout_ms / 1000)),
         logger=None,
+        security=broker_security(settings),  # TLS and credentials (GATEHOOK_NATS__*)
     )
     runtime = Runtime(settings, broker, pool=pool)
 

@@ -1,0 +1,90 @@
+"""Connection options that carry TLS and credentials, from the settings, for every NATS
+connection (the worker's broker, the console, the CLI) and the MongoDB client."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import nats
+from faststream.nats.security import NatsCredentials, NatsSecurity, NatsUserPassword
+from faststream.security import BaseSecurity
+from nats.aio.client import Client as NATS
+
+from gatehook.errors import ConfigError
+from gatehook.settings import NatsSettings, Settings
+
+__all__ = ["broker_security", "connect_nats", "mongo_options", "nats_options", "nats_tls"]
+
+
+def nats_tls(nats: NatsSettings) -> ssl.SSLContext | None:
+    """A client TLS context when TLS is configured: the CA to check the server with (else
+    the system's), and a client certificate when the server asks for one."""
+    if not nats.tls and nats.tls_key_file is None:
+        return None
+    try:
+        ctx = ssl.create_default_context(cafile=str(nats.tls_ca_file) if nats.tls_ca_file else None)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if nats.tls_cert_file is not None:
+            key = str(nats.tls_key_file) if nats.tls_key_file else None
+            ctx.load_cert_chain(str(nats.tls_cert_file), key)
+        elif nats.tls_key_file is not None:
+            raise ConfigError("GATEHOOK_NATS__TLS_KEY_FILE is set without __TLS_CERT_FILE")
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"NATS TLS settings: {exc}") from None
+    return ctx
+
+
+def nats_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for ``nats.connect`` (servers not included)."""
+    nats = settings.nats
+    opts: dict[str, Any] = {}
+    tls = nats_tls(nats)
+    if tls is not None:
+        opts["tls"] = tls
+    if nats.tls_hostname:
+        opts["tls_hostname"] = nats.tls_hostname
+    if nats.creds_file is not None:
+        if not nats.creds_file.is_file():
+            raise ConfigError(f"GATEHOOK_NATS__CREDS_FILE {nats.creds_file} is not a file")
+        opts["user_credentials"] = str(nats.creds_file)
+    if nats.user is not None:
+        opts["user"] = nats.user
+        opts["password"] = nats.password.get_secret_value() if nats.password else ""
+    return opts
+
+
+def broker_security(settings: Settings) -> BaseSecurity | None:
+    """The same options as FastStream's broker takes them."""
+    nats = settings.nats
+    tls = nats_tls(nats)
+    common: dict[str, Any] = {"ssl_context": tls, "tls_hostname": nats.tls_hostname}
+    if nats.creds_file is not None:
+        nats_options(settings)  # the same checks
+        return NatsCredentials(credentials=str(nats.creds_file), **common)
+    if nats.user is not None:
+        password = nats.password.get_secret_value() if nats.password else ""
+        return NatsUserPassword(username=nats.user, password=password, **common)
+    if tls is not None:
+        return NatsSecurity(**common)
+    return None
+
+
+def mongo_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for the MongoDB client (TLS)."""
+    m = settings.mongodb
+    opts: dict[str, Any] = {}
+    if m.tls or m.tls_ca_file or m.tls_cert_key_file:
+        opts["tls"] = True
+    if m.tls_ca_file is not None:
+        opts["tlsCAFile"] = str(m.tls_ca_file)
+    if m.tls_cert_key_file is not None:
+        opts["tlsCertificateKeyFile"] = str(m.tls_cert_key_file)
+    if m.tls_allow_invalid_hostnames:
+        opts["tlsAllowInvalidHostnames"] = True
+    return opts
+
+
+async def connect_nats(settings: Settings, **kwargs: Any) -> NATS:
+    """A NATS connection to the configured servers with the configured TLS and credentials."""
+    return await nats.connect(servers=settings.nats_servers, **nats_options(settings), **kwargs)
