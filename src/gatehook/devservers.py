@@ -201,8 +201,21 @@ def start_nats_cluster(size: int = 3, timeout: float = 20.0) -> list[Server]:
     return nodes
 
 
-def start_mongo(external: str | None = None, timeout: float = 60.0) -> Server:
-    """A MongoDB-protocol server, chosen as the module docstring says (``external`` first)."""
+@dataclass(frozen=True)
+class MongoTls:
+    """PEM files of a TLS-only MongoDB-protocol server (``start_mongo(tls=...)``)."""
+
+    cert_file: str
+    key_file: str
+    ca_file: str
+
+
+def start_mongo(
+    external: str | None = None, timeout: float = 60.0, tls: MongoTls | None = None
+) -> Server:
+    """A MongoDB-protocol server, chosen as the module docstring says (``external`` first).
+    With ``tls`` it takes TLS connections only, and requires a client certificate signed by
+    ``tls.ca_file``."""
     if external:
         return Server("mongodb", external, 0)
     workdir = tempfile.mkdtemp(prefix="gatehook-mongo-")
@@ -213,6 +226,11 @@ def start_mongo(external: str | None = None, timeout: float = 60.0) -> Server:
     if mongod:
         name = "mongod"
         args = [mongod, "--dbpath", workdir, "--bind_ip", "127.0.0.1", "--port", str(port)]
+        if tls is not None:
+            pem = os.path.join(workdir, "server.pem")
+            Path(pem).write_text(Path(tls.cert_file).read_text() + Path(tls.key_file).read_text())
+            args += ["--tlsMode", "requireTLS", "--tlsCertificateKeyFile", pem]
+            args += ["--tlsCAFile", tls.ca_file]
     elif ferretdb:
         name = "ferretdb"
         data = os.path.join(workdir, "data")
@@ -221,12 +239,19 @@ def start_mongo(external: str | None = None, timeout: float = 60.0) -> Server:
             ferretdb,
             "--handler=sqlite",
             f"--sqlite-url=file:{data}/",
-            f"--listen-addr=127.0.0.1:{port}",
+            f"--listen-addr=127.0.0.1:{port}" if tls is None else "--listen-addr=",
             "--telemetry=disable",
             "--debug-addr=-",
             f"--state-dir={workdir}",
             "--log-level=warn",
         ]
+        if tls is not None:
+            args += [
+                f"--listen-tls=127.0.0.1:{port}",
+                f"--listen-tls-cert-file={tls.cert_file}",
+                f"--listen-tls-key-file={tls.key_file}",
+                f"--listen-tls-ca-file={tls.ca_file}",
+            ]
     else:
         shutil.rmtree(workdir, ignore_errors=True)
         raise NoMongoServer()
