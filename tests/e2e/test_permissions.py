@@ -79,6 +79,49 @@ async def test_roles(
                 timeout=0.5,
             )
         assert len(errors) >= before + 2
+
+        # the worker's own credentials cannot be used to call the management API or to send
+        # trigger requests (deploy/nats.conf separates the roles)
+        stolen = await _client(secured, "gatehook-worker", "worker-secret", errors)
+        try:
+            before = len(errors)
+            for subject in (
+                "gatehook.v1.admin.acme.actions.list",
+                "gatehook.v1.trigger.acme.external_authentication.post_authentication",
+            ):
+                with pytest.raises(nats.errors.TimeoutError):
+                    await stolen.request(subject, body, timeout=0.5)
+            await asyncio.sleep(0.1)
+            assert sum("permissions violation" in e.lower() for e in errors[before:]) >= 2
+        finally:
+            await stolen.close()
+        # while the worker, held to its role, still does all its work: a change (audit events,
+        # the change broadcast), then a decision (an execution event, the reply record)
+        applied = await AdminClient(operator, timeout=30).call(
+            "acme",
+            "apply",
+            file={
+                "actions": [
+                    {
+                        "name": "allow",
+                        "template": "domain-allowlist",
+                        "config": {"domains": ["acme.com"]},
+                    }
+                ],
+                "flows": {"external_authentication": {"post_authentication": ["allow@latest"]}},
+            },
+        )
+        assert applied["applied"]
+        await asyncio.sleep(0.2)  # the change broadcast reaches the worker
+        request = json.dumps({"request_id": "r2", "user": {"id": "u", "email": "a@acme.com"}})
+        decided = await login.request(
+            "gatehook.v1.trigger.acme.external_authentication.post_authentication",
+            request.encode(),
+            timeout=5,
+        )
+        reply = json.loads(decided.data)
+        assert reply["decision"] == "continue", reply
+        assert [a["outcome"] for a in reply["actions"]] == ["continue"]
     finally:
         await login.close()
         await operator.close()
