@@ -21,6 +21,7 @@ __all__ = [
     "MetricsSettings",
     "MongoSettings",
     "NatsSettings",
+    "OidcSettings",
     "RolloutSettings",
     "SandboxSettings",
     "SecretsSettings",
@@ -105,6 +106,28 @@ class MetricsSettings(BaseModel):
     tenant_labels: bool = False
 
 
+class OidcSettings(BaseModel):
+    """Console sign-in with OpenID Connect (authorization code + PKCE); off without an issuer.
+
+    The operator's name comes from the ID token's ``name_claim``; their roles per tenant from
+    ``roles_claim``: an object ``{"acme": "editor", "globex": "viewer"}`` or a list
+    ``["acme:editor", "*:viewer"]`` (``*``: every tenant).
+    """
+
+    issuer: str | None = Field(default=None, description="https://login.example.com")
+    client_id: str = "gatehook-console"
+    client_secret: SecretStr | None = Field(default=None, description="unset: a public client")
+    redirect_url: str | None = Field(
+        default=None, description="the console's /oidc/callback as the browser reaches it"
+    )
+    scopes: str = "openid profile"
+    name_claim: str = "preferred_username"
+    roles_claim: str = "gatehook_roles"
+    token_sign_in: bool = Field(
+        default=True, description="also offer the shared token (off: OpenID Connect only)"
+    )
+
+
 class ConsoleSettings(BaseModel):
     """The web console (``gatehook console``): where it listens and who may use it.
 
@@ -118,6 +141,7 @@ class ConsoleSettings(BaseModel):
     tenants: list[str] = Field(default_factory=list, description="tenants offered by the picker")
     session_ttl_s: float = Field(default=12 * 3600, gt=0)
     secure_cookie: bool = Field(default=False, description="set when served behind HTTPS")
+    oidc: OidcSettings = Field(default_factory=lambda: OidcSettings())
 
 
 class AuditSettings(BaseModel):

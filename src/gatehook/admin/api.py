@@ -8,6 +8,7 @@ and nothing else. Every reply is ``{"ok": true, "result": ...}`` or
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -202,6 +203,17 @@ class Apply(_Req):
     dry_run: bool = False
 
 
+class ConsoleAudit(_Req):
+    """``console.audit``: the console records a sign-in or a refusal of its own (the console
+    has no right to write the audit stream; the worker writes it for the tenant)."""
+
+    event: Literal["signed_in", "refused"]
+    method: Literal["token", "oidc"] | None = None
+    role: Literal["viewer", "editor"] | None = None
+    path: str | None = Field(default=None, max_length=500)
+    reason: str | None = Field(default=None, max_length=500)
+
+
 OPERATIONS: dict[str, type[_Req]] = {
     "actions.create": CreateAction,
     "actions.publish": PublishVersion,
@@ -225,6 +237,7 @@ OPERATIONS: dict[str, type[_Req]] = {
     "rollouts.abort": RolloutRef,
     "recordings.set": Recording,
     "replay": ReplayReq,
+    "console.audit": ConsoleAudit,
 }
 
 
@@ -293,6 +306,7 @@ class AdminApi:
             "rollouts.abort": self._abort,
             "recordings.set": self._recording,
             "replay": self._replay,
+            "console.audit": self._console_audit,
         }
 
     async def handle(self, subject: str, payload: bytes) -> bytes:
@@ -320,11 +334,45 @@ class AdminApi:
                 "field": getattr(exc, "field", None),
                 "retryable": exc.retryable,
             }
+            if not exc.retryable:  # refused, not failed: audited for the tenant
+                await self._refused(parts, payload, error)
             return json.dumps({"ok": False, "error": error}).encode()
         except Exception:
             log.exception("admin operation failed: %s", subject)
             error = {"code": "internal", "message": "internal error", "retryable": True}
             return json.dumps({"ok": False, "error": error}).encode()
+
+    async def _refused(self, parts: list[str], payload: bytes, error: dict[str, Any]) -> None:
+        """An ``admin.refused`` event for a request the API refused (when the subject names
+        a tenant); publishing it never changes the reply."""
+        if len(parts) < 5 or not TENANT_RE.fullmatch(parts[3]):
+            log.info("admin request refused on %s: %s", ".".join(parts)[:200], error["message"])
+            return
+        actor = "unknown"
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            given = json.loads(payload or b"{}").get("actor")
+            actor = given[:200] if isinstance(given, str) and given else "api"
+        event = self._service.event(
+            "admin.refused",
+            parts[3],
+            actor,
+            error=error["message"][:1000],
+            details={"operation": ".".join(parts[4:])[:200], "code": error["code"]},
+        )
+        try:
+            await self._service.publish_events([event])
+        except GatehookError as exc:
+            log.warning("could not audit a refused admin request: %s", exc.message)
+
+    async def _console_audit(self, tenant: str, req: ConsoleAudit) -> Any:
+        details = {
+            k: v for k, v in (("method", req.method), ("role", req.role), ("path", req.path)) if v
+        }
+        event = self._service.event(
+            f"console.{req.event}", tenant, req.actor, error=req.reason, details=details
+        )
+        await self._service.publish_events([event])
+        return {"event_id": event.event_id}
 
     # -- actions -----------------------------------------------------------------------------
     async def _create(self, tenant: str, req: CreateAction) -> Any:

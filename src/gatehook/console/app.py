@@ -10,6 +10,7 @@ the field it names.
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,13 +20,14 @@ from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gatehook.audit.reader import latest_events
 from gatehook.console import forms
-from gatehook.console.auth import OPERATOR_RE, Sessions
+from gatehook.console.auth import EVERY_TENANT, OPERATOR_RE, Session, Sessions
+from gatehook.console.oidc import Oidc, SignInRefused
 from gatehook.console.pages import (
     COOKIE,
     FLOW_TYPES,
@@ -61,6 +63,9 @@ AUDIT_MAX_SCAN = 200_000  # stream sequence numbers looked at, at most, for one 
 def build_app(settings: Settings, token: str) -> Starlette:
     """The console's ASGI app; it connects to NATS when it starts and drains when it stops."""
     env = Env(settings, Sessions(token, settings.console.session_ttl_s))
+    oidc = Oidc(settings.console.oidc) if settings.console.oidc.issuer else None
+    token_sign_in = oidc is None or settings.console.oidc.token_sign_in
+    STATE_COOKIE = "gatehook_oidc_state"
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -69,6 +74,48 @@ def build_app(settings: Settings, token: str) -> Starlette:
             yield
         finally:
             await env.nc.drain()
+            if oidc is not None:
+                await oidc.aclose()
+
+    async def record(operator: str, tenants: list[str], event: str, **fields: Any) -> None:
+        """A console audit event for each tenant, written by a worker (``console.audit``);
+        when no worker answers, the console logs it instead of failing the operator."""
+        for tenant in tenants:
+            try:
+                await env.api(operator).call(tenant, "console.audit", event=event, **fields)
+            except GatehookError as exc:
+                log.warning(
+                    "console %s of %s for tenant %s not audited: %s",
+                    event,
+                    operator,
+                    tenant,
+                    exc.message,
+                )
+
+    def audited_tenants(roles: dict[str, str]) -> list[str]:
+        """The tenants a sign-in concerns: those named, or the picker's for every tenant."""
+        named = [t for t in roles if t != "*"]
+        return named + [t for t in settings.console.tenants if "*" in roles and t not in named]
+
+    def signed_in(session_cookie: str, target: str) -> Response:
+        # A page that moves on by itself: a redirect would carry the navigation that came
+        # from the provider's site, and the browser would hold back the SameSite=Strict
+        # session cookie on it.
+        safe = html.escape(target, quote=True)
+        resp = HTMLResponse(
+            f'<!doctype html><meta http-equiv="refresh" content="0;url={safe}">'
+            f'<p>Signed in. <a href="{safe}">Continue</a></p>'
+        )
+        resp.set_cookie(
+            COOKIE,
+            session_cookie,
+            max_age=int(settings.console.session_ttl_s),
+            httponly=True,
+            samesite="strict",
+            secure=settings.console.secure_cookie,
+        )
+        resp.delete_cookie(STATE_COOKIE)
+        return resp
 
     Handler = Callable[[Request, str], Awaitable[Response]]
 
@@ -77,9 +124,10 @@ def build_app(settings: Settings, token: str) -> Starlette:
 
         async def endpoint(request: Request) -> Response:
             cookie = request.cookies.get(COOKIE, "")
-            operator = env.sessions.operator(cookie)
-            if operator is None:
+            session = env.sessions.session(cookie)
+            if session is None:
                 return RedirectResponse("/login?" + urlencode({"next": request.url.path}), 303)
+            operator = session.operator
             tenant = request.path_params.get("tenant")
             if tenant is not None and not TENANT_RE.fullmatch(tenant):
                 return render(env, request, "error.html", 404, message="no such tenant")
@@ -87,15 +135,53 @@ def build_app(settings: Settings, token: str) -> Starlette:
                 form = await request.form()
                 if not env.sessions.csrf_ok(cookie, str(form.get("csrf", ""))):
                     return render(env, request, "error.html", 403, message="stale form: reload")
+            if tenant is not None:
+                refusal = refused(session, tenant, request.method)
+                if refusal is not None:
+                    await record(
+                        operator,
+                        [tenant],
+                        "refused",
+                        role=session.role(tenant),
+                        path=f"{request.method} {request.url.path}"[:500],
+                        reason=refusal,
+                    )
+                    return render(env, request, "error.html", 403, message=refusal)
+            request.state.session = session
             return await handler(request, operator)
 
         return endpoint
 
+    def refused(session: Session, tenant: str, method: str) -> str | None:
+        """Why ``session`` may not do ``method`` on ``tenant``'s pages (None: it may)."""
+        role = session.role(tenant)
+        if role is None:
+            return f"{session.operator} has no role for tenant {tenant}"
+        if method != "GET" and role != "editor":
+            return f"{session.operator} may view tenant {tenant} but not change it (viewer)"
+        return None
+
     # -- sign-in ---------------------------------------------------------------------------
+    def login_page(request: Request, status: int = 200, **context: Any) -> Response:
+        context.setdefault("next", request.query_params.get("next", "/"))
+        context.setdefault("errors", {})
+        context.setdefault("typed", "")
+        return render(
+            env,
+            request,
+            "login.html",
+            status,
+            oidc=oidc is not None,
+            token_sign_in=token_sign_in,
+            **context,
+        )
+
     async def login(request: Request) -> Response:
         nxt = request.query_params.get("next", "/")
         if request.method == "GET":
-            return render(env, request, "login.html", next=nxt, errors={}, typed="")
+            return login_page(request)
+        if not token_sign_in:
+            return login_page(request, 403, errors={"token": "sign in with OpenID Connect"})
         form = await request.form()
         operator = str(form.get("operator", "")).strip()
         errors: dict[str, str] = {}
@@ -104,7 +190,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
         if not env.sessions.token_ok(str(form.get("token", ""))):
             errors["token"] = "wrong token"
         if errors:
-            return render(env, request, "login.html", 401, next=nxt, errors=errors, typed=operator)
+            return login_page(request, 401, errors=errors, typed=operator)
         target = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/"
         resp = RedirectResponse(target, 303)
         resp.set_cookie(
@@ -115,7 +201,56 @@ def build_app(settings: Settings, token: str) -> Starlette:
             samesite="strict",
             secure=settings.console.secure_cookie,
         )
+        await record(operator, audited_tenants(EVERY_TENANT), "signed_in", method="token")
         return resp
+
+    async def oidc_start(request: Request) -> Response:
+        if oidc is None:
+            return render(env, request, "error.html", 404, message="OpenID Connect is off")
+        nxt = request.query_params.get("next", "/")
+        target = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/"
+        try:
+            url, state = await oidc.start(str(request.base_url), target)
+        except SignInRefused as exc:
+            return login_page(request, 502, errors={"oidc": exc.message})
+        resp = RedirectResponse(url, 303)
+        # SameSite=Lax: the provider's redirect back is a cross-site top-level navigation
+        resp.set_cookie(
+            STATE_COOKIE,
+            state,
+            max_age=600,
+            httponly=True,
+            samesite="lax",
+            secure=settings.console.secure_cookie,
+            path="/oidc",
+        )
+        return resp
+
+    async def oidc_callback(request: Request) -> Response:
+        if oidc is None:
+            return render(env, request, "error.html", 404, message="OpenID Connect is off")
+        q = request.query_params
+        if "error" in q:
+            message = f"the provider says: {q.get('error_description') or q['error']}"[:300]
+            return login_page(request, 401, errors={"oidc": message})
+        try:
+            identity, target = await oidc.finish(
+                str(request.base_url),
+                q.get("code", ""),
+                q.get("state", ""),
+                request.cookies.get(STATE_COOKIE),
+            )
+        except SignInRefused as exc:
+            log.info("console sign-in refused: %s", exc.message)
+            return login_page(request, 401, errors={"oidc": exc.message})
+        cookie = env.sessions.issue(identity.operator, identity.roles)
+        await record(
+            identity.operator,
+            audited_tenants(identity.roles),
+            "signed_in",
+            method="oidc",
+        )
+        return signed_in(cookie, target)
 
     async def logout(request: Request, operator: str) -> Response:
         resp = RedirectResponse("/login", 303)
@@ -137,9 +272,10 @@ def build_app(settings: Settings, token: str) -> Starlette:
                 errors={"tenant": "a tenant slug: lowercase letters, digits and -"},
                 wanted=wanted,
             )
-        return render(
-            env, request, "home.html", tenants=settings.console.tenants, errors={}, wanted=""
-        )
+        session: Session = request.state.session
+        offered = [t for t in settings.console.tenants if session.role(t)]
+        offered += [t for t in session.roles if t != "*" and t not in offered]
+        return render(env, request, "home.html", tenants=offered, errors={}, wanted="")
 
     # -- actions -----------------------------------------------------------------------------
     async def actions(request: Request, operator: str) -> Response:
@@ -401,6 +537,8 @@ def build_app(settings: Settings, token: str) -> Starlette:
 
     routes = [
         Route("/login", login, methods=["GET", "POST"]),
+        Route("/oidc/start", oidc_start),
+        Route("/oidc/callback", oidc_callback),
         Route("/logout", page(logout), methods=["POST"]),
         Route("/healthz", health),
         Route("/", page(home)),

@@ -1,8 +1,11 @@
-"""Console sign-in: one shared operator token, signed session cookies, CSRF tokens.
+"""Console sign-in: signed session cookies with the operator's roles, CSRF tokens.
 
-Pure (no I/O). A session is ``<operator>|<expiry>`` signed with HMAC-SHA256 under a key
-derived from the token, so changing the token signs everyone out. Every form carries a CSRF
-token derived from the session; the cookie is HttpOnly and SameSite=Strict as well.
+Pure (no I/O). A session is ``<operator>|<expiry>|<roles>`` signed with HMAC-SHA256 under a
+key derived from the console token, so changing the token signs everyone out. Roles are
+``tenant=role`` pairs (role ``viewer`` or ``editor``; tenant ``*`` for every tenant): the
+shared token gives ``*=editor``, OpenID Connect what the provider's claim says
+(``gatehook.console.oidc``). Every form carries a CSRF token derived from the session; the
+cookie is HttpOnly and SameSite=Strict as well.
 """
 
 from __future__ import annotations
@@ -13,10 +16,30 @@ import hmac
 import ipaddress
 import re
 import time
+from dataclasses import dataclass
 
-__all__ = ["OPERATOR_RE", "Sessions", "is_loopback"]
+__all__ = ["EVERY_TENANT", "OPERATOR_RE", "ROLES", "Session", "Sessions", "is_loopback"]
 
 OPERATOR_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+ROLES = ("viewer", "editor")
+EVERY_TENANT = {"*": "editor"}  # the shared token's roles
+_ROLE_KEY = re.compile(r"\*|[a-z0-9][a-z0-9-]{0,62}")
+
+
+@dataclass(frozen=True)
+class Session:
+    """Who is signed in, and what they may do per tenant."""
+
+    operator: str
+    roles: dict[str, str]
+
+    def role(self, tenant: str) -> str | None:
+        """``editor``, ``viewer`` or None (no access) for ``tenant``."""
+        return self.roles.get(tenant) or self.roles.get("*")
+
+    @property
+    def every_tenant(self) -> bool:
+        return "*" in self.roles
 
 
 def is_loopback(host: str) -> bool:
@@ -44,29 +67,42 @@ class Sessions:
     def _sign(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
 
-    def issue(self, operator: str, now: float | None = None) -> str:
-        """A cookie value for ``operator``, valid for the session lifetime."""
+    def issue(
+        self, operator: str, roles: dict[str, str] | None = None, now: float | None = None
+    ) -> str:
+        """A cookie value for ``operator`` with ``roles`` (default: editor of every tenant),
+        valid for the session lifetime."""
         expiry = int((now or time.time()) + self._ttl)
-        payload = f"{operator}|{expiry}"
+        granted = EVERY_TENANT if roles is None else roles
+        packed = ",".join(f"{t}={r}" for t, r in sorted(granted.items()))
+        payload = f"{operator}|{expiry}|{packed}"
         encoded = base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
         return f"{encoded}.{self._sign(payload)}"
 
-    def operator(self, cookie: str | None, now: float | None = None) -> str | None:
-        """The operator a cookie names, or None when it is missing, forged or expired."""
+    def session(self, cookie: str | None, now: float | None = None) -> Session | None:
+        """The session a cookie carries, or None when it is missing, forged or expired."""
         if not cookie or "." not in cookie:
             return None
         encoded, sig = cookie.rsplit(".", 1)
         try:
             payload = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
-            operator, expiry = payload.rsplit("|", 1)
+            operator, expiry, packed = payload.split("|", 2)
             expires = int(expiry)
+            roles = dict(pair.split("=", 1) for pair in packed.split(",") if pair)
         except ValueError:
             return None
         if not hmac.compare_digest(sig, self._sign(payload)):
             return None
         if expires < (now or time.time()) or not OPERATOR_RE.fullmatch(operator):
             return None
-        return operator
+        if not all(_ROLE_KEY.fullmatch(t) and r in ROLES for t, r in roles.items()):
+            return None
+        return Session(operator, roles)
+
+    def operator(self, cookie: str | None, now: float | None = None) -> str | None:
+        """The operator a cookie names, or None when it is missing, forged or expired."""
+        found = self.session(cookie, now)
+        return None if found is None else found.operator
 
     def csrf(self, cookie: str) -> str:
         """The CSRF token forms of this session carry."""

@@ -270,6 +270,9 @@ AuditEventType = Literal[
     "flow.action_shadowed",
     "flow.action_disabled",
     "flow.action_enabled",
+    "admin.refused",
+    "console.signed_in",
+    "console.refused",
 ]
 
 

@@ -1,0 +1,207 @@
+"""Console sign-in with OpenID Connect, in headless Chromium, against a real OpenID provider
+(panva's oidc-provider on Node, on loopback; tests/oidc): authorization code with PKCE, the
+operator's name from the ID token, roles per tenant from a claim, and every sign-in and
+refusal in the tenant's audit stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from nats.aio.client import Client as NATS
+from playwright.async_api import Page, expect
+
+from gatehook.admin.client import AdminClient
+from gatehook.console.app import build_app
+from gatehook.console.oidc import roles_from_claim
+from gatehook.settings import OidcSettings, Settings
+from tests.conftest import Worker
+from tests.e2e.test_console import TOKEN, _free_port, browser, page  # noqa: F401
+from tests.helpers import audit_events
+
+OIDC_DIR = Path(__file__).resolve().parents[1] / "oidc"
+CLIENT_ID = "gatehook-console"
+
+
+@dataclass
+class Provider:
+    issuer: str
+    console_port: int
+
+
+@pytest.fixture
+def provider(tenant: str) -> Iterator[Provider]:
+    node = shutil.which("node")
+    assert node, "the OpenID provider runs on Node 20: install it"
+    assert (OIDC_DIR / "node_modules" / "oidc-provider").exists(), "run scripts/bootstrap"
+    port, console_port = _free_port(), _free_port()
+    accounts = {
+        "ann": {"preferred_username": "ann", "gatehook_roles": {tenant: "editor"}},
+        "vic": {"preferred_username": "vic", "gatehook_roles": [f"{tenant}:viewer"]},
+        "nobody": {"preferred_username": "nobody"},
+    }
+    proc = subprocess.Popen(
+        [
+            node,
+            str(OIDC_DIR / "provider.mjs"),
+            str(port),
+            CLIENT_ID,
+            f"http://127.0.0.1:{console_port}/oidc/callback",
+            json.dumps(accounts),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("oidc provider"), line
+    try:
+        yield Provider(f"http://127.0.0.1:{port}", console_port)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+
+
+@contextlib.asynccontextmanager
+async def oidc_console(settings: Settings, provider: Provider, tenant: str) -> AsyncIterator[str]:
+    console = settings.console.model_copy(
+        update={
+            "tenants": [tenant],
+            "oidc": OidcSettings(issuer=provider.issuer, client_id=CLIENT_ID),
+        }
+    )
+    app = build_app(settings.model_copy(update={"console": console}), TOKEN)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=provider.console_port, log_level="warning")
+    )
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{provider.console_port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def sign_in_with_provider(tab: Page, base: str, login: str, start: str) -> None:
+    """From a console page, through the provider's own sign-in and consent pages."""
+    await tab.goto(base + start)
+    await expect(tab.locator("h1")).to_have_text("Sign in")
+    await tab.click("#oidc")
+    await tab.fill("input[name=login]", login)
+    await tab.fill("input[name=password]", "any")
+    await tab.click("button[type=submit]")
+    consent = tab.locator("button[type=submit]:has-text('Continue')")
+    await consent.click()
+
+
+async def test_operators_sign_in_with_openid_connect_and_get_their_roles(
+    worker: Worker,
+    settings: Settings,
+    provider: Provider,
+    page: Page,  # noqa: F811
+    nc: NATS,
+    tenant: str,
+) -> None:
+    async with oidc_console(settings, provider, tenant) as base:
+        # an editor of the tenant: signed in, named from the ID token, may change things
+        await sign_in_with_provider(page, base, "ann", f"/t/{tenant}/actions")
+        await expect(page.locator("h1")).to_have_text("Actions")
+        await expect(page.locator("header")).to_contain_text("ann")
+        await page.fill("input[name=name]", "from-oidc")
+        await page.click("button:has-text('Create')")
+        listed = await AdminClient(nc).call(tenant, "actions.list")
+        assert [a["name"] for a in listed] == ["from-oidc"]
+        # ...and nothing of another tenant
+        await page.goto(base + "/t/othertenant/actions")
+        await expect(page.locator("body")).to_contain_text("ann has no role for tenant")
+
+        # a viewer: may look, may not change
+        await page.context.clear_cookies()
+        await sign_in_with_provider(page, base, "vic", f"/t/{tenant}/actions")
+        await expect(page.locator("h1")).to_have_text("Actions")
+        csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
+        assert csrf
+        refused = await page.request.post(
+            base + f"/t/{tenant}/actions", form={"name": "by-viewer", "csrf": csrf}
+        )
+        assert refused.status == 403
+        assert "vic may view tenant" in await refused.text()
+        listed = await AdminClient(nc).call(tenant, "actions.list")
+        assert [a["name"] for a in listed] == ["from-oidc"]
+
+        # someone the provider knows but who has no console role: not signed in
+        await page.context.clear_cookies()
+        await sign_in_with_provider(page, base, "nobody", "/")
+        await expect(page.locator("body")).to_contain_text("nobody has no console role")
+        await page.goto(base + "/")
+        await expect(page.locator("h1")).to_have_text("Sign in")
+
+    # the tenant's audit stream has both sign-ins and the viewer's refusal
+    events = await audit_events(nc, tenant)
+    signed = [(e["actor"], e["details"]) for e in events if e["type"] == "console.signed_in"]
+    assert ("console:ann", {"method": "oidc"}) in signed
+    assert ("console:vic", {"method": "oidc"}) in signed
+    (refusal,) = [e for e in events if e["type"] == "console.refused"]
+    assert refusal["actor"] == "console:vic"
+    assert refusal["details"] == {"role": "viewer", "path": f"POST /t/{tenant}/actions"}
+    assert "may view tenant" in refusal["error"]
+    other = await audit_events(nc, "othertenant", "console.refused")
+    assert any(e["actor"] == "console:ann" for e in other)
+
+
+async def test_a_forged_callback_signs_nobody_in(
+    worker: Worker,
+    settings: Settings,
+    provider: Provider,
+    page: Page,  # noqa: F811
+    tenant: str,
+) -> None:
+    async with oidc_console(settings, provider, tenant) as base:
+        forged = await page.request.get(base + "/oidc/callback?code=stolen&state=guessed")
+        assert forged.status == 401
+        assert "expired or was used already" in await forged.text()
+        await page.goto(base + "/")
+        await expect(page.locator("h1")).to_have_text("Sign in")
+
+
+def test_roles_claim_forms() -> None:
+    assert roles_from_claim({"acme": "editor", "globex": "viewer"}) == {
+        "acme": "editor",
+        "globex": "viewer",
+    }
+    assert roles_from_claim(["acme:viewer", "acme:editor", "*:viewer"]) == {
+        "acme": "editor",
+        "*": "viewer",
+    }
+    # unknown roles, bad tenant names and other shapes grant nothing
+    assert roles_from_claim(["acme:owner", "Bad Tenant:editor", 3]) == {}
+    assert roles_from_claim("acme:editor") == {}
+
+
+async def test_admin_requests_the_api_refuses_are_audited(
+    worker: Worker, nc: NATS, tenant: str
+) -> None:
+    client = AdminClient(nc, actor="mallory")
+    with contextlib.suppress(Exception):
+        await client.call(tenant, "actions.create", name="Not A Name!")
+    events = await audit_events(nc, tenant, "admin.refused")
+    assert len(events) == 1
+    (event,) = events
+    assert event["actor"] == "mallory"
+    assert event["details"]["operation"] == "actions.create"
+    assert event["details"]["code"] == "invalid"
