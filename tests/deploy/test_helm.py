@@ -27,7 +27,16 @@ REQUIRED = {
     "mongodb.url": "mongodb://mongo:27017",
     "console.token": "0123456789abcdef-token",
 }
-EVERYTHING_ON = {**REQUIRED, "metrics.serviceMonitor.enabled": "true"}
+EVERYTHING_ON = {
+    **REQUIRED,
+    "metrics.serviceMonitor.enabled": "true",
+    "secrets.key": "dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktdGVzdC0=",
+    "nats.tlsSecret": "nats-client-tls",
+    "nats.credsSecret": "nats-worker-creds",
+    "nats.consoleCredsSecret": "nats-console-creds",
+    "console.oidc.issuer": "https://login.example.com",
+    "console.oidc.redirectUrl": "https://console.example.com/oidc/callback",
+}
 EVERYTHING_OFF = {
     "existingSecret": "my-connections",
     "console.enabled": "false",
@@ -46,7 +55,7 @@ def _tool(name: str) -> str:
 def helm(values: dict[str, str], kube: str = "1.34.0") -> subprocess.CompletedProcess[str]:
     args = [_tool("helm"), "template", "gh", str(CHART), "--kube-version", kube]
     for key, value in values.items():
-        args += ["--set-string" if key.endswith(("url", "Url", "token")) else "--set"]
+        args += ["--set-string" if key.endswith(("url", "Url", "token", "key")) else "--set"]
         args += [f"{key}={value}"]
     return subprocess.run(args, capture_output=True, text=True, check=False, timeout=60)
 
@@ -165,6 +174,14 @@ def test_chart_facts_match_the_code() -> None:
             if ref:
                 assert ref["name"] == secret["metadata"]["name"]
                 assert ref["key"] in secret["stringData"]
+        # files the settings name are mounted, from the Secret volumes the pod has
+        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for e in env.values():
+            if e["name"].endswith("_FILE"):
+                folder = str(Path(e["value"]).parent)
+                assert folder in mounts, e
+                assert volumes[mounts[folder]]["secret"]["secretName"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         for probe in ("readinessProbe", "livenessProbe"):
             assert container[probe]["httpGet"]["path"] == "/healthz"
@@ -194,6 +211,12 @@ def test_chart_facts_match_the_code() -> None:
     }
     assert json.loads(cenv["GATEHOOK_CONSOLE__TENANTS"]) == []
     assert secret["stringData"]["console-nats-url"].startswith("nats://gatehook-console:")
+    assert cenv["GATEHOOK_CONSOLE__OIDC__ISSUER"] == "https://login.example.com"
+    assert cenv["GATEHOOK_CONSOLE__OIDC__TOKEN_SIGN_IN"] == "false"
+    volumes = {v["name"]: v for v in console["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["nats-creds"]["secret"]["secretName"] == "nats-console-creds"
+    assert "GATEHOOK_SECRETS__KEY" in wenv  # the workers seal; the console needs no key
+    assert "GATEHOOK_SECRETS__KEY" not in cenv
 
     service = objs[("Service", "gh-gatehook-worker-metrics")]
     assert _labels_match(service["spec"]["selector"], pods["worker"])

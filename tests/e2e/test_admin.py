@@ -224,7 +224,17 @@ async def test_cross_tenant_is_not_found_and_leaves_no_trace(
     assert await api.call(other, "actions.list") == []
     assert await api.call(other, "flows.show", flow_type="external_authentication") is None
     assert await _counts(store, store._db.name) == before
-    assert await audit_events(nc, other) == []
+    # the only trace in the other tenant: its audit of the requests it refused
+    refused = await audit_events(nc, other)
+    assert [e["type"] for e in refused] == ["admin.refused"] * 5
+    assert [e["details"]["operation"] for e in refused] == [
+        "actions.show",
+        "actions.publish",
+        "flows.attach",
+        "flows.detach",
+        "flows.update",
+    ]
+    assert {e["details"]["code"] for e in refused} == {"not_found"}
 
 
 async def test_detach_and_reorder(worker: Worker, nc: NATS, api: AdminClient, tenant: str) -> None:

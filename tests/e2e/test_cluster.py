@@ -86,17 +86,35 @@ async def load(
 
 
 async def executed(nc: NATS, tenant: str) -> list[str]:
-    """The request ids of every ``flow.action_executed`` event of ``tenant``."""
+    """The request ids of every ``flow.action_executed`` event of ``tenant``; tried again
+    while the cluster's JetStream API is still settling after a node's death."""
+    for attempt in range(6):
+        try:
+            return await _executed(nc, tenant)
+        except nats.errors.TimeoutError:
+            if attempt == 5:
+                raise
+            await asyncio.sleep(2)
+    raise AssertionError("unreachable")
+
+
+async def _executed(nc: NATS, tenant: str) -> list[str]:
     js = nc.jetstream(timeout=10)
     subject = f"gatehook.v1.audit.{tenant}.flow.action_executed"
     info = await js.stream_info("GATEHOOK_AUDIT", subjects_filter=subject)
     total = (info.state.subjects or {}).get(subject, 0)
     sub = await js.subscribe(
-        subject, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        subject,
+        ordered_consumer=True,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+        stream="GATEHOOK_AUDIT",  # no stream look-up by subject
     )
-    ids = [json.loads((await sub.next_msg(timeout=10)).data)["request_id"] for _ in range(total)]
-    await sub.unsubscribe()
-    return ids
+    try:
+        return [
+            json.loads((await sub.next_msg(timeout=10)).data)["request_id"] for _ in range(total)
+        ]
+    finally:
+        await sub.unsubscribe()
 
 
 async def replicas_current(nc: NATS, stream: str) -> bool:

@@ -41,3 +41,35 @@ app.kubernetes.io/component: {{ .component }}
 - name: GATEHOOK_MONGODB_DATABASE
   value: {{ .Values.mongodb.database | quote }}
 {{- end -}}
+
+{{/* NATS TLS and credentials files: env and mounts (``files`` names the .creds Secret). */}}
+{{- define "gatehook.natsFilesEnv" -}}
+{{- if .root.Values.nats.tlsSecret }}
+- {name: GATEHOOK_NATS__TLS_CA_FILE, value: /etc/gatehook/nats-tls/ca.crt}
+- {name: GATEHOOK_NATS__TLS_CERT_FILE, value: /etc/gatehook/nats-tls/tls.crt}
+- {name: GATEHOOK_NATS__TLS_KEY_FILE, value: /etc/gatehook/nats-tls/tls.key}
+{{- end }}
+{{- if .creds }}
+- {name: GATEHOOK_NATS__CREDS_FILE, value: /etc/gatehook/nats-creds/user.creds}
+{{- end }}
+{{- end -}}
+
+{{- define "gatehook.natsFilesMounts" -}}
+{{- if .root.Values.nats.tlsSecret }}
+- {name: nats-tls, mountPath: /etc/gatehook/nats-tls, readOnly: true}
+{{- end }}
+{{- if .creds }}
+- {name: nats-creds, mountPath: /etc/gatehook/nats-creds, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "gatehook.natsFilesVolumes" -}}
+{{- if .root.Values.nats.tlsSecret }}
+- name: nats-tls
+  secret: {secretName: {{ .root.Values.nats.tlsSecret }}, defaultMode: 0400}
+{{- end }}
+{{- if .creds }}
+- name: nats-creds
+  secret: {secretName: {{ .creds }}, defaultMode: 0400}
+{{- end }}
+{{- end -}}
