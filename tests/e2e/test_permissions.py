@@ -66,6 +66,17 @@ async def test_roles(
                 await login.request(subject, body, timeout=0.5)
         await asyncio.sleep(0)
         assert sum("permissions violation" in e.lower() for e in errors) >= 2, errors
+        # ...and it can read neither audit events nor management traffic, nor the stream
+        before = len(errors)
+        for subject in ("gatehook.v1.audit.acme.>", "gatehook.v1.admin.acme.>", ">"):
+            await login.subscribe(subject)
+        with pytest.raises(nats.errors.TimeoutError):
+            await login.request("$JS.API.STREAM.INFO.GATEHOOK_AUDIT", b"", timeout=0.5)
+        await login.flush()
+        await asyncio.sleep(0.1)
+        said = [e.lower() for e in errors[before:]]
+        assert sum("permissions violation for subscription" in e for e in said) == 3, said
+        assert sum("permissions violation for publish" in e for e in said) == 1, said
 
         listed = await operator.request("gatehook.v1.admin.acme.actions.list", b"{}", timeout=5)
         assert json.loads(listed.data) == {"ok": True, "result": []}
