@@ -268,6 +268,35 @@ async def test_killed_child_fails_its_calls_and_is_replaced() -> None:
         assert pool.restarts == 1
 
 
+async def test_a_call_that_expires_in_the_queue_times_out_alone() -> None:
+    """Calls queued behind a slow (but in-time) call expire on their own: the child is not
+    killed, so the slow call and the calls after it still get their results."""
+    async with SandboxPool(SandboxSettings(pool_size=1)) as pool:
+        slow = await pool.compile(
+            module(
+                "const t = Date.now(); while (Date.now() - t < 600) {} return {claims: {s: 1}};"
+            ),
+            language="js",
+            name="slow",
+        )
+        quick = await pool.compile(module("return {claims: {q: 1}};"), language="js", name="quick")
+
+        def job(compiled: Any, name: str, timeout_ms: float) -> ScriptJob:
+            return ScriptJob(
+                "t", name, "1.0.0", compiled.code, compiled.style.value, b"{}", timeout_ms
+            )
+
+        running = asyncio.create_task(pool.run(job(slow, "slow", 5_000)))
+        await asyncio.sleep(0.1)  # the slow call is in the child
+        queued = [asyncio.create_task(pool.run(job(quick, "quick", 100))) for _ in range(5)]
+        for call in queued:
+            with pytest.raises(ScriptTimeout):
+                await call
+        assert json.loads((await running).output)["claims"] == {"s": 1}
+        assert pool.restarts == 0  # nobody was killed for a queue
+        assert json.loads((await pool.run(job(quick, "quick", 1_000))).output)["claims"] == {"q": 1}
+
+
 # -- compile errors --------------------------------------------------------------------------
 
 

@@ -4,7 +4,8 @@ Each child is a separate Python process (``gatehook.sandbox.child``) with an emp
 environment and a memory cap, holding warm interpreters keyed by
 ``tenant/action/version``. Calls are pipelined over its stdin/stdout (several in flight per
 child); the child enforces each call's deadline with SIGALRM, and the pool enforces it again
-(deadline + grace) by killing a child that does not answer. A child that dies is replaced;
+(deadline + grace) by killing a child that does not answer its oldest call (a call still
+queued behind others times out alone). A child that dies is replaced;
 calls in flight on it fail with ``SandboxCrashed`` while other children keep serving.
 """
 
@@ -326,16 +327,26 @@ class SandboxPool:
         self, child: _Child, header: dict[str, Any], body: bytes, *, timeout: float
     ) -> tuple[dict[str, Any], bytes]:
         fut = self._send(child, header, body)
+        call_id = header["id"]
         # On the shared deadline timer: no timer, no task per call on the hot path.
         expired = False
 
         def expire() -> None:
             nonlocal expired
-            if not fut.done():
-                expired = True
-                task = asyncio.get_running_loop().create_task(self._kill(child))
-                self._spawning.add(task)
-                task.add_done_callback(self._spawning.discard)
+            if fut.done():
+                return
+            if next(iter(child.pending), None) != call_id:
+                # Still queued behind other calls: this call alone times out (the child
+                # answers it as expired when it gets there, and that answer is dropped).
+                # Killing the child here would fail every call queued on it.
+                child.pending.pop(call_id, None)
+                fut.set_exception(TimeoutError())
+                return
+            # The child's oldest call is past its deadline and grace: the child is stuck.
+            expired = True
+            task = asyncio.get_running_loop().create_task(self._kill(child))
+            self._spawning.add(task)
+            task.add_done_callback(self._spawning.discard)
 
         deadline = self._deadlines.at(time.monotonic() + max(timeout, 0.0), expire)
         try:
