@@ -21,6 +21,12 @@ from gatehook.storage import MongoStore
 from tests.conftest import start_worker, stop_worker
 
 ROOT = Path(__file__).resolve().parents[2]
+ALLOW_FILE = {  # a flows-as-code file: one template action in post_authentication
+    "actions": [
+        {"name": "allow", "template": "domain-allowlist", "config": {"domains": ["acme.com"]}}
+    ],
+    "flows": {"external_authentication": {"post_authentication": ["allow@latest"]}},
+}
 
 
 @pytest.fixture
@@ -111,16 +117,7 @@ async def test_roles(
         applied = await AdminClient(operator, timeout=30).call(
             "acme",
             "apply",
-            file={
-                "actions": [
-                    {
-                        "name": "allow",
-                        "template": "domain-allowlist",
-                        "config": {"domains": ["acme.com"]},
-                    }
-                ],
-                "flows": {"external_authentication": {"post_authentication": ["allow@latest"]}},
-            },
+            file=ALLOW_FILE,
         )
         assert applied["applied"]
         await asyncio.sleep(0.2)  # the change broadcast reaches the worker
@@ -157,16 +154,7 @@ async def test_console_role(
             applied = await client.call(
                 tenant,
                 "apply",
-                file={
-                    "actions": [
-                        {
-                            "name": "allow",
-                            "template": "domain-allowlist",
-                            "config": {"domains": ["acme.com"]},
-                        }
-                    ],
-                    "flows": {"external_authentication": {"post_authentication": ["allow@latest"]}},
-                },
+                file=ALLOW_FILE,
             )
             assert applied["applied"], applied
         events = await latest_events(
