@@ -69,11 +69,12 @@ class Runtime:
         self.settings = settings
         self.broker = broker
         self.templates: TemplateRegistry = default_registry()
+        self.sealer = sealer_from(settings.secrets)  # None: no key; ConfigError: a bad one
         self.store = MongoStore.connect(
             settings.mongodb_url,
             settings.mongodb_database,
             timeout_ms=settings.mongodb_timeout_ms,
-            sealer=sealer_from(settings.secrets),  # ConfigError for a malformed key
+            sealer=self.sealer,
             secret_fields=self.templates.secret_fields(),
             client_options=mongo_options(settings),
         )
@@ -128,7 +129,8 @@ class Runtime:
         """Connect, prepare storage, the sandbox and the streams (before subscribers start)."""
         await self.broker.connect()
         await self.store.ensure_indexes()
-        if not await self.store.check_sealed() and self.settings.secrets.current_key() is None:
+        await self.store.check_sealed()  # refuses sealed secrets this worker cannot open
+        if self.sealer is None:
             log.warning(
                 "tenants' secrets are stored in clear: set GATEHOOK_SECRETS__KEY (README, Security)"
             )

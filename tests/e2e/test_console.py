@@ -70,9 +70,9 @@ def _free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_console(settings: Settings) -> AsyncIterator[str]:
-    """The console app served by uvicorn on a free loopback port."""
-    port = _free_port()
+async def running_console(settings: Settings, port: int | None = None) -> AsyncIterator[str]:
+    """The console app served by uvicorn on ``port`` (default: a free loopback port)."""
+    port = port or _free_port()
     server = uvicorn.Server(
         uvicorn.Config(build_app(settings, TOKEN), host="127.0.0.1", port=port, log_level="warning")
     )

@@ -5,26 +5,23 @@ refusal in the tenant's audit stream."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from nats.aio.client import Client as NATS
 from playwright.async_api import Page, expect
 
 from gatehook.admin.client import AdminClient
-from gatehook.console.app import build_app
 from gatehook.console.oidc import roles_from_claim
 from gatehook.settings import OidcSettings, Settings
 from tests.conftest import Worker
-from tests.e2e.test_console import TOKEN, _free_port, browser, page  # noqa: F401
+from tests.e2e.test_console import _free_port, browser, page, running_console  # noqa: F401
 from tests.helpers import audit_events
 
 OIDC_DIR = Path(__file__).resolve().parents[1] / "oidc"
@@ -72,29 +69,15 @@ def provider(tenant: str) -> Iterator[Provider]:
         proc.stdout.close()
 
 
-@contextlib.asynccontextmanager
-async def oidc_console(settings: Settings, provider: Provider, tenant: str) -> AsyncIterator[str]:
+def oidc_settings(settings: Settings, provider: Provider, tenant: str) -> Settings:
+    """The console signing in at ``provider`` (on the port its redirect URI names)."""
     console = settings.console.model_copy(
         update={
             "tenants": [tenant],
             "oidc": OidcSettings(issuer=provider.issuer, client_id=CLIENT_ID),
         }
     )
-    app = build_app(settings.model_copy(update={"console": console}), TOKEN)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=provider.console_port, log_level="warning")
-    )
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{provider.console_port}"
-    finally:
-        server.should_exit = True
-        await task
+    return settings.model_copy(update={"console": console})
 
 
 async def sign_in_with_provider(tab: Page, base: str, login: str, start: str) -> None:
@@ -117,7 +100,9 @@ async def test_operators_sign_in_with_openid_connect_and_get_their_roles(
     nc: NATS,
     tenant: str,
 ) -> None:
-    async with oidc_console(settings, provider, tenant) as base:
+    async with running_console(
+        oidc_settings(settings, provider, tenant), provider.console_port
+    ) as base:
         # an editor of the tenant: signed in, named from the ID token, may change things
         await sign_in_with_provider(page, base, "ann", f"/t/{tenant}/actions")
         await expect(page.locator("h1")).to_have_text("Actions")
@@ -171,7 +156,9 @@ async def test_a_forged_callback_signs_nobody_in(
     page: Page,  # noqa: F811
     tenant: str,
 ) -> None:
-    async with oidc_console(settings, provider, tenant) as base:
+    async with running_console(
+        oidc_settings(settings, provider, tenant), provider.console_port
+    ) as base:
         forged = await page.request.get(base + "/oidc/callback?code=stolen&state=guessed")
         assert forged.status == 401
         assert "expired or was used already" in await forged.text()

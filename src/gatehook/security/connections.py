@@ -35,6 +35,15 @@ def nats_tls(nats: NatsSettings) -> ssl.SSLContext | None:
     return ctx
 
 
+def _creds_file(nats: NatsSettings) -> str | None:
+    """The configured .creds file's path, checked to be a file."""
+    if nats.creds_file is None:
+        return None
+    if not nats.creds_file.is_file():
+        raise ConfigError(f"GATEHOOK_NATS__CREDS_FILE {nats.creds_file} is not a file")
+    return str(nats.creds_file)
+
+
 def nats_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for ``nats.connect`` (servers not included)."""
     nats = settings.nats
@@ -44,10 +53,9 @@ def nats_options(settings: Settings) -> dict[str, Any]:
         opts["tls"] = tls
     if nats.tls_hostname:
         opts["tls_hostname"] = nats.tls_hostname
-    if nats.creds_file is not None:
-        if not nats.creds_file.is_file():
-            raise ConfigError(f"GATEHOOK_NATS__CREDS_FILE {nats.creds_file} is not a file")
-        opts["user_credentials"] = str(nats.creds_file)
+    creds = _creds_file(nats)
+    if creds is not None:
+        opts["user_credentials"] = creds
     if nats.user is not None:
         opts["user"] = nats.user
         opts["password"] = nats.password.get_secret_value() if nats.password else ""
@@ -59,9 +67,9 @@ def broker_security(settings: Settings) -> BaseSecurity | None:
     nats = settings.nats
     tls = nats_tls(nats)
     common: dict[str, Any] = {"ssl_context": tls, "tls_hostname": nats.tls_hostname}
-    if nats.creds_file is not None:
-        nats_options(settings)  # the same checks
-        return NatsCredentials(credentials=str(nats.creds_file), **common)
+    creds = _creds_file(nats)
+    if creds is not None:
+        return NatsCredentials(credentials=creds, **common)
     if nats.user is not None:
         password = nats.password.get_secret_value() if nats.password else ""
         return NatsUserPassword(username=nats.user, password=password, **common)

@@ -98,6 +98,14 @@ def _since_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def _script_output(raw: bytes) -> ActionOutput:
+    """A script's result as an action output; ``InvalidResult`` saying what is wrong."""
+    try:
+        return ActionOutput.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidResult(f"invalid result: {validation_message(exc)}") from None
+
+
 class TriggerService:
     """Answers trigger requests. Stateless but for caches; many may run concurrently."""
 
@@ -597,10 +605,7 @@ class TriggerService:
             ran = run.duration_ms / 1000
         finally:
             self._fairness.release(call.tenant, time.monotonic() - began if ran is None else ran)
-        try:
-            return ActionOutput.model_validate_json(run.output)
-        except ValidationError as exc:
-            raise InvalidResult(f"invalid result: {validation_message(exc)}") from None
+        return _script_output(run.output)
 
     async def replay(
         self,
@@ -658,10 +663,7 @@ class TriggerService:
             else:
                 run = await self._scripts.run(self._job(call, version, self._config(version)[1]))
                 logs = run.logs
-                try:
-                    output = ActionOutput.model_validate_json(run.output)
-                except ValidationError as exc:
-                    raise InvalidResult(f"invalid result: {validation_message(exc)}") from None
+                output = _script_output(run.output)
         except ScriptError as exc:
             error = f"{exc.kind}: {exc.message}"
             return TryRun(None, error, exc.logs or logs, _since_ms(started))
