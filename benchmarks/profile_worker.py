@@ -32,6 +32,7 @@ async def main() -> None:
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--in-flight", type=int, default=32)
     p.add_argument("--top", type=int, default=35)
+    p.add_argument("--per-request", action="store_true", help="calls per request")
     p.add_argument("--callers", default="", help="also print who calls functions matching this")
     args = p.parse_args()
     nats_server, mongo = start_nats(), start_mongo()
@@ -86,6 +87,12 @@ async def main() -> None:
     if args.callers:
         stats.print_callers(args.callers)
     print(buf.getvalue())
+    if args.per_request:
+        ncalls = {k: v[1] for k, v in stats.stats.items()}  # type: ignore[attr-defined]
+        total = sum(ncalls.values())
+        print(f"python calls per request: {total / result['ok']:.0f}")
+        for k, n in sorted(ncalls.items(), key=lambda kv: -kv[1])[: args.top]:
+            print(f"{n / result['ok']:7.2f}  {k[2]} ({Path(k[0]).name}:{k[1]})")
     await broker.stop()
     await runtime.aclose()
     mongo.stop()

@@ -42,6 +42,7 @@ from gatehook.templates import TemplateRegistry, default_registry
 from gatehook.templates.base import CounterStore, Delivery
 from gatehook.transport.jetstream import AuditPublisher, JsReplyStore
 from gatehook.transport.journal import JsJournal
+from gatehook.transport.lean import LeanNats
 from gatehook.transport.recordings import JsRecorder
 from gatehook.transport.targets import CircuitChange, TargetCaller
 from gatehook.transport.trigger_server import TriggerServer
@@ -106,6 +107,7 @@ class Runtime:
         self._admin: AdminApi | None = None
         self.audit: AuditPublisher | None = None
         self.journal: JsJournal | None = None
+        self.lean: LeanNats | None = None
 
     @property
     def triggers(self) -> TriggerService:
@@ -156,7 +158,9 @@ class Runtime:
         await self._wait_for_streams(
             [self.audit.ensure_stream, replies.ensure_stream, self.recorder.ensure_stream]
         )
-        self.journal = JsJournal(self.broker.connection, replies, self.audit, self.deadlines)
+        # the decision path's messages skip nats-py's per-message machinery (transport.lean)
+        self.lean = LeanNats(self.broker.connection)
+        self.journal = JsJournal(self.lean, replies, self.audit, self.deadlines)
         await self.journal.start()
         await self.delivery.start()
         await self.targets.start()
@@ -294,8 +298,9 @@ class Runtime:
         if self._server is not None:
             return
         lean = self.settings.trigger_transport == "lean"
+        assert self.lean is not None, "start() comes before serve()"
         self._server = TriggerServer(
-            self.broker.connection,
+            self.lean,
             self.triggers.handle,
             subject="gatehook.v1.trigger.*.*.*" if lean else "",
             queue=self.settings.queue_group,
@@ -388,6 +393,8 @@ class Runtime:
             self._metrics_server.stop()
         if self.journal is not None:
             await self.journal.aclose()
+        if self.lean is not None:
+            self.lean.close()
         self.deadlines.close()
         await self.delivery.aclose()
         await self.targets.aclose()

@@ -99,12 +99,13 @@ class Journal(Protocol):
     """Stores what a decision leaves behind, before the reply is given: the reply record
     (idempotency) and the audit events, all acknowledged by the streams (JsJournal)."""
 
-    async def record(
+    def record(
         self, key: str, reply: bytes, events: list[EncodedEvent], deadline: float
     ) -> asyncio.Future[bytes | None]:
-        """Publish; the future resolves once everything is stored: to the reply stored first
-        when ``key`` was seen already (a retry), else None. It fails with a ``GatehookError``
-        when that has not happened by ``deadline`` (monotonic) or a stream refuses."""
+        """Publish (without waiting); the future resolves once everything is stored: to the
+        reply stored first when ``key`` was seen already (a retry), else None. It fails with a
+        ``GatehookError`` when that has not happened by ``deadline`` (monotonic) or a stream
+        refuses."""
         ...
 
 

@@ -313,7 +313,7 @@ class TriggerService:
         # given the first time (its own audit events carry the same ids: stored once).
         published = time.monotonic()
         try:
-            stored = await self._journal.record(
+            stored = self._journal.record(
                 key, body, self._events(call, revision, steps), max(final, published + 0.01)
             )
             earlier = await stored

@@ -2,11 +2,12 @@
 (idempotency) on ``GATEHOOK_REPLIES`` and the audit events on ``GATEHOOK_AUDIT``.
 
 One request's messages go out together and are acknowledged by the streams together: one
-future per request, resolved when the last ack arrives. Acks come to one inbox subscription
-of this worker (``_INBOX.<id>.<seq>``, under the connection's inbox prefix) and are read
-without building an ack object; the request's deadline is kept on the shared ``Deadlines``
-timer. nats-py's ``publish_async`` does the same job with a ``wait_for`` task, a random
-token, a JSON parse and a dataclass per message; on the decision path that cost more than
+future per request, resolved when the last ack arrives. Acks come to one lean inbox
+subscription of this worker (``_INBOX.<id>.<seq>``, under the connection's inbox prefix;
+``transport.lean``) and are read without building a message or an ack object; the publishes
+are lean too (one socket write per loop turn). The request's deadline is kept on the shared
+``Deadlines`` timer. nats-py's ``publish_async`` does the same job with a ``wait_for`` task,
+a random token, a JSON parse and a dataclass per message; on the decision path that cost more than
 the decision (BENCHMARKS.md).
 
 The rare cases leave the fast path: a duplicate reply record (a retry: the first reply is
@@ -23,20 +24,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from gatehook.errors import GatehookError, TransportError
 from gatehook.service.deadlines import Deadline, Deadlines
 from gatehook.service.ports import EncodedEvent
 from gatehook.transport.jetstream import AuditPublisher, JsReplyStore
+from gatehook.transport.lean import LeanNats, status_of
 
 __all__ = ["JsJournal"]
 
 log = logging.getLogger("gatehook.audit")
 
-_NO_RESPONDERS = "503"
+_NO_RESPONDERS = b"503"
 
 
 @dataclass(slots=True)
@@ -59,16 +59,16 @@ class JsJournal:
 
     def __init__(
         self,
-        nc: Client,
+        nats: LeanNats,
         replies: JsReplyStore,
         audit: AuditPublisher,
         deadlines: Deadlines,
     ) -> None:
-        self._nc = nc
+        self._nats = nats
         self._replies = replies
         self._audit = audit
         self._deadlines = deadlines
-        self._prefix = ""
+        self._prefix = b""
         self._sub: Subscription | None = None
         self._seq = 0
         self._waiting: dict[int, tuple[_Batch, int]] = {}
@@ -82,20 +82,21 @@ class JsJournal:
     async def start(self) -> None:
         """Subscribe to this worker's ack inbox."""
         # under the connection's inbox prefix: what a worker's NATS permissions let it read
-        self._prefix = self._nc.new_inbox() + "."
-        self._sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_ack)
+        inbox = self._nats.client.new_inbox() + "."
+        self._prefix = inbox.encode()
+        self._sub = await self._nats.subscribe(inbox + "*", self._on_ack)
 
     async def aclose(self) -> None:
         """Stop taking acks; requests still waiting fail as unacknowledged."""
-        if self._sub is not None and not self._nc.is_closed:
-            await self._sub.unsubscribe()
+        if self._sub is not None:
+            await self._nats.unsubscribe(self._sub)
         self._sub = None
         for batch, _ in list(self._waiting.values()):
             self._fail(batch, TransportError("the audit stream did not acknowledge in time"))
         for task in list(self._repairs):
             task.cancel()
 
-    async def record(
+    def record(
         self, key: str, reply: bytes, events: list[EncodedEvent], deadline: float
     ) -> asyncio.Future[bytes | None]:
         """Publish the reply record and ``events``; the future resolves when the streams have
@@ -106,35 +107,37 @@ class JsJournal:
         batch = _Batch(loop.create_future(), key, reply, events, 1 + len(events))
         batch.timer = self._deadlines.at(deadline, lambda: self._expire(batch))
         try:
-            await self._send(batch, JsReplyStore.subject(key), key, reply, 0)
+            self._send(batch, JsReplyStore.subject(key), key, reply, 0)
             for index, event in enumerate(events, 1):
-                await self._send(batch, event.subject, event.event_id, event.data, index)
+                self._send(batch, event.subject, event.event_id, event.data, index)
         except Exception as exc:  # the connection is closed or draining
             self._fail(batch, TransportError(f"audit stream unavailable: {exc!r}"))
         return batch.future
 
-    async def _send(
-        self, batch: _Batch, subject: str, msg_id: str, data: bytes, index: int
-    ) -> None:
+    def _send(self, batch: _Batch, subject: str, msg_id: str, data: bytes, index: int) -> None:
+        """One lean publish. ``subject`` and ``msg_id`` are built by this worker from
+        checked parts (tenant slugs, catalogue names, hex ids): no space or line break."""
         self._seq += 1
         seq = self._seq
         self._waiting[seq] = (batch, index)
         batch.seqs.append(seq)
-        await self._nc.publish(
-            subject, data, reply=f"{self._prefix}{seq}", headers={"Nats-Msg-Id": msg_id}
+        self._nats.publish(
+            subject.encode(),
+            data,
+            reply=b"%s%d" % (self._prefix, seq),
+            headers=b"NATS/1.0\r\nNats-Msg-Id: %s\r\n\r\n" % msg_id.encode(),
         )
 
-    async def _on_ack(self, msg: Msg) -> None:
+    def _on_ack(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         try:
-            seq = int(msg.subject[len(self._prefix) :])
+            seq = int(subject[len(self._prefix) :])
         except ValueError:
             return
         waiting = self._waiting.pop(seq, None)
         if waiting is None:
             return  # late: the request gave up already
         batch, index = waiting
-        data = msg.data
-        if msg.headers and msg.headers.get("Status") == _NO_RESPONDERS:
+        if headers and status_of(headers) == _NO_RESPONDERS:
             batch.no_stream = True
         elif b'"error"' in data:
             try:

@@ -1,14 +1,15 @@
-"""The lean trigger path: a raw nats-py queue subscription on the broker's own connection.
+"""The lean trigger path: a queue subscription on the broker's own connection, served
+through ``transport.lean`` (messages straight from the parser, replies batched per loop turn).
 
 Measured on 2 cores (benchmarks/run.py, BENCHMARKS.md): FastStream's subscriber machinery
 (dependency resolution, anyio checkpoints, thread hops) cost more per trigger request than
-the whole decision. The trigger subject is therefore served here, with the same connection,
-queue group and settings; FastStream keeps the management API and the change broadcast.
+the whole decision, and nats-py's own per-message objects, queue and task switch were the
+next largest share. The trigger subject is therefore served here, with the same connection,
+queue group and settings; FastStream keeps the management API.
 ``GATEHOOK_TRIGGER_TRANSPORT=faststream`` switches back, for comparison.
 
-nats-py runs a subscription's callback one message at a time, so each request becomes a
-task; at most ``concurrency`` run at once, and a request beyond that is shed at once with a
-retryable ``unavailable`` reply instead of queueing without bound.
+Each request becomes a task; at most ``concurrency`` run at once, and a request beyond that
+is shed at once with a retryable ``unavailable`` reply instead of queueing without bound.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from gatehook.tracing import tracing_enabled
+from gatehook.transport.lean import LeanNats, parse_headers
 
 __all__ = ["OVERLOADED", "TriggerServer", "split_subject"]
 
@@ -52,7 +54,7 @@ class TriggerServer:
 
     def __init__(
         self,
-        nc: Client,
+        nats: LeanNats,
         handler: Handler,
         *,
         subject: str,
@@ -60,7 +62,7 @@ class TriggerServer:
         concurrency: int,
         on_change: Callable[[str], None] | None = None,
     ) -> None:
-        self._nc = nc
+        self._nats = nats
         self._handler = handler
         self._on_change = on_change
         self._changes: Subscription | None = None
@@ -79,51 +81,53 @@ class TriggerServer:
     async def start(self) -> None:
         """Subscribe: change broadcasts (every worker), trigger requests (queue group).
 
-        Changes are handled in the callback itself, without awaiting, so a change broadcast
-        that reaches this connection before a trigger request is applied before it is served.
+        Both are lean subscriptions: a change broadcast is applied as the parser reads it, so
+        one that reaches this connection before a trigger request is applied before that
+        request is served.
         """
         if self._on_change is not None:
-            self._changes = await self._nc.subscribe(CHANGES_SUBJECT, cb=self._changed)
+            self._changes = await self._nats.subscribe(CHANGES_SUBJECT, self._changed)
         if not self._subject:
             return  # triggers are served elsewhere (GATEHOOK_TRIGGER_TRANSPORT=faststream)
-        self._sub = await self._nc.subscribe(
-            self._subject,
-            queue=self._queue,
-            cb=self._on_msg,
-            pending_msgs_limit=max(65536, self._limit * 16),
-            pending_bytes_limit=256 * 1024 * 1024,
-        )
+        self._sub = await self._nats.subscribe(self._subject, self._on_msg, queue=self._queue)
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop taking requests, then let those in flight finish (bounded by ``timeout``)."""
         for sub in (self._sub, self._changes):
             if sub is not None:
-                await sub.unsubscribe()
+                await self._nats.unsubscribe(sub)
         self._sub = self._changes = None
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
-    async def _changed(self, msg: Msg) -> None:
+    def _changed(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         if self._on_change is not None:
-            self._on_change(msg.subject.rsplit(".", 1)[-1])
+            self._on_change(subject.rsplit(b".", 1)[-1].decode(errors="replace"))
 
-    async def _on_msg(self, msg: Msg) -> None:
-        if not msg.reply:
+    def _on_msg(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        if not reply:
             return  # a publish, not a request: nobody to answer
         if len(self._tasks) >= self._limit:
             self.shed += 1
-            await self._nc.publish(msg.reply, OVERLOADED)
+            self._answer(reply, OVERLOADED)
             return
-        task = asyncio.create_task(self._serve(msg))
+        task = asyncio.create_task(self._serve(subject, reply, data, headers))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, msg: Msg) -> None:
-        parts = split_subject(msg.subject)
+    async def _serve(
+        self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        parts = split_subject(subject.decode(errors="replace"))
+        if parts is None:
+            self._answer(reply, BAD_SUBJECT)
+            return
+        # headers matter only to tracing (a caller's traceparent): parsed only when it is on
+        trace = parse_headers(headers) if headers and tracing_enabled() else None
+        self._answer(reply, await self._handler(*parts, data, trace))
+
+    def _answer(self, reply: bytes, body: bytes) -> None:
         try:
-            body = (
-                BAD_SUBJECT if parts is None else await self._handler(*parts, msg.data, msg.headers)
-            )
-            await self._nc.publish(msg.reply, body)
+            self._nats.publish(reply, body)
         except Exception:  # the connection may be gone; the caller will time out and retry
-            log.exception("could not answer a trigger request on %s", msg.subject)
+            log.exception("could not answer a trigger request (reply subject %r)", reply)
