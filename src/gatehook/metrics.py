@@ -9,19 +9,80 @@ from __future__ import annotations
 
 import json
 import threading
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from gatehook.service.ports import Telemetry
 
 __all__ = ["Metrics", "MetricsServer"]
 
+_go_float = cast(Callable[[float], str], floatToGoString)  # "+Inf", "0.005": the text format's
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class _Series:
+    """Counts (and, with ``buckets``, a histogram) per label values, kept in plain dicts.
+
+    On the decision path a count is a dict update and an observation a ``bisect``;
+    prometheus_client's children take a lock per count and walk the buckets in Python
+    (BENCHMARKS.md, fifth session). The registry reads copies at scrape time (``collect``).
+    """
+
+    def __init__(
+        self, name: str, doc: str, labels: list[str], buckets: tuple[float, ...] = ()
+    ) -> None:
+        self.name, self.doc, self.labels, self.bounds = name, doc, labels, buckets
+        self._les = [_go_float(b) for b in (*buckets, float("inf"))]
+        self.counts: dict[tuple[str, ...], float] = {}
+        self.sums: dict[tuple[str, ...], float] = {}
+        self.hist: dict[tuple[str, ...], list[int]] = {}
+
+    def inc(self, key: tuple[str, ...]) -> None:
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def observe(self, key: tuple[str, ...], value: float) -> None:
+        buckets = self.hist.get(key)
+        if buckets is None:
+            if len(self.hist) >= _MAX_SERIES:
+                return  # bounded like the label sets it comes from
+            buckets = self.hist[key] = [0] * (len(self.bounds) + 1)
+        buckets[bisect_left(self.bounds, value)] += 1
+        self.sums[key] = self.sums.get(key, 0.0) + value
+
+    def collect(self) -> CounterMetricFamily | HistogramMetricFamily:
+        if not self.bounds:
+            family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+            for key, n in dict(self.counts).items():  # a copy: the loop thread keeps counting
+                family.add_metric(list(key), n)
+            return family
+        hist = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        sums = dict(self.sums)
+        for key, counts in dict(self.hist).items():
+            running, cumulative = 0, []
+            for le, n in zip(self._les, list(counts), strict=True):
+                running += n
+                cumulative.append((le, float(running)))
+            hist.add_metric(list(key), cumulative, sum_value=sums.get(key, 0.0))
+        return hist
+
+
+_MAX_SERIES = 50_000
+
+
+class _Families(Collector):
+    def __init__(self, series: list[_Series]) -> None:
+        self._series = series
+
+    def collect(self) -> Iterable[CounterMetricFamily | HistogramMetricFamily]:
+        for series in self._series:
+            yield series.collect()
 
 
 class Metrics(Telemetry):
@@ -30,70 +91,56 @@ class Metrics(Telemetry):
     def __init__(self, *, tenant_labels: bool = False) -> None:
         self.registry = CollectorRegistry()
         self._tenant = tenant_labels
-        self._children: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         extra = ["tenant"] if tenant_labels else []
-        self._requests = Counter(
+        self._requests = _Series(
             "gatehook_trigger_requests",
             "Trigger requests answered",
             [*extra, "flow_type", "trigger", "outcome"],
-            registry=self.registry,
         )
-        self._latency = Histogram(
+        self._latency = _Series(
             "gatehook_trigger_duration_seconds",
             "Time to answer a trigger request",
             ["flow_type", "trigger"],
-            buckets=_BUCKETS,
-            registry=self.registry,
+            _BUCKETS,
         )
-        self._actions = Counter(
+        self._actions = _Series(
             "gatehook_action_executions",
             "Action executions by outcome",
             [*extra, *(["action", "version"] if tenant_labels else []), "outcome", "error_kind"],
-            registry=self.registry,
         )
-        self._audit = Histogram(
-            "gatehook_audit_publish_seconds",
-            "Audit publish and acknowledgement",
-            buckets=_BUCKETS,
-            registry=self.registry,
+        self._audit = _Series(
+            "gatehook_audit_publish_seconds", "Audit publish and acknowledgement", [], _BUCKETS
         )
-        self._audit_failures = Counter(
-            "gatehook_audit_failures", "Audit batches not acknowledged", registry=self.registry
+        self._audit_failures = _Series(
+            "gatehook_audit_failures", "Audit batches not acknowledged", []
+        )
+        self.registry.register(
+            _Families(
+                [self._requests, self._latency, self._actions, self._audit, self._audit_failures]
+            )
         )
 
     def request(
         self, tenant: str, flow_type: str, trigger: str, outcome: str, seconds: float
     ) -> None:
-        key = (tenant if self._tenant else "", flow_type, trigger, outcome)
-        child = self._children.get(key)
-        if child is None:  # labels() costs more than the count: look each series up once
-            labels = [tenant] if self._tenant else []
-            child = (
-                self._requests.labels(*labels, flow_type, trigger, outcome),
-                self._latency.labels(flow_type, trigger),
-            )
-            self._remember(key, child)
-        child[0].inc()
-        child[1].observe(seconds)
+        key = (
+            (tenant, flow_type, trigger, outcome) if self._tenant else (flow_type, trigger, outcome)
+        )
+        if key in self._requests.counts or len(self._requests.counts) < _MAX_SERIES:
+            self._requests.inc(key)
+        self._latency.observe((flow_type, trigger), seconds)
 
     def action(self, tenant: str, name: str, version: str, outcome: str, kind: str | None) -> None:
-        key = (tenant, name, version, outcome, kind) if self._tenant else (outcome, kind)
-        child = self._children.get(key)
-        if child is None:
-            labels = [tenant, name, version] if self._tenant else []
-            child = (self._actions.labels(*labels, outcome, kind or ""),)
-            self._remember(key, child)
-        child[0].inc()
-
-    def _remember(self, key: tuple[Any, ...], child: tuple[Any, ...]) -> None:
-        if len(self._children) > 50_000:  # tenant labels on: bounded like the series
-            self._children.clear()
-        self._children[key] = child
+        key = (
+            (tenant, name, version, outcome, kind or "") if self._tenant else (outcome, kind or "")
+        )
+        if key in self._actions.counts or len(self._actions.counts) < _MAX_SERIES:
+            self._actions.inc(key)
 
     def audit(self, seconds: float, ok: bool) -> None:
-        self._audit.observe(seconds)
+        self._audit.observe((), seconds)
         if not ok:
-            self._audit_failures.inc()
+            self._audit_failures.inc(())
 
     def add_gauges(self, read: Callable[[], dict[str, Any]]) -> None:
         """Export values read at scrape time (pool size, restarts, caches, webhooks...)."""

@@ -49,12 +49,20 @@ TRIGGERS: dict[FlowType, tuple[Trigger, ...]] = {
 }
 
 
+# (flow type, trigger) names -> members: a dict lookup, not two Enum calls per request
+_SLOTS: dict[tuple[str, str], tuple[FlowType, Trigger]] = {
+    (ft.value, tr.value): (ft, tr) for ft, triggers in TRIGGERS.items() for tr in triggers
+}
+
+
 def is_valid_slot(flow_type: str, trigger: str) -> bool:
     """Whether ``trigger`` is a trigger of ``flow_type`` in the catalogue."""
-    try:
-        return Trigger(trigger) in TRIGGERS[FlowType(flow_type)]
-    except ValueError:
-        return False
+    return (flow_type, trigger) in _SLOTS
+
+
+def slot_of(flow_type: str, trigger: str) -> tuple[FlowType, Trigger] | None:
+    """The catalogue's members for a slot's names, or None when it is not in the catalogue."""
+    return _SLOTS.get((flow_type, trigger))
 
 
 def all_slots() -> list[tuple[FlowType, Trigger]]:

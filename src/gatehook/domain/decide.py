@@ -40,6 +40,11 @@ _DEFAULT_REASON: dict[Decision, str] = {
 }
 
 
+# an output's kind -> its members (dict lookups: Enum calls cost more on the hot path)
+_DECISION: dict[str, Decision] = {d.value: d for d in Decision}
+_OUTCOME: dict[str, Outcome] = {d.value: Outcome(d.value) for d in Decision}
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One attachment's result: an ``output`` when it ran to the end, else an ``error``."""
@@ -58,7 +63,7 @@ class Step:
             return Outcome.DISABLED
         if self.output is None:
             return Outcome.ERROR
-        return Outcome(self.output.kind)
+        return _OUTCOME[self.output.kind]
 
 
 def ends_slot(step: Step) -> bool:
@@ -77,7 +82,7 @@ def so_far(steps: Sequence[Step]) -> Decision:
     best = Decision.CONTINUE
     for step in steps:
         if step.output is not None:
-            kind = Decision(step.output.kind)
+            kind = _DECISION[step.output.kind]
             if STRENGTH[kind] > STRENGTH[best]:
                 best = kind
     return best
@@ -125,7 +130,7 @@ def decide(
                 fail_closed = step
                 break
             continue
-        kind = Decision(out.kind)
+        kind = _DECISION[out.kind]
         if STRENGTH[kind] > STRENGTH[decision]:
             decision, decider = kind, step
         if kind is Decision.REDIRECT:

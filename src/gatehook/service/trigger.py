@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gatehook.domain.catalogue import TENANT_RE, FlowType, Trigger, is_valid_slot
+from gatehook.domain.catalogue import TENANT_RE, FlowType, Trigger, slot_of
 from gatehook.domain.contract import (
     ActionOutput,
     AuditEvent,
@@ -249,7 +249,8 @@ class TriggerService:
         """A reply refusing the request, or (reply JSON, what was decided) for the metrics."""
         if not TENANT_RE.fullmatch(tenant):
             return self._bad(payload, f"tenant {tenant!r} is not a valid tenant slug")
-        if not is_valid_slot(flow_type, trigger):
+        members = slot_of(flow_type, trigger)
+        if members is None:
             return self._bad(
                 payload,
                 f"{flow_type}.{trigger} is not a trigger of the catalogue (see docs/contract.md)",
@@ -265,9 +266,9 @@ class TriggerService:
             return self._bad(payload, validation_message(exc))
         except (ValueError, RecursionError) as exc:
             return self._bad(payload, f"body cannot be read: {exc}")
-        ft, tr = FlowType(flow_type), Trigger(trigger)
+        ft, tr = members
 
-        key = self._reply_key(tenant, ft, tr, req.request_id)
+        key = self._reply_key(tenant, flow_type, trigger, req.request_id)
         recent = self._recent.get(key)
         if recent is not None and recent[0] > started:  # a retry that came back to this worker
             return recent[1], "replayed"
@@ -327,7 +328,7 @@ class TriggerService:
         self._recent.put(key, (started + self._settings.dedupe_window_s, body))
         for att, live in call.shadows:  # after the reply is stored: never delays it
             safe_change.shadow(self, call, att, live)
-        redact = self._recorded.get(tenant, {}).get(f"{ft.value}.{tr.value}")
+        redact = self._recorded.get(tenant, {}).get(f"{flow_type}.{trigger}")
         if redact is not None and self._recorder is not None and earlier is None:
             await safe_change.record(self, tenant, ft, tr, payload, reply, redact)
         return body, outcome
@@ -336,9 +337,9 @@ class TriggerService:
         return TriggerReply.failure(request_id_of(payload), "bad_request", message)
 
     @staticmethod
-    def _reply_key(tenant: str, ft: FlowType, tr: Trigger, request_id: str) -> str:
+    def _reply_key(tenant: str, flow_type: str, trigger: str, request_id: str) -> str:
         digest = hashlib.sha256(request_id.encode()).hexdigest()[:40]
-        return f"{tenant}.{ft.value}.{tr.value}.{digest}"
+        return f"{tenant}.{flow_type}.{trigger}.{digest}"
 
     def _call(
         self, tenant: str, ft: FlowType, tr: Trigger, req: TriggerRequest, deadline: float
@@ -350,9 +351,9 @@ class TriggerService:
                 b'{"tenant":',
                 dumps(tenant),
                 b',"flow_type":"',
-                ft.value.encode(),
+                ft.encode(),
                 b'","trigger":"',
-                tr.value.encode(),
+                tr.encode(),
                 b'","request_id":',
                 dumps(req.request_id),
                 b',"signin_id":',
@@ -672,8 +673,8 @@ class TriggerService:
     def _events(self, call: Call, revision: int | None, steps: list[Step]) -> list[EncodedEvent]:
         return encode_executions(
             call.tenant,
-            call.flow_type.value,
-            call.trigger.value,
+            str(call.flow_type),
+            str(call.trigger),
             call.req.request_id,
             call.req.signin_id,
             self._actor,
