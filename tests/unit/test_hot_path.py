@@ -10,13 +10,16 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gatehook.domain.catalogue import FlowType, Trigger
-from gatehook.domain.contract import ActionOutput, AuditEvent, TriggerRequest
-from gatehook.domain.decide import Step
+from gatehook.domain.contract import ActionOutput, AuditEvent, TriggerReply, TriggerRequest
+from gatehook.domain.decide import Step, decide, reply_fields
 from gatehook.domain.model import ActionKind, ActionVersion, ScriptStyle
 from gatehook.sandbox.pool import ScriptJob, ScriptRun
 from gatehook.service.deadlines import Deadlines
+from gatehook.service.encoding import encode_reply
 from gatehook.service.ports import Pin
 from gatehook.service.trigger import TriggerService
 from gatehook.settings import Settings
@@ -237,3 +240,72 @@ async def test_the_tenant_limiter_judges_a_script_by_its_run_not_its_queueing(
     for _ in range(3):
         await asyncio.gather(*(service._execute(call, version, 5.0, []) for _ in range(floor)))
     assert (service._fairness.limit("acme") > floor) is grows
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.text(max_size=8)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@st.composite
+def _rich_steps(draw: st.DrawFn) -> Step:
+    name, version = draw(st.sampled_from(["a", "b", "ü"])), draw(st.sampled_from(["1.0.0", "2"]))
+    duration = draw(st.floats(0, 5000, allow_nan=False))
+    if draw(st.integers(0, 4)) == 0:
+        error = draw(st.text(max_size=10))
+        return Step(
+            name, version, error=error, allowed_to_fail=draw(st.booleans()), duration_ms=duration
+        )
+    kind = draw(st.sampled_from(["continue", "block", "demand_mfa", "redirect"]))
+    output = ActionOutput.model_validate(
+        {
+            "kind": kind,
+            "reason": draw(st.none() | st.text(max_size=6)),
+            "message": draw(st.none() | st.text(max_size=6)),
+            "redirect_url": "https://x.example/ä?q=1" if kind == "redirect" else None,
+            "claims": draw(st.dictionaries(st.text(max_size=4), _json_values, max_size=3)),
+            "user_updates": draw(st.dictionaries(st.text(max_size=4), _json_values, max_size=2)),
+            "metadata": [{"key": "k", "value": draw(_json_values)}] if draw(st.booleans()) else [],
+            "saml_attributes": {"role": draw(st.lists(st.text(max_size=3), max_size=2))},
+            "user_grants": [{"project_id": "p", "roles": ["r"], "extra": 1}]
+            if draw(st.booleans())
+            else [],
+        }
+    )
+    return Step(
+        name, version, output=output, allowed_to_fail=draw(st.booleans()), duration_ms=duration
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_rich_steps(), max_size=6), st.integers(0, 3), st.none() | st.integers(1, 10**6))
+def test_encoded_reply_equals_the_validated_reply_model(
+    steps: list[Step], extra: int, revision: int | None
+) -> None:
+    """The decision path encodes ``reply_fields`` with orjson; it must be what the reply model
+    (validated from the same fields) gives, byte for byte."""
+    attachments = [(s.name, s.version) for s in steps] + [("late", "9")] * extra
+    fields = reply_fields("req-1", revision, steps, attachments)
+    body = encode_reply(fields)
+    validated = TriggerReply.model_validate(
+        decide("req-1", revision, steps, attachments).model_dump()
+    )
+    assert body == validated.model_dump_json().encode()
+    assert decide("req-1", revision, steps, attachments) == validated
+
+
+def test_a_reply_beyond_orjson_is_encoded_through_the_model() -> None:
+    step = Step("a", "1", output=ActionOutput(claims={"big": 2**70}))
+    fields = reply_fields("req-1", 1, [step], [("a", "1")])
+    assert orjson.loads(encode_reply(fields).replace(b"1180591620717411303424", b"0"))[
+        "claims"
+    ] == {"big": 0}
+    assert b'"big":1180591620717411303424' in encode_reply(fields)

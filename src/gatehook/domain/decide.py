@@ -24,7 +24,7 @@ from gatehook.domain.contract import (
     UserGrant,
 )
 
-__all__ = ["STRENGTH", "Step", "decide", "ends_slot", "so_far"]
+__all__ = ["STRENGTH", "Step", "decide", "ends_slot", "reply_fields", "reply_of", "so_far"]
 
 STRENGTH: dict[Decision, int] = {
     Decision.CONTINUE: 0,
@@ -101,6 +101,23 @@ def decide(
     after one that ends the slot are ignored (also traced as skipped), so the function is
     total over any sequence.
     """
+    return reply_of(reply_fields(request_id, flow_revision, steps, attachments))
+
+
+def reply_of(fields: dict[str, Any]) -> TriggerReply:
+    """The reply model of ``reply_fields``' result (built from trusted values, unvalidated)."""
+    traces = [ActionTrace.model_construct(**trace) for trace in fields["actions"]]
+    return TriggerReply.model_construct(**{**fields, "actions": traces})
+
+
+def reply_fields(
+    request_id: str,
+    flow_revision: int | None,
+    steps: Sequence[Step],
+    attachments: Sequence[tuple[str, str]] = (),
+) -> dict[str, Any]:
+    """What ``decide`` says, as the reply's fields in its order (traces as plain dicts):
+    the decision path encodes these at once, without building the models."""
     decision = Decision.CONTINUE
     decider: Step | None = None
     redirect_url: str | None = None
@@ -109,20 +126,20 @@ def decide(
     metadata: list[MetadataEntry] = []
     saml: dict[str, list[str]] = {}
     grants: list[UserGrant] = []
-    traces: list[ActionTrace] = []
+    traces: list[dict[str, Any]] = []
     fail_closed: Step | None = None
     ran = 0
 
     for step in steps:
         ran += 1
-        traces.append(  # built from trusted values: no validation on the hot path
-            ActionTrace.model_construct(
-                name=step.name,
-                version=step.version,
-                outcome=step.outcome(),
-                duration_ms=round(step.duration_ms, 3),
-                error=step.error,
-            )
+        traces.append(
+            {
+                "name": step.name,
+                "version": step.version,
+                "outcome": step.outcome(),
+                "duration_ms": round(step.duration_ms, 3),
+                "error": step.error,
+            }
         )
         out = step.output
         if out is None:
@@ -144,51 +161,42 @@ def decide(
             break
 
     for step in steps[ran:]:
-        traces.append(
-            ActionTrace.model_construct(
-                name=step.name, version=step.version, outcome=Outcome.SKIPPED
-            )
-        )
+        traces.append(_skipped(step.name, step.version))
     for name, version in attachments[len(traces) :]:
-        traces.append(
-            ActionTrace.model_construct(name=name, version=version, outcome=Outcome.SKIPPED)
-        )
+        traces.append(_skipped(name, version))
 
-    if fail_closed is not None:
-        return TriggerReply(
-            request_id=request_id,
-            decision=Decision.BLOCK,
-            reason="action_error",
-            message=f"action {fail_closed.name}@{fail_closed.version} failed: {fail_closed.error}",
-            flow_revision=flow_revision,
-            actions=traces,
-        )
-    if decision is Decision.BLOCK:
-        assert decider is not None
-        assert decider.output is not None
-        return TriggerReply(
-            request_id=request_id,
-            decision=decision,
-            reason=decider.output.reason or _DEFAULT_REASON[decision],
-            message=decider.output.message,
-            flow_revision=flow_revision,
-            actions=traces,
-        )
     reason = message = None
-    if decider is not None and decider.output is not None:
+    if fail_closed is not None:
+        decision, reason = Decision.BLOCK, "action_error"
+        message = f"action {fail_closed.name}@{fail_closed.version} failed: {fail_closed.error}"
+    elif decider is not None and decider.output is not None:
         reason = decider.output.reason or _DEFAULT_REASON[decision]
         message = decider.output.message
-    return TriggerReply(
-        request_id=request_id,
-        decision=decision,
-        reason=reason,
-        message=message,
-        redirect_url=redirect_url,
-        claims=claims,
-        user_updates=user_updates,
-        metadata=metadata,
-        saml_attributes=saml,
-        user_grants=grants,
-        flow_revision=flow_revision,
-        actions=traces,
-    )
+    if decision is Decision.BLOCK:  # a block carries no mutations
+        redirect_url, claims, user_updates, saml = None, {}, {}, {}
+        metadata, grants = [], []
+    return {
+        "request_id": request_id,
+        "decision": decision,
+        "reason": reason,
+        "message": message,
+        "redirect_url": redirect_url,
+        "claims": claims,
+        "user_updates": user_updates,
+        "metadata": metadata,
+        "saml_attributes": saml,
+        "user_grants": grants,
+        "flow_revision": flow_revision,
+        "actions": traces,
+        "error": None,
+    }
+
+
+def _skipped(name: str, version: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "version": version,
+        "outcome": Outcome.SKIPPED,
+        "duration_ms": 0.0,
+        "error": None,
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from gatehook.domain.catalogue import FlowType, Trigger
 from gatehook.domain.contract import ActionInput, TriggerRequest
@@ -25,13 +26,29 @@ class Call:
     disabled: dict[str, Disabled] = field(default_factory=dict)
     shadows: list[tuple[Attachment, Step]] = field(default_factory=list)
     live_rollouts: set[str] | None = None  # running in the current flow (loaded on first use)
-    _template_input: ActionInput | None = None
+    _template_fields: dict[str, Any] | None = None
 
-    @property
-    def template_input(self) -> ActionInput:
-        """The input as a model, for templates (built on first use: scripts need bytes only)."""
-        if self._template_input is None:
-            self._template_input = self.req.action_input(
-                self.tenant, self.flow_type.value, self.trigger.value
-            )
-        return self._template_input
+    def template_input(self, action: str, decision_so_far: str, time_left_ms: float) -> ActionInput:
+        """The input as a model, for one template run. Built from the validated request's
+        parts without validating them again (``model_construct``); the request-wide fields
+        are gathered on first use (scripts need bytes only)."""
+        if self._template_fields is None:
+            req = self.req
+            self._template_fields = {
+                "tenant": self.tenant,
+                "flow_type": str(self.flow_type),
+                "trigger": str(self.trigger),
+                "request_id": req.request_id,
+                "signin_id": req.signin_id,
+                "user": req.user,
+                "request": req.request,
+                "state": req.state,
+                "context": req.action_context(),
+                "config": {},
+            }
+        return ActionInput.model_construct(
+            **self._template_fields,
+            action=action,
+            decision_so_far=decision_so_far,
+            time_left_ms=time_left_ms,
+        )

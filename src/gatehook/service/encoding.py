@@ -10,16 +10,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gatehook.domain.contract import ActionOutput, TriggerReply
-from gatehook.domain.decide import Step
+from gatehook.domain.decide import Step, reply_of
 from gatehook.domain.model import Disabled
 from gatehook.service.ports import EncodedEvent
 
 __all__ = [
     "dumps",
     "encode_executions",
+    "encode_reply",
     "event_id",
     "fallback",
     "loads",
@@ -137,3 +138,19 @@ def encode_executions(
         }
         out.append(EncodedEvent(subject, eid, dumps(event)))
     return out
+
+
+def _model_json(value: Any) -> Any:
+    if isinstance(value, BaseModel):  # metadata entries and grants from validated outputs
+        return value.model_dump(mode="json")
+    raise TypeError
+
+
+def encode_reply(fields: dict[str, Any]) -> bytes:
+    """The reply ``reply_fields`` describes, as ``TriggerReply``'s own JSON would be (a
+    property test compares them byte for byte), encoded by orjson without building the
+    models; through the models when orjson refuses a value (an integer beyond 64 bits)."""
+    try:
+        return orjson.dumps(fields, default=_model_json)
+    except TypeError:
+        return reply_of(fields).model_dump_json().encode()

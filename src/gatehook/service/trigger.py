@@ -31,7 +31,7 @@ from gatehook.domain.contract import (
     TriggerRequest,
     User,
 )
-from gatehook.domain.decide import Step, decide, ends_slot, so_far
+from gatehook.domain.decide import Step, ends_slot, reply_fields, reply_of, so_far
 from gatehook.domain.model import (
     ActionKind,
     ActionVersion,
@@ -57,6 +57,7 @@ from gatehook.service.deadlines import Deadlines
 from gatehook.service.encoding import (
     dumps,
     encode_executions,
+    encode_reply,
     event_id,
     fallback,
     request_id_of,
@@ -305,10 +306,10 @@ class TriggerService:
             self._telemetry.action(tenant, step.name, step.version, step.outcome().value, kind)
             if ends_slot(step):
                 break
-        reply = decide(
+        fields = reply_fields(
             req.request_id, revision, steps, [(a.action, a.version) for a in attachments]
         )
-        body = reply.model_dump_json().encode()
+        body = encode_reply(fields)
         # The reply record and the audit events go out together; all must be acknowledged
         # before the reply is given. A retry learns here that it is one, and gets the reply
         # given the first time (its own audit events carry the same ids: stored once).
@@ -322,7 +323,7 @@ class TriggerService:
             self._telemetry.audit(time.monotonic() - published, ok=False)
             raise
         self._telemetry.audit(time.monotonic() - published, ok=True)
-        outcome = reply.decision.value if reply.decision else "none"
+        outcome = str(fields["decision"])
         if earlier is not None:
             body, outcome = earlier, "replayed"
         self._recent.put(key, (started + self._settings.dedupe_window_s, body))
@@ -330,7 +331,7 @@ class TriggerService:
             safe_change.shadow(self, call, att, live)
         redact = self._recorded.get(tenant, {}).get(f"{flow_type}.{trigger}")
         if redact is not None and self._recorder is not None and earlier is None:
-            await safe_change.record(self, tenant, ft, tr, payload, reply, redact)
+            await safe_change.record(self, tenant, ft, tr, payload, reply_of(fields), redact)
         return body, outcome
 
     def _bad(self, payload: bytes, message: str) -> TriggerReply:
@@ -563,13 +564,8 @@ class TriggerService:
                 raise ScriptError(f"template {version.template} is not available on this worker")
             timeout = min(version.timeout_ms / 1000, remaining)
             decided = so_far(before)
-            inp = call.template_input.model_copy(
-                update={
-                    "action": version.action,
-                    "decision_so_far": decided,
-                    "time_left_ms": timeout * 1000 * 0.9,  # leave room to return in time
-                }
-            )
+            # leave room to return in time
+            inp = call.template_input(version.action, str(decided), timeout * 1000 * 0.9)
             try:
                 async with self._deadlines.timeout(time.monotonic() + timeout):
                     return await template.run(inp, parsed, services)
