@@ -93,6 +93,13 @@ def main() -> None:
     print("\nself time:")
     for frame, n in own.most_common(args.top):
         print(f"{100 * n / total:5.1f}%  {frame}")
+    print("\nself time by module (where the worker's CPU goes):")
+    modules: collections.Counter[str] = collections.Counter()
+    for frame, n in own.items():
+        where = frame.rpartition("(")[2].split(":")[0]
+        modules[where or "(native)"] += n
+    for where, n in modules.most_common(args.top):
+        print(f"{100 * n / total:5.1f}%  {where}")
     print("\ninclusive time (gatehook, nats, asyncio/uvloop):")
     keep = [(f, n) for f, n in inclusive.items() if any(k in f for k in ("gatehook", "nats/"))]
     for frame, n in sorted(keep, key=lambda x: -x[1])[: args.top]:
