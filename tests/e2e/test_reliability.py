@@ -367,7 +367,9 @@ async def test_cached_flows_keep_serving_while_mongodb_is_down(
             )
             await attach(admin, tenant, [("c", v)])
             deadline = time.monotonic() + 10
-            while runtime.triggers.heads.generation(tenant) == 0:  # the change broadcast is in
+            while (
+                runtime.triggers.lookup.heads_cache.generation(tenant) == 0
+            ):  # the change broadcast is in
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.01)
             assert (await trigger(nc, tenant, request()))["claims"] == {"c": 1}  # warms the caches

@@ -111,7 +111,7 @@ def _service(flows: _Flows, ttl: float = 60.0) -> TriggerService:
 async def test_heads_after_a_change_are_loaded_once_for_all_waiting_requests() -> None:
     flows = _Flows()
     service = _service(flows)
-    waiting = [asyncio.create_task(service._heads("acme")) for _ in range(50)]
+    waiting = [asyncio.create_task(service.lookup.heads("acme")) for _ in range(50)]
     await asyncio.sleep(0.01)
     assert flows.queries == 1  # not one query per request
     flows.gate.set()
@@ -119,7 +119,7 @@ async def test_heads_after_a_change_are_loaded_once_for_all_waiting_requests() -
     assert all(r[FlowType.EXTERNAL_AUTHENTICATION] == 1 for r in results)
     service.invalidate("acme")  # a change broadcast: the next request waits for the new heads
     flows.revision = 2
-    assert (await service._heads("acme"))[FlowType.EXTERNAL_AUTHENTICATION] == 2
+    assert (await service.lookup.heads("acme"))[FlowType.EXTERNAL_AUTHENTICATION] == 2
     assert flows.queries == 2
 
 
@@ -127,17 +127,17 @@ async def test_stale_heads_are_served_while_one_refresh_runs() -> None:
     flows = _Flows()
     flows.gate.set()
     service = _service(flows, ttl=0.01)
-    assert (await service._heads("acme"))[FlowType.EXTERNAL_AUTHENTICATION] == 1
+    assert (await service.lookup.heads("acme"))[FlowType.EXTERNAL_AUTHENTICATION] == 1
     await asyncio.sleep(0.02)  # past the TTL
     flows.gate.clear()
     flows.revision = 2
-    answers = [await service._heads("acme") for _ in range(20)]  # none waits for the query
+    answers = [await service.lookup.heads("acme") for _ in range(20)]  # none waits for the query
     assert all(a[FlowType.EXTERNAL_AUTHENTICATION] == 1 for a in answers)
     await asyncio.sleep(0.01)  # the refresh task gets its turn
     assert flows.queries == 2  # one refresh for all of them
     flows.gate.set()
     await asyncio.sleep(0.01)
-    assert (await service._heads("acme"))[FlowType.EXTERNAL_AUTHENTICATION] == 2
+    assert (await service.lookup.heads("acme"))[FlowType.EXTERNAL_AUTHENTICATION] == 2
 
 
 def _request(**extra: Any) -> TriggerRequest:

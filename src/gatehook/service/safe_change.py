@@ -62,13 +62,13 @@ async def replay(
     Nothing is audited or remembered; templates run dry (nothing sent, no rate limit
     counted) and targets are not called (their steps continue, unchanged)."""
     ft, tr = FlowType(flow_type), Trigger(trigger)
-    heads = await svc._heads(tenant)
+    heads = await svc.lookup.heads(tenant)
     head = heads.get(ft)
-    flow = await svc._flow(tenant, ft, head) if head else None
+    flow = await svc.lookup.flow(tenant, ft, head) if head else None
     slot = flow.slot(tr) if flow else []
     if action not in {a.action for a in slot}:
         raise BadRequest(f"{action} is not attached to {flow_type}.{trigger}")
-    if await svc._version(tenant, action, version) is None:
+    if await svc.lookup.version(tenant, action, version) is None:
         raise BadRequest(f"{action}@{version} not found")
     report = ReplayReport(examples)
     async for record in records:
@@ -101,7 +101,7 @@ def shadow(svc: TriggerService, call: Call, att: Attachment, live: Step) -> None
     key = RolloutKey(call.tenant, call.flow_type.value, call.trigger.value, att.action, r.id)
 
     async def run() -> None:
-        version = await svc._version(call.tenant, att.action, shadow_version)
+        version = await svc.lookup.version(call.tenant, att.action, shadow_version)
         started = time.perf_counter()
         output: ActionOutput | None = None
         error: str | None = None

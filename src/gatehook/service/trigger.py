@@ -10,13 +10,11 @@ The transport hands this module bytes and gets bytes back; it knows nothing of N
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -36,8 +34,6 @@ from gatehook.domain.model import (
     ActionKind,
     ActionVersion,
     Attachment,
-    Disabled,
-    FlowRevision,
 )
 from gatehook.domain.rollout import in_canary
 from gatehook.domain.targets import function_name
@@ -51,7 +47,7 @@ from gatehook.errors import (
 )
 from gatehook.sandbox.pool import ScriptJob
 from gatehook.service import safe_change
-from gatehook.service.cache import Heads, Lru
+from gatehook.service.cache import Lru
 from gatehook.service.call import Call
 from gatehook.service.deadlines import Deadlines
 from gatehook.service.encoding import (
@@ -64,11 +60,11 @@ from gatehook.service.encoding import (
     validation_message,
 )
 from gatehook.service.fairness import TenantLimiter
+from gatehook.service.lookup import FlowLookup
 from gatehook.service.ports import (
     EncodedEvent,
     FlowSource,
     Journal,
-    Pin,
     Recorder,
     ScriptRunner,
     TargetRunner,
@@ -134,8 +130,6 @@ class TriggerService:
         self._publish_event = publish_event
         self._dry_run = DryRun()
         self._recorder = recorder
-        self._recorded: dict[str, dict[str, list[str]]] = {}  # tenant -> slot -> redacted
-        self._disabled: dict[str, dict[str, Disabled]] = {}  # kill switches, with the heads
         self._scripts = scripts
         self._templates = templates
         self._journal = journal
@@ -144,12 +138,7 @@ class TriggerService:
         self._services = services
         self._telemetry = telemetry or Telemetry()
         self._actor = settings.worker_name
-        self.heads = Heads(settings.flow_cache_ttl_s)
-        self._loading: dict[str, asyncio.Future[Pin]] = {}  # heads loads under way, by tenant
-        self._revisions: Lru[tuple[str, FlowType, int], FlowRevision] = Lru(4096)
-        self._versions: Lru[tuple[str, str, str], ActionVersion] = Lru(8192)
-        self._configs: Lru[tuple[str, str, str], tuple[Any, bytes]] = Lru(8192)
-        self._pins: Lru[tuple[str, str], tuple[Pin, datetime]] = Lru(100_000)
+        self.lookup = FlowLookup(flows, templates, settings)
         # replies given here lately, by key, with when they stop counting as the same request
         self._recent: Lru[str, tuple[float, bytes]] = Lru(10_000)
         self.handled = 0  # requests answered by this instance (operations, load-sharing tests)
@@ -160,18 +149,13 @@ class TriggerService:
     # -- cache control -----------------------------------------------------------------------
     def invalidate(self, tenant: str) -> None:
         """A change was broadcast for ``tenant``: reload its current revisions on next use."""
-        self.heads.invalidate(tenant)
+        self.lookup.invalidate(tenant)
 
     def cache_stats(self) -> dict[str, tuple[int, int]]:
         """(hits, misses) of each hot-path cache."""
         return {
-            name: (lru.hits, lru.misses)
-            for name, lru in (
-                ("flow_revisions", self._revisions),
-                ("action_versions", self._versions),
-                ("signin_pins", self._pins),
-                ("recent_replies", self._recent),
-            )
+            **self.lookup.cache_stats(),
+            "recent_replies": (self._recent.hits, self._recent.misses),
         }
 
     # -- entry point -------------------------------------------------------------------------
@@ -280,17 +264,17 @@ class TriggerService:
         final = started + budget / 1000
         reserve = min(0.1, budget / 1000 * 0.2)  # kept for audit acks and the reply itself
 
-        heads = await self._heads(tenant)  # cached; with the kill switches of the tenant
+        heads = await self.lookup.heads(tenant)  # cached; with the kill switches of the tenant
         revision = (
             heads.get(ft)
             if req.signin_id is None
-            else await self._revision(tenant, ft, req.signin_id)
+            else await self.lookup.revision(tenant, ft, req.signin_id)
         )
-        flow = await self._flow(tenant, ft, revision) if revision is not None else None
+        flow = await self.lookup.flow(tenant, ft, revision) if revision is not None else None
         attachments = flow.slot(tr) if flow is not None else []
 
         call = self._call(tenant, ft, tr, req, final - reserve)
-        call.disabled = self._disabled.get(tenant, {})
+        call.disabled = self.lookup.disabled.get(tenant, {})
         steps: list[Step] = []
         traced = tracing_enabled()
         for att in attachments:
@@ -329,7 +313,7 @@ class TriggerService:
         self._recent.put(key, (started + self._settings.dedupe_window_s, body))
         for att, live in call.shadows:  # after the reply is stored: never delays it
             safe_change.shadow(self, call, att, live)
-        redact = self._recorded.get(tenant, {}).get(f"{flow_type}.{trigger}")
+        redact = self.lookup.recorded.get(tenant, {}).get(f"{flow_type}.{trigger}")
         if redact is not None and self._recorder is not None and earlier is None:
             await safe_change.record(self, tenant, ft, tr, payload, reply_of(fields), redact)
         return body, outcome
@@ -373,94 +357,6 @@ class TriggerService:
         return Call(tenant, ft, tr, req, deadline, prefix)
 
     # -- flows and versions, through the caches ------------------------------------------
-    async def _heads(self, tenant: str) -> Pin:
-        """The tenant's current revisions, cached. Past the TTL the cached ones are served
-        while one load refreshes them; after a change broadcast, requests wait for that one
-        load (never one query per waiting request)."""
-        heads, fresh = self.heads.lookup(tenant)
-        if heads is not None:
-            if not fresh and tenant not in self._loading:
-                self._load_heads(tenant)
-            return heads
-        loading = self._loading.get(tenant) or self._load_heads(tenant)
-        return await asyncio.shield(loading)
-
-    def _load_heads(self, tenant: str) -> asyncio.Future[Pin]:
-        """Start the one load of ``tenant``'s heads (registered before this returns)."""
-        generation = self.heads.generation(tenant)
-
-        async def load() -> Pin:
-            try:
-                heads, disabled, recorded = await asyncio.gather(
-                    self._flows.current_revisions(tenant),
-                    self._flows.disabled_actions(tenant),
-                    self._flows.recordings(tenant),
-                )
-            finally:
-                if self._loading.get(tenant) is task:
-                    del self._loading[tenant]
-            if self.heads.generation(tenant) == generation:
-                self._disabled[tenant] = disabled
-                self._recorded[tenant] = recorded
-            self.heads.put(tenant, heads, generation)
-            return heads
-
-        task = asyncio.ensure_future(load())
-        self._loading[tenant] = task
-        task.add_done_callback(self._loaded)
-        return task
-
-    @staticmethod
-    def _loaded(task: asyncio.Future[Pin]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            # retrieved here; requests waiting on it get the error themselves
-            log.debug("loading flow heads failed: %s", task.exception())
-
-    async def _revision(self, tenant: str, ft: FlowType, signin_id: str | None) -> int | None:
-        if signin_id is None:
-            return (await self._heads(tenant)).get(ft)
-        now = datetime.now(UTC)
-        cached = self._pins.get((tenant, signin_id))
-        if cached is not None and cached[1] > now:
-            return cached[0].get(ft)
-        heads = await self._heads(tenant)
-        ttl = timedelta(seconds=self._settings.pin_ttl_s)
-        pin, expires = await self._flows.pin_signin(tenant, signin_id, heads, ttl)
-        self._pins.put((tenant, signin_id), (pin, expires))
-        return pin.get(ft)
-
-    async def _flow(self, tenant: str, ft: FlowType, revision: int) -> FlowRevision | None:
-        key = (tenant, ft, revision)
-        flow = self._revisions.get(key)
-        if flow is None:
-            flow = await self._flows.get_flow(tenant, ft, revision)
-            if flow is not None:
-                self._revisions.put(key, flow)
-        return flow
-
-    async def _version(self, tenant: str, action: str, wanted: str) -> ActionVersion | None:
-        key = (tenant, action, wanted)
-        version = self._versions.get(key)
-        if version is None:
-            version = await self._flows.get_version(tenant, action, wanted)
-            if version is not None:
-                self._versions.put(key, version)
-        return version
-
-    def _config(self, version: ActionVersion) -> tuple[Any, bytes]:
-        """The parsed template config (templates) and the config's JSON (scripts), cached."""
-        key = (version.tenant, version.action, version.version)
-        cached = self._configs.get(key)
-        if cached is None:
-            parsed: Any = None
-            if version.kind is ActionKind.TEMPLATE:
-                template = self._templates.get(version.template or "")
-                if template is not None:
-                    parsed = template.parse_config(version.config)
-            cached = (parsed, dumps(version.config))
-            self._configs.put(key, cached)
-        return cached
-
     # -- running one attachment ----------------------------------------------------------
     async def _run(self, call: Call, att: Attachment, before: list[Step]) -> Step:
         switch = call.disabled.get(att.action)
@@ -490,8 +386,8 @@ class TriggerService:
         """Rollouts running in the tenant's current flow: a sign-in pinned to an older
         revision stops running a canary as soon as it has been rolled back."""
         if call.live_rollouts is None:
-            head = (await self._heads(call.tenant)).get(call.flow_type)
-            flow = await self._flow(call.tenant, call.flow_type, head) if head else None
+            head = (await self.lookup.heads(call.tenant)).get(call.flow_type)
+            flow = await self.lookup.flow(call.tenant, call.flow_type, head) if head else None
             call.live_rollouts = {
                 a.rollout.id
                 for a in (flow.slot(call.trigger) if flow else [])
@@ -502,7 +398,7 @@ class TriggerService:
     async def _run_version(
         self, call: Call, action: str, wanted: str, before: list[Step], *, dry_run: bool = False
     ) -> Step:
-        version = await self._version(call.tenant, action, wanted)
+        version = await self.lookup.version(call.tenant, action, wanted)
         if version is None:
             return Step(action, wanted, error=f"version {action}@{wanted} not found")
         allowed = version.allowed_to_fail
@@ -542,7 +438,7 @@ class TriggerService:
         *,
         dry_run: bool = False,
     ) -> ActionOutput:
-        parsed, config_json = self._config(version)
+        parsed, config_json = self.lookup.config(version)
         if version.kind is ActionKind.TARGET:
             if dry_run:
                 return ActionOutput()  # replays and shadows call no endpoint
@@ -658,7 +554,9 @@ class TriggerService:
             if version.kind in (ActionKind.TEMPLATE, ActionKind.TARGET):
                 output = await self._execute(call, version, version.timeout_ms / 1000, [])
             else:
-                run = await self._scripts.run(self._job(call, version, self._config(version)[1]))
+                run = await self._scripts.run(
+                    self._job(call, version, self.lookup.config(version)[1])
+                )
                 logs = run.logs
                 output = _script_output(run.output)
         except ScriptError as exc:
