@@ -19,8 +19,8 @@ from nats.aio.client import Client as NATS
 from pymongo import MongoClient
 
 from gatehook.admin.service import AdminService
-from gatehook.app import Runtime
 from gatehook.devservers import Server, find_binary, start_mongo, start_nats
+from gatehook.runtime import Runtime
 from gatehook.sandbox import SandboxPool
 from gatehook.security.sealing import sealer_from
 from gatehook.settings import (

@@ -13,9 +13,9 @@ from nats.aio.client import Client as NATS
 from nats.js.api import DiscardPolicy, StreamConfig
 
 from gatehook.admin.service import AdminService
-from gatehook.app import Runtime
 from gatehook.devservers import start_mongo
 from gatehook.domain.model import Attachment
+from gatehook.runtime import Runtime
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore

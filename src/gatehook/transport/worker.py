@@ -19,7 +19,7 @@ from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client
 
 from gatehook.admin.api import ADMIN_SUBJECT
-from gatehook.app import Runtime
+from gatehook.runtime import Runtime
 from gatehook.sandbox import SandboxPool
 from gatehook.security.connections import broker_security
 from gatehook.settings import Settings

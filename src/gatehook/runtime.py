@@ -1,0 +1,405 @@
+"""Composition root: builds the clients, caches and pools, and owns their lifecycle.
+
+``Runtime`` is what a worker process holds: the NATS broker (FastStream), the MongoDB store,
+the sandbox pool, the template registry and the services built on them. ``transport.worker``
+puts its subscribers on the broker; ``gatehook.app`` wraps both in a FastStream application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from faststream.nats import NatsBroker
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from gatehook import __version__
+from gatehook.admin.api import AdminApi
+from gatehook.admin.rollouts import RolloutAdmin
+from gatehook.admin.service import AdminService
+from gatehook.domain.contract import AuditEvent
+from gatehook.errors import GatehookError, TransportError
+from gatehook.metrics import Metrics, MetricsServer
+from gatehook.sandbox import SandboxPool
+from gatehook.security.connections import mongo_options
+from gatehook.security.sealing import sealer_from
+from gatehook.service.deadlines import Deadlines
+from gatehook.service.rollouts import RolloutCounter, RolloutKey, ShadowGate
+from gatehook.service.trigger import TriggerService
+from gatehook.settings import Settings
+from gatehook.storage import MongoStore
+from gatehook.templates import TemplateRegistry, default_registry
+from gatehook.templates.base import CounterStore, Delivery
+from gatehook.transport.jetstream import AuditPublisher, JsReplyStore
+from gatehook.transport.journal import JsJournal
+from gatehook.transport.lean import LeanNats
+from gatehook.transport.recordings import JsRecorder
+from gatehook.transport.targets import CircuitChange, TargetCaller
+from gatehook.transport.trigger_server import TriggerServer
+from gatehook.transport.webhooks import WebhookDelivery
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger("gatehook")
+
+
+@dataclass
+class Services:
+    """What templates may use (``TemplateServices``): shared counters and webhook delivery."""
+
+    counters: CounterStore
+    delivery: Delivery
+
+
+class Runtime:
+    """Everything a worker needs, started and closed in one place."""
+
+    def __init__(
+        self, settings: Settings, broker: NatsBroker, *, pool: SandboxPool | None = None
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.templates: TemplateRegistry = default_registry()
+        self.sealer = sealer_from(settings.secrets)  # None: no key; ConfigError: a bad one
+        self.store = MongoStore.connect(
+            settings.mongodb_url,
+            settings.mongodb_database,
+            timeout_ms=settings.mongodb_timeout_ms,
+            sealer=self.sealer,
+            secret_fields=self.templates.secret_fields(),
+            client_options=mongo_options(settings),
+        )
+        # A pool passed in is shared (tests, embedding) and stays open when this runtime closes.
+        self._owns_pool = pool is None
+        self.deadlines = Deadlines()  # one timer for the deadlines of the decision path
+        self.pool = (
+            pool if pool is not None else SandboxPool(settings.sandbox, deadlines=self.deadlines)
+        )
+        self.delivery = WebhookDelivery(settings.webhooks)
+        self.targets = TargetCaller(settings.targets, on_circuit=self._circuit_changed)
+        self._background_events: set[asyncio.Task[None]] = set()
+        self.rollouts = RolloutCounter(
+            self.store, settings.worker_name, report_s=settings.rollouts.report_s
+        )
+        self.shadows = ShadowGate(
+            settings.rollouts.shadow_in_flight,
+            busy=lambda: self.pool.queue_depth > self.pool.size,  # live calls come first
+        )
+        self.rollout_admin: RolloutAdmin | None = None
+        self.recorder: JsRecorder | None = None
+        self.metrics = Metrics(tenant_labels=settings.metrics.tenant_labels)
+        self._metrics_server: MetricsServer | None = None
+        self._last_health: dict[str, Any] = {"ready": False, "checks": {"started": False}}
+        self._health_task: asyncio.Task[None] | None = None
+        self._triggers: TriggerService | None = None
+        self._server: TriggerServer | None = None
+        self._micro: Service | None = None
+        self._admin: AdminApi | None = None
+        self.audit: AuditPublisher | None = None
+        self.journal: JsJournal | None = None
+        self.lean: LeanNats | None = None
+
+    @property
+    def triggers(self) -> TriggerService:
+        """The trigger use case (available once started)."""
+        if self._triggers is None:
+            raise GatehookError("the runtime is not started")
+        return self._triggers
+
+    @property
+    def admin(self) -> AdminApi:
+        """The management API (available once started)."""
+        if self._admin is None:
+            raise GatehookError("the runtime is not started")
+        return self._admin
+
+    async def notify_change(self, tenant: str) -> None:
+        """Tell every worker that ``tenant``'s flows changed."""
+        await self.broker.publish(b"", f"gatehook.v1.changes.{tenant}")
+
+    async def start(self) -> None:
+        """Connect, prepare storage, the sandbox and the streams (before subscribers start)."""
+        await self.broker.connect()
+        await self.store.ensure_indexes()
+        await self.store.check_sealed()  # refuses sealed secrets this worker cannot open
+        if self.sealer is None:
+            log.warning(
+                "tenants' secrets are stored in clear: set GATEHOOK_SECRETS__KEY (README, Security)"
+            )
+        if self._owns_pool:
+            await self.pool.start()
+        if self.settings.metrics.port is not None:  # /healthz says why while not ready
+            self._metrics_server = MetricsServer(
+                self.metrics,
+                lambda: self._last_health,
+                self.settings.metrics.host,
+                self.settings.metrics.port,
+            )
+            self._metrics_server.start()
+        js = self.broker.connection.jetstream()
+        self.audit = AuditPublisher(js, self.settings.audit)
+        replies = JsReplyStore(js, self.settings.dedupe_window_s, self.settings.audit.replicas)
+        self.recorder = JsRecorder(
+            self.broker.connection,
+            js,
+            self.settings.rollouts.recordings_max_age_s,
+            self.settings.audit.replicas,
+        )
+        await self._wait_for_streams(
+            [self.audit.ensure_stream, replies.ensure_stream, self.recorder.ensure_stream]
+        )
+        # the decision path's messages skip nats-py's per-message machinery (transport.lean)
+        self.lean = LeanNats(self.broker.connection)
+        self.journal = JsJournal(self.lean, replies, self.audit, self.deadlines)
+        await self.journal.start()
+        await self.delivery.start()
+        await self.targets.start()
+        service = AdminService(
+            store=self.store,
+            compiler=self.pool,
+            templates=self.templates,
+            audit=self.audit,
+            notify=self.notify_change,
+            default_timeout_ms=self.settings.sandbox.default_timeout_ms,
+        )
+        self.rollout_admin = RolloutAdmin(service)
+        self._triggers = TriggerService(
+            flows=self.store,
+            scripts=self.pool,
+            templates=self.templates,
+            journal=self.journal,
+            settings=self.settings,
+            deadlines=self.deadlines,
+            services=Services(counters=self.store, delivery=self.delivery),
+            targets=self.targets,
+            rollouts=self.rollouts,
+            shadows=self.shadows,
+            publish_event=self.publish_later,
+            recorder=self.recorder,
+            telemetry=self.metrics,
+        )
+        self.metrics.add_gauges(self._snapshot)
+        if self._metrics_server is not None:
+            self._health_task = asyncio.create_task(self._health_loop())
+        self._admin = AdminApi(
+            service,
+            self.templates,
+            tester=self._triggers.try_version,
+            rollouts=self.rollout_admin,
+            replayer=self.replay,
+        )
+        self.rollouts.start(self._roll_back)
+        log.info(
+            "gatehook worker %s ready (sandbox children: %d)",
+            self.settings.worker_name,
+            self.pool.size,
+        )
+
+    async def _wait_for_streams(self, steps: list[Callable[[], Awaitable[None]]]) -> None:
+        """Create or update the streams, waiting for JetStream with back-off (0.5 s doubling
+        to 5 s) instead of giving up: a cluster may still be electing its leaders. Until
+        then the worker takes no requests and /healthz says why."""
+        backoff = 0.5
+        pending = list(steps)
+        while pending:
+            try:
+                await pending[0]()
+            except TransportError as exc:
+                reason = f"waiting for JetStream: {exc.message}"
+                self._last_health = {"ready": False, "checks": {"jetstream": reason}}
+                log.warning("%s; trying again in %.1f s", reason, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            pending.pop(0)
+        self._last_health = {"ready": False, "checks": {"jetstream": True, "started": False}}
+
+    async def replay(
+        self, tenant: str, slot: str, since: datetime, ref: tuple[str, str], limit: int
+    ) -> dict[str, Any]:
+        """Replay a recorded slot's inputs since ``since`` against ``ref`` (name, version)."""
+        if self.recorder is None:
+            raise GatehookError("the runtime is not started")
+        flow_type, _, trigger = slot.partition(".")
+        records = self.recorder.read(tenant, slot, since, limit)
+        return await self.triggers.replay(tenant, flow_type, trigger, records, *ref)
+
+    def publish_later(self, event: AuditEvent) -> None:
+        """Publish ``event`` in the background (shadow runs, circuit changes): nothing waits
+        for it; a failure is logged."""
+
+        async def publish() -> None:
+            if self.audit is None:
+                return
+            try:
+                await self.audit.publish([event])
+            except GatehookError as exc:
+                log.error("could not audit %s: %s", event.type, exc)
+
+        task = asyncio.create_task(publish())
+        self._background_events.add(task)
+        task.add_done_callback(self._background_events.discard)
+
+    async def _roll_back(self, key: RolloutKey, runs: int, failures: int) -> None:
+        """A canary passed its failure limit: the slot goes back to its stable version."""
+        if self.rollout_admin is None:
+            return
+        log.warning(
+            "rolling back the canary of %s in %s.%s (%s): %d of %d runs failed",
+            key.action,
+            key.flow_type,
+            key.trigger,
+            key.tenant,
+            failures,
+            runs,
+        )
+        await self.rollout_admin.end(
+            key.tenant,
+            key.flow_type,
+            key.trigger,
+            key.action,
+            "rolled_back",
+            actor=f"gatehook:{self.settings.worker_name}",
+            rollout_id=key.rollout,
+            details={"runs": runs, "failures": failures, "failure_rate": round(failures / runs, 4)},
+        )
+
+    def _circuit_changed(self, change: CircuitChange) -> None:
+        """Audit a target circuit opening or closing (in the background: no sign-in waits)."""
+        event = AuditEvent(
+            event_id=uuid.uuid4().hex,
+            type="flow.target_circuit_opened" if change.opened else "flow.target_circuit_closed",
+            tenant=change.tenant,
+            at=datetime.now(UTC),
+            actor=self.settings.worker_name,
+            action=change.action,
+            version=change.version,
+            details={
+                "endpoint": change.endpoint,
+                "failures": change.failures,
+                "cooldown_s": change.cooldown_s,
+            },
+        )
+
+        self.publish_later(event)
+
+    async def serve(self) -> None:
+        """Start taking change broadcasts and trigger requests (``transport.trigger_server``)."""
+        if self._server is not None:
+            return
+        lean = self.settings.trigger_transport == "lean"
+        assert self.lean is not None, "start() comes before serve()"
+        self._server = TriggerServer(
+            self.lean,
+            self.triggers.handle,
+            subject="gatehook.v1.trigger.*.*.*" if lean else "",
+            queue=self.settings.queue_group,
+            concurrency=self.settings.concurrency,
+            on_change=self.triggers.invalidate,
+        )
+        await self._server.start()
+
+        self._micro = await add_service(
+            self.broker.connection,
+            name="gatehook",
+            version=__version__,
+            description="Actions at the trigger points of sign-in flows",
+            metadata={"worker": self.settings.worker_name},
+        )
+        await self._micro.add_endpoint(
+            name="health",
+            subject="gatehook.v1.health",
+            queue_group=f"health-{self._micro.id}",
+            handler=self._health_endpoint,
+        )
+
+    async def health(self) -> dict[str, Any]:
+        """Liveness and readiness: NATS, MongoDB, sandbox; and the trigger counters."""
+        checks: dict[str, Any] = {"nats": self.broker.connection.is_connected}
+        try:
+            await asyncio.wait_for(self.store.ping(), 2)
+            checks["mongodb"] = True
+        except (GatehookError, TimeoutError) as exc:
+            checks["mongodb"] = str(exc) or "timeout"
+        checks["sandbox"] = self.pool.size > 0
+        server = self._server
+        return {
+            "worker": self.settings.worker_name,
+            "ready": all(v is True for v in checks.values()),
+            "checks": checks,
+            "triggers": {
+                "handled": self.triggers.handled,
+                "in_flight": server.in_flight if server else 0,
+                "shed": server.shed if server else 0,
+            },
+            "sandbox": {"children": self.pool.size, "restarts": self.pool.restarts},
+            "webhooks": dict(self.delivery.outcomes),
+        }
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics and /healthz are served on (None: off)."""
+        return self._metrics_server.port if self._metrics_server else None
+
+    def _snapshot(self) -> dict[str, Any]:
+        server = self._server
+        triggers = self._triggers
+        return {
+            "sandbox_children": self.pool.size,
+            "sandbox_queue": self.pool.queue_depth,
+            "sandbox_restarts": self.pool.restarts,
+            "in_flight": server.in_flight if server else 0,
+            "shed": server.shed if server else 0,
+            "caches": triggers.cache_stats() if triggers else {},
+            "webhooks": dict(self.delivery.outcomes),
+        }
+
+    async def _health_loop(self) -> None:
+        """Keep a readiness snapshot for the HTTP port (which cannot await)."""
+        while True:
+            try:
+                self._last_health = await self.health()
+            except Exception as exc:  # a failing check must not stop the loop
+                self._last_health = {"ready": False, "error": str(exc)}
+            await asyncio.sleep(2)
+
+    async def _health_endpoint(self, request: Request) -> None:
+        await request.respond(json.dumps(await self.health()).encode())
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Stop taking trigger requests and finish those in flight (graceful shutdown)."""
+        if self._micro is not None:
+            await self._micro.stop()
+            self._micro = None
+        if self._server is not None:
+            await self._server.stop(timeout)
+            self._server = None
+
+    async def aclose(self) -> None:
+        """Stop the sandbox (if owned) and close the storage client."""
+        if self._health_task is not None:
+            self._health_task.cancel()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+        if self.journal is not None:
+            await self.journal.aclose()
+        if self.lean is not None:
+            self.lean.close()
+        self.deadlines.close()
+        await self.delivery.aclose()
+        await self.targets.aclose()
+        await self.shadows.aclose()
+        await self.rollouts.aclose()
+        if self._background_events:
+            await asyncio.wait(set(self._background_events), timeout=5)
+        if self._owns_pool:
+            await self.pool.aclose()
+        await self.store.aclose()
