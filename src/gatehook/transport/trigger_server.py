@@ -33,6 +33,10 @@ OVERLOADED = (
     b'{"request_id":null,"decision":null,"error":{"code":"unavailable",'
     b'"message":"worker overloaded; retry","retryable":true}}'
 )
+INTERNAL = (
+    b'{"request_id":null,"decision":null,"error":{"code":"internal",'
+    b'"message":"internal error","retryable":true}}'
+)
 CHANGES_SUBJECT = "gatehook.v1.changes.*"
 BAD_SUBJECT = (
     b'{"request_id":null,"decision":null,"error":{"code":"bad_request",'
@@ -124,7 +128,12 @@ class TriggerServer:
             return
         # headers matter only to tracing (a caller's traceparent): parsed only when it is on
         trace = parse_headers(headers) if headers and tracing_enabled() else None
-        self._answer(reply, await self._handler(*parts, data, trace))
+        try:
+            body = await self._handler(*parts, data, trace)
+        except Exception:  # the handler answers every failure itself; this is a bug's net
+            log.exception("trigger handler failed on %r", subject)
+            body = INTERNAL
+        self._answer(reply, body)
 
     def _answer(self, reply: bytes, body: bytes) -> None:
         try:
