@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gatehook.domain.catalogue import FlowType, Trigger
-from gatehook.domain.contract import ActionInput, TriggerRequest
+from gatehook.domain.contract import ActionInput, RequestInfo, TriggerRequest, User
 from gatehook.domain.decide import Step
 from gatehook.domain.model import Attachment, Disabled
+from gatehook.service.encoding import dumps
 
 __all__ = ["Call"]
 
@@ -22,11 +23,43 @@ class Call:
     trigger: Trigger
     req: TriggerRequest
     deadline: float
-    input_prefix: bytes
+    _prefix: bytes | None = None
     disabled: dict[str, Disabled] = field(default_factory=dict)
     shadows: list[tuple[Attachment, Step]] = field(default_factory=list)
     live_rollouts: set[str] | None = None  # running in the current flow (loaded on first use)
     _template_fields: dict[str, Any] | None = None
+
+    @property
+    def input_prefix(self) -> bytes:
+        """The script input's JSON up to its config, built on first use (a slot of templates
+        alone never needs it) from the validated request: pydantic's own serialiser for its
+        parts, no model built again."""
+        if self._prefix is None:
+            req = self.req
+            self._prefix = b"".join(
+                (
+                    b'{"tenant":',
+                    dumps(self.tenant),
+                    b',"flow_type":"',
+                    self.flow_type.encode(),
+                    b'","trigger":"',
+                    self.trigger.encode(),
+                    b'","request_id":',
+                    dumps(req.request_id),
+                    b',"signin_id":',
+                    dumps(req.signin_id),
+                    b',"user":',
+                    User.__pydantic_serializer__.to_json(req.user),
+                    b',"request":',
+                    RequestInfo.__pydantic_serializer__.to_json(req.request),
+                    b',"state":',
+                    dumps(req.state),
+                    b',"context":',
+                    dumps(req.action_context()),
+                    b',"config":',
+                )
+            )
+        return self._prefix
 
     def template_input(self, action: str, decision_so_far: str, time_left_ms: float) -> ActionInput:
         """The input as a model, for one template run. Built from the validated request's

@@ -24,10 +24,8 @@ from gatehook.domain.contract import (
     ActionOutput,
     AuditEvent,
     ErrorCode,
-    RequestInfo,
     TriggerReply,
     TriggerRequest,
-    User,
 )
 from gatehook.domain.decide import Step, ends_slot, reply_fields, reply_of, so_far
 from gatehook.domain.model import (
@@ -51,7 +49,6 @@ from gatehook.service.cache import Lru
 from gatehook.service.call import Call
 from gatehook.service.deadlines import Deadlines
 from gatehook.service.encoding import (
-    dumps,
     encode_executions,
     encode_reply,
     event_id,
@@ -329,32 +326,7 @@ class TriggerService:
     def _call(
         self, tenant: str, ft: FlowType, tr: Trigger, req: TriggerRequest, deadline: float
     ) -> Call:
-        # The script input's JSON up to its config, built once per request from the validated
-        # request (pydantic's own serialiser for its parts: no model is built again).
-        prefix = b"".join(
-            (
-                b'{"tenant":',
-                dumps(tenant),
-                b',"flow_type":"',
-                ft.encode(),
-                b'","trigger":"',
-                tr.encode(),
-                b'","request_id":',
-                dumps(req.request_id),
-                b',"signin_id":',
-                dumps(req.signin_id),
-                b',"user":',
-                User.__pydantic_serializer__.to_json(req.user),
-                b',"request":',
-                RequestInfo.__pydantic_serializer__.to_json(req.request),
-                b',"state":',
-                dumps(req.state),
-                b',"context":',
-                dumps(req.action_context()),
-                b',"config":',
-            )
-        )
-        return Call(tenant, ft, tr, req, deadline, prefix)
+        return Call(tenant, ft, tr, req, deadline)
 
     # -- flows and versions, through the caches ------------------------------------------
     # -- running one attachment ----------------------------------------------------------
