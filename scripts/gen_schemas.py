@@ -47,7 +47,7 @@ def documents() -> dict[str, dict[str, Any]]:
 
 
 def _extra() -> dict[str, dict[str, Any]]:
-    from gatehook.admin import api
+    from gatehook.admin import requests as api
     from gatehook.transport.asyncapi import asyncapi_document
 
     return {**api.schema_documents(), "asyncapi": asyncapi_document()}

@@ -16,14 +16,36 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from gatehook.admin.apply import apply_file
+from gatehook.admin.requests import (
+    OPERATIONS,
+    Apply,
+    Attach,
+    ConsoleAudit,
+    CreateAction,
+    Detach,
+    Empty,
+    FlowRef,
+    Named,
+    Pin,
+    PublishVersion,
+    Recording,
+    Reorder,
+    ReplayReq,
+    Rollback,
+    RolloutRef,
+    Switch,
+    TryAction,
+    admin_subject,
+    schema_documents,
+)
 from gatehook.admin.rollouts import RolloutAdmin
 from gatehook.admin.service import AdminService, Draft
 from gatehook.domain.catalogue import TENANT_RE, is_valid_slot
 from gatehook.domain.contract import TriggerRequest
-from gatehook.domain.flowfile import FlowsFile, parse_ref
+from gatehook.domain.flowfile import parse_ref
 from gatehook.domain.model import ActionVersion, Attachment, FlowRevision
 from gatehook.domain.semver import Version
 from gatehook.errors import BadRequest, GatehookError, NotFound, ValidationFailed
@@ -41,209 +63,6 @@ ADMIN_SUBJECT = "gatehook.v1.admin.*.>"
 #: Runs one stored version on a trigger request (``TriggerService.try_version``).
 Tester = Callable[[str, str, str, TriggerRequest, ActionVersion], Awaitable["TryRun"]]
 Replayer = Callable[[str, str, datetime, tuple[str, str], int], Awaitable[dict[str, Any]]]
-
-
-def admin_subject(tenant: str, operation: str) -> str:
-    """The subject of one management operation."""
-    return f"gatehook.v1.admin.{tenant}.{operation}"
-
-
-class _Req(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    actor: str = Field(default="api", max_length=200, description="who makes the change")
-
-
-class CreateAction(_Req):
-    """``actions.create``: a custom action, or one from a template."""
-
-    name: str
-    template: str | None = None
-    triggers: list[str] | None = None
-    kind: Literal["custom", "target"] | None = Field(
-        default=None, description="target: a tenant's HTTP endpoint (default: custom script)"
-    )
-
-
-class PublishVersion(_Req):
-    """``actions.publish``: a new version (no-op when unchanged)."""
-
-    name: str
-    source: str | None = None
-    language: Literal["js", "ts"] | None = None
-    config: dict[str, Any] = Field(default_factory=dict)
-    timeout_ms: int | None = None
-    allowed_to_fail: bool = False
-    allowed_hosts: list[str] = Field(default_factory=list)
-    target: dict[str, Any] | None = Field(
-        default=None,
-        description="target actions: endpoint, type, payload, signing_key, headers"
-        " (signing_key: generated when absent and returned once; '********' keeps it)",
-    )
-    bump: Literal["major", "minor", "patch"] = "patch"
-    version: str | None = None
-
-
-class Named(_Req):
-    """An operation on one named thing (``actions.show``, ``templates.show``)."""
-
-    name: str
-
-
-class Empty(_Req):
-    """An operation without arguments (``actions.list``, ``templates.list``)."""
-
-
-class FlowRef(_Req):
-    """``flows.show`` / ``flows.history``."""
-
-    flow_type: str
-    limit: int = Field(default=20, ge=1, le=500)
-
-
-class Attach(_Req):
-    """``flows.attach``: add an action at a version (``latest`` resolves now)."""
-
-    flow_type: str
-    trigger: str
-    action: str
-    version: str = "latest"
-    position: int | None = Field(default=None, ge=0)
-
-
-class Detach(_Req):
-    """``flows.detach``."""
-
-    flow_type: str
-    trigger: str
-    action: str
-
-
-class Pin(_Req):
-    """``flows.update``: pin an attached action to another version."""
-
-    flow_type: str
-    trigger: str
-    action: str
-    version: str
-
-
-class Reorder(_Req):
-    """``flows.reorder``: the slot's action names in their new order."""
-
-    flow_type: str
-    trigger: str
-    order: list[str]
-
-
-class TryAction(_Req):
-    """``actions.test``: run a stored version on a sample trigger request (a dry run: no
-    audit event, no sign-in decision; the action itself runs for real)."""
-
-    name: str
-    version: str = "latest"
-    flow_type: str = "external_authentication"
-    trigger: str = "post_authentication"
-    request: dict[str, Any] = Field(description="a trigger request as in docs/contract.md")
-
-
-class Switch(_Req):
-    """``actions.disable`` / ``actions.enable``: the kill switch of one action."""
-
-    name: str
-    reason: str = Field(default="", max_length=500)
-    fallback: Literal["continue", "block"] = Field(
-        default="continue", description="disable: what the slot entry decides instead"
-    )
-
-
-class RolloutRef(_Req):
-    """``rollouts.status`` (slot optional), ``rollouts.promote`` / ``rollouts.abort``."""
-
-    flow_type: str | None = None
-    trigger: str | None = None
-    action: str | None = Field(default=None, description="promote/abort: the slot entry")
-
-
-class Recording(_Req):
-    """``recordings.set``: record a slot's trigger inputs for replay (or stop)."""
-
-    flow_type: str
-    trigger: str
-    enabled: bool = True
-    redact: list[str] = Field(
-        default_factory=list,
-        description="dotted paths blanked before a record is stored (user.email, request.ip,"
-        " context.idp.token, _reply.claims.email)",
-    )
-
-
-class ReplayReq(_Req):
-    """``replay``: decide recorded requests again with one action at another version."""
-
-    flow_type: str
-    trigger: str
-    with_: str = Field(alias="with", description="NAME@VERSION")
-    since_s: float = Field(default=3600, gt=0, description="records of the last N seconds")
-    limit: int = Field(default=10_000, ge=1, le=100_000)
-
-
-class Rollback(_Req):
-    """``flows.rollback``: make an earlier revision current again."""
-
-    flow_type: str
-    revision: int = Field(ge=1)
-
-
-class Apply(_Req):
-    """``apply``: a flows-as-code document, with script sources by action name."""
-
-    file: FlowsFile
-    sources: dict[str, str] = Field(default_factory=dict)
-    dry_run: bool = False
-
-
-class ConsoleAudit(_Req):
-    """``console.audit``: the console records a sign-in or a refusal of its own (the console
-    has no right to write the audit stream; the worker writes it for the tenant)."""
-
-    event: Literal["signed_in", "refused"]
-    method: Literal["token", "oidc"] | None = None
-    role: Literal["viewer", "editor"] | None = None
-    path: str | None = Field(default=None, max_length=500)
-    reason: str | None = Field(default=None, max_length=500)
-
-
-OPERATIONS: dict[str, type[_Req]] = {
-    "actions.create": CreateAction,
-    "actions.publish": PublishVersion,
-    "actions.list": Empty,
-    "actions.show": Named,
-    "actions.test": TryAction,
-    "templates.list": Empty,
-    "templates.show": Named,
-    "flows.show": FlowRef,
-    "flows.history": FlowRef,
-    "flows.attach": Attach,
-    "flows.detach": Detach,
-    "flows.update": Pin,
-    "flows.reorder": Reorder,
-    "flows.rollback": Rollback,
-    "apply": Apply,
-    "actions.disable": Switch,
-    "actions.enable": Switch,
-    "rollouts.status": RolloutRef,
-    "rollouts.promote": RolloutRef,
-    "rollouts.abort": RolloutRef,
-    "recordings.set": Recording,
-    "replay": ReplayReq,
-    "console.audit": ConsoleAudit,
-}
-
-
-def schema_documents() -> dict[str, dict[str, Any]]:
-    """JSON Schemas of the admin requests, for ``schemas/admin/``."""
-    return {f"admin/{op}": model.model_json_schema() for op, model in OPERATIONS.items()}
 
 
 def _template_source(template: object) -> str | None:

@@ -9,7 +9,7 @@ from nats.aio.client import Client as NATS
 from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from gatehook.admin.api import admin_subject
+from gatehook.admin.requests import admin_subject
 from gatehook.errors import (
     BadRequest,
     Conflict,

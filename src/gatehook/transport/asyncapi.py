@@ -14,7 +14,7 @@ from faststream.nats import NatsBroker
 from faststream.specification import AsyncAPI
 
 from gatehook import __version__
-from gatehook.admin.api import OPERATIONS
+from gatehook.admin.requests import OPERATIONS
 from gatehook.domain.contract import AuditEvent, TriggerReply, TriggerRequest
 
 __all__ = ["asyncapi_document"]
