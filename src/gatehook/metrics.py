@@ -45,7 +45,10 @@ class _Series:
         self.hist: dict[tuple[str, ...], list[int]] = {}
 
     def inc(self, key: tuple[str, ...]) -> None:
-        self.counts[key] = self.counts.get(key, 0) + 1
+        count = self.counts.get(key)
+        if count is None and len(self.counts) >= _MAX_SERIES:
+            return  # bounded like the label sets it comes from
+        self.counts[key] = (count or 0) + 1
 
     def observe(self, key: tuple[str, ...], value: float) -> None:
         buckets = self.hist.get(key)
@@ -126,16 +129,14 @@ class Metrics(Telemetry):
         key = (
             (tenant, flow_type, trigger, outcome) if self._tenant else (flow_type, trigger, outcome)
         )
-        if key in self._requests.counts or len(self._requests.counts) < _MAX_SERIES:
-            self._requests.inc(key)
+        self._requests.inc(key)
         self._latency.observe((flow_type, trigger), seconds)
 
     def action(self, tenant: str, name: str, version: str, outcome: str, kind: str | None) -> None:
         key = (
             (tenant, name, version, outcome, kind or "") if self._tenant else (outcome, kind or "")
         )
-        if key in self._actions.counts or len(self._actions.counts) < _MAX_SERIES:
-            self._actions.inc(key)
+        self._actions.inc(key)
 
     def audit(self, seconds: float, ok: bool) -> None:
         self._audit.observe((), seconds)

@@ -28,6 +28,14 @@ class Call:
     shadows: list[tuple[Attachment, Step]] = field(default_factory=list)
     live_rollouts: set[str] | None = None  # running in the current flow (loaded on first use)
     _template_fields: dict[str, Any] | None = None
+    _context: dict[str, Any] | None = None
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """The request's context as actions see it (``action_context``), built once."""
+        if self._context is None:
+            self._context = self.req.action_context()
+        return self._context
 
     @property
     def input_prefix(self) -> bytes:
@@ -55,7 +63,7 @@ class Call:
                     b',"state":',
                     dumps(req.state),
                     b',"context":',
-                    dumps(req.action_context()),
+                    dumps(self.context),
                     b',"config":',
                 )
             )
@@ -76,7 +84,7 @@ class Call:
                 "user": req.user,
                 "request": req.request,
                 "state": req.state,
-                "context": req.action_context(),
+                "context": self.context,
                 "config": {},
             }
         return ActionInput.model_construct(

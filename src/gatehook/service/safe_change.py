@@ -114,7 +114,7 @@ def shadow(svc: TriggerService, call: Call, att: Attachment, live: Step) -> None
                 call.trigger,
                 call.req,
                 time.monotonic() + version.timeout_ms / 1000,
-                call.input_prefix,  # already built for the live run (or built now)
+                _prefix=call.input_prefix,  # built once for the live run and the shadow
             )
             try:
                 output = await svc._execute(

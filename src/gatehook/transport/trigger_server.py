@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from nats.aio.subscription import Subscription
 
+from gatehook.domain.contract import ErrorCode, TriggerReply
 from gatehook.tracing import tracing_enabled
 from gatehook.transport.lean import LeanNats, parse_headers
 
@@ -29,20 +30,20 @@ log = logging.getLogger("gatehook.transport")
 
 Handler = Callable[[str, str, str, bytes, dict[str, str] | None], Awaitable[bytes]]
 
-OVERLOADED = (
-    b'{"request_id":null,"decision":null,"error":{"code":"unavailable",'
-    b'"message":"worker overloaded; retry","retryable":true}}'
-)
-INTERNAL = (
-    b'{"request_id":null,"decision":null,"error":{"code":"internal",'
-    b'"message":"internal error","retryable":true}}'
+
+def _failure(code: ErrorCode, message: str, *, retryable: bool) -> bytes:
+    return TriggerReply.failure(None, code, message, retryable=retryable).model_dump_json().encode()
+
+
+# Replies the transport gives itself, encoded once (the same model as every other reply)
+OVERLOADED = _failure("unavailable", "worker overloaded; retry", retryable=True)
+INTERNAL = _failure("internal", "internal error", retryable=True)
+BAD_SUBJECT = _failure(
+    "bad_request",
+    "subject must be gatehook.v1.trigger.<tenant>.<flow_type>.<trigger>",
+    retryable=False,
 )
 CHANGES_SUBJECT = "gatehook.v1.changes.*"
-BAD_SUBJECT = (
-    b'{"request_id":null,"decision":null,"error":{"code":"bad_request",'
-    b'"message":"subject must be gatehook.v1.trigger.<tenant>.<flow_type>.<trigger>",'
-    b'"retryable":false}}'
-)
 
 
 def split_subject(subject: str) -> tuple[str, str, str] | None:
