@@ -17,11 +17,12 @@ from tests.conftest import Servers
 Got = list[tuple[bytes, bytes, bytes, bytes | None]]
 
 
-async def _until(check: object, timeout: float = 5.0) -> None:
+async def _until(check: object, timeout: float = 5.0, state: object = None) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not check():  # type: ignore[operator]
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
+            seen = state() if callable(state) else ""
+            raise AssertionError(f"condition not met in time {seen}")
         await asyncio.sleep(0.01)
 
 
@@ -44,7 +45,11 @@ async def test_lean_subscription_gets_raw_messages_in_order(servers: Servers) ->
         await other.publish("lean.in.x", b"h", headers={"traceparent": "00-ab-cd-01", "K": "v"})
         await other.publish("plain.in", b"p")
         await other.flush()
-        await _until(lambda: len(got) == 201 and plain == [b"p"])
+        await _until(
+            lambda: len(got) == 201 and plain == [b"p"],
+            timeout=15,  # a loaded CI machine: once the 5 s default was not enough
+            state=lambda: f"(lean: {len(got)} of 201, plain: {plain})",
+        )
     finally:
         lean.close()
         await nc.close()
