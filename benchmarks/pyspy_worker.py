@@ -13,6 +13,7 @@ import collections
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import uvloop
@@ -23,6 +24,20 @@ from gatehook.devservers import start_mongo, start_nats  # noqa: E402
 from run import PA, PY, TENANTS, loadgen, set_up_tenants, start_worker, stop, wait_ready  # noqa: E402
 
 
+def busiest_child(pid: int) -> int:
+    """The child of ``pid`` (the worker) busiest over the next second: a sandbox child
+    serving the load (not the compiler child, busy only while compiling)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+    def cpu(child: str) -> int:
+        fields = Path(f"/proc/{child}/stat").read_text().rpartition(")")[2].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    before = {c: cpu(c) for c in children}
+    time.sleep(1.0)
+    return int(max(children, key=lambda c: cpu(c) - before[c]))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--scenario", default="custom JS", choices=list(TENANTS))
@@ -30,6 +45,11 @@ def main() -> None:
     p.add_argument("--in-flight", type=int, default=64)
     p.add_argument("--rate", type=float, default=0.0, help="open loop at this rate (0: closed)")
     p.add_argument("--top", type=int, default=30)
+    p.add_argument(
+        "--child",
+        action="store_true",
+        help="sample the busiest sandbox child instead of the worker (with native frames)",
+    )
     args = p.parse_args()
     nats_server, mongo = start_nats(), start_mongo()
     worker = start_worker(1, nats_server.url, mongo.url)
@@ -50,12 +70,14 @@ def main() -> None:
             text=True,
         )
         spy = Path(PY).with_name("py-spy")
+        target = busiest_child(worker.pid) if args.child else worker.pid
         subprocess.run(
             [
                 str(spy),
                 "record",
                 "-p",
-                str(worker.pid),
+                str(target),
+                *(["--native"] if args.child else []),
                 "-d",
                 str(int(args.seconds)),
                 "-r",

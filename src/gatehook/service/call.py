@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,9 +12,38 @@ from gatehook.domain.catalogue import FlowType, Trigger
 from gatehook.domain.contract import ActionInput, RequestInfo, TriggerRequest, User
 from gatehook.domain.decide import Step
 from gatehook.domain.model import Attachment, Disabled
+from gatehook.sandbox.pool import ScriptRun
 from gatehook.service.encoding import dumps
 
-__all__ = ["Call"]
+__all__ = ["Call", "EarlyRun"]
+
+
+@dataclass(slots=True)
+class EarlyRun:
+    """A pure script started together with its slot's others: the run, and when it began
+    and ended (``perf_counter``), so its audit ``duration_ms`` is its own."""
+
+    began: float
+    ended: float = 0.0
+    run: asyncio.Future[ScriptRun] | None = None
+
+    async def timed(self, run: Awaitable[ScriptRun]) -> ScriptRun:
+        """Await ``run``, noting when it ends."""
+        try:
+            return await run
+        finally:
+            self.ended = time.perf_counter()
+
+    @staticmethod
+    def retrieve(run: asyncio.Future[ScriptRun]) -> None:
+        """The run's done callback: its error is the slot's to report; one the slot never
+        reached is dropped here (not logged as never retrieved)."""
+        if not run.cancelled():
+            run.exception()
+
+    @property
+    def duration_ms(self) -> float:
+        return ((self.ended or time.perf_counter()) - self.began) * 1000
 
 
 @dataclass(slots=True)
@@ -29,6 +61,8 @@ class Call:
     live_rollouts: set[str] | None = None  # running in the current flow (loaded on first use)
     _template_fields: dict[str, Any] | None = None
     _context: dict[str, Any] | None = None
+    # pure scripts of the slot started together, by (action, version): see TriggerService
+    early: dict[tuple[str, str], EarlyRun] | None = None
 
     @property
     def context(self) -> dict[str, Any]:

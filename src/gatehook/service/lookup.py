@@ -127,6 +127,10 @@ class FlowLookup:
                 self._versions.put(key, version)
         return version
 
+    def cached_version(self, tenant: str, action: str, wanted: str) -> ActionVersion | None:
+        """The version if it is cached (no load)."""
+        return self._versions.get((tenant, action, wanted))
+
     def config(self, version: ActionVersion) -> tuple[Any, bytes]:
         """The parsed template config (templates) and the config's JSON (scripts), cached."""
         key = (version.tenant, version.action, version.version)

@@ -10,6 +10,7 @@ The transport hands this module bytes and gets bytes back; it knows nothing of N
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -43,10 +44,10 @@ from gatehook.errors import (
     ScriptTimeout,
     StorageUnavailable,
 )
-from gatehook.sandbox.pool import ScriptJob
+from gatehook.sandbox.pool import ScriptJob, ScriptRun
 from gatehook.service import safe_change
 from gatehook.service.cache import Lru
-from gatehook.service.call import Call
+from gatehook.service.call import Call, EarlyRun
 from gatehook.service.deadlines import Deadlines
 from gatehook.service.encoding import (
     encode_executions,
@@ -272,6 +273,8 @@ class TriggerService:
 
         call = self._call(tenant, ft, tr, req, final - reserve)
         call.disabled = self.lookup.disabled.get(tenant, {})
+        if len(attachments) > 1:
+            self._start_pure_scripts(call, attachments)
         steps: list[Step] = []
         traced = tracing_enabled()
         for att in attachments:
@@ -328,8 +331,42 @@ class TriggerService:
     ) -> Call:
         return Call(tenant, ft, tr, req, deadline)
 
-    # -- flows and versions, through the caches ------------------------------------------
     # -- running one attachment ----------------------------------------------------------
+    def _start_pure_scripts(self, call: Call, attachments: list[Attachment]) -> None:
+        """Start a slot's pure scripts together: their results are then taken in slot order.
+
+        A script with no allowed hosts has no effect outside its child, and its input holds
+        nothing of the actions before it (``decision_so_far`` is the templates' alone): it is
+        a function of the request. Running two or more of them at once (on several children,
+        or back to back in one) gives the same decision as running them one after another,
+        at the latency of the slowest rather than the sum. A run the slot never reaches (an
+        action before it blocked) is dropped unseen. Attachments with a rollout, a kill
+        switch, network access, or a version not yet cached run in turn as before.
+        """
+        pure: list[ActionVersion] = []
+        for att in attachments:
+            if att.rollout is not None or att.action in call.disabled:
+                continue
+            version = self.lookup.cached_version(call.tenant, att.action, att.version)
+            if (
+                version is not None
+                and version.kind is ActionKind.CUSTOM
+                and not version.allowed_hosts
+                and version.compiled is not None
+            ):
+                pure.append(version)
+        if len(pure) < 2:
+            return
+        call.early = {}
+        for version in pure:
+            config_json = self.lookup.config(version)[1]
+            early = EarlyRun(time.perf_counter())
+            early.run = asyncio.ensure_future(
+                early.timed(self._run_script(call, version, config_json))
+            )
+            early.run.add_done_callback(EarlyRun.retrieve)
+            call.early[(version.action, version.version)] = early
+
     async def _run(self, call: Call, att: Attachment, before: list[Step]) -> Step:
         switch = call.disabled.get(att.action)
         if switch is not None:  # the kill switch: the fallback decides, nothing runs
@@ -378,6 +415,7 @@ class TriggerService:
         if remaining <= 0:
             return Step(action, wanted, error="request budget exhausted", allowed_to_fail=allowed)
         started = time.perf_counter()
+        early = call.early.get((action, version.version)) if call.early is not None else None
         try:
             output = await self._execute(call, version, remaining, before, dry_run=dry_run)
         except ScriptError as exc:
@@ -386,7 +424,7 @@ class TriggerService:
                 wanted,
                 error=f"{exc.kind}: {exc.message}",
                 allowed_to_fail=allowed,
-                duration_ms=(time.perf_counter() - started) * 1000,
+                duration_ms=early.duration_ms if early else _since_ms(started),
             )
         except StorageUnavailable:
             raise
@@ -398,7 +436,7 @@ class TriggerService:
             wanted,
             output=output,
             allowed_to_fail=allowed,
-            duration_ms=(time.perf_counter() - started) * 1000,
+            duration_ms=early.duration_ms if early else _since_ms(started),
         )
 
     async def _execute(
@@ -455,6 +493,14 @@ class TriggerService:
                     },
                 )
                 raise ScriptError(f"template {version.template} failed: {exc}") from exc
+        early = call.early.pop((version.action, version.version), None) if call.early else None
+        if early is not None and early.run is not None:
+            return _script_output((await early.run).output)
+        return _script_output((await self._run_script(call, version, config_json)).output)
+
+    async def _run_script(
+        self, call: Call, version: ActionVersion, config_json: bytes
+    ) -> ScriptRun:
         job = self._job(call, version, config_json)
         # A tenant flooding the sandbox (endless loops, memory hogs) waits for its own slots,
         # never for the whole pool: other tenants keep a child to run on.
@@ -470,7 +516,7 @@ class TriggerService:
             ran = run.duration_ms / 1000
         finally:
             self._fairness.release(call.tenant, time.monotonic() - began if ran is None else ran)
-        return _script_output(run.output)
+        return run
 
     async def replay(
         self,
