@@ -86,7 +86,8 @@ def main() -> None:
                 "raw",
                 "-o",
                 str(out),
-                "--nonblocking",
+                # native frames need the target stopped while sampled
+                *([] if args.child else ["--nonblocking"]),
             ],
             check=True,
             capture_output=True,

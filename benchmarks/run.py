@@ -210,6 +210,8 @@ def measure(
     pids: list[int],
     nats_pid: int,
     args: argparse.Namespace,
+    *,
+    steady: bool = True,
 ) -> None:
     before = cpu_by_kind([*pids, nats_pid])
     outs = loadgen(
@@ -229,7 +231,7 @@ def measure(
             print(f"  {res.scenario}: first error: {o['first_error']}", flush=True)
     res.cpu_us = {k: (after[k] - before.get(k, 0.0)) / max(done, 1) * 1e6 for k in after}
     res.rss_mb = rss_mb(pids)
-    for rate in args.rates:
+    for rate in args.rates if steady else []:
         outs = loadgen(url, subject, "open", args.open_seconds, procs=args.procs, rate=rate)
         lat = [x for o in outs for x in o["lat"]]
         stats = {f"p{p}": pct(lat, p) for p in (50, 99, 99.9)}
@@ -243,6 +245,29 @@ def measure(
             if o.get("first_error"):
                 print(f"  {res.scenario} at {rate}/s: first error: {o['first_error']}", flush=True)
         res.steady[rate] = stats
+
+
+FLOOR_MODES = ("lean", "sandbox", "journal", "journal+sandbox")
+
+
+def floor(mode: str, url: str, nats_pid: int, args: argparse.Namespace) -> Result:
+    """One row of the floor (closed loop only): ``benchmarks/floor.py --mode mode``."""
+    proc = subprocess.Popen(
+        [PY, str(HERE / "floor.py"), "--url", url, "--mode", mode],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        res = Result(f"floor: {mode}", 1)
+        subject = f"gatehook.v1.trigger.x.{PA}"
+        loadgen(url, subject, "closed", 1.0, procs=1, in_flight=16)  # warm the child
+        measure(res, url, subject, [proc.pid], nats_pid, args, steady=False)
+    finally:
+        stop(proc)  # type: ignore[arg-type]
+    print(f"floor {mode}: {res.throughput:.0f} req/s", flush=True)
+    return res
 
 
 def start_worker(
@@ -435,6 +460,11 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], help="K=V for the worker")
     parser.add_argument("--event-loop", default="uvloop", choices=["uvloop", "asyncio"])
     parser.add_argument("--max-processes", type=int, default=2, help="1: no 2-process phase")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also the design's floor: gatehook's transport parts alone (benchmarks/floor.py)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
     args.rates = [int(r) for r in args.rates.split(",")]
@@ -464,6 +494,8 @@ def main() -> None:
         )
         stop(echo_proc)  # type: ignore[arg-type]
         print(f"echo: {echo.throughput:.0f} req/s", flush=True)
+        for mode in FLOOR_MODES if args.floor else ():
+            results.append(floor(mode, nats_server.url, nats_pid, args))
 
         plan: list[tuple[int, list[str]]] = [(1, scenarios)]
         if "custom JS" in scenarios and args.max_processes > 1:

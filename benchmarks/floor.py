@@ -1,0 +1,113 @@
+"""The floor of the decision path's design: a responder made of gatehook's own transport
+parts and nothing else, to tell what the parts cost from what the decision logic costs.
+
+.venv/bin/python benchmarks/floor.py --url nats://... --mode journal+sandbox
+
+Serves ``gatehook.v1.trigger.*.*.*`` in the worker queue group like ``echo.py``, but on the
+lean path (``transport.lean``), and for each request does only what ``--mode`` names, with a
+fixed reply:
+
+- ``lean``: nothing (the lean transport alone, next to nats-py's own path in ``echo.py``);
+- ``sandbox``: one call of a one-line module script in a real sandbox child (``SandboxPool``);
+- ``journal``: the reply record and one audit event stored and acknowledged (``JsJournal``);
+- ``journal+sandbox``: both, as a one-action decision does.
+
+No validation, flow lookup, decision, encoding or metrics: ``benchmarks/run.py`` puts these
+rows next to the echo and the real worker, so the difference is the decision logic's cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import time
+
+import nats
+import uvloop
+
+from gatehook.sandbox.pool import SandboxPool, ScriptJob
+from gatehook.service.deadlines import Deadlines
+from gatehook.service.ports import EncodedEvent
+from gatehook.settings import Settings
+from gatehook.transport.jetstream import AuditPublisher, JsReplyStore
+from gatehook.transport.journal import JsJournal
+from gatehook.transport.lean import LeanNats
+
+REPLY = b'{"request_id":"x","decision":"continue","claims":{},"actions":[],"error":null}'
+SCRIPT = "exports.execute = function (input) { return {kind: 'continue'}; };"
+INPUT = b'{"user":{"id":"u1","email":"a@acme.com"},"config":{}}'
+EVENT = b'{"type":"flow.action_executed","tenant":"bench-floor","outcome":"continue"}'
+MODES = ("lean", "sandbox", "journal", "journal+sandbox")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--subject", default="gatehook.v1.trigger.*.*.*")
+    parser.add_argument("--mode", choices=MODES, default="journal+sandbox")
+    args = parser.parse_args()
+    settings = Settings()
+    nc = await nats.connect(args.url)
+    lean = LeanNats(nc)
+    deadlines = Deadlines()
+    pool: SandboxPool | None = None
+    journal: JsJournal | None = None
+    if "sandbox" in args.mode:
+        pool = SandboxPool(settings.sandbox, deadlines=deadlines)
+        await pool.start()
+        compiled = await pool.compile(SCRIPT, language="js", name="floor")
+        code, style = compiled.code, compiled.style.value
+    if "journal" in args.mode:
+        js = nc.jetstream()
+        audit = AuditPublisher(js, settings.audit)
+        replies = JsReplyStore(js, settings.dedupe_window_s, settings.audit.replicas)
+        await audit.ensure_stream()
+        await replies.ensure_stream()
+        journal = JsJournal(lean, replies, audit, deadlines)
+        await journal.start()
+    run_id = os.urandom(6).hex()  # reply keys and event ids new to the streams: no retries
+    seq = 0
+
+    async def serve(reply: bytes) -> None:
+        nonlocal seq
+        seq += 1
+        mine = seq  # (seq moves on while this request waits)
+        if pool is not None:
+            await pool.run(ScriptJob("bench-floor", "floor", "1.0.0", code, style, INPUT, 1000))
+        if journal is not None:
+            event = EncodedEvent(
+                "gatehook.v1.audit.bench-floor.flow.action_executed", f"{run_id}-{mine}", EVENT
+            )
+            deadline = time.monotonic() + 5
+            await journal.record(f"bench-floor.x.y.{run_id}{mine}", REPLY, [event], deadline)
+        lean.publish(reply, REPLY)
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_msg(subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        if args.mode == "lean":
+            lean.publish(reply, REPLY)
+            return
+        task = asyncio.create_task(serve(reply))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    await lean.subscribe(args.subject, on_msg, queue="gatehook-workers")
+    await nc.flush()
+    print("ready", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    if journal is not None:
+        await journal.aclose()
+    if pool is not None:
+        await pool.aclose()
+    await nc.drain()
+
+
+if __name__ == "__main__":
+    uvloop.run(main())
