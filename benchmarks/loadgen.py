@@ -25,6 +25,8 @@ BODY = (
     '"risk_score":0.1},"context":{"providerInfo":{"name":"okta"}}}'
 )
 
+SIGNIN_BODY = BODY.replace('"request_id":"%s",', '"request_id":"%s","signin_id":"%s",')
+
 
 def longest_stall(spans: list[tuple[float, float]]) -> tuple[float, float]:
     """(the longest gap in seconds between two successive replies, when it began), counted
@@ -52,6 +54,11 @@ async def main() -> None:
     p.add_argument("--in-flight", type=int, default=32)
     p.add_argument("--rate", type=float, default=500.0)
     p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument(
+        "--signins",
+        action="store_true",
+        help="each request a new sign-in (a fresh signin_id: its first trigger pins the flow)",
+    )
     args = p.parse_args()
     nc = await nats.connect(args.url, pending_size=64 * 1024 * 1024)
     prefix = uuid.uuid4().hex[:12]
@@ -64,7 +71,8 @@ async def main() -> None:
     async def one(scheduled: float) -> None:
         nonlocal counter, errors, first_error
         counter += 1
-        body = (BODY % f"{prefix}-{counter}").encode()
+        rid = f"{prefix}-{counter}"
+        body = (SIGNIN_BODY % (rid, rid) if args.signins else BODY % rid).encode()
         try:
             msg = await nc.request(args.subject, body, timeout=args.timeout)
             if b'"error":null' not in msg.data:

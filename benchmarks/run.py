@@ -71,7 +71,10 @@ TENANTS: dict[str, tuple[str, list[str]]] = {
     "one target (keep-alive endpoint)": ("bench-target", ["target"]),
     "custom JS with a shadow": ("bench-shadow", ["js"]),
     "five actions": ("bench-five", ["allow", "risk", "js", "ts", "benchZitadel"]),
+    "custom JS, a new sign-in each": ("bench-signin", ["js"]),
 }
+# scenarios whose every request is a new sign-in (a fresh signin_id: the flow is pinned)
+NEW_SIGNINS = {"custom JS, a new sign-in each"}
 TARGET_KEY = "bench-signing-key"
 
 
@@ -178,6 +181,7 @@ def loadgen(
     procs: int,
     in_flight: int = 32,
     rate: float = 0.0,
+    signins: bool = False,
 ) -> list[dict[str, Any]]:
     args = [
         PY,
@@ -194,6 +198,7 @@ def loadgen(
         str(in_flight),
         "--rate",
         str(rate / procs),
+        *(["--signins"] if signins else []),
     ]
     running = [subprocess.Popen(args, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
     outs = []
@@ -213,6 +218,7 @@ def measure(
     *,
     steady: bool = True,
 ) -> None:
+    signins = res.scenario in NEW_SIGNINS
     before = cpu_by_kind([*pids, nats_pid])
     outs = loadgen(
         url,
@@ -221,6 +227,7 @@ def measure(
         args.closed_seconds,
         procs=args.procs,
         in_flight=args.in_flight // args.procs,
+        signins=signins,
     )
     after = cpu_by_kind([*pids, nats_pid])
     done = sum(o["ok"] for o in outs)
@@ -232,7 +239,9 @@ def measure(
     res.cpu_us = {k: (after[k] - before.get(k, 0.0)) / max(done, 1) * 1e6 for k in after}
     res.rss_mb = rss_mb(pids)
     for rate in args.rates if steady else []:
-        outs = loadgen(url, subject, "open", args.open_seconds, procs=args.procs, rate=rate)
+        outs = loadgen(
+            url, subject, "open", args.open_seconds, procs=args.procs, rate=rate, signins=signins
+        )
         lat = [x for o in outs for x in o["lat"]]
         stats = {f"p{p}": pct(lat, p) for p in (50, 99, 99.9)}
         stats["max"] = max(lat, default=float("nan"))

@@ -9,7 +9,6 @@ TTL indexes are created where the server has them, only to reclaim space.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -30,6 +29,7 @@ from gatehook.domain.catalogue import FlowType
 from gatehook.domain.model import ActionDef, ActionVersion, Disabled, FlowRevision
 from gatehook.errors import ConfigError, Conflict, StorageError, StorageUnavailable
 from gatehook.security.sealing import Sealer, SealingError, is_sealed
+from gatehook.storage.pins import SigninPins
 
 __all__ = ["MongoStore", "Pin"]
 
@@ -69,6 +69,7 @@ class MongoStore:
         self.counters = self._db["counters"]
         self.rollout_counts = self._db["rollout_counts"]
         self.recorded_slots = self._db["recordings"]
+        self._signin_pins = SigninPins(self.pins, self._guard)
 
     @classmethod
     def connect(
@@ -198,38 +199,10 @@ class MongoStore:
         """The revisions a sign-in runs on: pinned at its first trigger to ``current``.
 
         Returns the pin and when it expires. Concurrent first triggers agree: the insert that
-        loses to the unique ``_id`` reads the winner's pin.
+        loses to the unique ``_id`` reads the winner's pin. Pins are written in groups
+        (``storage.pins``).
         """
-        key = f"{tenant}/{signin_id}"
-
-        def parse(doc: Doc) -> tuple[Pin, datetime]:
-            revs = {FlowType(k): v for k, v in doc["revisions"].items()}
-            return revs, _aware(doc["expires_at"])
-
-        async def op() -> tuple[Pin, datetime]:
-            now = _now()
-            doc = await self.pins.find_one({"_id": key, "tenant": tenant})
-            if doc is not None and _aware(doc["expires_at"]) > now:
-                return parse(doc)
-            fresh: Doc = {
-                "_id": key,
-                "tenant": tenant,
-                "signin_id": signin_id,
-                "revisions": {ft.value: rev for ft, rev in current.items()},
-                "created_at": now,
-                "expires_at": now + ttl,
-            }
-            if doc is not None:  # expired: replace it, unless someone else just did
-                await self.pins.replace_one({"_id": key, "expires_at": doc["expires_at"]}, fresh)
-            else:
-                with contextlib.suppress(DuplicateKeyError):
-                    await self.pins.insert_one(fresh)
-            doc = await self.pins.find_one({"_id": key, "tenant": tenant})
-            if doc is None:
-                raise StorageError("sign-in pin vanished while it was being created")
-            return parse(doc)
-
-        return await self._guard(op)
+        return await self._signin_pins.pin(tenant, signin_id, current, ttl)
 
     # -- rate-limit counters -------------------------------------------------------------
     async def hit(

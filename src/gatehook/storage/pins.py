@@ -1,0 +1,158 @@
+"""Sign-in pins written in groups (the ``signin_pins`` collection).
+
+Every sign-in's first trigger pins the flow revisions it runs on. Written one by one that is
+three sequential round trips per new sign-in (read, insert, read back), and under load the
+writes queue on the server (FerretDB serialises them: 40 new sign-ins at once took a second).
+``SigninPins`` gathers the pins asked for while one group is being written and writes the next
+group with one ``insert_many`` (unordered): a new sign-in costs a share of one round trip. A
+sign-in that another worker pinned first comes back as a duplicate key, and all of those of a
+group are read with one ``find``; an expired pin is replaced (and read back) on its own, as
+before. Every caller gets the pin that is stored: concurrent first triggers agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from gatehook.domain.catalogue import FlowType
+from gatehook.errors import StorageError
+
+__all__ = ["SigninPins"]
+
+Doc = dict[str, Any]
+Pin = dict[FlowType, int | None]
+Guard = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
+_DUPLICATE_KEY = 11000
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _parse(doc: Doc) -> tuple[Pin, datetime]:
+    return {FlowType(k): v for k, v in doc["revisions"].items()}, _aware(doc["expires_at"])
+
+
+@dataclass(slots=True)
+class _Want:
+    """One pin asked for, and everyone waiting for it (same tenant and sign-in)."""
+
+    tenant: str
+    signin_id: str
+    current: Pin
+    ttl: timedelta
+    waiters: list[asyncio.Future[tuple[Pin, datetime]]] = field(default_factory=list)
+
+    def fresh(self, now: datetime) -> Doc:
+        return {
+            "_id": f"{self.tenant}/{self.signin_id}",
+            "tenant": self.tenant,
+            "signin_id": self.signin_id,
+            "revisions": {ft.value: rev for ft, rev in self.current.items()},
+            "created_at": now,
+            "expires_at": now + self.ttl,
+        }
+
+    def settle(self, result: tuple[Pin, datetime] | BaseException) -> None:
+        for waiter in self.waiters:
+            if waiter.done():
+                continue  # its request gave up (cancelled)
+            if isinstance(result, BaseException):
+                waiter.set_exception(result)
+            else:
+                waiter.set_result(result)
+
+
+class SigninPins:
+    """``await pin(...)``: the sign-in's pin, written in groups (see the module)."""
+
+    def __init__(self, pins: AsyncCollection[Doc], guard: Guard) -> None:
+        self._pins = pins
+        self._guard = guard
+        self._queue: dict[str, _Want] = {}  # by key: one write per sign-in and group
+        self._writer: asyncio.Task[None] | None = None
+        self.groups = 0  # groups written (for tests and benchmarks)
+
+    async def pin(
+        self, tenant: str, signin_id: str, current: Pin, ttl: timedelta
+    ) -> tuple[Pin, datetime]:
+        """The revisions the sign-in runs on: pinned to ``current`` at its first trigger,
+        unless it is pinned already (by this worker or another). Returns the pin and when it
+        expires."""
+        key = f"{tenant}/{signin_id}"
+        want = self._queue.get(key)
+        if want is None:
+            want = self._queue[key] = _Want(tenant, signin_id, current, ttl)
+        waiter: asyncio.Future[tuple[Pin, datetime]] = asyncio.get_running_loop().create_future()
+        want.waiters.append(waiter)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_groups())
+        return await waiter
+
+    async def _write_groups(self) -> None:
+        """Write the queued pins, group after group, until none are left."""
+        try:
+            await asyncio.sleep(0)  # the pins asked for in this turn of the loop join the group
+            while self._queue:
+                group, self._queue = list(self._queue.values()), {}
+                self.groups += 1
+                try:
+                    await self._guard(partial(self._write, group))
+                except Exception as exc:
+                    for want in group:
+                        want.settle(exc)
+        finally:
+            self._writer = None
+            if self._queue:  # asked for while the last group's failure was being handed out
+                self._writer = asyncio.create_task(self._write_groups())
+
+    async def _write(self, group: list[_Want]) -> None:
+        now = datetime.now(UTC)
+        docs = [want.fresh(now) for want in group]
+        failed: set[int] = set()  # pinned already: read what is stored
+        try:
+            await self._pins.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                raise
+            failed = {int(e["index"]) for e in errors}
+        for index, (want, doc) in enumerate(zip(group, docs, strict=True)):
+            if index not in failed:
+                want.settle(_parse(doc))
+        if failed:
+            await self._read([group[i] for i in sorted(failed)], now)
+
+    async def _read(self, taken: list[_Want], now: datetime) -> None:
+        keys = [f"{w.tenant}/{w.signin_id}" for w in taken]
+        stored = {d["_id"]: d async for d in self._pins.find({"_id": {"$in": keys}})}
+        for want, key in zip(taken, keys, strict=True):
+            doc = stored.get(key)
+            if doc is not None and _aware(doc["expires_at"]) > now:
+                want.settle(_parse(doc))  # (the key holds the tenant: it is this tenant's)
+            else:
+                want.settle(await self._one(want, doc))  # expired, or gone since: slow path
+
+    async def _one(self, want: _Want, doc: Doc | None) -> tuple[Pin, datetime]:
+        """One pin the careful way: replace an expired one (unless someone else just did),
+        insert a missing one (unless someone else just did), then read what is stored."""
+        key = f"{want.tenant}/{want.signin_id}"
+        fresh = want.fresh(datetime.now(UTC))
+        if doc is not None:
+            await self._pins.replace_one({"_id": key, "expires_at": doc["expires_at"]}, fresh)
+        else:
+            with contextlib.suppress(DuplicateKeyError):
+                await self._pins.insert_one(fresh)
+        stored = await self._pins.find_one({"_id": key, "tenant": want.tenant})
+        if stored is None:
+            raise StorageError("sign-in pin vanished while it was being created")
+        return _parse(stored)

@@ -1,0 +1,72 @@
+"""Sign-in pins written in groups, on the real MongoDB-protocol server: new sign-ins share one
+insert, a sign-in pinned elsewhere keeps its pin, an expired pin is replaced, and every
+caller of one sign-in gets the same pin."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from gatehook.domain.catalogue import FlowType
+from gatehook.storage import MongoStore
+
+EXT, INT = FlowType.EXTERNAL_AUTHENTICATION, FlowType.INTERNAL_AUTHENTICATION
+TTL = timedelta(minutes=10)
+
+
+async def test_new_signins_are_pinned_in_groups(store: MongoStore) -> None:
+    pins = store._signin_pins
+    results = await asyncio.gather(
+        *(store.pin_signin("acme", f"s{i}", {EXT: 3, INT: None}, TTL) for i in range(40))
+    )
+    assert all(pin == {EXT: 3, INT: None} for pin, _ in results)
+    assert all(expires > datetime.now(UTC) for _, expires in results)
+    assert pins.groups == 1  # one insert for the forty, not forty (or 120 round trips)
+    assert await store.pins.count_documents({"tenant": "acme"}) == 40
+    # the next trigger of a pinned sign-in gets its pin, not the heads of the moment
+    pin, _ = await store.pin_signin("acme", "s7", {EXT: 9, INT: 9}, TTL)
+    assert pin == {EXT: 3, INT: None}
+
+
+async def test_a_signin_pinned_elsewhere_keeps_its_pin_and_callers_agree(
+    store: MongoStore,
+) -> None:
+    now = datetime.now(UTC)
+    await store.pins.insert_one(  # another worker pinned this sign-in first
+        {
+            "_id": "acme/elsewhere",
+            "tenant": "acme",
+            "signin_id": "elsewhere",
+            "revisions": {EXT.value: 1},
+            "created_at": now,
+            "expires_at": now + TTL,
+        }
+    )
+    results = await asyncio.gather(
+        store.pin_signin("acme", "elsewhere", {EXT: 2}, TTL),
+        store.pin_signin("acme", "fresh", {EXT: 2}, TTL),
+        store.pin_signin("acme", "fresh", {EXT: 5}, TTL),  # the same sign-in, twice at once
+        store.pin_signin("other", "elsewhere", {EXT: 4}, TTL),  # another tenant's sign-in
+    )
+    assert [pin for pin, _ in results] == [{EXT: 1}, {EXT: 2}, {EXT: 2}, {EXT: 4}]
+    assert await store.pins.count_documents({}) == 3
+
+
+async def test_an_expired_pin_is_replaced(store: MongoStore) -> None:
+    then = datetime.now(UTC) - timedelta(hours=1)
+    await store.pins.insert_one(
+        {
+            "_id": "acme/old",
+            "tenant": "acme",
+            "signin_id": "old",
+            "revisions": {EXT.value: 1},
+            "created_at": then,
+            "expires_at": then + timedelta(minutes=1),
+        }
+    )
+    pin, expires = await store.pin_signin("acme", "old", {EXT: 6}, TTL)
+    assert pin == {EXT: 6}
+    assert expires > datetime.now(UTC)
+    stored = await store.pins.find_one({"_id": "acme/old"})
+    assert stored is not None
+    assert stored["revisions"] == {EXT.value: 6}
