@@ -71,10 +71,10 @@ TENANTS: dict[str, tuple[str, list[str]]] = {
     "one target (keep-alive endpoint)": ("bench-target", ["target"]),
     "custom JS with a shadow": ("bench-shadow", ["js"]),
     "five actions": ("bench-five", ["allow", "risk", "js", "ts", "benchZitadel"]),
-    "custom JS, a new sign-in each": ("bench-signin", ["js"]),
+    "custom JS (a new sign-in each)": ("bench-signin", ["js"]),
 }
 # scenarios whose every request is a new sign-in (a fresh signin_id: the flow is pinned)
-NEW_SIGNINS = {"custom JS, a new sign-in each"}
+NEW_SIGNINS = {"custom JS (a new sign-in each)"}
 TARGET_KEY = "bench-signing-key"
 
 
