@@ -271,6 +271,7 @@ async def test_promote_and_abort(
     assert {r["actions"][0]["version"] for r in replies} == {canary}
     promoted = await audit_events(nc, tenant, "flow.rollout_promoted")
     assert (promoted[0]["version"], promoted[0]["previous_version"]) == (canary, stable)
+    assert await audit_events(nc, tenant, "flow.rollout_rolled_back") == []  # promoted only
     with pytest.raises(Exception, match="no rollout of gate"):
         await client.call(tenant, "rollouts.abort", **slot)
     # a new rollout, aborted: the stable version alone runs again
@@ -290,6 +291,22 @@ async def test_promote_and_abort(
     status = await wait_for(reported)
     assert status is not None
     assert status[0]["state"] == "aborted"
+
+    # a running rollout whose entry is pinned to another version ends, and says so
+    entry = {"use": f"gate@{canary}", "canary": f"gate@{third}", "percent": 50}
+    await apply(nc, tenant, {"flows": {PA[0]: {PA[1]: [entry]}}})
+    await client.call(tenant, "flows.update", **slot, version=stable)
+    assert (await trigger(nc, tenant, request()))["claims"] == {"v": 1}
+    ended = [
+        e
+        for e in await audit_events(nc, tenant, "flow.rollout_rolled_back")
+        if e["details"].get("reason")
+    ]
+    assert len(ended) == 1
+    assert (ended[0]["version"], ended[0]["previous_version"]) == (stable, canary)
+    assert ended[0]["details"]["state"] == "aborted"
+    assert ended[0]["details"]["reason"] == "replaced"
+    assert ended[0]["details"]["canary"] == third
 
 
 async def test_cli_rollout_status_and_kill_switch(

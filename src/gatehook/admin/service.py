@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import secrets
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
+from gatehook.admin.slot_events import SlotChange, new_event, slot_events
 from gatehook.domain.catalogue import ACTION_NAME_RE, TENANT_RE, TRIGGERS, FlowType, Trigger
 from gatehook.domain.contract import AuditEvent
 from gatehook.domain.model import (
@@ -474,9 +474,10 @@ class AdminService:
         await self._store.insert_flow(flow)  # Conflict if someone else committed first
         events = []
         for tr, before in befores.items():
-            events.extend(
-                self._diff(tenant, ft, tr, before, flow.slot(tr), actor, before_rev, flow.revision)
-            )
+            change = SlotChange(tenant, ft, tr, actor, before_rev, flow.revision)
+            # rollouts that ``extra`` ends (a promotion, an abort) are audited there
+            ended = {e.action for e in extra or [] if e.trigger == tr.value and e.action}
+            events.extend(slot_events(change, before, flow.slot(tr), ended))
         for event in extra or []:
             events.append(
                 event.model_copy(
@@ -493,86 +494,6 @@ class AdminService:
             raise
         await self._notify(tenant)
         return flow
-
-    def _diff(
-        self,
-        tenant: str,
-        ft: FlowType,
-        tr: Trigger,
-        before: list[Attachment],
-        after: list[Attachment],
-        actor: str,
-        rev_before: int | None,
-        rev_after: int,
-    ) -> list[AuditEvent]:
-        old = {a.action: (i, a) for i, a in enumerate(before)}
-        new = {a.action: (i, a) for i, a in enumerate(after)}
-        common = {
-            "flow_type": ft.value,
-            "trigger": tr.value,
-            "flow_revision": rev_after,
-            "flow_revision_before": rev_before,
-        }
-        events = []
-        for name, (i, att) in new.items():
-            if name not in old:
-                events.append(
-                    self._event(
-                        "flow.action_attached",
-                        tenant,
-                        actor,
-                        action=name,
-                        version=att.version,
-                        details={"position": i},
-                        **common,
-                    )
-                )
-            elif old[name][1].version != att.version or old[name][0] != i:
-                events.append(
-                    self._event(
-                        "flow.action_updated",
-                        tenant,
-                        actor,
-                        action=name,
-                        version=att.version,
-                        previous_version=old[name][1].version,
-                        details={"position": i, "previous_position": old[name][0]},
-                        **common,
-                    )
-                )
-        for name, (_, att) in new.items():
-            r = att.rollout
-            was = old.get(name, (0, None))[1]
-            if (
-                r is not None
-                and r.live
-                and (was is None or was.rollout is None or was.rollout.id != r.id)
-            ):
-                events.append(
-                    self._event(
-                        "flow.rollout_started",
-                        tenant,
-                        actor,
-                        action=name,
-                        version=att.version,
-                        details={"rollout": r.model_dump(mode="json")},
-                        **common,
-                    )
-                )
-        for name, (i, att) in old.items():
-            if name not in new:
-                events.append(
-                    self._event(
-                        "flow.action_detached",
-                        tenant,
-                        actor,
-                        action=name,
-                        version=att.version,
-                        details={"position": i},
-                        **common,
-                    )
-                )
-        return events
 
     @staticmethod
     def event(type_: str, tenant: str, actor: str, **fields: Any) -> AuditEvent:
@@ -594,11 +515,4 @@ class AdminService:
 
     @staticmethod
     def _event(type_: str, tenant: str, actor: str, **fields: Any) -> AuditEvent:
-        return AuditEvent(
-            event_id=uuid.uuid4().hex,
-            type=type_,
-            tenant=tenant,
-            at=datetime.now(UTC),
-            actor=actor,
-            **fields,
-        )
+        return new_event(type_, tenant, actor, **fields)
