@@ -12,8 +12,11 @@ worker` with 1 or N processes, and drives load from separate processes with nats
 - steady rate (open loop at 500 and 1,000 req/s): p50 / p99 / p99.9 / max latency from each
   request's scheduled time, and the longest stall (the longest time with no reply arriving);
 
-next to a raw nats-py echo responder in the same run. Writes results/<stamp>.json and .md,
-and prints the Markdown.
+next to a raw nats-py echo responder in the same run. One scenario sends a new sign-in with
+every request (a fresh ``signin_id``: its first trigger pins the flow in MongoDB), as a login
+service does. ``--floor`` adds the design's floor (``benchmarks/floor.py``): gatehook's lean
+transport, a sandbox call and the journal, alone and together, with no decision logic.
+Writes results/<stamp>.json and .md, and prints the Markdown.
 """
 
 from __future__ import annotations

@@ -582,3 +582,40 @@ async def test_calls_one_at_a_time_go_on_in_one_evaluation(pool: SandboxPool) ->
     res = await pool.run(job(7))
     assert json.loads(res.output)["claims"]["n"] == 7
     await healthy(pool)
+
+
+async def test_interleaved_calls_for_two_interpreters_keep_their_evaluations() -> None:
+    """Calls for two interpreters queued alternately on one child (a slot's scripts started
+    together arrive so): each goes on in its interpreter's open evaluation, taken from behind
+    the other's calls, not one evaluation per call; every result is its own, in any order."""
+    sources = {
+        name: module(f"return {{kind: 'continue', claims: {{who: '{name}', n: input.n}}}};")
+        for name in ("first", "second")
+    }
+    async with SandboxPool(SandboxSettings(pool_size=1)) as pool:
+        tenant = f"t{uuid.uuid4().hex[:8]}"
+        compiled = {
+            name: await pool.compile(src, language="js", name=name) for name, src in sources.items()
+        }
+
+        def job(n: int) -> ScriptJob:
+            name = ("first", "second")[n % 2]
+            return ScriptJob(
+                tenant=tenant,
+                action=name,
+                version="1.0.0",
+                code=compiled[name].code,
+                style=compiled[name].style.value,
+                input=json.dumps({**INPUT, "n": n}).encode(),
+                timeout_ms=5_000,
+            )
+
+        await asyncio.gather(pool.run(job(0)), pool.run(job(1)))  # both interpreters warm
+        before = pool.batched
+        results = await asyncio.gather(*(pool.run(job(n)) for n in range(60)))
+        for n, res in enumerate(results):
+            claims = json.loads(res.output)["claims"]
+            assert claims == {"who": ("first", "second")[n % 2], "n": n}
+        # alternating calls, each looked at in turn, would share no evaluation at all
+        assert pool.batched - before >= 30
+        await healthy(pool)

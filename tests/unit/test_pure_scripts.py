@@ -271,3 +271,24 @@ def test_started_together_decides_as_one_after_another(
 def _no_timing(event: dict[str, Any]) -> dict[str, Any]:
     """An audit event without what depends on the clock."""
     return {k: v for k, v in event.items() if k not in ("at", "duration_ms")}
+
+
+async def test_under_load_they_run_in_turn() -> None:
+    """When the tenant's sandbox slots are taken, starting the scripts together would only
+    queue them: they run one after another, as reached."""
+    scripts = Scripts({"a": cont(), "b": cont(), "c": cont()})
+    svc = service(Flows([script("a"), script("b"), script("c")]), scripts)
+    await decide(svc, 0)
+    limiter = svc._fairness
+    held = limiter.room("acme") - 2  # leave two slots: fewer than the three scripts
+    for _ in range(held):
+        assert await limiter.acquire("acme", 1)
+    scripts.most = 0
+    reply = await decide(svc, 1)
+    assert reply["decision"] == "continue"
+    assert scripts.most == 1
+    for _ in range(held):
+        limiter.release("acme", 0.0)
+    scripts.most = 0
+    await decide(svc, 2)
+    assert scripts.most == 3

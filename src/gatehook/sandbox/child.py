@@ -27,7 +27,7 @@ import select
 import signal
 import sys
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -60,6 +60,8 @@ _TS_SERVICES = _DUKPY_HOME / "jsmodules" / "typescriptServices.js"
 _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 _TICK_S = 0.005  # the timer re-fires this often past a deadline, so no catch can swallow it
 _TAIL_S = 0.05  # jobs still queued when an evaluation ends get this long
+_LOOK_AHEAD = 16  # how deep behind other frames a call for the open evaluation is taken
+_AHEAD_BUDGET = 16  # calls taken ahead of an older frame before it gets its turn
 _TIMED_OUT = {"type": "timeout", "message": "timed out"}
 _NEVER_SETTLED = {"type": "threw", "message": "the action's promise never settled"}
 
@@ -354,8 +356,9 @@ class Child:
 
     def _wait(self, interp: Interpreter) -> bytes:
         """Block for the next frame with the timer off. A run for the same interpreter goes
-        on in this evaluation (no per-evaluation garbage collection, ~60 us a call); any
-        other frame, or the end of input, ends the evaluation so the main loop takes it."""
+        on in this evaluation (no per-evaluation garbage collection, ~60 us a call), taken
+        from behind other frames too (``_Reader``, bounded); when only other frames wait, or
+        at the end of input, the evaluation ends so the main loop takes them in order."""
         signal.setitimer(signal.ITIMER_REAL, 0)
         body = self._take(interp, block=True)
         if body is not None:
@@ -491,58 +494,77 @@ def _ms(started: float) -> float:
 
 
 class _Reader:
-    """Frames from a pipe: one read syscall fills a buffer that serves many frames."""
+    """Frames from a pipe, parsed as they arrive: one read syscall serves many frames.
+
+    ``take_if`` may take a frame from behind others (at most ``_LOOK_AHEAD`` deep): calls for
+    the interpreter whose evaluation is open go on in it even when calls for other
+    interpreters are interleaved with them (a slot's scripts, started together, arrive so),
+    instead of one evaluation per call. At most ``_AHEAD_BUDGET`` calls are taken ahead of an
+    older frame before the evaluation ends and the main loop serves that frame in order.
+    """
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._buf = bytearray()
         self._eof = False
+        self.frames: deque[tuple[dict[str, Any], bytes]] = deque()
+        self._ahead = 0  # frames taken ahead of an older one since ``next`` last took one
 
-    def _fill(self, want: int, *, block: bool) -> bool:
-        """Read until ``want`` bytes are buffered; without blocking, at most one read."""
-        while len(self._buf) < want:
-            if self._eof:
-                return False
-            if not block and not select.select([self._fd], [], [], 0)[0]:
-                return False
-            chunk = os.read(self._fd, max(65536, want - len(self._buf)))
-            if not chunk:
-                self._eof = True
-                return False
-            self._buf += chunk
-            if not block:
-                return len(self._buf) >= want
-        return True
-
-    def _frame(self, *, block: bool) -> tuple[dict[str, Any], bytes, int] | None:
-        head = framing.HEAD.size
-        if not self._fill(head, block=block):
-            return None
-        total, hlen = framing.HEAD.unpack_from(self._buf)
-        if not self._fill(head + total, block=block):
-            return None
+    def _read(self, *, block: bool) -> None:
+        """One read (without ``block``, only if data is there); parse the complete frames."""
+        if self._eof or (not block and not select.select([self._fd], [], [], 0)[0]):
+            return
         buf = self._buf
-        header: dict[str, Any] = orjson.loads(buf[head : head + hlen])
-        return header, bytes(buf[head + hlen : head + total]), head + total
+        head = framing.HEAD.size
+        want = 65536
+        if len(buf) >= head:  # the rest of a large frame in one read
+            want = max(want, head + framing.HEAD.unpack_from(buf)[0] - len(buf))
+        chunk = os.read(self._fd, want)
+        if not chunk:
+            self._eof = True
+            return
+        buf += chunk
+        pos = 0
+        while len(buf) - pos >= head:
+            total, hlen = framing.HEAD.unpack_from(buf, pos)
+            if len(buf) - pos < head + total:
+                break
+            start = pos + head
+            header: dict[str, Any] = orjson.loads(buf[start : start + hlen])
+            self.frames.append((header, bytes(buf[start + hlen : start + total])))
+            pos = start + total
+        if pos:
+            del buf[:pos]
 
     def next(self) -> tuple[dict[str, Any], bytes] | None:
-        """The next frame, waiting for it; ``None`` at end of input."""
-        frame = self._frame(block=True)
-        if frame is None:
-            return None
-        del self._buf[: frame[2]]
-        return frame[0], frame[1]
+        """The oldest frame, waiting for it; ``None`` at end of input."""
+        while not self.frames:
+            if self._eof:
+                return None
+            self._read(block=True)
+        self._ahead = 0
+        return self.frames.popleft()
 
     def take_if(
         self, wanted: Callable[[dict[str, Any]], bool], *, block: bool = False
     ) -> tuple[dict[str, Any], bytes] | None:
-        """The next frame if ``wanted`` accepts its header: one that has already arrived,
-        or with ``block`` the next one to arrive. A refused frame stays for ``next``."""
-        frame = self._frame(block=block)
-        if frame is None or not wanted(frame[0]):
-            return None
-        del self._buf[: frame[2]]
-        return frame[0], frame[1]
+        """A frame ``wanted`` accepts, from those that have arrived (with ``block``, waiting
+        for the next one when none has). Refused frames stay, in order, for ``next``."""
+        if not self.frames:
+            self._read(block=block)
+            while block and not self.frames and not self._eof:
+                self._read(block=True)
+        for depth, (header, body) in enumerate(self.frames):
+            if depth >= _LOOK_AHEAD:
+                break
+            if wanted(header):
+                if depth:
+                    if self._ahead >= _AHEAD_BUDGET:
+                        return None  # the older frames' turn
+                    self._ahead += 1
+                del self.frames[depth]
+                return header, body
+        return None
 
 
 def main() -> None:

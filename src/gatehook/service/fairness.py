@@ -62,6 +62,13 @@ class TenantLimiter:
             return False
         return True
 
+    def room(self, tenant: str) -> int:
+        """How many more calls the tenant may start now without waiting."""
+        state = self._tenants.get(tenant)
+        if state is None:
+            return self._floor
+        return 0 if state.waiters else max(0, state.limit - state.in_flight)
+
     def release(self, tenant: str, seconds: float) -> None:
         """Give the slot back; a slow call shrinks the tenant's limit, a fast one grows it."""
         state = self._tenants.get(tenant)

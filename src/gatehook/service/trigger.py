@@ -341,7 +341,8 @@ class TriggerService:
         or back to back in one) gives the same decision as running them one after another,
         at the latency of the slowest rather than the sum. A run the slot never reaches (an
         action before it blocked) is dropped unseen. Attachments with a rollout, a kill
-        switch, network access, or a version not yet cached run in turn as before.
+        switch, network access, or a version not yet cached run in turn as before, and so do
+        all when the tenant has not the sandbox slots free to start them at once.
         """
         pure: list[ActionVersion] = []
         for att in attachments:
@@ -355,7 +356,9 @@ class TriggerService:
                 and version.compiled is not None
             ):
                 pure.append(version)
-        if len(pure) < 2:
+        if len(pure) < 2 or self._fairness.room(call.tenant) < len(pure):
+            # under load (the tenant's sandbox slots taken) they run in turn: starting them
+            # together would only queue them, at a cost, with nothing to gain
             return
         call.early = {}
         for version in pure:
