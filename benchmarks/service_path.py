@@ -105,6 +105,8 @@ class Flows:
 
 
 class Scripts:
+    idle_children = 2
+
     async def run(self, job: ScriptJob) -> ScriptRun:
         return ScriptRun(SCRIPT_RESULT, [], 0.1)
 

@@ -112,6 +112,7 @@ class Scripts:
         self.ran: list[str] = []
         self.running = 0
         self.most = 0
+        self.idle_children = 2  # as many as the sandbox pool has idle (0: under load)
 
     async def run(self, job: ScriptJob) -> ScriptRun:
         self.ran.append(job.action)
@@ -274,8 +275,8 @@ def _no_timing(event: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_under_load_they_run_in_turn() -> None:
-    """When the tenant's sandbox slots are taken, starting the scripts together would only
-    queue them: they run one after another, as reached."""
+    """When the tenant's sandbox slots are taken, or fewer than two children are idle,
+    starting the scripts together would only queue them: they run in turn, as reached."""
     scripts = Scripts({"a": cont(), "b": cont(), "c": cont()})
     svc = service(Flows([script("a"), script("b"), script("c")]), scripts)
     await decide(svc, 0)
@@ -292,3 +293,7 @@ async def test_under_load_they_run_in_turn() -> None:
     scripts.most = 0
     await decide(svc, 2)
     assert scripts.most == 3
+    scripts.idle_children = 1  # the sandbox busy: no two children to run them side by side
+    scripts.most = 0
+    await decide(svc, 3)
+    assert scripts.most == 1

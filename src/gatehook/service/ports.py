@@ -52,6 +52,11 @@ class ScriptRunner(Protocol):
 
     async def run(self, job: ScriptJob) -> ScriptRun: ...
 
+    @property
+    def idle_children(self) -> int:
+        """Children with no call queued: how many scripts could start at once right now."""
+        ...
+
 
 class Recorder(Protocol):
     """Keeps recorded trigger inputs for replay (a JetStream stream with a max age)."""
