@@ -10,10 +10,12 @@ child and everyone else keeps one to run on. A new tenant starts at the floor.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from gatehook.service.cache import Lru
+from gatehook.service.deadlines import Deadlines
 
 __all__ = ["TenantLimiter"]
 
@@ -22,17 +24,20 @@ __all__ = ["TenantLimiter"]
 class _Tenant:
     limit: int
     in_flight: int = 0
-    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    waiters: deque[asyncio.Future[bool]] = field(default_factory=deque)
 
 
 class TenantLimiter:
     """``await acquire(tenant, timeout)`` / ``release(tenant, seconds)`` around each call."""
 
-    def __init__(self, floor: int, ceiling: int, slow_s: float) -> None:
+    def __init__(
+        self, floor: int, ceiling: int, slow_s: float, deadlines: Deadlines | None = None
+    ) -> None:
         self._floor = max(1, floor)
         self._ceiling = max(self._floor, ceiling)
         self._slow = slow_s
         self._tenants: Lru[str, _Tenant] = Lru(10_000)
+        self._deadlines = deadlines or Deadlines()
 
     def limit(self, tenant: str) -> int:
         """The tenant's current limit (for tests and metrics)."""
@@ -40,7 +45,8 @@ class TenantLimiter:
         return state.limit if state else self._floor
 
     async def acquire(self, tenant: str, timeout: float) -> bool:
-        """Take a slot; False when none freed up within ``timeout`` seconds."""
+        """Take a slot; False when none freed up within ``timeout`` seconds. A call that
+        waits does so on the shared deadline timer (no task, no timer of its own)."""
         state = self._tenants.get(tenant)
         if state is None:
             state = _Tenant(self._floor)
@@ -48,19 +54,27 @@ class TenantLimiter:
         if state.in_flight < state.limit and not state.waiters:
             state.in_flight += 1
             return True
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         state.waiters.append(waiter)
+
+        def expire() -> None:
+            if not waiter.done():
+                waiter.set_result(False)
+
+        deadline = self._deadlines.at(time.monotonic() + max(timeout, 0.0), expire)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except TimeoutError:
-            if waiter.done() and not waiter.cancelled():
+            granted = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.result():
                 self._release_slot(tenant, state)  # granted just as we gave up: hand it on
-            else:
-                waiter.cancel()
-                if waiter in state.waiters:
-                    state.waiters.remove(waiter)
-            return False
-        return True
+            elif waiter in state.waiters:
+                state.waiters.remove(waiter)
+            raise
+        finally:
+            deadline.cancel()
+        if not granted and waiter in state.waiters:
+            state.waiters.remove(waiter)
+        return granted
 
     def room(self, tenant: str) -> int:
         """How many more calls the tenant may start now without waiting."""
@@ -86,4 +100,4 @@ class TenantLimiter:
             waiter = state.waiters.popleft()
             if not waiter.done():
                 state.in_flight += 1
-                waiter.set_result(None)
+                waiter.set_result(True)

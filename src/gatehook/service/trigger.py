@@ -142,7 +142,9 @@ class TriggerService:
         self.handled = 0  # requests answered by this instance (operations, load-sharing tests)
         sandbox = settings.sandbox
         floor = sandbox.per_tenant_concurrency or max(1, sandbox.pool_size - 1)
-        self._fairness = TenantLimiter(floor, ceiling=max(floor, 64), slow_s=0.05)
+        self._fairness = TenantLimiter(
+            floor, ceiling=max(floor, 64), slow_s=0.05, deadlines=deadlines
+        )
 
     # -- cache control -----------------------------------------------------------------------
     def invalidate(self, tenant: str) -> None:
