@@ -365,8 +365,7 @@ class TriggerService:
             or self._fairness.room(call.tenant) < len(pure)
         ):
             # under load (no two children idle, or the tenant's sandbox slots taken) they
-            # run in turn: started together they would only queue, at a cost (measured:
-            # five actions +15-25 % CPU in the closed loop), with nothing to gain
+            # run in turn: started together they would only queue, at a cost, for nothing
             return
         call.early = {}
         for version in pure:
