@@ -8,6 +8,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from gatehook.domain.catalogue import FlowType
+from gatehook.errors import StorageUnavailable
 from gatehook.storage import MongoStore
 
 EXT, INT = FlowType.EXTERNAL_AUTHENTICATION, FlowType.INTERNAL_AUTHENTICATION
@@ -70,3 +71,19 @@ async def test_an_expired_pin_is_replaced(store: MongoStore) -> None:
     stored = await store.pins.find_one({"_id": "acme/old"})
     assert stored is not None
     assert stored["revisions"] == {EXT.value: 6}
+
+
+async def test_a_stopped_writer_leaves_nobody_waiting(store: MongoStore) -> None:
+    """The writer cancelled mid-group (the worker stopping): its callers get an error
+    instead of waiting for ever, and the next pin starts a new writer."""
+    waiting = [
+        asyncio.create_task(store.pin_signin("acme", f"c{i}", {EXT: 1}, TTL)) for i in range(3)
+    ]
+    await asyncio.sleep(0)
+    writer = store._signin_pins._writer
+    assert writer is not None
+    writer.cancel()
+    results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+    assert all(isinstance(r, StorageUnavailable) for r in results), results
+    pin, _ = await store.pin_signin("acme", "after", {EXT: 2}, TTL)
+    assert pin == {EXT: 2}

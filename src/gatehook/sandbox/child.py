@@ -507,7 +507,7 @@ class _Reader:
         self._fd = fd
         self._buf = bytearray()
         self._eof = False
-        self.frames: deque[tuple[dict[str, Any], bytes]] = deque()
+        self._frames: deque[tuple[dict[str, Any], bytes]] = deque()
         self._ahead = 0  # frames taken ahead of an older one since ``next`` last took one
 
     def _read(self, *, block: bool) -> None:
@@ -531,30 +531,30 @@ class _Reader:
                 break
             start = pos + head
             header: dict[str, Any] = orjson.loads(buf[start : start + hlen])
-            self.frames.append((header, bytes(buf[start + hlen : start + total])))
+            self._frames.append((header, bytes(buf[start + hlen : start + total])))
             pos = start + total
         if pos:
             del buf[:pos]
 
     def next(self) -> tuple[dict[str, Any], bytes] | None:
         """The oldest frame, waiting for it; ``None`` at end of input."""
-        while not self.frames:
+        while not self._frames:
             if self._eof:
                 return None
             self._read(block=True)
         self._ahead = 0
-        return self.frames.popleft()
+        return self._frames.popleft()
 
     def take_if(
         self, wanted: Callable[[dict[str, Any]], bool], *, block: bool = False
     ) -> tuple[dict[str, Any], bytes] | None:
         """A frame ``wanted`` accepts, from those that have arrived (with ``block``, waiting
         for the next one when none has). Refused frames stay, in order, for ``next``."""
-        if not self.frames:
+        if not self._frames:
             self._read(block=block)
-            while block and not self.frames and not self._eof:
+            while block and not self._frames and not self._eof:
                 self._read(block=True)
-        for depth, (header, body) in enumerate(self.frames):
+        for depth, (header, body) in enumerate(self._frames):
             if depth >= _LOOK_AHEAD:
                 break
             if wanted(header):
@@ -562,7 +562,7 @@ class _Reader:
                     if self._ahead >= _AHEAD_BUDGET:
                         return None  # the older frames' turn
                     self._ahead += 1
-                del self.frames[depth]
+                del self._frames[depth]
                 return header, body
         return None
 

@@ -34,6 +34,10 @@ class Lru(Generic[K, V]):
         self.hits += 1
         return value
 
+    def peek(self, key: K) -> V | None:
+        """The value, or None; neither counted nor made recent."""
+        return self._data.get(key)
+
     def put(self, key: K, value: V) -> None:
         """Insert, evicting the least recently used past capacity."""
         self._data[key] = value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,30 +20,38 @@ __all__ = ["Call", "EarlyRun"]
 
 @dataclass(slots=True)
 class EarlyRun:
-    """A pure script started together with its slot's others: the run, and when it began
-    and ended (``perf_counter``), so its audit ``duration_ms`` is its own."""
+    """A pure script started together with its slot's others (``EarlyRun.start``): the run,
+    and when it began and ended (``perf_counter``), so its audit ``duration_ms`` is its own."""
 
-    began: float
+    run: asyncio.Future[ScriptRun] = field(init=False)
+    began: float = field(default_factory=time.perf_counter)
     ended: float = 0.0
-    run: asyncio.Future[ScriptRun] | None = None
 
-    async def timed(self, run: Awaitable[ScriptRun]) -> ScriptRun:
-        """Await ``run``, noting when it ends."""
+    @classmethod
+    def start(cls, run: Coroutine[Any, Any, ScriptRun]) -> EarlyRun:
+        """Run ``run`` as a task of its own, from now."""
+        early = cls()
+        early.run = asyncio.ensure_future(early._timed(run))
+        early.run.add_done_callback(_retrieve)
+        return early
+
+    async def _timed(self, run: Coroutine[Any, Any, ScriptRun]) -> ScriptRun:
         try:
             return await run
         finally:
             self.ended = time.perf_counter()
 
-    @staticmethod
-    def retrieve(run: asyncio.Future[ScriptRun]) -> None:
-        """The run's done callback: its error is the slot's to report; one the slot never
-        reached is dropped here (not logged as never retrieved)."""
-        if not run.cancelled():
-            run.exception()
-
     @property
     def duration_ms(self) -> float:
+        """The run's own time (until now, while it runs)."""
         return ((self.ended or time.perf_counter()) - self.began) * 1000
+
+
+def _retrieve(run: asyncio.Future[ScriptRun]) -> None:
+    """An early run's error is the slot's to report; one the slot never reached is dropped
+    here (not logged as never retrieved)."""
+    if not run.cancelled():
+        run.exception()
 
 
 @dataclass(slots=True)

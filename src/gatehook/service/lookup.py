@@ -128,8 +128,8 @@ class FlowLookup:
         return version
 
     def cached_version(self, tenant: str, action: str, wanted: str) -> ActionVersion | None:
-        """The version if it is cached (no load)."""
-        return self._versions.get((tenant, action, wanted))
+        """The version if it is cached (no load; not counted as a hit or a miss)."""
+        return self._versions.peek((tenant, action, wanted))
 
     def config(self, version: ActionVersion) -> tuple[Any, bytes]:
         """The parsed template config (templates) and the config's JSON (scripts), cached."""

@@ -10,7 +10,6 @@ The transport hands this module bytes and gets bytes back; it knows nothing of N
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -347,6 +346,8 @@ class TriggerService:
         all under load: unless two sandbox children are idle and the tenant has the slots
         free to start them all at once.
         """
+        if self._scripts.idle_children < 2:
+            return  # under load: see below
         pure: list[ActionVersion] = []
         for att in attachments:
             if att.rollout is not None or att.action in call.disabled:
@@ -359,23 +360,15 @@ class TriggerService:
                 and version.compiled is not None
             ):
                 pure.append(version)
-        if (
-            len(pure) < 2
-            or self._scripts.idle_children < 2
-            or self._fairness.room(call.tenant) < len(pure)
-        ):
+        if len(pure) < 2 or self._fairness.room(call.tenant) < len(pure):
             # under load (no two children idle, or the tenant's sandbox slots taken) they
             # run in turn: started together they would only queue, at a cost, for nothing
             return
         call.early = {}
         for version in pure:
             config_json = self.lookup.config(version)[1]
-            early = EarlyRun(time.perf_counter())
-            early.run = asyncio.ensure_future(
-                early.timed(self._run_script(call, version, config_json))
-            )
-            early.run.add_done_callback(EarlyRun.retrieve)
-            call.early[(version.action, version.version)] = early
+            run = self._run_script(call, version, config_json)
+            call.early[(version.action, version.version)] = EarlyRun.start(run)
 
     async def _run(self, call: Call, att: Attachment, before: list[Step]) -> Step:
         switch = call.disabled.get(att.action)
@@ -504,7 +497,7 @@ class TriggerService:
                 )
                 raise ScriptError(f"template {version.template} failed: {exc}") from exc
         early = call.early.pop((version.action, version.version), None) if call.early else None
-        if early is not None and early.run is not None:
+        if early is not None:
             return _script_output((await early.run).output)
         return _script_output((await self._run_script(call, version, config_json)).output)
 

@@ -39,14 +39,6 @@ Doc = dict[str, Any]
 Pin = dict[FlowType, int | None]
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class MongoStore:
     """Storage port's production adapter. One instance per event loop; ``aclose()`` it."""
 

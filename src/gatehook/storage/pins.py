@@ -24,7 +24,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from gatehook.domain.catalogue import FlowType
-from gatehook.errors import StorageError
+from gatehook.errors import StorageError, StorageUnavailable
 
 __all__ = ["SigninPins"]
 
@@ -52,9 +52,14 @@ class _Want:
     ttl: timedelta
     waiters: list[asyncio.Future[tuple[Pin, datetime]]] = field(default_factory=list)
 
+    @property
+    def key(self) -> str:
+        """The pin's ``_id`` (a tenant slug has no ``/``)."""
+        return f"{self.tenant}/{self.signin_id}"
+
     def fresh(self, now: datetime) -> Doc:
         return {
-            "_id": f"{self.tenant}/{self.signin_id}",
+            "_id": self.key,
             "tenant": self.tenant,
             "signin_id": self.signin_id,
             "revisions": {ft.value: rev for ft, rev in self.current.items()},
@@ -80,6 +85,7 @@ class SigninPins:
         self._guard = guard
         self._queue: dict[str, _Want] = {}  # by key: one write per sign-in and group
         self._writer: asyncio.Task[None] | None = None
+        self._group: list[_Want] = []  # the group being written
         self.groups = 0  # groups written (for tests and benchmarks)
 
     async def pin(
@@ -94,26 +100,37 @@ class SigninPins:
             want = self._queue[key] = _Want(tenant, signin_id, current, ttl)
         waiter: asyncio.Future[tuple[Pin, datetime]] = asyncio.get_running_loop().create_future()
         want.waiters.append(waiter)
-        if self._writer is None:
+        if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_groups())
+            self._writer.add_done_callback(self._stopped)
         return await waiter
 
     async def _write_groups(self) -> None:
         """Write the queued pins, group after group, until none are left."""
-        try:
-            await asyncio.sleep(0)  # the pins asked for in this turn of the loop join the group
-            while self._queue:
-                group, self._queue = list(self._queue.values()), {}
-                self.groups += 1
-                try:
-                    await self._guard(partial(self._write, group))
-                except Exception as exc:
-                    for want in group:
-                        want.settle(exc)
-        finally:
-            self._writer = None
-            if self._queue:  # asked for while the last group's failure was being handed out
-                self._writer = asyncio.create_task(self._write_groups())
+        await asyncio.sleep(0)  # the pins asked for in this turn of the loop join the group
+        while self._queue:
+            self._group, self._queue = list(self._queue.values()), {}
+            self.groups += 1
+            try:
+                await self._guard(partial(self._write, self._group))
+            except Exception as exc:
+                for want in self._group:
+                    want.settle(exc)
+        self._group = []
+
+    def _stopped(self, writer: asyncio.Task[None]) -> None:
+        """The writer's done callback: cancelled (the worker stopping, even before it ran),
+        its callers get an error instead of waiting for ever (settled ones are skipped)."""
+        if not writer.cancelled():
+            return
+        leftover = self._group
+        if self._writer is writer:  # (else the queue is a newer writer's)
+            leftover = [*leftover, *self._queue.values()]
+            self._queue = {}
+        self._group = []
+        stopped = StorageUnavailable("sign-in pins: the writer stopped")
+        for want in leftover:
+            want.settle(stopped)
 
     async def _write(self, group: list[_Want]) -> None:
         now = datetime.now(UTC)
@@ -133,10 +150,10 @@ class SigninPins:
             await self._read([group[i] for i in sorted(failed)], now)
 
     async def _read(self, taken: list[_Want], now: datetime) -> None:
-        keys = [f"{w.tenant}/{w.signin_id}" for w in taken]
+        keys = [want.key for want in taken]
         stored = {d["_id"]: d async for d in self._pins.find({"_id": {"$in": keys}})}
-        for want, key in zip(taken, keys, strict=True):
-            doc = stored.get(key)
+        for want in taken:
+            doc = stored.get(want.key)
             if doc is not None and _aware(doc["expires_at"]) > now:
                 want.settle(_parse(doc))  # (the key holds the tenant: it is this tenant's)
             else:
@@ -145,14 +162,13 @@ class SigninPins:
     async def _one(self, want: _Want, doc: Doc | None) -> tuple[Pin, datetime]:
         """One pin the careful way: replace an expired one (unless someone else just did),
         insert a missing one (unless someone else just did), then read what is stored."""
-        key = f"{want.tenant}/{want.signin_id}"
         fresh = want.fresh(datetime.now(UTC))
         if doc is not None:
-            await self._pins.replace_one({"_id": key, "expires_at": doc["expires_at"]}, fresh)
+            await self._pins.replace_one({"_id": want.key, "expires_at": doc["expires_at"]}, fresh)
         else:
             with contextlib.suppress(DuplicateKeyError):
                 await self._pins.insert_one(fresh)
-        stored = await self._pins.find_one({"_id": key, "tenant": want.tenant})
+        stored = await self._pins.find_one({"_id": want.key, "tenant": want.tenant})
         if stored is None:
             raise StorageError("sign-in pin vanished while it was being created")
         return _parse(stored)
