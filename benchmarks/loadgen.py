@@ -128,6 +128,7 @@ async def main() -> None:
                 "lat": lat,
                 "stall_ms": stall * 1000,
                 "stall_at": at - started,
+                "started_at": started,  # perf_counter: CLOCK_MONOTONIC, as other processes'
             }
         )
     )

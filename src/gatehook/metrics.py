@@ -117,9 +117,22 @@ class Metrics(Telemetry):
         self._audit_failures = _Series(
             "gatehook_audit_failures", "Audit batches not acknowledged", []
         )
+        self._lag = _Series(
+            "gatehook_event_loop_lag_seconds",
+            "How late a 10 ms timer of the worker's event loop fired (busy loop or process)",
+            [],
+            _BUCKETS,
+        )
         self.registry.register(
             _Families(
-                [self._requests, self._latency, self._actions, self._audit, self._audit_failures]
+                [
+                    self._requests,
+                    self._latency,
+                    self._actions,
+                    self._audit,
+                    self._audit_failures,
+                    self._lag,
+                ]
             )
         )
 
@@ -142,6 +155,10 @@ class Metrics(Telemetry):
         self._audit.observe((), seconds)
         if not ok:
             self._audit_failures.inc(())
+
+    def loop_lag(self, seconds: float) -> None:
+        """One observation of the event loop's lag (``process.loop.watch_lag``)."""
+        self._lag.observe((), seconds)
 
     def add_gauges(self, read: Callable[[], dict[str, Any]]) -> None:
         """Export values read at scrape time (pool size, restarts, caches, webhooks...)."""

@@ -28,6 +28,7 @@ from gatehook.admin.service import AdminService
 from gatehook.domain.contract import AuditEvent
 from gatehook.errors import GatehookError, TransportError
 from gatehook.metrics import Metrics, MetricsServer
+from gatehook.process.loop import watch_lag
 from gatehook.sandbox import SandboxPool
 from gatehook.security.connections import mongo_options
 from gatehook.security.sealing import sealer_from
@@ -99,6 +100,7 @@ class Runtime:
         self._metrics_server: MetricsServer | None = None
         self._last_health: dict[str, Any] = {"ready": False, "checks": {"started": False}}
         self._health_task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
         self._triggers: TriggerService | None = None
         self._server: TriggerServer | None = None
         self._micro: Service | None = None
@@ -189,6 +191,7 @@ class Runtime:
         self.metrics.add_gauges(self._snapshot)
         if self._metrics_server is not None:
             self._health_task = asyncio.create_task(self._health_loop())
+            self._lag_task = asyncio.create_task(watch_lag(self.metrics.loop_lag))
         self._admin = AdminApi(
             service,
             self.templates,
@@ -385,8 +388,9 @@ class Runtime:
 
     async def aclose(self) -> None:
         """Stop the sandbox (if owned) and close the storage client."""
-        if self._health_task is not None:
-            self._health_task.cancel()
+        for task in (self._health_task, self._lag_task):
+            if task is not None:
+                task.cancel()
         if self._metrics_server is not None:
             self._metrics_server.stop()
         if self.journal is not None:

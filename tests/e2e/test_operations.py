@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -211,6 +212,9 @@ async def test_metrics_and_healthz(
         assert 'outcome="bad_request"' in text
         assert 'gatehook_action_executions_total{error_kind="",outcome="block"} 3.0' in text
         assert "gatehook_audit_publish_seconds_count 3.0" in text
+        lag = re.search(r"^gatehook_event_loop_lag_seconds_count (\S+)$", text, re.M)
+        assert lag is not None  # the worker's loop is watched
+        assert float(lag.group(1)) > 0
         assert "gatehook_sandbox_children 2.0" in text
         assert 'gatehook_cache_lookups_total{cache="action_versions",result="hit"}' in text
         assert tenant not in text  # no tenant labels unless asked for

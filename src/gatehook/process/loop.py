@@ -17,14 +17,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["freeze_startup_heap", "run_worker", "tune_gc"]
+__all__ = ["LAG_INTERVAL_S", "freeze_startup_heap", "run_worker", "tune_gc", "watch_lag"]
 
 log = logging.getLogger("gatehook")
 
 GEN0_THRESHOLD = 50_000
+LAG_INTERVAL_S = 0.01
 
 
 def tune_gc() -> None:
@@ -54,3 +55,18 @@ def run_worker(
             uvloop.run(main)
             return
     asyncio.run(main)
+
+
+async def watch_lag(observe: Callable[[float], None], interval: float = LAG_INTERVAL_S) -> None:
+    """Observe, until cancelled, how late a timer of ``interval`` seconds fires on this loop.
+
+    A late timer means the loop was busy with other work (a long callback, a collection) or
+    the process was not running (the machine's other processes, the hypervisor). Each stall
+    that covers a timer's due time shows, shortened by at most ``interval``; at the default
+    10 ms this costs ~100 wake-ups a second (BENCHMARKS.md, seventh session).
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(interval)
+        observe(max(loop.time() - started - interval, 0.0))
