@@ -10,6 +10,9 @@ Starts real servers and a worker with timing probes (``tail_probe.py``), drives 
   (from the message's arrival to the reply's publish), of each sandbox call and of each
   journal write (reply record and audit events until acknowledged);
 - the client's longest stall and what each phase's slowest was in the 100 ms before it ended;
+- CPU per request and voluntary context switches (a thread's sleep, each a wake-up later)
+  per request of the worker, its sandbox children and nats-server (all its threads) over the
+  phase;
 - the event loop's lag over 5 ms (a 1 ms timer's oversleep: the loop busy or not scheduled),
   the garbage collections during the phase, and CPU time stolen by the hypervisor
   (``/proc/stat``, in 10 ms ticks) while it ran.
@@ -51,6 +54,25 @@ def steal_ticks(until: float, out: list[tuple[float, int]]) -> None:
         time.sleep(0.005)
 
 
+def proc_stats(pids: dict[str, int]) -> dict[str, tuple[float, int]]:
+    """(CPU seconds, voluntary context switches of all its threads) by process: how often
+    its threads slept and woke."""
+    out: dict[str, tuple[float, int]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            switches = 0
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith("voluntary_ctxt_switches"):
+                        switches += int(line.split(":")[1])
+        except OSError:
+            continue
+        out[name] = ((int(fields[11]) + int(fields[12])) / tick, switches)
+    return out
+
+
 def row(name: str, values: list[float]) -> str:
     if not values:
         return f"| {name} | 0 | | | | |"
@@ -86,9 +108,15 @@ def main() -> None:
         sampler = threading.Thread(
             target=steal_ticks, args=(time.perf_counter() + args.seconds + 1, stolen)
         )
+        children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+        assert nats_server.proc is not None
+        pids = {"worker": worker.pid, "nats-server": nats_server.proc.pid}
+        pids |= {f"sandbox child {pid}": int(pid) for pid in children}
+        before = proc_stats(pids)
         sampler.start()
         (o,) = loadgen(nats_server.url, subject, "open", args.seconds, procs=1, rate=args.rate)
         sampler.join()
+        after = proc_stats(pids)
     finally:
         stop(worker)
         mongo.stop()
@@ -112,6 +140,13 @@ def main() -> None:
     }
     for kind, label in labels.items():
         print(row(label, [ms for _, ms in phase(kind)]))
+    print("\n| process | CPU µs per request | sleeps and wake-ups per request |")
+    print("| --- | ---: | ---: |")
+    n = max(len(o["lat"]), 1)
+    for name, (cpu, switches) in after.items():
+        if name in before and cpu > before[name][0]:
+            cpu_us = (cpu - before[name][0]) / n * 1e6
+            print(f"| {name} | {cpu_us:.0f} | {(switches - before[name][1]) / n:.2f} |")
     stall_end = t0 + o["stall_at"] + o["stall_ms"] / 1000
     print(f"\nthe client's longest stall: {o['stall_ms']:.1f} ms at {o['stall_at']:.2f} s")
     for kind in ("worker", "sandbox", "journal", "lag"):
