@@ -39,7 +39,18 @@ import uvloop
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from gatehook.devservers import start_mongo, start_nats  # noqa: E402
-from run import PA, PY, TENANTS, loadgen, pct, set_up_tenants, stop, wait_ready  # noqa: E402
+from run import (  # noqa: E402
+    PA,
+    PY,
+    TENANTS,
+    kind_of,
+    loadgen,
+    pct,
+    proc_tree,
+    set_up_tenants,
+    stop,
+    wait_ready,
+)
 
 
 def steal_ticks(until: float, out: list[tuple[float, int]]) -> None:
@@ -108,10 +119,9 @@ def main() -> None:
         sampler = threading.Thread(
             target=steal_ticks, args=(time.perf_counter() + args.seconds + 1, stolen)
         )
-        children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
         assert nats_server.proc is not None
-        pids = {"worker": worker.pid, "nats-server": nats_server.proc.pid}
-        pids |= {f"sandbox child {pid}": int(pid) for pid in children}
+        tree = proc_tree([worker.pid, nats_server.proc.pid])  # with the sandbox children
+        pids = {kind_of(p) + (f" {p}" if kind_of(p) == "sandbox" else ""): p for p in tree}
         before = proc_stats(pids)
         sampler.start()
         (o,) = loadgen(nats_server.url, subject, "open", args.seconds, procs=1, rate=args.rate)

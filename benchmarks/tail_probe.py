@@ -3,8 +3,9 @@
 Wraps, in this process only: the trigger server's arrival and answer of each request (the
 worker-side latency), ``SandboxPool.run`` (a sandbox call), ``JsJournal.record`` (the reply
 record and audit events until acknowledged); counts garbage collections and measures the
-event loop's lag (a 1 ms timer's oversleep). Everything is kept in lists of floats and
-written as JSON to ``$TAIL_PROBE_OUT`` when the worker exits (SIGTERM drains it first).
+event loop's lag (``watch_lag``, the worker's metric, with a 1 ms timer instead of 50 ms).
+Everything is kept in lists of floats and written as JSON to ``$TAIL_PROBE_OUT`` when the
+worker exits (SIGTERM drains it first).
 
 Timestamps are ``time.perf_counter()`` (CLOCK_MONOTONIC on Linux: comparable with the load
 generator's). The probes cost a few µs a request; compare their numbers with the client's
@@ -22,6 +23,7 @@ import sys
 import time
 from typing import Any
 
+from gatehook.process.loop import watch_lag
 from gatehook.sandbox import pool as sandbox_pool
 from gatehook.transport import journal as journal_mod
 from gatehook.transport import trigger_server
@@ -32,6 +34,7 @@ starts: dict[str, list[float]] = {k: [] for k in ("worker", "sandbox", "journal"
 millis: dict[str, list[float]] = {k: [] for k in starts}
 gc_runs: list[float] = []  # start, ms, generation, ... flattened
 _arrived: dict[bytes, float] = {}
+LAG_S = 0.001  # the lag timer's interval: a stall shows whenever it is over ~1 ms
 
 
 def _note(kind: str, started: float) -> None:
@@ -88,14 +91,11 @@ def on_gc(phase: str, info: dict[str, Any]) -> None:
         gc_runs.extend((_gc_started[0], ms, float(info.get("generation", -1))))
 
 
-async def lag_monitor() -> None:
-    while True:
-        started = time.perf_counter()
-        await asyncio.sleep(0.001)
-        late = (time.perf_counter() - started) * 1000 - 1.0
-        if late > 1.0:
-            starts["lag"].append(started)
-            millis["lag"].append(late)
+def on_lag(seconds: float) -> None:
+    """``watch_lag``'s observation at a 1 ms interval; kept when over 1 ms."""
+    if seconds > 0.001:
+        starts["lag"].append(time.perf_counter() - seconds - LAG_S)  # when the timer was set
+        millis["lag"].append(seconds * 1000)
 
 
 _serve = trigger_server.TriggerServer._serve
@@ -104,7 +104,7 @@ _monitor: list[asyncio.Task[None]] = []
 
 async def serve(self: Any, *args: Any) -> None:
     if not _monitor:  # started with the first request, on the worker's loop
-        _monitor.append(asyncio.get_running_loop().create_task(lag_monitor()))
+        _monitor.append(asyncio.get_running_loop().create_task(watch_lag(on_lag, LAG_S)))
     await _serve(self, *args)
 
 
