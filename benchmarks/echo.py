@@ -9,6 +9,8 @@ import signal
 import nats
 import uvloop
 
+from gatehook.transport.lean import settle
+
 REPLY = b'{"request_id":"x","decision":"continue","claims":{},"actions":[],"error":null}'
 
 
@@ -23,7 +25,7 @@ async def main() -> None:
         await msg.respond(REPLY)
 
     await nc.subscribe(args.subject, queue="gatehook-workers", cb=on_msg)
-    await nc.flush()
+    await settle(nc)
     print("ready", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

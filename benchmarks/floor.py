@@ -33,7 +33,7 @@ from gatehook.service.ports import EncodedEvent
 from gatehook.settings import Settings
 from gatehook.transport.jetstream import AuditPublisher, JsReplyStore
 from gatehook.transport.journal import JsJournal
-from gatehook.transport.lean import LeanNats
+from gatehook.transport.lean import LeanNats, settle
 
 REPLY = b'{"request_id":"x","decision":"continue","claims":{},"actions":[],"error":null}'
 SCRIPT = "exports.execute = function (input) { return {kind: 'continue'}; };"
@@ -95,7 +95,7 @@ async def main() -> None:
         task.add_done_callback(tasks.discard)
 
     await lean.subscribe(args.subject, on_msg, queue="gatehook-workers")
-    await nc.flush()
+    await settle(nc)
     print("ready", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

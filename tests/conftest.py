@@ -193,7 +193,7 @@ async def admin(
 
     async def notify(tenant: str) -> None:
         await nc.publish(changes_subject(tenant), b"")
-        await nc.flush()
+        await settle(nc)  # the broadcast is on the server (a bare flush may overtake it)
 
     return AdminService(
         store=store, compiler=pool, templates=default_registry(), audit=audit, notify=notify

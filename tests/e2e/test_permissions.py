@@ -18,6 +18,7 @@ from gatehook.devservers import Server, start_nats
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
+from gatehook.transport.lean import settle
 from tests.conftest import start_worker, stop_worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +79,7 @@ async def test_roles(
             await login.subscribe(subject)
         with pytest.raises(nats.errors.TimeoutError):
             await login.request("$JS.API.STREAM.INFO.GATEHOOK_AUDIT", b"", timeout=0.5)
-        await login.flush()
+        await settle(login)
         await asyncio.sleep(0.1)
         said = [e.lower() for e in errors[before:]]
         assert sum("permissions violation for subscription" in e for e in said) == 3, said
@@ -173,7 +174,7 @@ async def test_console_role(
         await console.publish("gatehook.v1.audit.acme.flow.action_executed", b"{}")
         with pytest.raises(nats.errors.TimeoutError):
             await console.request(f"$JS.API.STREAM.DELETE.{settings.audit.stream}", timeout=0.5)
-        await console.flush()
+        await settle(console)
         await asyncio.sleep(0.1)
         assert sum("permissions violation" in e.lower() for e in errors) >= 3, errors
         assert (await console.jetstream().stream_info(settings.audit.stream)).config.name

@@ -5,13 +5,14 @@ connection keep nats-py's own path, and a lean subscription survives a server re
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import nats
 import pytest
 from nats import errors
 
 from gatehook.devservers import start_nats
-from gatehook.transport.lean import LeanNats, parse_headers, status_of
+from gatehook.transport.lean import LeanNats, parse_headers, settle, status_of
 from tests.conftest import Servers
 
 Got = list[tuple[bytes, bytes, bytes, bytes | None]]
@@ -39,15 +40,17 @@ async def test_lean_subscription_gets_raw_messages_in_order(servers: Servers) ->
             plain.append(msg.data)
 
         await nc.subscribe("plain.in", cb=on_plain)  # nats-py's own path, same connection
-        await nc.flush()
+        await settle(nc)
         for i in range(200):
             await other.publish(f"lean.in.{i % 3}", f"m{i}".encode(), reply=f"r.{i}")
         await other.publish("lean.in.x", b"h", headers={"traceparent": "00-ab-cd-01", "K": "v"})
         await other.publish("plain.in", b"p")
-        await other.flush()
+        await settle(other)
         await _until(
             lambda: len(got) == 201 and plain == [b"p"],
-            timeout=15,  # a loaded CI machine: once the 5 s default was not enough
+            # Two CI runs lost a prefix of these messages: a bare flush() let the
+            # subscription reach the server after the publishes (see lean.settle).
+            timeout=15,
             state=lambda: f"(lean: {len(got)} of 201, plain: {plain})",
         )
     finally:
@@ -72,7 +75,7 @@ async def test_lean_publish_request_reply_and_no_responders(servers: Servers) ->
         await lean.subscribe("svc.echo", lambda s, r, d, h: lean.publish(r, d.upper()))
         inbox = nc.new_inbox()
         await lean.subscribe(inbox + ".*", lambda *m: acks.append(m))
-        await nc.flush()
+        await settle(nc)
         replies = await asyncio.gather(
             *(client.request("svc.echo", f"x{i}".encode(), timeout=5) for i in range(50))
         )
@@ -115,7 +118,7 @@ async def test_lean_subscription_survives_a_server_restart() -> None:
     lean = LeanNats(nc)
     try:
         await lean.subscribe("after.restart", lambda *m: got.append(m))
-        await nc.flush()
+        await settle(nc)
         server.kill()
         await _until(lambda: not nc.is_connected)
         lean.publish(b"after.restart", b"buffered")  # kept in nats-py's reconnect buffer
@@ -128,3 +131,30 @@ async def test_lean_subscription_survives_a_server_restart() -> None:
         await nc.close()
         server.stop()
     assert [m[2] for m in got] == [b"buffered", b"fresh"]
+
+
+async def test_settle_returns_only_after_the_server_has_the_subscription(tmp_path: Path) -> None:
+    """A tracing nats-server logs each client's protocol lines in the order it processed
+    them: after ``settle`` a PING the server answered comes after the SUB (nats-py's own
+    ``flush()`` writes its PING first, the SUB after it: the PONG comes back too early)."""
+    config = tmp_path / "trace.conf"
+    config.write_text("trace: true\n")
+    server = start_nats(config=str(config))
+    try:
+        nc = await nats.connect(server.url)
+        await nc.subscribe("settle.first")
+        await nc.flush()  # the bare flush, to show the order it gives
+        await nc.subscribe("settle.second")
+        await settle(nc)
+        await nc.close()
+        log = await asyncio.to_thread(Path(server.log_path or "").read_text)
+    finally:
+        server.stop()
+    lines = [
+        line.split("<<- ", 1)[1]
+        for line in log.splitlines()
+        if "<<- [" in line and ("[SUB settle." in line or "[PING]" in line)
+    ]
+    first, second = lines.index("[SUB settle.first  1]"), lines.index("[SUB settle.second  2]")
+    assert lines[first - 1] == "[PING]", lines  # the bare flush: PING overtook the SUB
+    assert "[PING]" in lines[second + 1 :], lines  # settle: a PING after the SUB, answered

@@ -29,7 +29,7 @@ from nats import errors
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
-__all__ = ["LeanNats", "MessageHandler", "parse_headers", "status_of"]
+__all__ = ["LeanNats", "MessageHandler", "parse_headers", "settle", "status_of"]
 
 MessageHandler = Callable[[bytes, bytes, bytes, bytes | None], None]
 
@@ -53,6 +53,27 @@ def parse_headers(headers: bytes | None) -> dict[str, str]:
         if sep and key.strip():
             out[key.strip().decode(errors="replace")] = value.strip().decode(errors="replace")
     return out
+
+
+async def settle(nc: Client, timeout: float = 5.0) -> None:
+    """Return once the server has processed everything written on ``nc`` so far:
+    subscriptions, unsubscriptions and publishes (use it where ``flush()`` is meant).
+
+    nats-py's ``flush()`` writes its PING straight to the socket, ahead of the commands still
+    waiting in the pending buffer for its flusher task, so the PONG can come back before an
+    earlier SUB or PUB has reached the server: a subscription made, flushed and then
+    published to from another connection can miss the first messages (seen under CPU load,
+    nats-py 2.14-2.16). The first flush here kicks the flusher; the pending buffer is then
+    empty (waited for, bounded by ``timeout``) and the second flush's PING follows
+    everything on the socket.
+    """
+    flush_timeout = max(1, int(timeout))
+    await nc.flush(timeout=flush_timeout)
+    deadline = asyncio.get_running_loop().time() + timeout
+    # nats-py offers no event for "pending buffer written"; poll it, bounded by the deadline.
+    while nc.pending_data_size > 0 and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.001)
+    await nc.flush(timeout=flush_timeout)
 
 
 class LeanNats:

@@ -11,18 +11,17 @@ Both are served on the lean path (``transport.trigger_server``); the management 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
-from nats.aio.client import Client
 
 from gatehook.admin.api import ADMIN_SUBJECT
 from gatehook.runtime import Runtime
 from gatehook.sandbox import SandboxPool
 from gatehook.security.connections import broker_security
 from gatehook.settings import Settings
+from gatehook.transport.lean import settle
 from gatehook.transport.trigger_server import BAD_SUBJECT, CHANGES_SUBJECT, split_subject
 
 __all__ = [
@@ -42,20 +41,6 @@ TRIGGER_SUBJECT = "gatehook.v1.trigger.*.*.*"
 def changes_subject(tenant: str) -> str:
     """The broadcast subject that tells workers ``tenant``'s flows changed."""
     return f"gatehook.v1.changes.{tenant}"
-
-
-async def settle(nc: Client, timeout: float = 5.0) -> None:
-    """Return once the server has everything written so far (subscriptions included).
-
-    nats-py writes a flush's PING straight to the socket, ahead of commands still waiting for
-    its flusher task, so a bare ``flush()`` can return before earlier SUBs reach the server.
-    Wait for the pending buffer to drain first, then round-trip.
-    """
-    deadline = asyncio.get_running_loop().time() + timeout
-    # nats-py offers no event for "pending buffer written"; poll it, bounded by the deadline.
-    while nc.pending_data_size > 0 and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.001)
-    await nc.flush(timeout=max(1, int(timeout)))
 
 
 def build_broker(
