@@ -8,6 +8,7 @@ Screenshots of the main pages go to ``build/screenshots/`` (README shows one of 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import shutil
@@ -25,7 +26,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from gatehook.admin.client import AdminClient
 from gatehook.console.app import build_app
-from gatehook.console.auth import Sessions
+from gatehook.console.auth import Session, Sessions
 from gatehook.console.server import ConsoleRefused, console_token
 from gatehook.settings import ConsoleSettings, Settings
 from tests.conftest import Worker
@@ -387,10 +388,21 @@ async def test_sign_in_is_required_and_checked(
     )
     assert forged.status == 403
     assert await AdminClient(nc).call(tenant, "actions.list") == []
+    await page.goto(console + f"/t/{tenant}/actions")  # a second visit of the same tenant
+    await expect(page.locator("h1")).to_have_text("Actions")
     # Signing out ends the session.
     await page.click("button:has-text('sign out')")
     await page.goto(console + f"/t/{tenant}/actions")
     await expect(page.locator("h1")).to_have_text("Sign in")
+    # The tenant is not in the picker's list (GATEHOOK_CONSOLE__TENANTS), so the token
+    # sign-in was not audited for it at sign-in: its first page was, once.
+    signed = await audit_events(nc, tenant, "console.signed_in")
+    assert [(e["actor"], e["details"]) for e in signed] == [
+        (
+            "console:mallory",
+            {"method": "token", "role": "editor", "path": f"GET /t/{tenant}/actions"},
+        )
+    ]
 
 
 def test_token_rules() -> None:
@@ -416,6 +428,28 @@ def test_sessions_are_signed_and_expire() -> None:
     assert sessions.operator(forged, now=1030) is None
     assert sessions.csrf_ok(cookie, sessions.csrf(cookie))
     assert not sessions.csrf_ok(cookie, "0" * 32)
+
+
+def test_sessions_carry_the_sign_in_method() -> None:
+    sessions = Sessions(TOKEN, ttl_s=60)
+    token = sessions.session(sessions.issue("olivia", now=1000), now=1030)
+    assert token == Session("olivia", {"*": "editor"}, "token")
+    oidc = sessions.session(sessions.issue("ann", {"acme": "viewer"}, 1000, "oidc"), now=1030)
+    assert oidc == Session("ann", {"acme": "viewer"}, "oidc")
+    with pytest.raises(ValueError, match="sign-in method"):
+        sessions.issue("ann", method="password")
+
+    def signed(payload: str) -> str:
+        encoded = base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+        return f"{encoded}.{sessions._sign(payload)}"
+
+    # a cookie issued before the method was added still reads, with no method
+    assert sessions.session(signed("olivia|1060|*=editor"), now=1030) == Session(
+        "olivia", {"*": "editor"}
+    )
+    # a signed cookie with a method that is not one is refused
+    assert sessions.session(signed("olivia|1060|*=editor|magic"), now=1030) is None
+    assert sessions.session(signed("olivia|1060|*=editor|token|x"), now=1030) is None
 
 
 async def test_bad_addresses_get_clear_pages(console: str, page: Page, tenant: str) -> None:

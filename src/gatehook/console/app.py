@@ -42,6 +42,7 @@ from gatehook.domain.catalogue import TENANT_RE
 from gatehook.domain.contract import AuditEvent
 from gatehook.errors import GatehookError
 from gatehook.security.connections import connect_nats
+from gatehook.service.cache import Lru
 from gatehook.settings import Settings
 
 __all__ = ["build_app"]
@@ -57,6 +58,7 @@ EVENT_TYPES = [
     "flow.action_executed",
 ]
 AUDIT_ROWS = 200  # newest events on the audit page
+FIRST_VISITS_KEPT = 10_000  # (session, tenant) pairs remembered as audited
 AUDIT_MAX_SCAN = 200_000  # stream sequence numbers looked at, at most, for one page
 
 
@@ -65,6 +67,8 @@ def build_app(settings: Settings, token: str) -> Starlette:
     env = Env(settings, Sessions(token, settings.console.session_ttl_s))
     oidc = Oidc(settings.console.oidc) if settings.console.oidc.issuer else None
     token_sign_in = oidc is None or settings.console.oidc.token_sign_in
+    # (session cookie, tenant) pairs whose first page was audited (see ``first_visit``)
+    visited: Lru[tuple[str, str], bool] = Lru(FIRST_VISITS_KEPT)
     STATE_COOKIE = "gatehook_oidc_state"
 
     @asynccontextmanager
@@ -147,10 +151,31 @@ def build_app(settings: Settings, token: str) -> Starlette:
                         reason=refusal,
                     )
                     return render(env, request, "error.html", 403, message=refusal)
+                await first_visit(cookie, session, tenant, f"{request.method} {request.url.path}")
             request.state.session = session
             return await handler(request, operator)
 
         return endpoint
+
+    async def first_visit(cookie: str, session: Session, tenant: str, path: str) -> None:
+        """A session that may open every tenant was audited at sign-in only for the picker's
+        tenants (``GATEHOOK_CONSOLE__TENANTS``): its first page of any other tenant is
+        recorded for that tenant as ``console.signed_in`` (with the page), so every tenant's
+        audit names each operator who opened it. Remembered per console process for the
+        last ``FIRST_VISITS_KEPT`` pairs (a console restart records a session again)."""
+        if not session.every_tenant or tenant in audited_tenants(session.roles):
+            return
+        if visited.peek((cookie, tenant)) is not None:
+            return
+        visited.put((cookie, tenant), True)
+        await record(
+            session.operator,
+            [tenant],
+            "signed_in",
+            method=session.method,
+            role=session.role(tenant),
+            path=path[:500],
+        )
 
     def refused(session: Session, tenant: str, method: str) -> str | None:
         """Why ``session`` may not do ``method`` on ``tenant``'s pages (None: it may)."""
@@ -243,7 +268,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
         except SignInRefused as exc:
             log.info("console sign-in refused: %s", exc.message)
             return login_page(request, 401, errors={"oidc": exc.message})
-        cookie = env.sessions.issue(identity.operator, identity.roles)
+        cookie = env.sessions.issue(identity.operator, identity.roles, method="oidc")
         await record(
             identity.operator,
             audited_tenants(identity.roles),

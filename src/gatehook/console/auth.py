@@ -1,7 +1,8 @@
 """Console sign-in: signed session cookies with the operator's roles, CSRF tokens.
 
-Pure (no I/O). A session is ``<operator>|<expiry>|<roles>`` signed with HMAC-SHA256 under a
-key derived from the console token, so changing the token signs everyone out. Roles are
+Pure (no I/O). A session is ``<operator>|<expiry>|<roles>|<method>`` signed with HMAC-SHA256
+under a key derived from the console token, so changing the token signs everyone out (a
+cookie from before ``<method>`` was added still reads, with no method). Roles are
 ``tenant=role`` pairs (role ``viewer`` or ``editor``; tenant ``*`` for every tenant): the
 shared token gives ``*=editor``, OpenID Connect what the provider's claim says
 (``gatehook.console.oidc``). Every form carries a CSRF token derived from the session; the
@@ -18,12 +19,13 @@ import re
 import time
 from dataclasses import dataclass
 
-__all__ = ["EVERY_TENANT", "OPERATOR_RE", "ROLES", "Session", "Sessions", "is_loopback"]
+__all__ = ["EVERY_TENANT", "METHODS", "OPERATOR_RE", "ROLES", "Session", "Sessions", "is_loopback"]
 
 OPERATOR_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 ROLES = ("viewer", "editor")
 EVERY_TENANT = {"*": "editor"}  # the shared token's roles
 _ROLE_KEY = re.compile(r"\*|[a-z0-9][a-z0-9-]{0,62}")
+METHODS = ("token", "oidc")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Session:
 
     operator: str
     roles: dict[str, str]
+    method: str | None = None  # how the operator signed in: "token" or "oidc"
 
     def role(self, tenant: str) -> str | None:
         """``editor``, ``viewer`` or None (no access) for ``tenant``."""
@@ -68,14 +71,20 @@ class Sessions:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
 
     def issue(
-        self, operator: str, roles: dict[str, str] | None = None, now: float | None = None
+        self,
+        operator: str,
+        roles: dict[str, str] | None = None,
+        now: float | None = None,
+        method: str = "token",
     ) -> str:
         """A cookie value for ``operator`` with ``roles`` (default: editor of every tenant),
-        valid for the session lifetime."""
+        signed in by ``method`` (``token`` or ``oidc``), valid for the session lifetime."""
+        if method not in METHODS:
+            raise ValueError(f"sign-in method is one of {METHODS}, not {method!r}")
         expiry = int((now or time.time()) + self._ttl)
         granted = EVERY_TENANT if roles is None else roles
         packed = ",".join(f"{t}={r}" for t, r in sorted(granted.items()))
-        payload = f"{operator}|{expiry}|{packed}"
+        payload = f"{operator}|{expiry}|{packed}|{method}"
         encoded = base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
         return f"{encoded}.{self._sign(payload)}"
 
@@ -86,7 +95,7 @@ class Sessions:
         encoded, sig = cookie.rsplit(".", 1)
         try:
             payload = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
-            operator, expiry, packed = payload.split("|", 2)
+            operator, expiry, packed, *rest = payload.split("|", 3)
             expires = int(expiry)
             roles = dict(pair.split("=", 1) for pair in packed.split(",") if pair)
         except ValueError:
@@ -97,7 +106,10 @@ class Sessions:
             return None
         if not all(_ROLE_KEY.fullmatch(t) and r in ROLES for t, r in roles.items()):
             return None
-        return Session(operator, roles)
+        method = rest[0] if rest else None
+        if method is not None and method not in METHODS:
+            return None
+        return Session(operator, roles, method)
 
     def operator(self, cookie: str | None, now: float | None = None) -> str | None:
         """The operator a cookie names, or None when it is missing, forged or expired."""
