@@ -483,6 +483,9 @@ def main() -> None:
     if args.quick:
         args.closed_seconds, args.open_seconds = 2.0, 2.0
     scenarios = [s for s in args.scenarios.split(",") if s]
+    unknown = [s for s in scenarios if s not in TENANTS]
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; known: {', '.join(TENANTS)}")
     extra = dict(kv.split("=", 1) for kv in args.env)
     started = time.monotonic()
     nats_server: Server = start_nats()
