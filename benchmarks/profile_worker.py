@@ -23,7 +23,8 @@ import uvloop
 from gatehook.admin.client import AdminClient
 from gatehook.devservers import start_mongo, start_nats
 from gatehook.settings import Settings
-from gatehook.transport.worker import build_broker, settle
+from gatehook.transport.lean import settle
+from gatehook.transport.worker import build_broker
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

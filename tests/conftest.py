@@ -33,7 +33,8 @@ from gatehook.settings import (
 from gatehook.storage import MongoStore
 from gatehook.templates import default_registry
 from gatehook.transport.jetstream import AuditPublisher
-from gatehook.transport.worker import build_broker, changes_subject, settle
+from gatehook.transport.lean import settle
+from gatehook.transport.worker import build_broker, changes_subject
 
 _ENV = Settings()
 # Tenants' secrets are sealed in every test's database (tests/e2e/test_security.py reads them raw)

@@ -14,7 +14,8 @@ from faststream import FastStream
 from gatehook.process.loop import freeze_startup_heap
 from gatehook.runtime import Runtime
 from gatehook.settings import Settings
-from gatehook.transport.worker import build_broker, settle
+from gatehook.transport.lean import settle
+from gatehook.transport.worker import build_broker
 
 __all__ = ["Runtime", "create_app"]
 

@@ -119,7 +119,7 @@ class Metrics(Telemetry):
         )
         self._lag = _Series(
             "gatehook_event_loop_lag_seconds",
-            "How late a 50 ms timer of the worker's event loop fired (busy loop or process)",
+            "How late the worker's event-loop lag timer fired (a busy loop or process)",
             [],
             _BUCKETS,
         )

@@ -21,7 +21,6 @@ from gatehook.runtime import Runtime
 from gatehook.sandbox import SandboxPool
 from gatehook.security.connections import broker_security
 from gatehook.settings import Settings
-from gatehook.transport.lean import settle
 from gatehook.transport.trigger_server import BAD_SUBJECT, CHANGES_SUBJECT, split_subject
 
 __all__ = [
@@ -30,7 +29,6 @@ __all__ = [
     "TRIGGER_SUBJECT",
     "build_broker",
     "changes_subject",
-    "settle",
 ]
 
 log = logging.getLogger("gatehook.transport")
