@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from faststream.nats import NatsBroker
@@ -35,6 +35,7 @@ from gatehook.security.sealing import sealer_from
 from gatehook.service.deadlines import Deadlines
 from gatehook.service.rollouts import RolloutCounter, RolloutKey, ShadowGate
 from gatehook.service.trigger import TriggerService
+from gatehook.service.warmup import WarmReport, warm_tenants
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
 from gatehook.templates import TemplateRegistry, default_registry
@@ -108,6 +109,8 @@ class Runtime:
         self.audit: AuditPublisher | None = None
         self.journal: JsJournal | None = None
         self.lean: LeanNats | None = None
+        self.warm_report: WarmReport | None = None
+        self._activity_task: asyncio.Task[None] | None = None
 
     @property
     def triggers(self) -> TriggerService:
@@ -200,11 +203,66 @@ class Runtime:
             replayer=self.replay,
         )
         self.rollouts.start(self._roll_back)
+        await self._warm()
+        self._activity_task = asyncio.create_task(self._report_activity())
         log.info(
             "gatehook worker %s ready (sandbox children: %d)",
             self.settings.worker_name,
             self.pool.size,
         )
+
+    async def _warm(self) -> None:
+        """Load the recently active tenants before taking requests (``service.warmup``)."""
+        warm = self.settings.warm
+        if warm.tenants == 0:
+            return
+        since = datetime.now(UTC) - timedelta(seconds=warm.within_s)
+        try:
+            tenants = await self.store.active_tenants(since, warm.tenants)
+        except GatehookError as exc:
+            log.warning("warm-up skipped: %s", exc)
+            return
+        report = await warm_tenants(
+            self.triggers.lookup,
+            self.pool,
+            tenants,
+            budget_s=warm.budget_s,
+            concurrency=warm.concurrency,
+        )
+        log.info(
+            "warmed %d of %d recently active tenants (%d versions, %d scripts) in %.2f s%s",
+            report.tenants,
+            len(tenants),
+            report.versions,
+            report.scripts,
+            report.seconds,
+            "" if report.complete else " (budget reached; the rest load on first use)",
+        )
+        for failure in report.failed[:5]:
+            log.warning("warm-up: %s", failure)
+        self.warm_report = report
+
+    async def _report_activity(self) -> None:
+        """Every ``warm.report_s``, record the tenants this worker served (best effort)."""
+        while True:
+            await asyncio.sleep(self.settings.warm.report_s)
+            await self.flush_activity()
+
+    async def flush_activity(self) -> None:
+        """Record the tenants served since the last report."""
+        if self._triggers is None or not self._triggers.active:
+            return
+        tenants, self._triggers.active = sorted(self._triggers.active), set()
+        try:
+            await self.store.record_activity(tenants, datetime.now(UTC))
+        except GatehookError as exc:
+            log.info("tenant activity not recorded: %s", exc)
+
+    def reconnected(self) -> None:
+        """NATS reconnected: change broadcasts may have been missed; revalidate the caches."""
+        if self._triggers is not None:
+            self._triggers.lookup.revalidate_all()
+            log.info("reconnected to NATS: cached flows revalidate at their next use")
 
     async def _wait_for_streams(self, steps: list[Callable[[], Awaitable[None]]]) -> None:
         """Create or update the streams, waiting for JetStream with back-off (0.5 s doubling
@@ -388,9 +446,10 @@ class Runtime:
 
     async def aclose(self) -> None:
         """Stop the sandbox (if owned) and close the storage client."""
-        for task in (self._health_task, self._lag_task):
+        for task in (self._health_task, self._lag_task, self._activity_task):
             if task is not None:
                 task.cancel()
+        await self.flush_activity()
         if self._metrics_server is not None:
             self._metrics_server.stop()
         if self.journal is not None:

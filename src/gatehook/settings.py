@@ -17,6 +17,7 @@ from gatehook.errors import ConfigError
 
 __all__ = [
     "AuditSettings",
+    "CacheSettings",
     "ConsoleSettings",
     "MetricsSettings",
     "MongoSettings",
@@ -27,6 +28,7 @@ __all__ = [
     "SecretsSettings",
     "Settings",
     "TargetSettings",
+    "WarmSettings",
     "WebhookSettings",
 ]
 
@@ -36,7 +38,15 @@ class SandboxSettings(BaseModel):
 
     pool_size: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
     memory_mb: int = Field(default=512, ge=64)
-    interpreters_per_child: int = Field(default=256, ge=1)
+    interpreters_per_child: int = Field(
+        default=4096, ge=1, description="warm interpreters a child holds at most (by count)"
+    )
+    interpreter_memory_mb: int = Field(
+        default=160,
+        ge=8,
+        description="memory a child's warm interpreters may hold (least recently used dropped"
+        " past it); keep it well under memory_mb",
+    )
     default_timeout_ms: int = Field(default=1000, ge=1, le=30_000)
     max_input_bytes: int = Field(default=256 * 1024, ge=1024)
     max_output_bytes: int = Field(default=256 * 1024, ge=1024)
@@ -144,6 +154,30 @@ class ConsoleSettings(BaseModel):
     oidc: OidcSettings = Field(default_factory=lambda: OidcSettings())
 
 
+class CacheSettings(BaseModel):
+    """``GATEHOOK_CACHE__*``: how much each worker keeps of the stored flows (entries; each
+    cache drops its least recently used past its size)."""
+
+    tenants: int = Field(default=100_000, ge=1, description="tenants' current revisions")
+    flow_revisions: int = Field(default=20_000, ge=1)
+    action_versions: int = Field(default=40_000, ge=1, description="versions (and configs)")
+    signin_pins: int = Field(default=100_000, ge=1)
+
+
+class WarmSettings(BaseModel):
+    """``GATEHOOK_WARM__*``: what a starting worker loads before it takes requests."""
+
+    tenants: int = Field(
+        default=5000, ge=0, description="the most recently active tenants to load (0: none)"
+    )
+    within_s: float = Field(default=3600.0, gt=0, description="active within this long")
+    budget_s: float = Field(default=20.0, gt=0, description="give up warming after this long")
+    concurrency: int = Field(default=16, ge=1, le=256, description="storage reads at once")
+    report_s: float = Field(
+        default=60.0, gt=0, description="how often a worker records its active tenants"
+    )
+
+
 class AuditSettings(BaseModel):
     """The JetStream stream that receives audit events."""
 
@@ -233,6 +267,8 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     console: ConsoleSettings = ConsoleSettings()
     secrets: SecretsSettings = SecretsSettings()
+    cache: CacheSettings = CacheSettings()
+    warm: WarmSettings = WarmSettings()
     log_format: Literal["text", "json"] = "text"
     worker_name: str = Field(default_factory=lambda: f"worker-{os.getpid()}")
     concurrency: int = Field(default=256, ge=1, description="trigger requests in flight per worker")
@@ -254,7 +290,18 @@ class Settings(BaseSettings):
     )
     pin_ttl_s: float = Field(default=3600.0, gt=0)
     dedupe_window_s: float = Field(default=600.0, gt=0)
-    flow_cache_ttl_s: float = Field(default=5.0, gt=0)
+    flow_cache_ttl_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="safety net: a tenant's current revisions are reloaded this long after"
+        " they were loaded even if no change broadcast came",
+    )
+    cold_reads: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="storage reads at once for requests whose flows are not cached",
+    )
     max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
 
     @property

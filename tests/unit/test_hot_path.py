@@ -16,11 +16,10 @@ from hypothesis import strategies as st
 from gatehook.domain.catalogue import FlowType, Trigger
 from gatehook.domain.contract import ActionOutput, AuditEvent, TriggerReply, TriggerRequest
 from gatehook.domain.decide import Step, decide, reply_fields
-from gatehook.domain.model import ActionKind, ActionVersion, ScriptStyle
+from gatehook.domain.model import ActionKind, ActionVersion, ScriptStyle, TenantHeads
 from gatehook.sandbox.pool import ScriptJob, ScriptRun
 from gatehook.service.deadlines import Deadlines
 from gatehook.service.encoding import encode_reply
-from gatehook.service.ports import Pin
 from gatehook.service.trigger import TriggerService
 from gatehook.settings import Settings
 from gatehook.templates.registry import TemplateRegistry
@@ -76,19 +75,13 @@ class _Flows:
         self.gate = asyncio.Event()
         self.revision = 1
 
-    async def current_revisions(self, tenant: str) -> Pin:
+    async def tenant_heads(self, tenant: str) -> TenantHeads:
         self.queries += 1
         await self.gate.wait()
-        return dict.fromkeys(FlowType, self.revision)
+        return TenantHeads(revisions=dict.fromkeys(FlowType, self.revision))
 
     async def get_flow(self, *args: Any) -> None:
         return None
-
-    async def disabled_actions(self, tenant: str) -> dict[str, Any]:
-        return {}
-
-    async def recordings(self, tenant: str) -> dict[str, list[str]]:
-        return {}
 
     async def get_version(self, *args: Any) -> None:
         return None

@@ -25,6 +25,7 @@ from gatehook.domain.model import (
     FlowRevision,
     Rollout,
     ScriptStyle,
+    TenantHeads,
 )
 from gatehook.errors import ScriptThrew
 from gatehook.sandbox.pool import ScriptJob, ScriptRun
@@ -83,20 +84,14 @@ class Flows:
             tenant="acme", flow_type=FT, revision=1, slots={TR: slot}, created_at=NOW
         )
 
-    async def current_revisions(self, tenant: str) -> dict[FlowType, int]:
-        return {FT: 1}
+    async def tenant_heads(self, tenant: str) -> TenantHeads:
+        return TenantHeads(revisions={FT: 1})
 
     async def get_flow(self, *args: Any) -> FlowRevision:
         return self.flow
 
     async def get_version(self, tenant: str, action: str, wanted: str) -> ActionVersion | None:
         return self.versions.get(action)
-
-    async def disabled_actions(self, tenant: str) -> dict[str, Any]:
-        return {}
-
-    async def recordings(self, tenant: str) -> dict[str, list[str]]:
-        return {}
 
     async def pin_signin(self, *args: Any) -> Any:
         raise NotImplementedError

@@ -351,9 +351,7 @@ class AdminService:
         try:
             await self._audit.publish([event])
         except GatehookError:
-            await self._store.versions.delete_one(
-                {"tenant": tenant, "action": name, "version": record.version}
-            )
+            await self._store.delete_version(tenant, name, record.version)
             raise
         await self._store.set_latest_version(tenant, name, record.version)
         if made_key and generated is not None and record.target is not None:
@@ -488,10 +486,9 @@ class AdminService:
             if events:
                 await self._audit.publish(events)
         except GatehookError:
-            await self._store.flows.delete_one(
-                {"tenant": tenant, "flow_type": ft.value, "revision": flow.revision}
-            )
+            await self._store.delete_flow(tenant, ft, flow.revision)
             raise
+        await self._store.advance_flow(tenant, ft, flow.revision)
         await self._notify(tenant)
         return flow
 

@@ -20,6 +20,7 @@ __all__ = [
     "FlowRevision",
     "Rollout",
     "ScriptStyle",
+    "TenantHeads",
 ]
 
 
@@ -144,3 +145,16 @@ class FlowRevision(BaseModel):
     def slot(self, trigger: Trigger) -> list[Attachment]:
         """The ordered attachments of ``trigger`` (empty when none)."""
         return self.slots.get(trigger, [])
+
+
+class TenantHeads(BaseModel):
+    """What a tenant's decisions start from, kept in one document per tenant: the newest
+    revision of each flow type, the kill switches that are on, the recorded slots."""
+
+    model_config = ConfigDict(frozen=True)
+
+    revisions: dict[FlowType, int | None]
+    disabled: dict[str, Disabled] = Field(default_factory=dict)
+    recordings: dict[str, list[str]] = Field(
+        default_factory=dict, description="flow_type.trigger -> redacted dotted paths"
+    )

@@ -66,6 +66,9 @@ _TIMED_OUT = {"type": "timeout", "message": "timed out"}
 _NEVER_SETTLED = {"type": "threw", "message": "the action's promise never settled"}
 
 
+_MIN_INTERP_KB = 64  # what an interpreter is charged at least (malloc may reuse freed pages)
+
+
 class _Timeout(BaseException):
     """Raised by SIGALRM at a call's deadline; a BaseException so nothing catches it by accident."""
 
@@ -190,7 +193,13 @@ class Child:
     def __init__(self, limits: dict[str, Any], reader: _Reader, out: Any) -> None:
         self.limits = limits
         self.capacity = int(limits["interpreters"])
+        # Warm interpreters are bounded by memory as well as by count: each one is charged
+        # what the process grew by while it was made (at least ``_MIN_INTERP_KB``), and the
+        # least recently used go while the charges pass the budget.
+        self.budget_kb = int(limits.get("interpreter_memory_mb", 160)) * 1024
         self.interps: OrderedDict[str, tuple[Interpreter, str]] = OrderedDict()
+        self.charge: dict[str, int] = {}
+        self.charged_kb = 0
         self.compiler: Interpreter | None = None
         self.calls = 0
         self.collect = False
@@ -219,6 +228,13 @@ class Child:
             reply, rbody = self.compile(header, body)
         elif op == "ping":
             reply, rbody = {"ok": True, "pid": os.getpid()}, b""
+        elif op == "warm":
+            # Load the code into its interpreter without running it (a starting worker warms
+            # the scripts of its recently active tenants); the answer says if it is held.
+            if self._load(header) is None:
+                return  # answered by _load (the code failed to load)
+            reply = {"ok": True, "interpreters": len(self.interps), "held_kb": self.charged_kb}
+            rbody = b""
         else:
             reply = {"ok": False, "error": {"type": "protocol", "message": f"unknown op {op!r}"}}
             rbody = b""
@@ -250,6 +266,7 @@ class Child:
 
     def _drop(self, key: str) -> None:
         self.interps.pop(key, None)
+        self.charged_kb -= self.charge.pop(key, 0)
         self.collect = True  # after the reply is written: the caller is not kept waiting
 
     def _load(self, h: dict[str, Any]) -> Interpreter | None:
@@ -265,6 +282,7 @@ class Child:
             self.send({"id": h["id"], "ok": False, "need_code": True})
             return None
         started = time.perf_counter()
+        before_kb = self.rss_kb()
         try:
             interp = Interpreter(self.limits, self._next)
             style = _timed(
@@ -287,8 +305,14 @@ class Child:
             )
             return None
         self.interps[key] = (interp, style)
-        while len(self.interps) > self.capacity:
-            self.interps.popitem(last=False)
+        cost = max(self.rss_kb() - before_kb, _MIN_INTERP_KB)
+        self.charge[key] = cost
+        self.charged_kb += cost
+        while len(self.interps) > 1 and (
+            len(self.interps) > self.capacity or self.charged_kb > self.budget_kb
+        ):
+            old, _ = self.interps.popitem(last=False)
+            self.charged_kb -= self.charge.pop(old, 0)
         return interp
 
     def run(self, h: dict[str, Any], body: bytes) -> None:

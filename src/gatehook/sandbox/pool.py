@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -38,6 +39,7 @@ from gatehook.settings import SandboxSettings
 __all__ = ["Compiled", "SandboxPool", "ScriptJob", "ScriptRun"]
 
 log = logging.getLogger("gatehook.sandbox")
+_SPILL = 4  # calls a key's home child may be behind the least loaded before the key spills
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +175,7 @@ class SandboxPool:
             {
                 "memory_mb": memory_mb,
                 "interpreters": s.interpreters_per_child,
+                "interpreter_memory_mb": s.interpreter_memory_mb,
                 "log_bytes": s.max_log_bytes,
                 "output_bytes": s.max_output_bytes,
                 "http_max_bytes": s.http_max_response_bytes,
@@ -300,7 +303,10 @@ class SandboxPool:
             if self._closing:
                 await self._stop(new)
                 return
-            self._children = [c for c in self._children if c is not old] + [new]
+            # In the old one's place: keys keep their home child (``_pick``).
+            self._children = [new if c is old else c for c in self._children]
+            if new not in self._children:
+                self._children.append(new)
 
         task = asyncio.create_task(spawn())
         self._spawning.add(task)
@@ -364,18 +370,39 @@ class SandboxPool:
             deadline.cancel()
 
     def _pick(self, key: str) -> _Child:
-        """The least loaded live child, preferring one that holds ``key`` warm."""
-        best: _Child | None = None
-        best_rank = (0, False)
-        for c in self._children:
-            if c.dead or c.draining:
-                continue
-            rank = (len(c.pending), key not in c.known)
-            if best is None or rank < best_rank:
-                best, best_rank = c, rank
-        if best is None:
+        """The key's home child (by a hash of the key), unless it is down or has
+        ``_SPILL`` more calls queued than the least loaded child.
+
+        A key served by one child keeps one warm interpreter, so the pool holds children x
+        capacity distinct interpreters instead of the same busy ones in every child; a burst
+        on one key still spreads when its home falls behind."""
+        live = [c for c in self._children if not (c.dead or c.draining)]
+        if not live:
             raise SandboxCrashed("no sandbox child is running")
-        return best
+        home = self._children[zlib.crc32(key.encode()) % len(self._children)]
+        least = min(live, key=lambda c: len(c.pending))
+        if home in live and len(home.pending) - len(least.pending) < _SPILL:
+            return home
+        return min(live, key=lambda c: (len(c.pending), key not in c.known))
+
+    async def warm(self, job: ScriptJob) -> bool:
+        """Load ``job``'s script into its home child's interpreter without running it;
+        whether it loaded (a starting worker warms its recently active tenants)."""
+        child = self._pick(job.key)
+        if job.key in child.known:
+            return True
+        header: dict[str, Any] = {
+            "op": "warm",
+            "key": job.key,
+            "name": job.action,
+            "style": job.style,
+            "code": job.code,
+            "deadline": time.monotonic() + job.timeout_ms / 1000,
+        }
+        reply, _ = await self._call(child, header, b"", timeout=job.timeout_ms / 1000 + 1)
+        if reply.get("ok"):
+            child.known.add(job.key)
+        return bool(reply.get("ok"))
 
     async def run(self, job: ScriptJob) -> ScriptRun:
         """Run ``job``; raise a ``ScriptError`` subclass when the script does not finish well."""
@@ -411,7 +438,7 @@ class SandboxPool:
                 continue
             if "code" in header:
                 child.known.add(key)
-                if len(child.known) > 4 * self._settings.interpreters_per_child:
+                if len(child.known) > 2 * self._settings.interpreters_per_child:
                     child.known.clear()
             header.pop("code", None)
             if reply.get("evicted"):

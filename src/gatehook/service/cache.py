@@ -1,5 +1,5 @@
-"""Hot-path caches: immutable things (versions, flow revisions, pins) in LRUs, and the current
-revision per tenant with a short TTL, dropped early by the change broadcast."""
+"""Hot-path caches: immutable things (versions, flow revisions, pins) in LRUs, and what each
+tenant's decisions start from (``Heads``), dropped by the change broadcast."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
-from gatehook.domain.catalogue import FlowType
+from gatehook.domain.model import TenantHeads
 
 __all__ = ["Heads", "Lru"]
 
@@ -47,17 +47,36 @@ class Lru(Generic[K, V]):
 
 
 class Heads:
-    """Current flow revisions per tenant, valid for ``ttl_s`` unless invalidated sooner."""
+    """Each tenant's ``TenantHeads``, least recently used evicted past ``capacity`` tenants.
 
-    def __init__(self, ttl_s: float) -> None:
+    Changes are broadcast to every worker, which drops the tenant's entry (``invalidate``);
+    ``ttl_s`` is only a safety net for a broadcast that never arrived, so the background
+    reloads it causes stay a trickle however many tenants there are. After a reconnect (when
+    broadcasts may have been missed) ``expire_all`` makes every entry stale: each is reloaded
+    once, at its next use, while the stale one is served.
+    """
+
+    def __init__(self, ttl_s: float, capacity: int = 100_000) -> None:
         self._ttl = ttl_s
-        self._data: dict[str, tuple[float, dict[FlowType, int | None]]] = {}
+        self._capacity = capacity
+        self._data: OrderedDict[str, tuple[float, TenantHeads]] = OrderedDict()
         self._generation: dict[str, int] = {}
 
-    def lookup(self, tenant: str) -> tuple[dict[FlowType, int | None] | None, bool]:
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def lookup(self, tenant: str) -> tuple[TenantHeads | None, bool]:
         """(the cached heads, whether they are within the TTL); (None, False) when absent or
         invalidated. Stale heads stay until replaced: a caller may serve them while it
         reloads."""
+        entry = self._data.get(tenant)
+        if entry is None:
+            return None, False
+        self._data.move_to_end(tenant)
+        return entry[1], entry[0] >= time.monotonic()
+
+    def peek(self, tenant: str) -> tuple[TenantHeads | None, bool]:
+        """``lookup`` without making the entry recent."""
         entry = self._data.get(tenant)
         if entry is None:
             return None, False
@@ -67,12 +86,24 @@ class Heads:
         """Bumped by every invalidation; a load started before one must not be stored."""
         return self._generation.get(tenant, 0)
 
-    def put(self, tenant: str, heads: dict[FlowType, int | None], generation: int) -> None:
+    def put(self, tenant: str, heads: TenantHeads, generation: int) -> None:
         """Store heads loaded at ``generation`` (ignored if invalidated since)."""
         if self._generation.get(tenant, 0) == generation:
             self._data[tenant] = (time.monotonic() + self._ttl, heads)
+            self._data.move_to_end(tenant)
+            while len(self._data) > self._capacity:
+                self._data.popitem(last=False)
 
     def invalidate(self, tenant: str) -> None:
         """Drop ``tenant``'s heads (a change was broadcast)."""
         self._data.pop(tenant, None)
         self._generation[tenant] = self._generation.get(tenant, 0) + 1
+
+    def expire_all(self) -> None:
+        """Make every entry stale (served while it is reloaded once)."""
+        for tenant, (_, heads) in self._data.items():
+            self._data[tenant] = (0.0, heads)
+
+    def tenants(self) -> list[str]:
+        """The cached tenants, most recently used last."""
+        return list(self._data)

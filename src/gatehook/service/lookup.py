@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gatehook.domain.catalogue import FlowType
-from gatehook.domain.model import ActionKind, ActionVersion, Disabled, FlowRevision
+from gatehook.domain.model import ActionKind, ActionVersion, Disabled, FlowRevision, TenantHeads
+from gatehook.errors import StorageUnavailable
 from gatehook.service.cache import Heads, Lru
 from gatehook.service.encoding import dumps
 from gatehook.service.ports import FlowSource, Pin
@@ -29,18 +31,33 @@ class FlowLookup:
         self._flows = flows
         self._templates = templates
         self._settings = settings
-        self.heads_cache = Heads(settings.flow_cache_ttl_s)
-        self.disabled: dict[str, dict[str, Disabled]] = {}  # kill switches, with the heads
-        self.recorded: dict[str, dict[str, list[str]]] = {}  # tenant -> slot -> redacted paths
-        self._loading: dict[str, asyncio.Future[Pin]] = {}  # heads loads under way, by tenant
-        self._revisions: Lru[tuple[str, FlowType, int], FlowRevision] = Lru(4096)
-        self._versions: Lru[tuple[str, str, str], ActionVersion] = Lru(8192)
-        self._configs: Lru[tuple[str, str, str], tuple[Any, bytes]] = Lru(8192)
-        self._pins: Lru[tuple[str, str], tuple[Pin, datetime]] = Lru(100_000)
+        caches = settings.cache
+        self.heads_cache = Heads(settings.flow_cache_ttl_s, caches.tenants)
+        self._loading: dict[str, asyncio.Future[TenantHeads]] = {}  # loads under way
+        self._revisions: Lru[tuple[str, FlowType, int], FlowRevision] = Lru(caches.flow_revisions)
+        self._versions: Lru[tuple[str, str, str], ActionVersion] = Lru(caches.action_versions)
+        self._configs: Lru[tuple[str, str, str], tuple[Any, bytes]] = Lru(caches.action_versions)
+        self._pins: Lru[tuple[str, str], tuple[Pin, datetime]] = Lru(caches.signin_pins)
+        self._cold = asyncio.Semaphore(settings.cold_reads)  # storage reads at once
 
     def invalidate(self, tenant: str) -> None:
         """A change was broadcast for ``tenant``: reload its current revisions on next use."""
         self.heads_cache.invalidate(tenant)
+
+    def revalidate_all(self) -> None:
+        """Broadcasts may have been missed (a reconnect): reload each tenant once, at its
+        next use, serving what is cached meanwhile."""
+        self.heads_cache.expire_all()
+
+    def disabled(self, tenant: str) -> dict[str, Disabled]:
+        """The tenant's kill switches, as of its cached heads."""
+        heads, _ = self.heads_cache.peek(tenant)
+        return heads.disabled if heads is not None else {}
+
+    def recorded(self, tenant: str, slot: str) -> list[str] | None:
+        """The redacted paths of a recorded slot (``flow_type.trigger``), or None."""
+        heads, _ = self.heads_cache.peek(tenant)
+        return heads.recordings.get(slot) if heads is not None else None
 
     def cache_stats(self) -> dict[str, tuple[int, int]]:
         """(hits, misses) of each cache."""
@@ -57,6 +74,15 @@ class FlowLookup:
         """The tenant's current revisions, cached. Past the TTL the cached ones are served
         while one load refreshes them; after a change broadcast, requests wait for that one
         load (never one query per waiting request)."""
+        return dict((await self.tenant_heads(tenant)).revisions)
+
+    def cached_heads(self, tenant: str) -> TenantHeads | None:
+        """The tenant's heads if cached and fresh (no load)."""
+        heads, fresh = self.heads_cache.peek(tenant)
+        return heads if fresh else None
+
+    async def tenant_heads(self, tenant: str) -> TenantHeads:
+        """``heads`` with the kill switches and recorded slots."""
         heads, fresh = self.heads_cache.lookup(tenant)
         if heads is not None:
             if not fresh and tenant not in self._loading:
@@ -65,25 +91,19 @@ class FlowLookup:
         loading = self._loading.get(tenant) or self._load_heads(tenant)
         return await asyncio.shield(loading)
 
-    def _load_heads(self, tenant: str) -> asyncio.Future[Pin]:
+    def _load_heads(self, tenant: str) -> asyncio.Future[TenantHeads]:
         """Start the one load of ``tenant``'s heads (registered before this returns)."""
         generation = self.heads_cache.generation(tenant)
 
-        async def load() -> Pin:
+        async def load() -> TenantHeads:
             try:
-                heads, disabled, recorded = await asyncio.gather(
-                    self._flows.current_revisions(tenant),
-                    self._flows.disabled_actions(tenant),
-                    self._flows.recordings(tenant),
-                )
+                async with self._cold:
+                    loaded = await self._flows.tenant_heads(tenant)
             finally:
                 if self._loading.get(tenant) is task:
                     del self._loading[tenant]
-            if self.heads_cache.generation(tenant) == generation:
-                self.disabled[tenant] = disabled
-                self.recorded[tenant] = recorded
-            self.heads_cache.put(tenant, heads, generation)
-            return heads
+            self.heads_cache.put(tenant, loaded, generation)
+            return loaded
 
         task = asyncio.ensure_future(load())
         self._loading[tenant] = task
@@ -91,10 +111,44 @@ class FlowLookup:
         return task
 
     @staticmethod
-    def _loaded(task: asyncio.Future[Pin]) -> None:
+    def _loaded(task: asyncio.Future[TenantHeads]) -> None:
         if not task.cancelled() and task.exception() is not None:
             # retrieved here; requests waiting on it get the error themselves
             log.debug("loading flow heads failed: %s", task.exception())
+
+    async def resolve(
+        self, tenant: str, ft: FlowType, signin_id: str | None, deadline: float
+    ) -> tuple[int | None, FlowRevision | None]:
+        """The revision a request runs on and its flow. Served from the caches when they hold
+        everything; otherwise the reads must be done by ``deadline`` (monotonic), else
+        ``StorageUnavailable`` (retryable): a burst of cold tenants never holds a request
+        past its deadline."""
+        heads = self.cached_heads(tenant)
+        if heads is not None:
+            if signin_id is None:
+                revision = heads.revisions.get(ft)
+            else:
+                pinned = self._pins.peek((tenant, signin_id))
+                revision = (
+                    pinned[0].get(ft)
+                    if pinned is not None and pinned[1] > datetime.now(UTC)
+                    else -1
+                )
+            if revision is None:
+                return None, None
+            if revision > 0:
+                flow = self._revisions.get((tenant, ft, revision))
+                if flow is not None:
+                    return revision, flow
+        try:
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+                revision = await self.revision(tenant, ft, signin_id)
+                flow = await self.flow(tenant, ft, revision) if revision is not None else None
+        except TimeoutError:
+            raise StorageUnavailable(
+                "the tenant's flows could not be read within the request's deadline"
+            ) from None
+        return revision, flow
 
     async def revision(self, tenant: str, ft: FlowType, signin_id: str | None) -> int | None:
         if signin_id is None:
@@ -105,7 +159,7 @@ class FlowLookup:
             return cached[0].get(ft)
         heads = await self.heads(tenant)
         ttl = timedelta(seconds=self._settings.pin_ttl_s)
-        pin, expires = await self._flows.pin_signin(tenant, signin_id, heads, ttl)
+        pin, expires = await self._flows.pin_signin(tenant, signin_id, heads, ttl)  # grouped
         self._pins.put((tenant, signin_id), (pin, expires))
         return pin.get(ft)
 
@@ -113,7 +167,8 @@ class FlowLookup:
         key = (tenant, ft, revision)
         flow = self._revisions.get(key)
         if flow is None:
-            flow = await self._flows.get_flow(tenant, ft, revision)
+            async with self._cold:
+                flow = await self._flows.get_flow(tenant, ft, revision)
             if flow is not None:
                 self._revisions.put(key, flow)
         return flow
@@ -122,7 +177,8 @@ class FlowLookup:
         key = (tenant, action, wanted)
         version = self._versions.get(key)
         if version is None:
-            version = await self._flows.get_version(tenant, action, wanted)
+            async with self._cold:
+                version = await self._flows.get_version(tenant, action, wanted)
             if version is not None:
                 self._versions.put(key, version)
         return version

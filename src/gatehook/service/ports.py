@@ -9,7 +9,7 @@ from typing import Protocol
 
 from gatehook.domain.catalogue import FlowType
 from gatehook.domain.contract import ActionOutput, AuditEvent
-from gatehook.domain.model import ActionVersion, Disabled, FlowRevision
+from gatehook.domain.model import ActionVersion, FlowRevision, TenantHeads
 from gatehook.domain.targets import TargetSpec
 from gatehook.sandbox.pool import ScriptJob, ScriptRun
 
@@ -30,17 +30,15 @@ Pin = dict[FlowType, int | None]
 class FlowSource(Protocol):
     """Reads flows, versions and sign-in pins (MongoStore)."""
 
-    async def current_revisions(self, tenant: str) -> Pin: ...
+    async def tenant_heads(self, tenant: str) -> TenantHeads:
+        """The tenant's current revisions, kill switches and recorded slots, in one read."""
+        ...
 
     async def get_flow(
         self, tenant: str, flow_type: FlowType, revision: int
     ) -> FlowRevision | None: ...
 
     async def get_version(self, tenant: str, action: str, version: str) -> ActionVersion | None: ...
-
-    async def disabled_actions(self, tenant: str) -> dict[str, Disabled]: ...
-
-    async def recordings(self, tenant: str) -> dict[str, list[str]]: ...
 
     async def pin_signin(
         self, tenant: str, signin_id: str, current: Pin, ttl: timedelta

@@ -138,6 +138,7 @@ class TriggerService:
         self.lookup = FlowLookup(flows, templates, settings)
         # replies given here lately, by key, with when they stop counting as the same request
         self._recent: Lru[str, tuple[float, bytes]] = Lru(10_000)
+        self.active: set[str] = set()  # tenants seen since the last activity report
         self.handled = 0  # requests answered by this instance (operations, load-sharing tests)
         sandbox = settings.sandbox
         floor = sandbox.per_tenant_concurrency or max(1, sandbox.pool_size - 1)
@@ -263,17 +264,14 @@ class TriggerService:
         final = started + budget / 1000
         reserve = min(0.1, budget / 1000 * 0.2)  # kept for audit acks and the reply itself
 
-        heads = await self.lookup.heads(tenant)  # cached; with the kill switches of the tenant
-        revision = (
-            heads.get(ft)
-            if req.signin_id is None
-            else await self.lookup.revision(tenant, ft, req.signin_id)
-        )
-        flow = await self.lookup.flow(tenant, ft, revision) if revision is not None else None
+        self.active.add(tenant)
+        # cached on the warm path; a cold tenant's reads wait their turn (GATEHOOK_COLD_READS)
+        # and give up, retryably, when they would overrun the request's deadline
+        revision, flow = await self.lookup.resolve(tenant, ft, req.signin_id, final - reserve)
         attachments = flow.slot(tr) if flow is not None else []
 
         call = self._call(tenant, ft, tr, req, final - reserve)
-        call.disabled = self.lookup.disabled.get(tenant, {})
+        call.disabled = self.lookup.disabled(tenant)
         if len(attachments) > 1:
             self._start_pure_scripts(call, attachments)
         steps: list[Step] = []
@@ -314,7 +312,7 @@ class TriggerService:
         self._recent.put(key, (started + self._settings.dedupe_window_s, body))
         for att, live in call.shadows:  # after the reply is stored: never delays it
             safe_change.shadow(self, call, att, live)
-        redact = self.lookup.recorded.get(tenant, {}).get(f"{flow_type}.{trigger}")
+        redact = self.lookup.recorded(tenant, f"{flow_type}.{trigger}")
         if redact is not None and self._recorder is not None and earlier is None:
             await safe_change.record(self, tenant, ft, tr, payload, reply_of(fields), redact)
         return body, outcome

@@ -1,7 +1,11 @@
 """The MongoDB adapter (PyMongo's async API): actions, versions, flow revisions, sign-in pins.
 
-Every query is scoped by tenant. Uniqueness rules live in unique indexes, which is also how
-concurrent flow changes are serialised without transactions: a new revision is an insert of
+Every document's ``_id`` is its natural key (``storage.keys``), so every read on the decision
+path is one ``_id`` lookup, the one query FerretDB v1 answers from an index: its cost does not
+grow with the number of tenants. A tenant's document (``tenants``) says what its decisions
+start from (the newest revision of each flow type, the kill switches, the recorded slots) and
+lists its actions; an action's lists its versions. The unique ``_id`` is also how concurrent
+flow changes are serialised without transactions: a new revision is an insert of
 ``revision + 1`` that fails if someone else inserted it first. Expiry is checked in queries;
 TTL indexes are created where the server has them, only to reclaim space.
 """
@@ -15,7 +19,8 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     ConnectionFailure,
@@ -26,9 +31,19 @@ from pymongo.errors import (
 )
 
 from gatehook.domain.catalogue import FlowType
-from gatehook.domain.model import ActionDef, ActionVersion, Disabled, FlowRevision
+from gatehook.domain.model import ActionDef, ActionVersion, Disabled, FlowRevision, TenantHeads
 from gatehook.errors import ConfigError, Conflict, StorageError, StorageUnavailable
 from gatehook.security.sealing import Sealer, SealingError, is_sealed
+from gatehook.storage.keys import (
+    BUCKETS,
+    KINDS,
+    action_id,
+    bucket_name,
+    bucket_of,
+    flow_id,
+    version_id,
+)
+from gatehook.storage.migrate import migrate
 from gatehook.storage.pins import SigninPins
 
 __all__ = ["MongoStore", "Pin"]
@@ -54,6 +69,7 @@ class MongoStore:
         self._sealer = sealer  # None: tenants' secrets are stored in clear
         self._secret_fields = dict(secret_fields or {})  # template -> its secret config fields
         self._db: AsyncDatabase[Doc] = client[database]
+        # where databases written before the tenant buckets kept these (``storage.migrate``)
         self.actions = self._db["actions"]
         self.versions = self._db["action_versions"]
         self.flows = self._db["flows"]
@@ -61,6 +77,12 @@ class MongoStore:
         self.counters = self._db["counters"]
         self.rollout_counts = self._db["rollout_counts"]
         self.recorded_slots = self._db["recordings"]
+        self.meta = self._db["meta"]
+        self.activity = self._db["tenant_activity"]
+        self._buckets = {
+            kind: [self._db[bucket_name(kind, b)] for b in range(BUCKETS)] for kind in KINDS
+        }
+        self._kids_noted: set[str] = set()
         self._signin_pins = SigninPins(self.pins, self._guard)
 
     @classmethod
@@ -116,19 +138,7 @@ class MongoStore:
         """Create the indexes (idempotent). TTL indexes only where the server supports them."""
 
         async def create() -> None:
-            await self.actions.create_index(
-                [("tenant", ASCENDING), ("name", ASCENDING)], unique=True, name="tenant_name"
-            )
-            await self.versions.create_index(
-                [("tenant", ASCENDING), ("action", ASCENDING), ("version", ASCENDING)],
-                unique=True,
-                name="tenant_action_version",
-            )
-            await self.flows.create_index(
-                [("tenant", ASCENDING), ("flow_type", ASCENDING), ("revision", DESCENDING)],
-                unique=True,
-                name="tenant_flow_revision",
-            )
+            # actions, versions and flows are unique by their ``_id`` (``storage.keys``)
             await self.counters.create_index(
                 [("w", ASCENDING), ("rid", ASCENDING)], unique=True, name="window_request"
             )
@@ -137,6 +147,7 @@ class MongoStore:
             )
 
         await self._guard(create)
+        await migrate(self)
         for coll in (self.pins, self.counters):
             try:
                 await coll.create_index("expires_at", expireAfterSeconds=0, name="ttl")
@@ -150,40 +161,26 @@ class MongoStore:
     # -- reads on the hot path ---------------------------------------------------------------
     async def get_version(self, tenant: str, action: str, version: str) -> ActionVersion | None:
         """One action version of ``tenant``, or None."""
-        doc = await self._guard(
-            lambda: self.versions.find_one(
-                {"tenant": tenant, "action": action, "version": version}, {"_id": 0}
-            )
-        )
+        key = version_id(tenant, action, version)
+        doc = await self._guard(lambda: self.bucket("versions", tenant).find_one({"_id": key}))
         return None if doc is None else self._version(doc)
+
+    async def tenant_heads(self, tenant: str) -> TenantHeads:
+        """What ``tenant``'s decisions start from, in one read (nothing: no flows)."""
+        doc = await self._guard(lambda: self.bucket("tenants", tenant).find_one({"_id": tenant}))
+        return _heads(doc or {})
 
     async def current_revisions(self, tenant: str) -> Pin:
         """The newest revision of each flow type of ``tenant`` (None where it has no flow)."""
-
-        async def newest(ft: FlowType) -> int | None:
-            doc = await self.flows.find_one(
-                {"tenant": tenant, "flow_type": ft.value},
-                {"revision": 1, "_id": 0},
-                sort=[("revision", DESCENDING)],
-            )
-            return None if doc is None else int(doc["revision"])
-
-        async def all_types() -> Pin:
-            values = await asyncio.gather(*(newest(ft) for ft in FlowType))
-            return dict(zip(FlowType, values, strict=True))
-
-        return await self._guard(all_types)
+        return (await self.tenant_heads(tenant)).revisions
 
     async def get_flow(
         self, tenant: str, flow_type: FlowType, revision: int
     ) -> FlowRevision | None:
         """One revision of a tenant's flow, or None."""
-        doc = await self._guard(
-            lambda: self.flows.find_one(
-                {"tenant": tenant, "flow_type": flow_type.value, "revision": revision}, {"_id": 0}
-            )
-        )
-        return None if doc is None else FlowRevision.model_validate(doc)
+        key = flow_id(tenant, flow_type, revision)
+        doc = await self._guard(lambda: self.bucket("flows", tenant).find_one({"_id": key}))
+        return None if doc is None else _flow(doc)
 
     async def pin_signin(
         self, tenant: str, signin_id: str, current: Pin, ttl: timedelta
@@ -195,6 +192,24 @@ class MongoStore:
         (``storage.pins``).
         """
         return await self._signin_pins.pin(tenant, signin_id, current, ttl)
+
+    # -- tenants' activity (a starting worker warms the recently active) -------------------
+    async def record_activity(self, tenants: list[str], at: datetime) -> None:
+        """Note that ``tenants`` had requests at ``at`` (one write for all of them)."""
+        if not tenants:
+            return
+        ops = [UpdateOne({"_id": t}, {"$max": {"last": at}}, upsert=True) for t in tenants]
+        await self._guard(lambda: self.activity.bulk_write(ops, ordered=False))
+
+    async def active_tenants(self, since: datetime, limit: int) -> list[str]:
+        """The tenants with requests since ``since``, most recent first (a read of the whole
+        collection, one document per tenant: done at start-up, never per request)."""
+
+        async def op() -> list[Doc]:
+            cursor = self.activity.find({"last": {"$gte": since}}).sort("last", DESCENDING)
+            return await cursor.limit(limit).to_list()
+
+        return [str(d["_id"]) for d in await self._guard(op)]
 
     # -- rate-limit counters -------------------------------------------------------------
     async def hit(
@@ -268,112 +283,128 @@ class MongoStore:
 
     # -- writes (management) -------------------------------------------------------------
     async def insert_flow(self, flow: FlowRevision) -> None:
-        """Insert a new flow revision; ``Conflict`` when that revision number exists already."""
+        """Insert a new flow revision; ``Conflict`` when that revision number exists already.
+        It becomes current with ``advance_flow`` (once its change is audited)."""
         doc = flow.model_dump(mode="json")
+        doc["_id"] = flow_id(flow.tenant, flow.flow_type, flow.revision)
         doc["created_at"] = flow.created_at
         try:
-            await self._guard(lambda: self.flows.insert_one(doc))
+            await self._guard(lambda: self.bucket("flows", flow.tenant).insert_one(doc))
         except DuplicateKeyError as exc:
             raise Conflict(
                 f"flow {flow.flow_type} of {flow.tenant} moved on; revision {flow.revision} exists"
             ) from exc
 
-    async def latest_flow(self, tenant: str, flow_type: FlowType) -> FlowRevision | None:
-        """The newest revision of one flow of ``tenant``."""
-        doc = await self._guard(
-            lambda: self.flows.find_one(
-                {"tenant": tenant, "flow_type": flow_type.value},
-                {"_id": 0},
-                sort=[("revision", DESCENDING)],
+    async def advance_flow(self, tenant: str, flow_type: FlowType, revision: int) -> None:
+        """Make ``revision`` the flow's current one on the tenant's document (never back)."""
+        await self._guard(
+            lambda: self.bucket("tenants", tenant).update_one(
+                {"_id": tenant}, {"$max": {f"flows.{flow_type.value}": revision}}, upsert=True
             )
         )
-        return None if doc is None else FlowRevision.model_validate(doc)
+
+    async def delete_flow(self, tenant: str, flow_type: FlowType, revision: int) -> None:
+        """Remove a revision that never became current (its change was not audited)."""
+        key = flow_id(tenant, flow_type, revision)
+        await self._guard(lambda: self.bucket("flows", tenant).delete_one({"_id": key}))
+
+    async def latest_flow(self, tenant: str, flow_type: FlowType) -> FlowRevision | None:
+        """The newest revision of one flow of ``tenant``.
+
+        A revision inserted and audited whose writer stopped before it advanced the tenant's
+        document is found here (the next number exists) and made current."""
+        heads = await self.tenant_heads(tenant)
+        revision = heads.revisions.get(flow_type) or 0
+        while True:
+            current, after = await asyncio.gather(
+                self.get_flow(tenant, flow_type, revision) if revision else _none(),
+                self.get_flow(tenant, flow_type, revision + 1),
+            )
+            if after is None:
+                return current
+            revision += 1
+            log.warning("flow %s of %s: revision %d made current", flow_type, tenant, revision)
+            await self.advance_flow(tenant, flow_type, revision)
 
     async def flow_history(
         self, tenant: str, flow_type: FlowType, limit: int = 50
     ) -> list[FlowRevision]:
-        """Revisions of one flow, newest first."""
-
-        async def op() -> list[Doc]:
-            cursor = (
-                self.flows.find({"tenant": tenant, "flow_type": flow_type.value}, {"_id": 0})
-                .sort("revision", DESCENDING)
-                .limit(limit)
-            )
-            return await cursor.to_list()
-
-        return [FlowRevision.model_validate(d) for d in await self._guard(op)]
+        """Revisions of one flow, newest first (revisions are numbered without gaps)."""
+        newest = await self.latest_flow(tenant, flow_type)
+        if newest is None or limit < 1:
+            return []
+        older = range(newest.revision - 1, max(newest.revision - limit, 0), -1)
+        found = await asyncio.gather(*(self.get_flow(tenant, flow_type, r) for r in older))
+        return [newest, *(f for f in found if f is not None)][:limit]
 
     async def insert_action(self, action: ActionDef) -> None:
         """Create an action; ``Conflict`` when the name is taken in the tenant."""
         doc = action.model_dump(mode="json")
+        doc["_id"] = action_id(action.tenant, action.name)
         doc["created_at"] = action.created_at
+        # Listed first: a name listed without its document (the insert never came) is skipped
+        # by ``list_actions``; a document never listed would be lost to it.
+        await self._guard(
+            lambda: self.bucket("tenants", action.tenant).update_one(
+                {"_id": action.tenant}, {"$addToSet": {"actions": action.name}}, upsert=True
+            )
+        )
         try:
-            await self._guard(lambda: self.actions.insert_one(doc))
+            await self._guard(lambda: self.bucket("actions", action.tenant).insert_one(doc))
         except DuplicateKeyError as exc:
             raise Conflict(f"action {action.name} exists already") from exc
 
     async def get_action(self, tenant: str, name: str) -> ActionDef | None:
         """One action of ``tenant``, or None."""
-        doc = await self._guard(
-            lambda: self.actions.find_one({"tenant": tenant, "name": name}, {"_id": 0})
-        )
+        key = action_id(tenant, name)
+        doc = await self._guard(lambda: self.bucket("actions", tenant).find_one({"_id": key}))
         return None if doc is None else ActionDef.model_validate(doc)
 
     async def list_actions(self, tenant: str) -> list[ActionDef]:
         """Every action of ``tenant``, by name."""
-
-        async def op() -> list[Doc]:
-            return await self.actions.find({"tenant": tenant}, {"_id": 0}).sort("name").to_list()
-
-        return [ActionDef.model_validate(d) for d in await self._guard(op)]
+        doc = await self._guard(
+            lambda: self.bucket("tenants", tenant).find_one({"_id": tenant}, {"actions": 1})
+        )
+        names = sorted(set((doc or {}).get("actions") or []))
+        found = await asyncio.gather(*(self.get_action(tenant, n) for n in names))
+        return [a for a in found if a is not None]
 
     async def set_disabled(self, tenant: str, name: str, disabled: Disabled | None) -> None:
         """Throw (or, with None, release) an action's kill switch."""
         value = None if disabled is None else disabled.model_dump(mode="json")
+        key = action_id(tenant, name)
         await self._guard(
-            lambda: self.actions.update_one(
-                {"tenant": tenant, "name": name}, {"$set": {"disabled": value}}
+            lambda: self.bucket("actions", tenant).update_one(
+                {"_id": key}, {"$set": {"disabled": value}}
             )
+        )
+        change: Doc = (
+            {"$unset": {f"disabled.{name}": ""}}
+            if value is None
+            else {"$set": {f"disabled.{name}": value}}
+        )
+        await self._guard(
+            lambda: self.bucket("tenants", tenant).update_one({"_id": tenant}, change, upsert=True)
         )
 
     async def disabled_actions(self, tenant: str) -> dict[str, Disabled]:
         """The tenant's actions whose kill switch is on, by name."""
-
-        async def op() -> list[Doc]:
-            return await self.actions.find(
-                {"tenant": tenant}, {"_id": 0, "name": 1, "disabled": 1}
-            ).to_list()
-
-        return {
-            d["name"]: Disabled.model_validate(d["disabled"])
-            for d in await self._guard(op)
-            if d.get("disabled")
-        }
+        return (await self.tenant_heads(tenant)).disabled
 
     async def set_recording(
         self, tenant: str, slot: str, redact: list[str] | None, actor: str
     ) -> None:
-        """Record a slot's trigger inputs (``redact``: dotted paths), or stop (None)."""
-        if redact is None:
-            await self._guard(
-                lambda: self.recorded_slots.delete_many({"tenant": tenant, "slot": slot})
-            )
-            return
-        doc = {"tenant": tenant, "slot": slot, "redact": redact, "actor": actor}
+        """Record a slot's trigger inputs (``redact``: dotted paths), or stop (None).
+        ``slot`` is ``flow_type.trigger``: stored nested, flow type then trigger."""
+        path = f"recordings.{slot}"
+        change: Doc = {"$unset": {path: ""}} if redact is None else {"$set": {path: redact}}
         await self._guard(
-            lambda: self.recorded_slots.replace_one(
-                {"tenant": tenant, "slot": slot}, doc, upsert=True
-            )
+            lambda: self.bucket("tenants", tenant).update_one({"_id": tenant}, change, upsert=True)
         )
 
     async def recordings(self, tenant: str) -> dict[str, list[str]]:
         """The tenant's recorded slots (``flow_type.trigger``) with their redacted paths."""
-
-        async def op() -> list[Doc]:
-            return await self.recorded_slots.find({"tenant": tenant}, {"_id": 0}).to_list()
-
-        return {d["slot"]: list(d.get("redact") or []) for d in await self._guard(op)}
+        return (await self.tenant_heads(tenant)).recordings
 
     async def add_rollout_counts(self, deltas: list[Doc]) -> None:
         """Record what rollouts did on one worker since its last report (insert-only: every
@@ -403,30 +434,51 @@ class MongoStore:
 
     async def set_latest_version(self, tenant: str, name: str, version: str) -> None:
         """Record the newest published version on the action."""
+        key = action_id(tenant, name)
         await self._guard(
-            lambda: self.actions.update_one(
-                {"tenant": tenant, "name": name}, {"$set": {"latest_version": version}}
+            lambda: self.bucket("actions", tenant).update_one(
+                {"_id": key}, {"$set": {"latest_version": version}}
             )
         )
 
     async def insert_version(self, version: ActionVersion) -> None:
         """Publish an immutable version; ``Conflict`` when that version exists already."""
         doc = version.model_dump(mode="json")
+        doc["_id"] = version_id(version.tenant, version.action, version.version)
         doc["created_at"] = version.created_at
         self._seal(doc)
+        # Listed on the action first (see ``insert_action``).
+        key = action_id(version.tenant, version.action)
+        await self._guard(
+            lambda: self.bucket("actions", version.tenant).update_one(
+                {"_id": key}, {"$addToSet": {"versions": version.version}}
+            )
+        )
+        await self._note_kid(doc.get("sealed_kid"))
         try:
-            await self._guard(lambda: self.versions.insert_one(doc))
+            await self._guard(lambda: self.bucket("versions", version.tenant).insert_one(doc))
         except DuplicateKeyError as exc:
             raise Conflict(f"version {version.version} of {version.action} exists already") from exc
 
+    async def delete_version(self, tenant: str, action: str, version: str) -> None:
+        """Remove a version whose publish was not audited."""
+        key = version_id(tenant, action, version)
+        await self._guard(lambda: self.bucket("versions", tenant).delete_one({"_id": key}))
+        await self._guard(
+            lambda: self.bucket("actions", tenant).update_one(
+                {"_id": action_id(tenant, action)}, {"$pull": {"versions": version}}
+            )
+        )
+
     async def list_versions(self, tenant: str, action: str) -> list[ActionVersion]:
         """Every version of one action, in publish order."""
-
-        async def op() -> list[Doc]:
-            cursor = self.versions.find({"tenant": tenant, "action": action}, {"_id": 0})
-            return await cursor.sort("created_at", ASCENDING).to_list()
-
-        return [self._version(d) for d in await self._guard(op)]
+        key = action_id(tenant, action)
+        doc = await self._guard(
+            lambda: self.bucket("actions", tenant).find_one({"_id": key}, {"versions": 1})
+        )
+        names = list(dict.fromkeys((doc or {}).get("versions") or []))
+        found = await asyncio.gather(*(self.get_version(tenant, action, v) for v in names))
+        return sorted((v for v in found if v is not None), key=lambda v: v.created_at)
 
     # -- tenants' secrets, sealed at rest ------------------------------------------------------
     def _secret_paths(self, doc: Doc) -> list[tuple[str, str]]:
@@ -458,6 +510,7 @@ class MongoStore:
 
     def _version(self, doc: Doc) -> ActionVersion:
         """An action version from its document, its secrets opened."""
+        doc.pop("_id", None)
         sealed = doc.pop("sealed", None) or []
         doc.pop("sealed_kid", None)
         for path in sealed:
@@ -474,9 +527,8 @@ class MongoStore:
     async def check_sealed(self) -> list[str]:
         """Refuse (``ConfigError``) when sealed secrets exist that the keys given cannot
         open; the ids of the keys the stored secrets are sealed with."""
-        kids = sorted(
-            str(k) for k in await self._guard(lambda: self.versions.distinct("sealed_kid")) if k
-        )
+        doc = await self._guard(lambda: self.meta.find_one({"_id": "sealing"}))
+        kids = sorted(str(k) for k in (doc or {}).get("kids") or [] if k)
         if kids and self._sealer is None:
             raise ConfigError(
                 f"tenants' secrets are sealed (key id {', '.join(kids)}) and no key is given:"
@@ -496,9 +548,8 @@ class MongoStore:
         sealer = self._sealer
         if sealer is None:
             raise ConfigError("no key to seal with: set GATEHOOK_SECRETS__KEY")
-        docs = await self._guard(lambda: self.versions.find({}).to_list())
         resealed = from_clear = 0
-        for doc in docs:
+        for doc in [d for coll in self._buckets["versions"] async for d in coll.find({})]:
             paths = self._secret_paths(doc)
             if not paths or (
                 doc.get("sealed_kid") == sealer.kid and len(doc.get("sealed") or []) == len(paths)
@@ -515,7 +566,55 @@ class MongoStore:
                 update[f"{part}.{field}"] = sealer.seal(str(value), where)
             update["sealed"] = [f"{part}.{field}" for part, field in paths]
             update["sealed_kid"] = sealer.kid
-            await self._guard(
-                partial(self.versions.update_one, {"_id": doc["_id"]}, {"$set": update})
+            coll = self.bucket("versions", str(doc["tenant"]))
+            await self._guard(partial(coll.update_one, {"_id": doc["_id"]}, {"$set": update}))
+        await self._guard(
+            lambda: self.meta.update_one(
+                {"_id": "sealing"}, {"$set": {"kids": [sealer.kid]}}, upsert=True
             )
+        )
+        self._kids_noted = {sealer.kid}
         return {"kid": sealer.kid, "resealed": resealed, "sealed_from_clear": from_clear}
+
+    async def _note_kid(self, kid: object) -> None:
+        """Remember that a secret is sealed with key ``kid`` (``check_sealed`` reads it)."""
+        if not kid or kid in self._kids_noted:
+            return
+        await self._guard(
+            lambda: self.meta.update_one(
+                {"_id": "sealing"}, {"$addToSet": {"kids": kid}}, upsert=True
+            )
+        )
+        self._kids_noted.add(str(kid))
+
+    def bucket(self, kind: str, tenant: str) -> AsyncCollection[Doc]:
+        """The collection of ``kind`` that holds ``tenant``'s documents (``storage.keys``)."""
+        return self._buckets[kind][bucket_of(tenant)]
+
+    def buckets(self, kind: str) -> list[AsyncCollection[Doc]]:
+        """Every collection of ``kind``."""
+        return list(self._buckets[kind])
+
+
+async def _none() -> None:
+    return None
+
+
+def _flow(doc: Doc) -> FlowRevision:
+    doc.pop("_id", None)
+    return FlowRevision.model_validate(doc)
+
+
+def _heads(doc: Doc) -> TenantHeads:
+    """A tenant's document as ``TenantHeads`` (flow types it has no flow of: None)."""
+    flows = doc.get("flows") or {}
+    recordings = {
+        f"{ft}.{trigger}": list(paths or [])
+        for ft, triggers in (doc.get("recordings") or {}).items()
+        for trigger, paths in (triggers or {}).items()
+    }
+    return TenantHeads(
+        revisions={ft: (int(flows[ft.value]) if ft.value in flows else None) for ft in FlowType},
+        disabled={n: Disabled.model_validate(d) for n, d in (doc.get("disabled") or {}).items()},
+        recordings=recordings,
+    )

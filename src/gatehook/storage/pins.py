@@ -25,6 +25,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from gatehook.domain.catalogue import FlowType
 from gatehook.errors import StorageError, StorageUnavailable
+from gatehook.storage.keys import pin_id
 
 __all__ = ["SigninPins"]
 
@@ -54,8 +55,8 @@ class _Want:
 
     @property
     def key(self) -> str:
-        """The pin's ``_id`` (a tenant slug has no ``/``)."""
-        return f"{self.tenant}/{self.signin_id}"
+        """The pin's ``_id``."""
+        return pin_id(self.tenant, self.signin_id)
 
     def fresh(self, now: datetime) -> Doc:
         return {
@@ -94,7 +95,7 @@ class SigninPins:
         """The revisions the sign-in runs on: pinned to ``current`` at its first trigger,
         unless it is pinned already (by this worker or another). Returns the pin and when it
         expires."""
-        key = f"{tenant}/{signin_id}"
+        key = pin_id(tenant, signin_id)
         want = self._queue.get(key)
         if want is None:
             want = self._queue[key] = _Want(tenant, signin_id, current, ttl)
@@ -150,10 +151,9 @@ class SigninPins:
             await self._read([group[i] for i in sorted(failed)], now)
 
     async def _read(self, taken: list[_Want], now: datetime) -> None:
-        keys = [want.key for want in taken]
-        stored = {d["_id"]: d async for d in self._pins.find({"_id": {"$in": keys}})}
-        for want in taken:
-            doc = stored.get(want.key)
+        # One lookup of ``_id`` each: ``$in`` would read every pin on FerretDB.
+        stored = await asyncio.gather(*(self._pins.find_one({"_id": w.key}) for w in taken))
+        for want, doc in zip(taken, stored, strict=True):
             if doc is not None and _aware(doc["expires_at"]) > now:
                 want.settle(_parse(doc))  # (the key holds the tenant: it is this tenant's)
             else:
@@ -168,7 +168,7 @@ class SigninPins:
         else:
             with contextlib.suppress(DuplicateKeyError):
                 await self._pins.insert_one(fresh)
-        stored = await self._pins.find_one({"_id": want.key, "tenant": want.tenant})
-        if stored is None:
+        stored = await self._pins.find_one({"_id": want.key})
+        if stored is None or stored.get("tenant") != want.tenant:
             raise StorageError("sign-in pin vanished while it was being created")
         return _parse(stored)

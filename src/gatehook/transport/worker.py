@@ -45,6 +45,12 @@ def build_broker(
     settings: Settings, *, pool: SandboxPool | None = None
 ) -> tuple[NatsBroker, Runtime]:
     """A broker with the worker's subscribers, and the runtime they call into."""
+    runtimes: list[Runtime] = []  # (the callback is given before the runtime exists)
+
+    async def _reconnected() -> None:
+        for runtime in runtimes:
+            runtime.reconnected()
+
     broker = NatsBroker(
         settings.nats_servers,
         name=f"gatehook-{settings.worker_name}",
@@ -53,8 +59,10 @@ def build_broker(
         connect_timeout=max(1, int(settings.mongodb_timeout_ms / 1000)),
         logger=None,
         security=broker_security(settings),  # TLS and credentials (GATEHOOK_NATS__*)
+        reconnected_cb=_reconnected,
     )
     runtime = Runtime(settings, broker, pool=pool)
+    runtimes.append(runtime)
 
     if settings.trigger_transport == "faststream":
 
