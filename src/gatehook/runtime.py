@@ -111,6 +111,7 @@ class Runtime:
         self.lean: LeanNats | None = None
         self.warm_report: WarmReport | None = None
         self._activity_task: asyncio.Task[None] | None = None
+        self._seen: dict[str, datetime] = {}  # tenants served lately, the most recent last
 
     @property
     def triggers(self) -> TriggerService:
@@ -249,12 +250,25 @@ class Runtime:
             await self.flush_activity()
 
     async def flush_activity(self) -> None:
-        """Record the tenants served since the last report."""
-        if self._triggers is None or not self._triggers.active:
+        """Record the tenants served lately (within ``warm.within_s``, at most
+        ``warm.tenants`` of them, the most recent)."""
+        if self._triggers is None:
             return
-        tenants, self._triggers.active = sorted(self._triggers.active), set()
+        now = datetime.now(UTC)
+        fresh, self._triggers.active = self._triggers.active, set()
+        if not fresh and not self._seen:
+            return
+        for tenant in fresh:
+            self._seen.pop(tenant, None)
+            self._seen[tenant] = now  # (insertion order: the most recent last)
+        cutoff = now - timedelta(seconds=self.settings.warm.within_s)
+        while self._seen and (
+            len(self._seen) > max(self.settings.warm.tenants, 1)
+            or next(iter(self._seen.values())) < cutoff
+        ):
+            self._seen.pop(next(iter(self._seen)))
         try:
-            await self.store.record_activity(tenants, datetime.now(UTC))
+            await self.store.record_activity(self.settings.worker_name, self._seen)
         except GatehookError as exc:
             log.info("tenant activity not recorded: %s", exc)
 

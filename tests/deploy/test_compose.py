@@ -18,12 +18,17 @@ from gatehook.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "0123456789abcdef-token"
+SECRETS = {
+    "GATEHOOK_CONSOLE_TOKEN": TOKEN,
+    "GATEHOOK_MONGO_PASSWORD": "mongo-password-1",
+    "GATEHOOK_SECRETS_KEY": "qmYF1h8nHq1cM4QmvkVw7pD8m0X8GcRb1G5Q3nAqW1E=",
+}
 
 
 def compose_config(path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose is missing: run scripts/install-debian-packages"
-    clean = {k: v for k, v in os.environ.items() if k != "GATEHOOK_CONSOLE_TOKEN"}
+    clean = {k: v for k, v in os.environ.items() if k not in SECRETS}
     return subprocess.run(
         [binary, "-f", str(path), "config"],
         capture_output=True,
@@ -37,12 +42,17 @@ def compose_config(path: Path, **env: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("name", ["compose.yaml", "compose.cluster.yaml"])
 def test_compose_config_validates(name: str) -> None:
-    done = compose_config(ROOT / name, GATEHOOK_CONSOLE_TOKEN=TOKEN)
+    done = compose_config(ROOT / name, **SECRETS)
     assert done.returncode == 0, done.stderr
     resolved = yaml.safe_load(done.stdout)
     if name == "compose.yaml":
-        env = resolved["services"]["console"]["environment"]
-        assert env["GATEHOOK_CONSOLE__TOKEN"] == TOKEN  # taken from the environment
+        services = resolved["services"]
+        assert services["console"]["environment"]["GATEHOOK_CONSOLE__TOKEN"] == TOKEN
+        worker = services["worker"]["environment"]
+        assert worker["GATEHOOK_SECRETS__KEY"] == SECRETS["GATEHOOK_SECRETS_KEY"]
+        password = SECRETS["GATEHOOK_MONGO_PASSWORD"]
+        assert worker["GATEHOOK_MONGODB_URL"].startswith(f"mongodb://gatehook:{password}@mongo:")
+        assert services["mongo"]["environment"]["MONGO_INITDB_ROOT_PASSWORD"] == password
 
 
 def test_compose_config_can_fail() -> None:
@@ -52,14 +62,21 @@ def test_compose_config_can_fail() -> None:
     broken.parent.mkdir(exist_ok=True)
     broken.write_text(bad)
     try:
-        done = compose_config(broken, GATEHOOK_CONSOLE_TOKEN=TOKEN)
+        done = compose_config(broken, **SECRETS)
         assert done.returncode != 0
         assert "intervall" in done.stderr
     finally:
         broken.unlink()
-    done = compose_config(ROOT / "compose.yaml")
-    assert done.returncode != 0
-    assert "set GATEHOOK_CONSOLE_TOKEN" in done.stderr
+    for missing, says in (
+        ("GATEHOOK_CONSOLE_TOKEN", "set GATEHOOK_CONSOLE_TOKEN"),
+        ("GATEHOOK_MONGO_PASSWORD", "set GATEHOOK_MONGO_PASSWORD"),
+        ("GATEHOOK_SECRETS_KEY", "set GATEHOOK_SECRETS_KEY"),
+    ):
+        done = compose_config(
+            ROOT / "compose.yaml", **{k: v for k, v in SECRETS.items() if k != missing}
+        )
+        assert done.returncode != 0, missing
+        assert says in done.stderr
 
 
 def _nats_users() -> dict[str, str]:
@@ -99,6 +116,15 @@ def test_compose_file_is_consistent() -> None:
     assert f":{cenv['GATEHOOK_CONSOLE__PORT']}/healthz" in " ".join(console["healthcheck"]["test"])
     assert cenv["GATEHOOK_CONSOLE__TOKEN"].startswith("${GATEHOOK_CONSOLE_TOKEN:?")
     assert set(compose["volumes"]) == {"nats-data", "mongo-data"}
+    # secure by default: storage and monitoring are not published, secrets are required
+    assert "ports" not in services["mongo"]
+    assert services["nats"]["ports"] == ["4222:4222"]
+    mongo_env = services["mongo"]["environment"]
+    assert mongo_env["MONGO_INITDB_ROOT_PASSWORD"].startswith("${GATEHOOK_MONGO_PASSWORD:?")
+    assert worker_env["GATEHOOK_MONGODB_URL"].startswith(
+        "mongodb://gatehook:${GATEHOOK_MONGO_PASSWORD:?"
+    )
+    assert worker_env["GATEHOOK_SECRETS__KEY"].startswith("${GATEHOOK_SECRETS_KEY:?")
 
 
 def test_cluster_compose_and_config_are_consistent() -> None:

@@ -124,9 +124,10 @@ async def test_actions_list_and_show(worker: Worker, api: AdminClient, tenant: s
 
 
 async def _counts(store: MongoStore, settings_db: str) -> dict[str, int]:
+    del settings_db  # (the store is on the test's database)
     return {
-        name: await store._client[settings_db][name].count_documents({})
-        for name in ("actions", "action_versions", "flows")
+        kind: sum([await coll.count_documents({}) for coll in store.buckets(kind)])
+        for kind in ("actions", "versions", "flows")
     }
 
 
@@ -371,3 +372,56 @@ async def test_oversized_requests_get_clear_errors(
         await api.call(tenant, "actions.publish", name="big", source=large)
     # The worker keeps serving the API.
     assert (await api.call(tenant, "actions.show", name="big"))["versions"] == []
+
+
+@pytest.mark.parametrize(
+    ("third", "slot", "fragment"),
+    [
+        # the third action's template config is invalid
+        ({"name": "c", "template": "domain-allowlist", "config": {"domains": []}}, None, "c:"),
+        # the third action's script does not compile
+        ({"name": "c", "source": "export function execute( {", "language": "js"}, None, "c"),
+        # the third action is a target whose endpoint is no URL
+        ({"name": "c", "target": {"endpoint": "not a url"}}, None, "target"),
+        # the slot names an action that exists nowhere
+        (None, ["a@latest", "ghost@latest"], "ghost"),
+        # the slot pins a version that does not exist
+        (None, ["a@latest", "b@9.9.9"], "9.9.9"),
+        # a template attached where it cannot run
+        (
+            {"name": "c", "template": "decorate-token", "config": {"claims": {"a": {"value": 1}}}},
+            ["a@latest", "c@latest"],
+            "not compatible",
+        ),
+    ],
+)
+async def test_a_refused_apply_changes_nothing(
+    worker: Worker,
+    nc: NATS,
+    api: AdminClient,
+    store: MongoStore,
+    tenant: str,
+    third: dict[str, Any] | None,
+    slot: list[str] | None,
+    fragment: str,
+) -> None:
+    await api.call(tenant, "actions.create", name="b")
+    await api.call(tenant, "actions.publish", name="b", source=claim_v(1))  # stored: 1.0.0
+    before = await _counts(store, store._db.name)
+    events = await audit_events(nc, tenant)
+    actions: list[dict[str, Any]] = [
+        {"name": "a", "source": claim_v(2), "language": "js"},
+        {"name": "b", "source": claim_v(3), "language": "js"},  # would publish 1.0.1
+    ]
+    if third is not None:
+        actions.append(third)
+    file = {
+        "actions": actions,
+        "flows": {"internal_authentication": {"pre_creation": slot or ["a@latest", "b@latest"]}},
+    }
+    with pytest.raises((ValidationFailed, NotFound), match=fragment):
+        await api.call(tenant, "apply", file=file)
+    assert await _counts(store, store._db.name) == before  # nothing created, published, set
+    after = await audit_events(nc, tenant)
+    assert [e["type"] for e in after[len(events) :]] == ["admin.refused"]  # the refusal alone
+    assert [a["name"] for a in await api.call(tenant, "actions.list")] == ["b"]

@@ -27,6 +27,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from gatehook.admin.client import AdminClient
 from gatehook.console.app import build_app
 from gatehook.console.auth import Session, Sessions
+from gatehook.console.security import CSP
 from gatehook.console.server import ConsoleRefused, console_token
 from gatehook.settings import ConsoleSettings, Settings
 from tests.conftest import Worker
@@ -384,10 +385,30 @@ async def test_sign_in_is_required_and_checked(
     await page.click("button:has-text('Sign in')")
     await expect(page.locator("h1")).to_have_text("Actions")
     forged = await page.request.post(
-        console + f"/t/{tenant}/actions", form={"name": "planted", "csrf": "forged"}
+        console + f"/t/{tenant}/actions",
+        form={"name": "planted", "csrf": "forged"},
+        headers={"Origin": console},
     )
     assert forged.status == 403
+    assert "stale form" in await forged.text()
+    # With the session's real CSRF token, a post from another site is refused too.
+    csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
+    assert csrf
+    for headers in ({"Origin": "https://evil.example"}, {"Referer": "https://evil.example/x"}, {}):
+        cross = await page.request.post(
+            console + f"/t/{tenant}/actions",
+            form={"name": "planted", "csrf": csrf},
+            headers=headers,
+        )
+        assert cross.status == 403, headers
+        assert "did not come from the console" in await cross.text()
     assert await AdminClient(nc).call(tenant, "actions.list") == []
+    shown = await page.request.get(console + f"/t/{tenant}/actions")
+    assert shown.headers["content-security-policy"] == CSP
+    assert "script-src" not in CSP  # (default-src 'none': no script at all)
+    assert shown.headers["x-frame-options"] == "DENY"
+    assert shown.headers["referrer-policy"] == "same-origin"
+    assert shown.headers["x-content-type-options"] == "nosniff"
     await page.goto(console + f"/t/{tenant}/actions")  # a second visit of the same tenant
     await expect(page.locator("h1")).to_have_text("Actions")
     # Signing out ends the session.

@@ -193,7 +193,7 @@ async def test_a_sealed_value_moved_elsewhere_does_not_open(
 ) -> None:
     await _publish_secrets(admin, tenant)
     with MongoClient(settings.mongodb_url) as client:
-        versions = client[settings.mongodb_database]["action_versions"]
+        versions = client[settings.mongodb_database][store.bucket("versions", tenant).name]
         hook = versions.find_one({"tenant": tenant, "action": "hook"})
         assert hook is not None
         versions.update_one(

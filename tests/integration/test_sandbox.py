@@ -619,3 +619,42 @@ async def test_interleaved_calls_for_two_interpreters_keep_their_evaluations() -
         # alternating calls, each looked at in turn, would share no evaluation at all
         assert pool.batched - before >= 30
         await healthy(pool)
+
+
+# -- many tenants ----------------------------------------------------------------------------
+
+
+async def test_each_key_is_held_warm_by_one_child_and_warming_loads_without_running() -> None:
+    async with SandboxPool(SandboxSettings(pool_size=2)) as pool:
+        compiled = await pool.compile(
+            "export function execute(i) { globalThis.runs = (globalThis.runs || 0) + 1;"
+            " return {kind: 'continue', claims: {runs: globalThis.runs}}; }",
+            language="js",
+            name="act",
+        )
+
+        def job(tenant: str) -> ScriptJob:
+            return ScriptJob(
+                tenant=tenant,
+                action="act",
+                version="1.0.0",
+                code=compiled.code,
+                style=compiled.style.value,
+                input=json.dumps(INPUT).encode(),
+                timeout_ms=1000,
+            )
+
+        tenants = [f"many{i}" for i in range(40)]
+        for tenant in tenants:
+            assert await pool.warm(job(tenant))
+        for _ in range(3):  # called one after another: each goes to its home child
+            for tenant in tenants:
+                out = json.loads((await pool.run(job(tenant))).output)
+                # warmed, never run before; then the same interpreter every time
+                assert out["claims"]["runs"] >= 1
+        held = [c.known for c in pool._children]
+        assert set.union(*held) == {job(t).key for t in tenants}
+        assert not set.intersection(*held)  # no key warm in both children
+        assert all(held)  # and both children hold some
+        last = [json.loads((await pool.run(job(t))).output)["claims"]["runs"] for t in tenants]
+        assert last == [4] * len(tenants)  # three runs + this one, all in one interpreter

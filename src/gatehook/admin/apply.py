@@ -16,8 +16,9 @@ import yaml
 from pydantic import ValidationError
 
 from gatehook.admin.service import AdminService, Draft
+from gatehook.domain.catalogue import TRIGGERS
 from gatehook.domain.flowfile import ActionSpec, FlowsFile, SlotEntry, entry_refs, parse_ref
-from gatehook.domain.model import ActionKind, Attachment, Rollout
+from gatehook.domain.model import ActionDef, ActionKind, Attachment, Rollout
 from gatehook.domain.semver import Version
 from gatehook.errors import NotFound, ValidationFailed
 
@@ -91,13 +92,14 @@ async def apply_file(
 ) -> Plan:
     """Bring ``tenant`` (or the file's tenant) in line with the file; return the plan.
 
-    With ``dry_run`` nothing is written. Validation happens before the first write where it
-    can (names, templates, configs, triggers); a script that does not compile stops the
-    apply at that action, with the changes before it applied and listed.
+    The whole file is validated before anything is written (every action's kind, template,
+    config, target and script, which is compiled; every slot's actions, versions and
+    triggers): a refused file changes nothing. With ``dry_run`` nothing is written either.
     """
     target = tenant or doc.tenant
     if target is None:
         raise ValidationFailed("no tenant: give one in the file or with --tenant", field="tenant")
+    await _validate(admin, doc, sources, target)
     plan = Plan(target)
     newest: dict[str, str | None] = {}
     for spec in doc.actions:
@@ -160,6 +162,80 @@ async def apply_file(
                 await admin.set_slot(target, ft.value, tr.value, wanted, actor=actor)
     plan.applied = not dry_run
     return plan
+
+
+async def _validate(
+    admin: AdminService, doc: FlowsFile, sources: dict[str, str], tenant: str
+) -> None:
+    """Refuse the file (``ValidationFailed``, ``NotFound``) before any write, for anything
+    the writes would refuse."""
+    actions: dict[str, ActionDef] = {}
+    for spec in doc.actions:
+        try:
+            action: ActionDef | None = await admin.action(tenant, spec.name)
+        except NotFound:
+            action = None
+        if action is None:
+            action = admin.new_action(
+                tenant,
+                spec.name,
+                template=spec.template,
+                triggers=[t.value for t in spec.triggers] if spec.triggers else None,
+                kind="target" if spec.target is not None else None,
+            )
+        elif (action.template or None) != spec.template or (
+            (action.kind is ActionKind.TARGET) != (spec.target is not None)
+        ):
+            raise ValidationFailed(
+                f"action {spec.name} exists with another kind; rename it in the file",
+                field=spec.name,
+            )
+        try:
+            await admin.check_draft(action, _draft(spec, sources))
+        except ValidationFailed as exc:
+            raise ValidationFailed(
+                f"action {spec.name}: {exc.message}", field=exc.field or spec.name
+            ) from None
+        actions[spec.name] = action
+    for ft, slots in doc.flows.items():
+        for tr, refs in slots.items():
+            if tr not in TRIGGERS[ft]:
+                raise ValidationFailed(f"{tr.value} is not a trigger of {ft.value}", field=tr.value)
+            for entry in refs:
+                wanted = [entry_refs(entry)]
+                if isinstance(entry, SlotEntry):
+                    wanted += [r for r in (entry.canary, entry.shadow) if r]
+                for ref in wanted:
+                    name, version = parse_ref(ref)
+                    action = actions.get(name)
+                    if action is None:
+                        try:
+                            action = await admin.action(tenant, name)
+                        except NotFound:
+                            raise NotFound(
+                                f"{ft.value}.{tr.value}: action {name} is neither in the file"
+                                " nor stored"
+                            ) from None
+                        actions[name] = action
+                    if tr not in action.triggers:
+                        raise ValidationFailed(
+                            f"{ft.value}.{tr.value}: action {name} is not compatible with"
+                            f" {tr.value} (compatible:"
+                            f" {', '.join(t.value for t in action.triggers)})",
+                            field="trigger",
+                        )
+                    if version == "latest":
+                        continue
+                    try:
+                        stored = {v.version for v in await admin.versions(tenant, name)}
+                    except NotFound:  # created by this apply
+                        stored = set()
+                    if any(spec.name == name for spec in doc.actions):
+                        # what this apply publishes: the next patch (or 1.0.0)
+                        newest = max((Version.parse(v) for v in stored), default=None)
+                        stored.add(str(newest.bump("patch") if newest else Version(1, 0, 0)))
+                    if version not in stored:
+                        raise NotFound(f"{ft.value}.{tr.value}: version {version} of {name}")
 
 
 async def _resolve(

@@ -134,6 +134,20 @@ class AdminService:
     ) -> ActionDef:
         """Create a custom action (no template), a target action (``kind="target"``: a
         tenant's HTTP endpoint), or one based on a platform template."""
+        action = self.new_action(tenant, name, template=template, triggers=triggers, kind=kind)
+        await self._store.insert_action(action)
+        return action
+
+    def new_action(
+        self,
+        tenant: str,
+        name: str,
+        *,
+        template: str | None = None,
+        triggers: list[str] | None = None,
+        kind: Literal["custom", "target"] | None = None,
+    ) -> ActionDef:
+        """The action ``create_action`` would create, validated, not stored."""
         _check_tenant(tenant)
         _check_name(name)
         if template is not None and kind is not None:
@@ -156,7 +170,7 @@ class AdminService:
                 raise ValidationFailed(
                     f"template {template} cannot run at {', '.join(bad)}", field="triggers"
                 )
-        action = ActionDef(
+        return ActionDef(
             tenant=tenant,
             name=name,
             kind=ActionKind.TEMPLATE
@@ -166,8 +180,6 @@ class AdminService:
             triggers=chosen,
             created_at=datetime.now(UTC),
         )
-        await self._store.insert_action(action)
-        return action
 
     async def action(self, tenant: str, name: str) -> ActionDef:
         """One action of the tenant; ``NotFound`` otherwise (also for other tenants' actions)."""
@@ -182,11 +194,22 @@ class AdminService:
         await self.action(tenant, name)
         return await self._store.list_versions(tenant, name)
 
+    async def check_draft(self, action: ActionDef, draft: Draft) -> None:
+        """Everything ``publish`` would refuse about ``draft`` for ``action`` (which need not
+        be stored yet), found without writing anything: the config, the target, and the
+        script compiled (the compiler keeps the result, so the publish that follows does not
+        compile again)."""
+        _, canonical, _ = await self._normalise(action.tenant, action.name, draft, action)
+        if canonical.source is not None and canonical.language is not None:
+            await self._compiler.compile(
+                canonical.source, language=canonical.language, name=action.name
+            )
+
     async def _normalise(
-        self, tenant: str, name: str, draft: Draft
+        self, tenant: str, name: str, draft: Draft, action: ActionDef | None = None
     ) -> tuple[ActionDef, Draft, str]:
         """Validate a draft against its action; return the canonical draft and its digest."""
-        action = await self.action(tenant, name)
+        action = action or await self.action(tenant, name)
         timeout = draft.timeout_ms if draft.timeout_ms is not None else self._default_timeout_ms
         if not 1 <= timeout <= 30_000:
             raise ValidationFailed("timeout_ms must be between 1 and 30000", field="timeout_ms")

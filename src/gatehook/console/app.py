@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -38,6 +39,7 @@ from gatehook.console.pages import (
     render,
     texts,
 )
+from gatehook.console.security import SecurityHeaders
 from gatehook.domain.catalogue import TENANT_RE
 from gatehook.domain.contract import AuditEvent
 from gatehook.errors import GatehookError
@@ -592,5 +594,8 @@ def build_app(settings: Settings, token: str) -> Starlette:
         return render(env, request, "error.html", status, message=exc.message)
 
     return Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers={GatehookError: api_error}
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={GatehookError: api_error},
+        middleware=[Middleware(SecurityHeaders)],
     )

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -78,7 +78,7 @@ class MongoStore:
         self.rollout_counts = self._db["rollout_counts"]
         self.recorded_slots = self._db["recordings"]
         self.meta = self._db["meta"]
-        self.activity = self._db["tenant_activity"]
+        self.activity = self._db["worker_activity"]
         self._buckets = {
             kind: [self._db[bucket_name(kind, b)] for b in range(BUCKETS)] for kind in KINDS
         }
@@ -148,7 +148,7 @@ class MongoStore:
 
         await self._guard(create)
         await migrate(self)
-        for coll in (self.pins, self.counters):
+        for coll in (self.pins, self.counters, self.activity):
             try:
                 await coll.create_index("expires_at", expireAfterSeconds=0, name="ttl")
             except OperationFailure as exc:
@@ -194,22 +194,36 @@ class MongoStore:
         return await self._signin_pins.pin(tenant, signin_id, current, ttl)
 
     # -- tenants' activity (a starting worker warms the recently active) -------------------
-    async def record_activity(self, tenants: list[str], at: datetime) -> None:
-        """Note that ``tenants`` had requests at ``at`` (one write for all of them)."""
-        if not tenants:
-            return
-        ops = [UpdateOne({"_id": t}, {"$max": {"last": at}}, upsert=True) for t in tenants]
-        await self._guard(lambda: self.activity.bulk_write(ops, ordered=False))
+    async def record_activity(self, worker: str, seen: Mapping[str, datetime]) -> None:
+        """Replace ``worker``'s record of the tenants it served and when each last was.
+
+        One document per worker, written whole: one write per report however many tenants
+        it served (a document per tenant would be a write per tenant, each of which reads
+        the whole collection on FerretDB)."""
+        latest = max(seen.values(), default=datetime.now(UTC))
+        doc = {
+            "_id": worker,
+            "at": latest,
+            "tenants": [{"t": t, "at": at} for t, at in seen.items()],
+            "expires_at": latest + timedelta(days=7),  # (a TTL index reclaims it where it can)
+        }
+        await self._guard(lambda: self.activity.replace_one({"_id": worker}, doc, upsert=True))
 
     async def active_tenants(self, since: datetime, limit: int) -> list[str]:
-        """The tenants with requests since ``since``, most recent first (a read of the whole
-        collection, one document per tenant: done at start-up, never per request)."""
+        """The tenants served by any worker since ``since``, most recent first (a read of
+        every worker's record: done at start-up, never per request)."""
 
         async def op() -> list[Doc]:
-            cursor = self.activity.find({"last": {"$gte": since}}).sort("last", DESCENDING)
-            return await cursor.limit(limit).to_list()
+            return await self.activity.find({"at": {"$gte": since}}).to_list()
 
-        return [str(d["_id"]) for d in await self._guard(op)]
+        last: dict[str, datetime] = {}
+        for doc in await self._guard(op):
+            for entry in doc.get("tenants") or []:
+                tenant, at = entry["t"], entry["at"]
+                at = at if at.tzinfo else at.replace(tzinfo=UTC)
+                if at >= since and (tenant not in last or at > last[tenant]):
+                    last[str(tenant)] = at
+        return sorted(last, key=lambda t: last[t], reverse=True)[:limit]
 
     # -- rate-limit counters -------------------------------------------------------------
     async def hit(
