@@ -1,6 +1,6 @@
 """Many tenants: what a platform of N tenants costs a worker, cold and warm, in one run.
 
-    .venv/bin/python benchmarks/tenants.py                       # 1,000 and 10,000 tenants
+    .venv/bin/python benchmarks/tenants.py                       # 100, 1,000 and 10,000 tenants
     .venv/bin/python benchmarks/tenants.py --tenants 100,1000 --provision api
 
 For each N: N tenants, each with one distinct custom-JS action attached to
@@ -12,12 +12,13 @@ straight to storage, for sizes the API would take long to set up). Then, on real
   timed against the server, for 200 random tenants;
 - cold first decision: a fresh worker (no warm-up: nothing is recorded as active yet), one
   request to each of 200 tenants in turn, its first;
-- steady CPU per decision (closed loop, 32 in flight) with uniformly random tenants, next to
-  the same loop on one hot tenant;
+- steady CPU per decision (closed loop, 32 in flight) with uniformly random tenants, once
+  every tenant has been served once, next to the same loop on one hot tenant;
 - right after a restart: the worker is stopped (it records the tenants it served) and a new
   one started; its warm-up time, then 300 req/s of uniformly random tenants at once: p50 /
   p99 / max from each request's scheduled time, timeouts and error replies;
-- RSS of the worker and its sandbox children.
+- RSS of the worker and its sandbox children;
+- with the API: N more tenants given one and the same script (a file applied to many).
 
 Writes results/tenants-<stamp>.json and .md, and prints the Markdown.
 """
@@ -79,7 +80,9 @@ def name(i: int) -> str:
     return f"tenant-{i:05d}"
 
 
-async def provision_api(url: str, n: int) -> float:
+async def provision_api(url: str, n: int, *, same: bool = False, prefix: str = "") -> float:
+    """``apply`` per tenant over the management API, 8 at a time; ``same``: every tenant
+    gets one script (a file applied to many tenants), else each its own."""
     nc = await nats.connect(url)
     client = AdminClient(nc, actor="bench", timeout=120)
     sem = asyncio.Semaphore(8)
@@ -88,10 +91,12 @@ async def provision_api(url: str, n: int) -> float:
     async def one(i: int) -> None:
         async with sem:
             file = {
-                "actions": [{"name": "check", "source": script(i), "language": "js"}],
+                "actions": [
+                    {"name": "check", "source": script(0 if same else i), "language": "js"}
+                ],
                 "flows": {"external_authentication": {"post_authentication": ["check@latest"]}},
             }
-            await client.call(name(i), "apply", file=file)
+            await client.call(prefix + name(i), "apply", file=file)
 
     try:
         await asyncio.gather(*(one(i) for i in range(n)))
@@ -141,16 +146,15 @@ async def provision_store(mongo_url: str, n: int) -> float:
                 )
             )
             await store.set_latest_version(tenant, "check", "1.0.0")
-            await store.insert_flow(
-                FlowRevision(
-                    tenant=tenant,
-                    flow_type=FT,
-                    revision=1,
-                    slots={TR: [Attachment(action="check", version="1.0.0")]},
-                    created_at=now,
-                )
+            flow = FlowRevision(
+                tenant=tenant,
+                flow_type=FT,
+                revision=1,
+                slots={TR: [Attachment(action="check", version="1.0.0")]},
+                created_at=now,
             )
-            await store.advance_flow(tenant, FT, 1)
+            await store.insert_flow(flow)
+            await store.advance_flow(tenant, FT, 1, flow)
 
     try:
         await asyncio.gather(*(one(i) for i in range(n)))
@@ -192,6 +196,21 @@ async def cold_firsts(url: str, n: int) -> dict[str, float]:
     finally:
         await nc.close()
     return {"p50": pct(lat, 50), "p99": pct(lat, 99), "max": max(lat), "errors": errors}
+
+
+async def every_tenant_once(url: str, tenants: list[str]) -> None:
+    """One request to each tenant (32 at a time): every tenant has been seen."""
+    nc = await nats.connect(url)
+    pending = iter(tenants)
+
+    async def runner() -> None:
+        for t in pending:
+            await nc.request(SUBJECT.format(t), (BODY % uuid.uuid4().hex).encode(), 10)
+
+    try:
+        await asyncio.gather(*(runner() for _ in range(32)))
+    finally:
+        await nc.close()
 
 
 async def closed_loop(url: str, tenants: list[str], seconds: float) -> int:
@@ -277,7 +296,7 @@ async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         row["cold_first_ms"] = await cold_firsts(nats_srv.url, n)
         print(f"  cold first decision: {row['cold_first_ms']}", flush=True)
         everyone = [name(i) for i in range(n)]
-        await closed_loop(nats_srv.url, everyone, args.seconds)  # every tenant seen once
+        await every_tenant_once(nats_srv.url, everyone)
         before = cpu_by_kind([worker.pid, nats_pid])
         done = await closed_loop(nats_srv.url, everyone, args.seconds)
         row["uniform_cpu_us"] = cpu_us(worker.pid, nats_pid, before, done)
@@ -296,6 +315,9 @@ async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         row["after_restart"] = await open_loop(nats_srv.url, n, args.rate, args.seconds * 2)
         row["rss_mb"] = rss_mb([worker.pid])
         print(f"  after a restart at {args.rate:.0f} req/s: {row['after_restart']}", flush=True)
+        if args.provision == "api" and args.same_script:
+            row["setup_same_s"] = await provision_api(nats_srv.url, n, same=True, prefix="same-")
+            print(f"  one script for {n} more tenants: {row['setup_same_s']:.1f} s", flush=True)
         stop(worker)
     finally:
         mongo.stop()
@@ -338,12 +360,21 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f" {a['p50']:.1f} / {a['p99']:.1f} / {a['max']:.0f} ms | {a['timeouts']} |"
             f" {a['errors']} | {r['rss_mb']:.0f} |"
         )
+    same = [r for r in rows if "setup_same_s" in r]
+    if same:
+        lines += [
+            "",
+            "| tenants | set-up, a script each | set-up, one script for all |",
+            "|---|---|---|",
+        ]
+        for r in same:
+            lines.append(f"| {r['tenants']:,} | {r['setup_s']:.0f} s | {r['setup_same_s']:.0f} s |")
     return "\n".join(lines)
 
 
 async def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--tenants", default="1000,10000")
+    p.add_argument("--tenants", default="100,1000,10000")
     p.add_argument(
         "--provision",
         choices=["api", "store", "auto"],
@@ -352,6 +383,12 @@ async def main() -> None:
     )
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--rate", type=float, default=300.0)
+    p.add_argument(
+        "--no-same-script",
+        dest="same_script",
+        action="store_false",
+        help="skip provisioning N more tenants with one script (the compile cache)",
+    )
     args = p.parse_args()
     rows = []
     for n in (int(x) for x in args.tenants.split(",")):

@@ -58,6 +58,12 @@ class ValidationFailed(BadRequest):
         self.field = field
 
 
+class Forbidden(BadRequest):
+    """The caller's role may not do this (whoever it says it acts for)."""
+
+    code = "forbidden"
+
+
 class NotFound(BadRequest):
     """The thing asked for does not exist in this tenant (or is not visible to it)."""
 

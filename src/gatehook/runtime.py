@@ -202,6 +202,7 @@ class Runtime:
             tester=self._triggers.try_version,
             rollouts=self.rollout_admin,
             replayer=self.replay,
+            trusted=frozenset(self.settings.trusted_principals),
         )
         self.rollouts.start(self._roll_back)
         await self._warm()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -199,6 +200,19 @@ class NatsSettings(BaseModel):
     creds_file: Path | None = Field(default=None, description="a .creds file (JWT + nkey)")
     user: str | None = None
     password: SecretStr | None = None
+    principal: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_\-]+$",
+        description="the NATS user's name in management subjects, when the user is not in"
+        " the URL or GATEHOOK_NATS__USER (a .creds file)",
+    )
+    inbox_prefix: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$",
+        description="the prefix of this connection's reply subjects (default: _INBOX.<user>"
+        " with a user here or in the URL, else _INBOX); deploy/nats.conf lets each role read"
+        " only its own",
+    )
 
     @property
     def tls(self) -> bool:
@@ -281,6 +295,11 @@ class Settings(BaseSettings):
         " (gatehook.process.loop); off only to compare",
     )
     request_budget_ms: int = Field(default=2000, ge=10, le=60_000)
+    trusted_principals: list[str] = Field(
+        default_factory=lambda: ["gatehook-console"],
+        description="NATS users whose management calls name the operator they act for (the"
+        " console); anyone else's changes are recorded under their own user",
+    )
     drain_timeout_s: float = Field(
         default=10.0,
         gt=0,
@@ -308,6 +327,30 @@ class Settings(BaseSettings):
     def nats_servers(self) -> list[str]:
         """``nats_url`` as the list of servers it names."""
         return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
+    @property
+    def nats_principal(self) -> str | None:
+        """The name this process's NATS user goes by in subjects: ``GATEHOOK_NATS__PRINCIPAL``,
+        else the user of ``GATEHOOK_NATS__USER`` or of the first URL (None: unknown)."""
+        if self.nats.principal:
+            return self.nats.principal
+        user = self.nats.user
+        if user is None and self.nats_servers:
+            user = urlsplit(self.nats_servers[0]).username
+        if user and all(c.isalnum() or c in "-_" for c in user):
+            return user
+        return None
+
+    @property
+    def nats_inbox_prefix(self) -> str:
+        """Where replies to this process's requests go: ``GATEHOOK_NATS__INBOX_PREFIX``, else
+        ``_INBOX.<user>`` (the user of ``GATEHOOK_NATS__USER`` or of the first URL), else
+        ``_INBOX``. Each role's NATS user may subscribe to its own prefix only, so no other
+        client can read the replies it gets."""
+        if self.nats.inbox_prefix:
+            return self.nats.inbox_prefix
+        user = self.nats_principal
+        return f"_INBOX.{user}" if user else "_INBOX"
 
     test_nats_url: str | None = Field(
         default=None, description="tests/dev: use this NATS server instead of starting one"

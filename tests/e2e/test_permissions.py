@@ -15,6 +15,7 @@ from nats.aio.client import Client as NATS
 from gatehook.admin.client import AdminClient
 from gatehook.audit.reader import latest_events
 from gatehook.devservers import Server, start_nats
+from gatehook.errors import Forbidden
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
@@ -45,7 +46,10 @@ async def _client(server: Server, user: str, password: str, errors: list[str]) -
     async def on_error(exc: Exception) -> None:
         errors.append(str(exc))
 
-    return await nats.connect(_url(server, user, password), error_cb=on_error)
+    # each role reads its own reply subjects only (deploy/nats.conf)
+    return await nats.connect(
+        _url(server, user, password), error_cb=on_error, inbox_prefix=f"_INBOX.{user}"
+    )
 
 
 async def test_roles(
@@ -85,11 +89,15 @@ async def test_roles(
         assert sum("permissions violation for subscription" in e for e in said) == 3, said
         assert sum("permissions violation for publish" in e for e in said) == 1, said
 
-        listed = await operator.request("gatehook.v1.admin.acme.actions.list", b"{}", timeout=5)
+        listed = await operator.request(
+            "gatehook.v1.as.acme-operator.admin.acme.actions.list", b"{}", timeout=5
+        )
         assert json.loads(listed.data) == {"ok": True, "result": []}
         before = len(errors)
         with pytest.raises(nats.errors.TimeoutError):
-            await operator.request("gatehook.v1.admin.other.actions.list", b"{}", timeout=0.5)
+            await operator.request(
+                "gatehook.v1.as.acme-operator.admin.other.actions.list", b"{}", timeout=0.5
+            )
         with pytest.raises(nats.errors.TimeoutError):
             await operator.request(
                 "gatehook.v1.trigger.acme.external_authentication.post_authentication",
@@ -115,7 +123,7 @@ async def test_roles(
             await stolen.close()
         # while the worker, held to its role, still does all its work: a change (audit events,
         # the change broadcast), then a decision (an execution event, the reply record)
-        applied = await AdminClient(operator, timeout=30).call(
+        applied = await AdminClient(operator, timeout=30, principal="acme-operator").call(
             "acme",
             "apply",
             file=ALLOW_FILE,
@@ -150,7 +158,7 @@ async def test_console_role(
     errors: list[str] = []
     console = await _client(secured, "gatehook-console", "console-secret", errors)
     try:
-        client = AdminClient(console, timeout=30)
+        client = AdminClient(console, timeout=30, principal="gatehook-console")
         for tenant in ("acme", "globex"):
             applied = await client.call(
                 tenant,
@@ -179,5 +187,132 @@ async def test_console_role(
         assert sum("permissions violation" in e.lower() for e in errors) >= 3, errors
         assert (await console.jetstream().stream_info(settings.audit.stream)).config.name
     finally:
+        await console.close()
+        await stop_worker(runtime, broker)
+
+
+async def test_no_role_reads_another_roles_replies(
+    secured: Server, settings: Settings, pool: SandboxPool, store: MongoStore
+) -> None:
+    """acme's login service and operator try to read every reply subject there is: refused,
+    and nothing reaches them while globex's triggers and the console's calls for globex
+    (whose replies carry a script's source and a signing key shown once) go on."""
+    settings = settings.model_copy(
+        update={"nats_url": _url(secured, "gatehook-worker", "worker-secret")}
+    )
+    runtime, broker = await start_worker(settings, pool)
+    errors: list[str] = []
+    spies = [
+        await _client(secured, "acme-login", "login-secret", errors),
+        await _client(secured, "acme-operator", "operator-secret", errors),
+    ]
+    console = await _client(secured, "gatehook-console", "console-secret", errors)
+    globex = await _client(secured, "globex-login", "globex-login-secret", errors)
+    heard: list[str] = []
+
+    async def overheard(msg: nats.aio.msg.Msg) -> None:
+        heard.append(msg.subject)
+
+    try:
+        prefixes = [
+            "_INBOX.>",
+            "_INBOX.*.>",
+            "_INBOX.globex-login.>",
+            "_INBOX.globex-operator.>",
+            "_INBOX.gatehook-console.>",
+            "_INBOX.gatehook-worker.>",
+            "_INBOX.acme-login.>",  # (the operator's neighbour; the login service's own)
+        ]
+        before = len(errors)
+        for spy in spies:
+            for subject in prefixes:
+                if subject == f"{spy._inbox_prefix.decode()}.>":
+                    continue  # its own prefix is its own
+                await spy.subscribe(subject, cb=overheard)
+            await settle(spy)
+        await asyncio.sleep(0.1)
+        refused = [e for e in errors[before:] if "permissions violation for subscription" in e]
+        assert len(refused) == 2 * len(prefixes) - 1, errors[before:]
+
+        admin = AdminClient(console, timeout=30, principal="gatehook-console")
+        await admin.call("globex", "actions.create", name="secret-hook", kind="target")
+        published = await admin.call(
+            "globex",
+            "actions.publish",
+            name="secret-hook",
+            target={"endpoint": "https://hooks.example.com/g"},
+        )
+        assert published["signing_key"]  # shown once, to the console alone
+        await admin.call("globex", "apply", file=ALLOW_FILE)
+        for i in range(5):
+            body = json.dumps({"request_id": f"g{i}", "user": {"id": "u", "email": "a@acme.com"}})
+            reply = await globex.request(
+                "gatehook.v1.trigger.globex.external_authentication.post_authentication",
+                body.encode(),
+                timeout=5,
+            )
+            assert json.loads(reply.data)["decision"] == "continue"
+        for spy in spies:
+            await settle(spy)
+        assert heard == []
+    finally:
+        for nc in (*spies, console, globex):
+            await nc.close()
+        await stop_worker(runtime, broker)
+
+
+async def test_audit_actors_cannot_be_forged(
+    secured: Server, settings: Settings, pool: SandboxPool, store: MongoStore, nc: NATS
+) -> None:
+    """acme's operator claims to be alice signed in to the console: its change is recorded
+    under its own user (the claim beside it), console.audit is refused, and the console's
+    subject is closed to it. The console's own calls name the operator they act for."""
+    settings = settings.model_copy(
+        update={"nats_url": _url(secured, "gatehook-worker", "worker-secret")}
+    )
+    runtime, broker = await start_worker(settings, pool)
+    errors: list[str] = []
+    operator = await _client(secured, "acme-operator", "operator-secret", errors)
+    console = await _client(secured, "gatehook-console", "console-secret", errors)
+    try:
+        forger = AdminClient(operator, actor="console:alice", timeout=30, principal="acme-operator")
+        await forger.call("acme", "actions.create", name="gate", template="domain-allowlist")
+        await forger.call("acme", "actions.publish", name="gate", config={"domains": ["a.com"]})
+        await forger.call("acme", "actions.disable", name="gate", reason="x", fallback="continue")
+        with pytest.raises(Forbidden, match=r"console\.audit is the console's"):
+            await forger.call("acme", "console.audit", event="signed_in", method="token")
+        # posing as the console on its subject: refused by the server
+        before = len(errors)
+        with pytest.raises(nats.errors.TimeoutError):
+            await operator.request(
+                "gatehook.v1.as.gatehook-console.admin.acme.console.audit",
+                json.dumps({"actor": "console:alice", "event": "signed_in"}).encode(),
+                timeout=0.5,
+            )
+        await asyncio.sleep(0.1)
+        assert any("permissions violation for publish" in e.lower() for e in errors[before:])
+        # the console speaks for the operator signed in to it
+        real = AdminClient(console, actor="console:bob", timeout=30, principal="gatehook-console")
+        await real.call("acme", "actions.enable", name="gate")
+        await real.call("acme", "console.audit", event="signed_in", method="token")
+
+        events = await latest_events(
+            console.jetstream(), tenant="acme", limit=50, stream=settings.audit.stream
+        )
+        by_type = {e.type: e for e in events}
+        for kind in ("flow.action_published", "flow.action_disabled"):
+            event = by_type[kind]
+            assert (event.actor, event.principal) == ("acme-operator", "acme-operator")
+            assert event.details["claimed_actor"] == "console:alice"
+        refused = by_type["admin.refused"]
+        assert (refused.actor, refused.principal) == ("acme-operator", "acme-operator")
+        assert refused.details["code"] == "forbidden"
+        assert all(e.actor != "console:alice" for e in events)
+        for kind in ("flow.action_enabled", "console.signed_in"):
+            event = by_type[kind]
+            assert (event.actor, event.principal) == ("console:bob", "gatehook-console")
+            assert "claimed_actor" not in event.details
+    finally:
+        await operator.close()
         await console.close()
         await stop_worker(runtime, broker)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ValidationError
 
 from gatehook.admin.apply import apply_file
+from gatehook.admin.principal import CLAIMED, PRINCIPAL, acting, split_principal
 from gatehook.admin.requests import (
     OPERATIONS,
     Apply,
@@ -48,7 +49,7 @@ from gatehook.domain.contract import TriggerRequest
 from gatehook.domain.flowfile import parse_ref
 from gatehook.domain.model import ActionVersion, Attachment, FlowRevision
 from gatehook.domain.semver import Version
-from gatehook.errors import BadRequest, GatehookError, NotFound, ValidationFailed
+from gatehook.errors import BadRequest, Forbidden, GatehookError, NotFound, ValidationFailed
 from gatehook.templates.registry import SECRET_MASK, TemplateRegistry
 
 if TYPE_CHECKING:
@@ -96,8 +97,10 @@ class AdminApi:
         tester: Tester | None = None,
         rollouts: RolloutAdmin | None = None,
         replayer: Replayer | None = None,
+        trusted: frozenset[str] = frozenset({"gatehook-console"}),
     ) -> None:
         self._service = service
+        self._trusted = trusted  # principals whose claimed actor is recorded as the actor
         self._templates = templates
         self._tester = tester
         self._rollouts = rollouts or RolloutAdmin(service)
@@ -129,8 +132,19 @@ class AdminApi:
         }
 
     async def handle(self, subject: str, payload: bytes) -> bytes:
-        """Answer one admin request. Never raises."""
-        parts = subject.split(".")
+        """Answer one admin request (``gatehook.v1.admin.<tenant>.<operation>``, or sent as an
+        authenticated principal: ``admin.principal``). Never raises."""
+        principal, parts = split_principal(subject)
+        tokens = PRINCIPAL.set(principal), CLAIMED.set(None)
+        try:
+            return await self._handle(subject, parts, principal, payload)
+        finally:
+            PRINCIPAL.reset(tokens[0])
+            CLAIMED.reset(tokens[1])
+
+    async def _handle(
+        self, subject: str, parts: list[str], principal: str | None, payload: bytes
+    ) -> bytes:
         try:
             if len(parts) < 5 or not TENANT_RE.fullmatch(parts[3]):
                 raise BadRequest("subject must be gatehook.v1.admin.<tenant>.<operation>")
@@ -144,6 +158,15 @@ class AdminApi:
                 err = exc.errors()[0]
                 where = ".".join(str(p) for p in err["loc"]) or "body"
                 raise ValidationFailed(f"{where}: {err['msg']}", field=where) from None
+            if op == "console.audit" and principal not in self._trusted:
+                raise Forbidden(
+                    "console.audit is the console's: only a trusted principal"
+                    " (GATEHOOK_TRUSTED_PRINCIPALS) may record console events"
+                )
+            actor, claimed = acting(principal, req.actor, self._trusted)
+            if actor != req.actor:
+                req = req.model_copy(update={"actor": actor})
+            CLAIMED.set(claimed)
             result = await self._handlers[op](tenant, req)
             return json.dumps({"ok": True, "result": result}, default=str).encode()
         except GatehookError as exc:
@@ -171,6 +194,8 @@ class AdminApi:
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             given = json.loads(payload or b"{}").get("actor")
             actor = given[:200] if isinstance(given, str) and given else "api"
+        actor, claimed = acting(PRINCIPAL.get(), actor, self._trusted)
+        CLAIMED.set(claimed)
         event = self._service.event(
             "admin.refused",
             parts[3],

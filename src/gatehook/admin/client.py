@@ -9,10 +9,12 @@ from nats.aio.client import Client as NATS
 from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from gatehook.admin.principal import as_admin_subject
 from gatehook.admin.requests import admin_subject
 from gatehook.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     GatehookError,
     NotFound,
     TransportError,
@@ -26,6 +28,7 @@ _BY_CODE: dict[str, type[GatehookError]] = {
     "not_found": NotFound,
     "conflict": Conflict,
     "bad_request": BadRequest,
+    "forbidden": Forbidden,
     "unavailable": TransportError,
 }
 
@@ -33,17 +36,33 @@ _BY_CODE: dict[str, type[GatehookError]] = {
 class AdminClient:
     """``await client.call(tenant, "actions.list")`` -> the result, or a ``GatehookError``."""
 
-    def __init__(self, nc: NATS, *, actor: str = "cli", timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        actor: str = "cli",
+        timeout: float = 60.0,
+        principal: str | None = None,
+    ) -> None:
+        """``principal``: this connection's NATS user, sent in the subject
+        (``gatehook.v1.as.<principal>.admin...``: what deploy/nats.conf lets each role
+        publish); None: the plain ``gatehook.v1.admin...`` subject."""
         self._nc = nc
         self._actor = actor
         self._timeout = timeout
+        self._principal = principal
+
+    def _subject(self, tenant: str, operation: str) -> str:
+        if self._principal is None:
+            return admin_subject(tenant, operation)
+        return as_admin_subject(self._principal, tenant, operation)
 
     async def call(self, tenant: str, operation: str, /, **body: Any) -> Any:
         """Send one operation for ``tenant``; raise the matching error when it fails."""
         body.setdefault("actor", self._actor)
         try:
             msg = await self._nc.request(
-                admin_subject(tenant, operation), json.dumps(body).encode(), timeout=self._timeout
+                self._subject(tenant, operation), json.dumps(body).encode(), timeout=self._timeout
             )
         except NoRespondersError:
             raise TransportError("no gatehook worker is answering (is one running?)") from None

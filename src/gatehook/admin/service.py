@@ -511,7 +511,7 @@ class AdminService:
         except GatehookError:
             await self._store.delete_flow(tenant, ft, flow.revision)
             raise
-        await self._store.advance_flow(tenant, ft, flow.revision)
+        await self._store.advance_flow(tenant, ft, flow.revision, flow)
         await self._notify(tenant)
         return flow
 

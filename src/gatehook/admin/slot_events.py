@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from gatehook.admin.principal import CLAIMED, PRINCIPAL
 from gatehook.domain.catalogue import FlowType, Trigger
 from gatehook.domain.contract import AuditEvent
 from gatehook.domain.model import Attachment
@@ -24,8 +25,17 @@ def new_event(type_: str, tenant: str, actor: str, **fields: Any) -> AuditEvent:
         tenant=tenant,
         at=datetime.now(UTC),
         actor=actor,
-        **fields,
+        principal=PRINCIPAL.get(),
+        **_with_claimed(fields),
     )
+
+
+def _with_claimed(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with the claimed actor in ``details`` when one was set aside."""
+    claimed = CLAIMED.get()
+    if claimed is None:
+        return fields
+    return {**fields, "details": {**(fields.get("details") or {}), "claimed_actor": claimed}}
 
 
 @dataclass(frozen=True, slots=True)

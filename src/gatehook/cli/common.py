@@ -65,7 +65,10 @@ async def with_admin(fn: Callable[[AdminClient], Awaitable[T]], timeout: float =
     except Exception as exc:
         raise GatehookError(f"cannot connect to NATS at {s.nats_url}: {exc}") from None
     try:
-        return await fn(AdminClient(nc, actor=os.environ.get("USER", "cli"), timeout=timeout))
+        client = AdminClient(
+            nc, actor=os.environ.get("USER", "cli"), timeout=timeout, principal=s.nats_principal
+        )
+        return await fn(client)
     finally:
         await nc.drain()
 

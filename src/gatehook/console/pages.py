@@ -65,7 +65,10 @@ class Env:
 
     def api(self, operator: str) -> AdminClient:
         assert self.nc is not None
-        return AdminClient(self.nc, actor=f"console:{operator}", timeout=30)
+        # as the console's NATS user (without one, the console role's name: a local stack
+        # with no NATS authentication, where nothing is authenticated anyway)
+        principal = self.settings.nats_principal or "gatehook-console"
+        return AdminClient(self.nc, actor=f"console:{operator}", timeout=30, principal=principal)
 
 
 def texts(form: FormData) -> dict[str, str]:

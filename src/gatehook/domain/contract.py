@@ -284,6 +284,12 @@ class AuditEvent(BaseModel):
     tenant: str
     at: datetime
     actor: str
+    principal: str | None = Field(
+        default=None,
+        description="who the NATS server authenticated for a management change: the user"
+        " name its permissions pin in the subject (gatehook.v1.as.<principal>.admin...);"
+        " null when the change came over gatehook.v1.admin... (no authenticated name)",
+    )
     flow_type: str | None = None
     trigger: str | None = None
     flow_revision: int | None = None

@@ -158,3 +158,6 @@ class TenantHeads(BaseModel):
     recordings: dict[str, list[str]] = Field(
         default_factory=dict, description="flow_type.trigger -> redacted dotted paths"
     )
+    current: dict[FlowType, FlowRevision] = Field(
+        default_factory=dict, description="the current revision of each flow type, when known"
+    )

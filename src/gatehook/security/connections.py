@@ -47,7 +47,7 @@ def _creds_file(nats: NatsSettings) -> str | None:
 def nats_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for ``nats.connect`` (servers not included)."""
     nats = settings.nats
-    opts: dict[str, Any] = {}
+    opts: dict[str, Any] = {"inbox_prefix": settings.nats_inbox_prefix}
     tls = nats_tls(nats)
     if tls is not None:
         opts["tls"] = tls

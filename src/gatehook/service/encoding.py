@@ -122,6 +122,7 @@ def encode_executions(
             "tenant": tenant,
             "at": at,
             "actor": actor,
+            "principal": None,  # (set on management events only)
             "flow_type": flow_type,
             "trigger": trigger,
             "flow_revision": revision,

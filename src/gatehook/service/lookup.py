@@ -103,6 +103,8 @@ class FlowLookup:
                 if self._loading.get(tenant) is task:
                     del self._loading[tenant]
             self.heads_cache.put(tenant, loaded, generation)
+            for ft, flow in loaded.current.items():  # (a revision never changes)
+                self._revisions.put((tenant, ft, flow.revision), flow)
             return loaded
 
         task = asyncio.ensure_future(load())

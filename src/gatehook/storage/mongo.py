@@ -309,12 +309,18 @@ class MongoStore:
                 f"flow {flow.flow_type} of {flow.tenant} moved on; revision {flow.revision} exists"
             ) from exc
 
-    async def advance_flow(self, tenant: str, flow_type: FlowType, revision: int) -> None:
-        """Make ``revision`` the flow's current one on the tenant's document (never back)."""
+    async def advance_flow(
+        self, tenant: str, flow_type: FlowType, revision: int, flow: FlowRevision | None = None
+    ) -> None:
+        """Make ``revision`` the flow's current one on the tenant's document (never back),
+        with a copy of ``flow`` (that revision) beside it: a cold tenant's decision reads
+        its heads and its flow in one lookup. Two changes advancing out of order may leave
+        the copy one revision behind; readers use it only when its revision is current."""
+        change: Doc = {"$max": {f"flows.{flow_type.value}": revision}}
+        if flow is not None and flow.revision == revision:
+            change["$set"] = {f"current.{flow_type.value}": flow.model_dump(mode="json")}
         await self._guard(
-            lambda: self.bucket("tenants", tenant).update_one(
-                {"_id": tenant}, {"$max": {f"flows.{flow_type.value}": revision}}, upsert=True
-            )
+            lambda: self.bucket("tenants", tenant).update_one({"_id": tenant}, change, upsert=True)
         )
 
     async def delete_flow(self, tenant: str, flow_type: FlowType, revision: int) -> None:
@@ -622,6 +628,10 @@ def _flow(doc: Doc) -> FlowRevision:
 def _heads(doc: Doc) -> TenantHeads:
     """A tenant's document as ``TenantHeads`` (flow types it has no flow of: None)."""
     flows = doc.get("flows") or {}
+    current = {}
+    for ft, copy in (doc.get("current") or {}).items():
+        if isinstance(copy, dict) and flows.get(ft) == copy.get("revision"):
+            current[FlowType(ft)] = FlowRevision.model_validate(copy)
     recordings = {
         f"{ft}.{trigger}": list(paths or [])
         for ft, triggers in (doc.get("recordings") or {}).items()
@@ -631,4 +641,5 @@ def _heads(doc: Doc) -> TenantHeads:
         revisions={ft: (int(flows[ft.value]) if ft.value in flows else None) for ft in FlowType},
         disabled={n: Disabled.model_validate(d) for n, d in (doc.get("disabled") or {}).items()},
         recordings=recordings,
+        current=current,
     )

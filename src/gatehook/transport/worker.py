@@ -17,6 +17,7 @@ from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 
 from gatehook.admin.api import ADMIN_SUBJECT
+from gatehook.admin.principal import AS_ADMIN_SUBJECT
 from gatehook.runtime import Runtime
 from gatehook.sandbox import SandboxPool
 from gatehook.security.connections import broker_security
@@ -60,6 +61,7 @@ def build_broker(
         logger=None,
         security=broker_security(settings),  # TLS and credentials (GATEHOOK_NATS__*)
         reconnected_cb=_reconnected,
+        inbox_prefix=settings.nats_inbox_prefix,  # replies to the worker's own requests
     )
     runtime = Runtime(settings, broker, pool=pool)
     runtimes.append(runtime)
@@ -87,6 +89,17 @@ def build_broker(
         description="Management API: gatehook.v1.admin.<tenant>.<operation>.",
     )
     async def on_admin(msg: NatsMessage) -> bytes:
+        return await runtime.admin.handle(msg.raw_message.subject, msg.raw_message.data)
+
+    @broker.subscriber(
+        AS_ADMIN_SUBJECT,
+        queue=settings.queue_group,
+        max_workers=8,
+        title="admin-as",
+        description="Management API as an authenticated NATS user:"
+        " gatehook.v1.as.<principal>.admin.<tenant>.<operation>.",
+    )
+    async def on_admin_as(msg: NatsMessage) -> bytes:
         return await runtime.admin.handle(msg.raw_message.subject, msg.raw_message.data)
 
     return broker, runtime
