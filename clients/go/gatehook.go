@@ -103,6 +103,13 @@ type Client struct {
 	prefix  string // the trigger subjects' prefix (tests point it elsewhere)
 }
 
+// InboxPrefix is the connection option that puts the replies to this login service's
+// requests under _INBOX.<user>, the one reply prefix gatehook's deploy/nats.conf lets the
+// NATS user read: nats.Connect(url, gatehook.InboxPrefix("acme-login")).
+func InboxPrefix(user string) nats.Option {
+	return nats.CustomInboxPrefix("_INBOX." + user)
+}
+
 // New returns a client with a per-attempt timeout (2 s if zero) and one retry.
 func New(nc *nats.Conn, timeout time.Duration) *Client {
 	if timeout <= 0 {

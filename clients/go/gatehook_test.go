@@ -18,7 +18,7 @@ func connect(t *testing.T) (*nats.Conn, string) {
 	if url == "" || tenant == "" {
 		t.Fatal("run through tests/e2e/test_clients.py: GATEHOOK_NATS_URL and GATEHOOK_TEST_TENANT are needed")
 	}
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(url, InboxPrefix("acme-login")) // replies under _INBOX.acme-login
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -107,3 +107,28 @@ async def test_actions_test_runs_locally(tmp_path: Path) -> None:
     )
     assert failed.returncode == 1
     assert "timed out" in failed.stderr
+
+
+async def test_the_local_stack_runs_the_production_roles() -> None:
+    """`gatehook dev --once` (what ./scripts/dev runs): its own servers, NATS with
+    deploy/nats.conf's roles; the worker, the operator (apply) and the login service
+    (triggers) each as their own user, and real decisions."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("GATEHOOK_") or k == "GATEHOOK_TEST_MONGODB_URL"
+    }
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "gatehook", "dev", "--once"],
+        capture_output=True,
+        text=True,
+        env={**env, "COLUMNS": "200"},
+        timeout=180,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "with the roles of nats.conf" in out.stdout
+    assert "ann@acme.com signs in through Okta -> continue" in out.stdout
+    assert "eve@evil.example signs in -> block (domain_not_allowed)" in out.stdout
+    assert "-> demand_mfa (risk_elevated)" in out.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -380,6 +381,67 @@ async def test_cached_flows_keep_serving_while_mongodb_is_down(
             assert pinned["error"]["code"] == "unavailable"  # a new pin needs MongoDB
             assert pinned["error"]["retryable"] is True
             mongo.restart()
+            deadline = time.monotonic() + 20
+            while (await trigger(nc, tenant, request(signin_id="new-signin")))[
+                "decision"
+            ] != "continue":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+        finally:
+            await stop_worker(runtime, broker)
+    finally:
+        mongo.stop()
+
+
+async def test_a_hung_mongodb_never_holds_a_reply_past_its_deadline(
+    settings: Settings, pool: SandboxPool, nc: NATS, tenant: str
+) -> None:
+    """MongoDB stopped (SIGSTOP: it takes connections and never answers): a cached tenant's
+    pinned sign-ins are decided, a new sign-in (its pin must be written) and a tenant not
+    cached get ``unavailable``, retryable, by their deadline, never silence; after SIGCONT
+    the new sign-in is decided. The client waits the deadline plus a second, as a login
+    page would."""
+    mongo = start_mongo()
+    try:
+        local = settings.model_copy(update={"mongodb_url": mongo.url})
+        runtime, broker = await start_worker(local, pool)
+        try:
+            from gatehook.admin.service import AdminService as Admin
+            from gatehook.templates import default_registry
+            from gatehook.transport.jetstream import AuditPublisher
+
+            admin = Admin(
+                store=runtime.store,
+                compiler=pool,
+                templates=default_registry(),
+                audit=AuditPublisher(nc.jetstream(), local.audit),
+                notify=runtime.notify_change,
+            )
+            for t in (tenant, tenant + "-cold"):
+                v = await custom(
+                    admin, t, "c", "export function execute() { return {claims: {c: 1}}; }"
+                )
+                await attach(admin, t, [("c", v)])
+            warm = await trigger(nc, tenant, request(signin_id="pinned"))
+            assert warm["claims"] == {"c": 1}, warm
+            assert mongo.proc is not None
+            mongo.proc.send_signal(signal.SIGSTOP)
+            try:
+                deadline_ms = 600
+                wait = deadline_ms / 1000 + 1.0
+                pinned = await trigger(
+                    nc, tenant, request(signin_id="pinned", deadline_ms=deadline_ms), timeout=wait
+                )
+                assert pinned["claims"] == {"c": 1}, pinned  # cached pin and flow: decided
+                for t, body in (
+                    (tenant, request(signin_id="new-signin", deadline_ms=deadline_ms)),
+                    (tenant + "-cold", request(deadline_ms=deadline_ms)),
+                ):
+                    reply = await trigger(nc, t, body, timeout=wait)  # answered, in time
+                    assert reply["error"]["code"] == "unavailable", reply
+                    assert reply["error"]["retryable"] is True
+            finally:
+                mongo.proc.send_signal(signal.SIGCONT)
             deadline = time.monotonic() + 20
             while (await trigger(nc, tenant, request(signin_id="new-signin")))[
                 "decision"

@@ -72,6 +72,14 @@ export class BadRequest extends Error {}
 /** No decision could be had, after the retry. */
 export class Unavailable extends Error {}
 
+/**
+ * The reply prefix of a login service's NATS user, `_INBOX.<user>`: the one gatehook's
+ * deploy/nats.conf lets it read. `connect({servers, inboxPrefix: inboxPrefix("acme-login")})`.
+ */
+export function inboxPrefix(user: string): string {
+  return `_INBOX.${user}`;
+}
+
 export interface ClientOptions {
   /** Per attempt, in milliseconds (default 2000). */
   timeoutMs?: number;

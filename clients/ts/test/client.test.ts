@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
-import { BadRequest, GatehookClient, Unavailable } from "../src/index.js";
+import { BadRequest, GatehookClient, Unavailable, inboxPrefix } from "../src/index.js";
 
 const url = process.env.GATEHOOK_NATS_URL;
 const tenant = process.env.GATEHOOK_TEST_TENANT;
@@ -11,7 +11,8 @@ if (!url || !tenant) throw new Error("run through tests/e2e/test_clients.py");
 const PA = ["external_authentication", "post_authentication"] as const;
 
 test("decisions from a real worker", async () => {
-  const nc = await connect({ servers: url });
+  // replies under the login service's own prefix (what deploy/nats.conf lets it read)
+  const nc = await connect({ servers: url, inboxPrefix: inboxPrefix("acme-login") });
   try {
     const client = new GatehookClient(nc, { timeoutMs: 5000 });
     const ok = await client.trigger(tenant, ...PA, { user: { id: "u1", email: "ann@acme.com" } });
