@@ -85,6 +85,9 @@ type TriggerReply struct {
 	FlowRevision   *int                `json:"flow_revision"`
 	Actions        []ActionTrace       `json:"actions"`
 	Error          *ReplyError         `json:"error"`
+	// PinDeferred: MongoDB did not store this new sign-in's pin in time; it was decided on
+	// the worker's cached revisions and is pinned when MongoDB is back.
+	PinDeferred bool `json:"pin_deferred"`
 }
 
 // ErrUnavailable is returned when no decision could be had (after the retry).

@@ -203,6 +203,27 @@ class _Snapshot(Collector):
         for outcome, n in snap["webhooks"].items():
             hooks.add_metric([outcome], n)
         yield hooks
+        pins = snap.get("deferred_pins")
+        if pins is not None:
+            yield GaugeMetricFamily(
+                "gatehook_deferred_pins",
+                "Sign-in pins decided without MongoDB, waiting to be written",
+                value=pins["held"],
+            )
+            done = CounterMetricFamily(
+                "gatehook_deferred_pins", "Sign-in pins deferred, by fate", labels=["result"]
+            )
+            for result in ("deferred", "written", "dropped"):
+                done.add_metric([result], pins[result])
+            yield done
+        deps = GaugeMetricFamily(
+            "gatehook_dependency_up",
+            "1 while a dependency answers (as of the last health check), else 0",
+            labels=["dependency"],
+        )
+        for dependency, up in (snap.get("dependencies") or {}).items():
+            deps.add_metric([dependency], 1.0 if up else 0.0)
+        yield deps
 
 
 class MetricsServer:

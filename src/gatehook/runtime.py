@@ -33,6 +33,7 @@ from gatehook.sandbox import SandboxPool
 from gatehook.security.connections import mongo_options
 from gatehook.security.sealing import sealer_from
 from gatehook.service.deadlines import Deadlines
+from gatehook.service.deferred_pins import DeferredPins
 from gatehook.service.rollouts import RolloutCounter, RolloutKey, ShadowGate
 from gatehook.service.trigger import TriggerService
 from gatehook.service.warmup import WarmReport, warm_tenants
@@ -109,6 +110,8 @@ class Runtime:
         self.audit: AuditPublisher | None = None
         self.journal: JsJournal | None = None
         self.lean: LeanNats | None = None
+        self.deferred_pins: DeferredPins | None = None
+        self._up: dict[str, bool] = {}  # each dependency's last health check
         self.warm_report: WarmReport | None = None
         self._activity_task: asyncio.Task[None] | None = None
         self._seen: dict[str, datetime] = {}  # tenants served lately, the most recent last
@@ -192,6 +195,10 @@ class Runtime:
             recorder=self.recorder,
             telemetry=self.metrics,
         )
+        if self.settings.deferred_pins > 0:
+            self.deferred_pins = DeferredPins(self.store, capacity=self.settings.deferred_pins)
+            self._triggers.lookup.deferred = self.deferred_pins
+            self.deferred_pins.start()
         self.metrics.add_gauges(self._snapshot)
         if self._metrics_server is not None:
             self._health_task = asyncio.create_task(self._health_loop())
@@ -405,7 +412,14 @@ class Runtime:
             checks["mongodb"] = True
         except (GatehookError, TimeoutError) as exc:
             checks["mongodb"] = str(exc) or "timeout"
+        if self.audit is not None:
+            try:
+                await asyncio.wait_for(self.audit.ping(), 2)
+                checks["jetstream"] = True
+            except (GatehookError, TimeoutError) as exc:
+                checks["jetstream"] = str(exc) or "timeout"
         checks["sandbox"] = self.pool.size > 0
+        self._log_outages(checks)
         server = self._server
         return {
             "worker": self.settings.worker_name,
@@ -419,6 +433,16 @@ class Runtime:
             "sandbox": {"children": self.pool.size, "restarts": self.pool.restarts},
             "webhooks": dict(self.delivery.outcomes),
         }
+
+    def _log_outages(self, checks: dict[str, Any]) -> None:
+        """Say once when a dependency goes away and once when it is back (never per request)."""
+        for name, value in checks.items():
+            up = value is True
+            if self._up.get(name, True) and not up:
+                log.error("%s is unavailable: %s", name, value)
+            elif not self._up.get(name, True) and up:
+                log.warning("%s is back", name)
+            self._up[name] = up
 
     @property
     def metrics_port(self) -> int | None:
@@ -436,6 +460,19 @@ class Runtime:
             "shed": server.shed if server else 0,
             "caches": triggers.cache_stats() if triggers else {},
             "webhooks": dict(self.delivery.outcomes),
+            "deferred_pins": None
+            if self.deferred_pins is None
+            else {
+                "held": len(self.deferred_pins),
+                "deferred": self.deferred_pins.deferred,
+                "written": self.deferred_pins.written,
+                "dropped": self.deferred_pins.dropped,
+            },
+            "dependencies": {
+                name: value is True
+                for name, value in (self._last_health.get("checks") or {}).items()
+                if name in ("nats", "mongodb", "jetstream")
+            },
         }
 
     async def _health_loop(self) -> None:
@@ -480,4 +517,6 @@ class Runtime:
             await asyncio.wait(set(self._background_events), timeout=5)
         if self._owns_pool:
             await self.pool.aclose()
+        if self.deferred_pins is not None:
+            await self.deferred_pins.aclose()  # (a last write of what it holds)
         await self.store.aclose()

@@ -308,6 +308,16 @@ class Settings(BaseSettings):
         " orchestrator's grace period longer)",
     )
     pin_ttl_s: float = Field(default=3600.0, gt=0)
+    pin_wait_ms: int = Field(
+        default=300,
+        ge=1,
+        description="how long a new sign-in waits for MongoDB to store its pin (at most half"
+        " its remaining budget) before it is decided on the cached revisions, its pin written"
+        " later",
+    )
+    deferred_pins: int = Field(
+        default=10_000, ge=0, description="pins a worker holds for MongoDB's return (0: none)"
+    )
     dedupe_window_s: float = Field(default=600.0, gt=0)
     flow_cache_ttl_s: float = Field(
         default=300.0,

@@ -225,7 +225,17 @@ async def test_metrics_and_healthz(
                 break
             assert time.monotonic() < deadline, body
             await asyncio.sleep(0.1)
-        assert json.loads(body)["checks"] == {"nats": True, "mongodb": True, "sandbox": True}
+        assert json.loads(body)["checks"] == {
+            "nats": True,
+            "mongodb": True,
+            "jetstream": True,
+            "sandbox": True,
+        }
+        _, text = await asyncio.to_thread(get, "/metrics")
+        for dependency in ("nats", "mongodb", "jetstream"):
+            assert f'gatehook_dependency_up{{dependency="{dependency}"}} 1.0' in text, text
+        assert "gatehook_deferred_pins 0.0" in text
+        assert 'gatehook_deferred_pins_total{result="dropped"} 0.0' in text
     finally:
         await stop_worker(runtime, broker)
 

@@ -21,10 +21,11 @@ from gatehook.admin.service import AdminService
 from gatehook.devservers import Server, start_mongo, start_nats
 from gatehook.domain.contract import TriggerReply
 from gatehook.domain.flowfile import FlowsFile
+from gatehook.runtime import Runtime
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from tests.conftest import Worker, start_worker, stop_worker
-from tests.helpers import attach, custom, request, trigger
+from tests.helpers import attach, audit_events, custom, request, trigger
 
 FLOWS = [
     "external_authentication",
@@ -377,30 +378,38 @@ async def test_cached_flows_keep_serving_while_mongodb_is_down(
             mongo.kill()
             cached = await trigger(nc, tenant, request())
             assert cached["claims"] == {"c": 1}, cached["error"]  # no MongoDB for a cached flow
+            # a new sign-in is decided on the cached revisions; its pin waits for MongoDB
             pinned = await trigger(nc, tenant, request(signin_id="new-signin"))
-            assert pinned["error"]["code"] == "unavailable"  # a new pin needs MongoDB
-            assert pinned["error"]["retryable"] is True
+            assert pinned["claims"] == {"c": 1}, pinned
+            assert pinned["pin_deferred"] is True
+            again = await trigger(nc, tenant, request(signin_id="new-signin"))
+            assert again["pin_deferred"] is False  # its next trigger finds the pin here
             mongo.restart()
-            deadline = time.monotonic() + 20
-            while (await trigger(nc, tenant, request(signin_id="new-signin")))[
-                "decision"
-            ] != "continue":
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.1)
+            await _pinned_in_mongodb(runtime, tenant, "new-signin", 20)
         finally:
             await stop_worker(runtime, broker)
     finally:
         mongo.stop()
 
 
+async def _pinned_in_mongodb(runtime: Runtime, tenant: str, signin: str, within: float) -> None:
+    """Wait (at most ``within`` s) for the deferred pin to be stored."""
+    deadline = time.monotonic() + within
+    while await runtime.store.pins.find_one({"_id": f"{tenant}/{signin}"}) is None:
+        assert time.monotonic() < deadline, "the deferred pin never reached MongoDB"
+        await asyncio.sleep(0.1)
+    assert runtime.deferred_pins is not None
+    assert runtime.deferred_pins.written >= 1
+
+
 async def test_a_hung_mongodb_never_holds_a_reply_past_its_deadline(
     settings: Settings, pool: SandboxPool, nc: NATS, tenant: str
 ) -> None:
     """MongoDB stopped (SIGSTOP: it takes connections and never answers): a cached tenant's
-    pinned sign-ins are decided, a new sign-in (its pin must be written) and a tenant not
-    cached get ``unavailable``, retryable, by their deadline, never silence; after SIGCONT
-    the new sign-in is decided. The client waits the deadline plus a second, as a login
-    page would."""
+    pinned and new sign-ins are decided (the new one's pin deferred, and audited so), a
+    tenant not cached gets ``unavailable``, retryable, by its deadline, never silence; after
+    SIGCONT the deferred pin is in MongoDB. The client waits the deadline plus a second, as
+    a login page would."""
     mongo = start_mongo()
     try:
         local = settings.model_copy(update={"mongodb_url": mongo.url})
@@ -433,21 +442,22 @@ async def test_a_hung_mongodb_never_holds_a_reply_past_its_deadline(
                     nc, tenant, request(signin_id="pinned", deadline_ms=deadline_ms), timeout=wait
                 )
                 assert pinned["claims"] == {"c": 1}, pinned  # cached pin and flow: decided
-                for t, body in (
-                    (tenant, request(signin_id="new-signin", deadline_ms=deadline_ms)),
-                    (tenant + "-cold", request(deadline_ms=deadline_ms)),
-                ):
-                    reply = await trigger(nc, t, body, timeout=wait)  # answered, in time
-                    assert reply["error"]["code"] == "unavailable", reply
-                    assert reply["error"]["retryable"] is True
+                assert pinned["pin_deferred"] is False
+                new = request(signin_id="new-signin", deadline_ms=deadline_ms)
+                fresh = await trigger(nc, tenant, new, timeout=wait)  # answered, in time
+                assert fresh["claims"] == {"c": 1}, fresh
+                assert fresh["pin_deferred"] is True
+                cold = await trigger(
+                    nc, tenant + "-cold", request(deadline_ms=deadline_ms), timeout=wait
+                )
+                assert cold["error"]["code"] == "unavailable", cold
+                assert cold["error"]["retryable"] is True
             finally:
                 mongo.proc.send_signal(signal.SIGCONT)
-            deadline = time.monotonic() + 20
-            while (await trigger(nc, tenant, request(signin_id="new-signin")))[
-                "decision"
-            ] != "continue":
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.1)
+            await _pinned_in_mongodb(runtime, tenant, "new-signin", 20)
+            executed = await audit_events(nc, tenant, "flow.action_executed")
+            deferred = [e for e in executed if e["request_id"] == new["request_id"]]
+            assert [e["details"] for e in deferred] == [{"pin_deferred": True}]
         finally:
             await stop_worker(runtime, broker)
     finally:

@@ -64,6 +64,8 @@ export interface TriggerReply {
   flow_revision: number | null;
   actions: ActionTrace[];
   error: ReplyError | null;
+  /** MongoDB did not store this new sign-in's pin in time: decided on cached revisions. */
+  pin_deferred?: boolean;
 }
 
 /** The worker refused the request (it is not retried). */

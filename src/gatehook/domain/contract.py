@@ -243,6 +243,12 @@ class TriggerReply(BaseModel):
     flow_revision: int | None = None
     actions: list[ActionTrace] = Field(default_factory=list)
     error: ReplyError | None = None
+    pin_deferred: bool = Field(
+        default=False,
+        description="true: MongoDB did not store this new sign-in's pin in time; it was"
+        " decided on the revisions the worker had cached as current, and its pin is written"
+        " when MongoDB is back",
+    )
 
     @classmethod
     def failure(

@@ -189,6 +189,7 @@ def reply_fields(
         "flow_revision": flow_revision,
         "actions": traces,
         "error": None,
+        "pin_deferred": False,
     }
 
 

@@ -106,6 +106,7 @@ def encode_executions(
     actor: str,
     revision: int | None,
     steps: list[Step],
+    details: dict[str, Any] | None = None,
 ) -> list[EncodedEvent]:
     """``flow.action_executed`` per step, encoded once, with ``AuditEvent``'s fields in its
     order (a unit test compares the two)."""
@@ -135,7 +136,7 @@ def encode_executions(
             "outcome": step.outcome().value,
             "duration_ms": round(step.duration_ms, 3),
             "error": step.error,
-            "details": {},
+            "details": details or {},
         }
         out.append(EncodedEvent(subject, eid, dumps(event)))
     return out

@@ -14,6 +14,7 @@ from gatehook.domain.catalogue import FlowType
 from gatehook.domain.model import ActionKind, ActionVersion, Disabled, FlowRevision, TenantHeads
 from gatehook.errors import StorageUnavailable
 from gatehook.service.cache import Heads, Lru
+from gatehook.service.deferred_pins import DeferredPins
 from gatehook.service.encoding import dumps
 from gatehook.service.ports import FlowSource, Pin
 from gatehook.settings import Settings
@@ -39,6 +40,7 @@ class FlowLookup:
         self._configs: Lru[tuple[str, str, str], tuple[Any, bytes]] = Lru(caches.action_versions)
         self._pins: Lru[tuple[str, str], tuple[Pin, datetime]] = Lru(caches.signin_pins)
         self._cold = asyncio.Semaphore(settings.cold_reads)  # storage reads at once
+        self.deferred: DeferredPins | None = None  # set by the composition root
 
     def invalidate(self, tenant: str) -> None:
         """A change was broadcast for ``tenant``: reload its current revisions on next use."""
@@ -120,8 +122,9 @@ class FlowLookup:
 
     async def resolve(
         self, tenant: str, ft: FlowType, signin_id: str | None, deadline: float
-    ) -> tuple[int | None, FlowRevision | None]:
-        """The revision a request runs on and its flow. Served from the caches when they hold
+    ) -> tuple[int | None, FlowRevision | None, bool]:
+        """The revision a request runs on, its flow, and whether the sign-in's pin waits for
+        MongoDB (``service.deferred_pins``). Served from the caches when they hold
         everything; otherwise the reads must be done by ``deadline`` (monotonic), else
         ``StorageUnavailable`` (retryable): a burst of cold tenants never holds a request
         past its deadline."""
@@ -137,33 +140,55 @@ class FlowLookup:
                     else -1
                 )
             if revision is None:
-                return None, None
+                return None, None, False
             if revision > 0:
                 flow = self._revisions.get((tenant, ft, revision))
                 if flow is not None:
-                    return revision, flow
+                    return revision, flow, False
         try:
             async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
-                revision = await self.revision(tenant, ft, signin_id)
+                revision, deferred = await self._revision(tenant, ft, signin_id, deadline)
                 flow = await self.flow(tenant, ft, revision) if revision is not None else None
         except TimeoutError:
             raise StorageUnavailable(
                 "the tenant's flows could not be read within the request's deadline"
             ) from None
-        return revision, flow
+        return revision, flow, deferred
 
     async def revision(self, tenant: str, ft: FlowType, signin_id: str | None) -> int | None:
+        """The revision a request of ``signin_id`` (None: none) runs on."""
+        return (await self._revision(tenant, ft, signin_id, None))[0]
+
+    async def _revision(
+        self, tenant: str, ft: FlowType, signin_id: str | None, deadline: float | None
+    ) -> tuple[int | None, bool]:
         if signin_id is None:
-            return (await self.heads(tenant)).get(ft)
+            return (await self.heads(tenant)).get(ft), False
         now = datetime.now(UTC)
         cached = self._pins.get((tenant, signin_id))
         if cached is not None and cached[1] > now:
-            return cached[0].get(ft)
+            return cached[0].get(ft), False
         heads = await self.heads(tenant)
         ttl = timedelta(seconds=self._settings.pin_ttl_s)
-        pin, expires = await self._flows.pin_signin(tenant, signin_id, heads, ttl)  # grouped
+        deferred = False
+        try:
+            wait = self._settings.pin_wait_ms / 1000
+            if deadline is not None:
+                wait = min(wait, max(deadline - time.monotonic(), 0.0) / 2)
+            pin_write = self._flows.pin_signin(tenant, signin_id, heads, ttl)  # grouped
+            if self.deferred is None:
+                pin, expires = await pin_write
+            else:
+                async with asyncio.timeout(wait):
+                    pin, expires = await pin_write
+        except (StorageUnavailable, TimeoutError):
+            if self.deferred is None:
+                raise StorageUnavailable("MongoDB did not store the sign-in's pin") from None
+            # decided on the revisions cached as current; pinned when MongoDB is back
+            pin, expires, deferred = heads, now + ttl, True
+            self.deferred.add(tenant, signin_id, pin, expires)
         self._pins.put((tenant, signin_id), (pin, expires))
-        return pin.get(ft)
+        return pin.get(ft), deferred
 
     async def flow(self, tenant: str, ft: FlowType, revision: int) -> FlowRevision | None:
         key = (tenant, ft, revision)

@@ -267,7 +267,9 @@ class TriggerService:
         self.active.add(tenant)
         # cached on the warm path; a cold tenant's reads wait their turn (GATEHOOK_COLD_READS)
         # and give up, retryably, when they would overrun the request's deadline
-        revision, flow = await self.lookup.resolve(tenant, ft, req.signin_id, final - reserve)
+        revision, flow, pin_deferred = await self.lookup.resolve(
+            tenant, ft, req.signin_id, final - reserve
+        )
         attachments = flow.slot(tr) if flow is not None else []
 
         call = self._call(tenant, ft, tr, req, final - reserve)
@@ -292,6 +294,8 @@ class TriggerService:
         fields = reply_fields(
             req.request_id, revision, steps, [(a.action, a.version) for a in attachments]
         )
+        if pin_deferred:
+            fields["pin_deferred"] = True
         body = encode_reply(fields)
         # The reply record and the audit events go out together; all must be acknowledged
         # before the reply is given. A retry learns here that it is one, and gets the reply
@@ -299,7 +303,10 @@ class TriggerService:
         published = time.monotonic()
         try:
             stored = self._journal.record(
-                key, body, self._events(call, revision, steps), max(final, published + 0.01)
+                key,
+                body,
+                self._events(call, revision, steps, pin_deferred),
+                max(final, published + 0.01),
             )
             earlier = await stored
         except GatehookError:
@@ -583,7 +590,9 @@ class TriggerService:
             return TryRun(None, error, exc.logs or logs, _since_ms(started))
         return TryRun(output, None, logs, _since_ms(started))
 
-    def _events(self, call: Call, revision: int | None, steps: list[Step]) -> list[EncodedEvent]:
+    def _events(
+        self, call: Call, revision: int | None, steps: list[Step], pin_deferred: bool = False
+    ) -> list[EncodedEvent]:
         return encode_executions(
             call.tenant,
             str(call.flow_type),
@@ -593,4 +602,5 @@ class TriggerService:
             self._actor,
             revision,
             steps,
+            {"pin_deferred": True} if pin_deferred else None,
         )

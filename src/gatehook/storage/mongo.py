@@ -23,6 +23,7 @@ from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
+    BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
     OperationFailure,
@@ -41,6 +42,7 @@ from gatehook.storage.keys import (
     bucket_name,
     bucket_of,
     flow_id,
+    pin_id,
     version_id,
 )
 from gatehook.storage.migrate import migrate
@@ -224,6 +226,32 @@ class MongoStore:
                 if at >= since and (tenant not in last or at > last[tenant]):
                     last[str(tenant)] = at
         return sorted(last, key=lambda t: last[t], reverse=True)[:limit]
+
+    async def store_pins(self, pins: list[tuple[str, str, Pin, datetime]]) -> None:
+        """Insert each (tenant, signin_id, pin, expires) unless the sign-in is pinned
+        already (a pin stored meanwhile keeps its revisions): the deferred pins' write."""
+        now = datetime.now(UTC)
+        docs = [
+            {
+                "_id": pin_id(tenant, signin),
+                "tenant": tenant,
+                "signin_id": signin,
+                "revisions": {ft.value: rev for ft, rev in pin.items()},
+                "created_at": now,
+                "expires_at": expires,
+                "deferred": True,
+            }
+            for tenant, signin, pin, expires in pins
+        ]
+
+        async def op() -> None:
+            try:
+                await self.pins.insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+
+        await self._guard(op)
 
     # -- rate-limit counters -------------------------------------------------------------
     async def hit(

@@ -83,6 +83,13 @@ class AuditPublisher:
         )
         await ensure_stream(self._js, config)
 
+    async def ping(self) -> None:
+        """The audit stream answers (it has a leader); ``TransportError`` otherwise."""
+        try:
+            await self._js.stream_info(self._settings.stream)
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            raise TransportError(f"the audit stream does not answer: {exc}") from None
+
     async def publish_encoded(self, events: list[EncodedEvent]) -> None:
         """``publish`` for events already encoded (the trigger path's)."""
         try:
