@@ -35,7 +35,7 @@ async def test_micro_discovery_and_health(worker: Worker, nc: NATS, tenant: str)
     assert [e["subject"] for e in info["endpoints"]] == ["gatehook.v1.health"]
     health = json.loads((await nc.request("gatehook.v1.health", b"", timeout=5)).data)
     assert health["ready"] is True
-    assert health["checks"] == {"nats": True, "mongodb": True, "sandbox": True}
+    assert health["checks"] == {"nats": True, "mongodb": True, "jetstream": True, "sandbox": True}
     before = health["triggers"]["handled"]
     client = GatehookClient(nc)
     for _ in range(3):
