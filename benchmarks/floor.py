@@ -27,8 +27,8 @@ import time
 import nats
 import uvloop
 
+from gatehook.process.deadlines import Deadlines
 from gatehook.sandbox.pool import SandboxPool, ScriptJob
-from gatehook.service.deadlines import Deadlines
 from gatehook.service.ports import EncodedEvent
 from gatehook.settings import Settings
 from gatehook.transport.jetstream import AuditPublisher, JsReplyStore

@@ -25,8 +25,8 @@ import uvloop
 from gatehook.domain.catalogue import FlowType, Trigger
 from gatehook.domain.model import ActionKind, ActionVersion, Attachment, FlowRevision, ScriptStyle
 from gatehook.metrics import Metrics
+from gatehook.process.deadlines import Deadlines
 from gatehook.sandbox.pool import ScriptJob, ScriptRun
-from gatehook.service.deadlines import Deadlines
 from gatehook.service.ports import EncodedEvent
 from gatehook.service.trigger import TriggerService
 from gatehook.settings import Settings

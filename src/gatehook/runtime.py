@@ -28,11 +28,11 @@ from gatehook.admin.service import AdminService
 from gatehook.domain.contract import AuditEvent
 from gatehook.errors import GatehookError, TransportError
 from gatehook.metrics import Metrics, MetricsServer
+from gatehook.process.deadlines import Deadlines
 from gatehook.process.loop import watch_lag
 from gatehook.sandbox import SandboxPool
 from gatehook.security.connections import mongo_options
 from gatehook.security.sealing import sealer_from
-from gatehook.service.deadlines import Deadlines
 from gatehook.service.deferred_pins import DeferredPins
 from gatehook.service.rollouts import RolloutCounter, RolloutKey, ShadowGate
 from gatehook.service.trigger import TriggerService

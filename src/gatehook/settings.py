@@ -309,7 +309,7 @@ class Settings(BaseSettings):
     )
     pin_ttl_s: float = Field(default=3600.0, gt=0)
     pin_wait_ms: int = Field(
-        default=300,
+        default=500,
         ge=1,
         description="how long a new sign-in waits for MongoDB to store its pin (at most half"
         " its remaining budget) before it is decided on the cached revisions, its pin written"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -251,3 +252,86 @@ async def test_start_up_waits_for_jetstream_and_healthz_says_why(
         assert (await asyncio.to_thread(healthz))[0] == 200
     finally:
         await stop_worker(runtime, broker)
+
+
+async def test_jetstream_without_quorum_is_unavailable_by_the_deadline_then_exactly_once(
+    cluster: list[Server], clustered: Worker, tenant: str
+) -> None:
+    """Two of three nodes stopped (SIGSTOP) for 5 s under 100 req/s: the audit stream has no
+    quorum while core NATS still carries requests on the third node. Every attempt is
+    answered by its deadline (a decision, or ``unavailable`` retryable: never a decision
+    without its audit record); the login service's retries with the same request_id after
+    the nodes are back get each request decided, with exactly one set of events."""
+    worker_nc = clustered.broker.connection
+    home = next(n for n in cluster if n.url.endswith(f":{worker_nc.connected_url.port}"))
+    others = [n for n in cluster if n is not home]
+    nc = await nats.connect(home.url, max_reconnect_attempts=-1)  # the node that stays up
+    try:
+        admin = AdminClient(nc, actor="ops", timeout=30)
+        await admin.call(
+            tenant,
+            "apply",
+            file={
+                "actions": [
+                    {
+                        "name": "gate",
+                        "source": "export async function execute(i) { return {kind: 'continue'}; }",
+                    }
+                ],
+                "flows": {"external_authentication": {"post_authentication": ["gate@latest"]}},
+            },
+        )
+        late: list[str] = []  # attempts with no answer by their deadline (+ 1 s)
+        unavailable = 0
+
+        async def decided(rid: str) -> dict[str, Any]:
+            nonlocal unavailable
+            body = json.dumps(request(request_id=rid, deadline_ms=2000)).encode()
+            give_up = time.monotonic() + 60
+            while True:
+                try:
+                    msg = await nc.request(SUBJECT.format(tenant), body, timeout=3)
+                except nats.errors.TimeoutError:
+                    late.append(rid)
+                else:
+                    reply: dict[str, Any] = json.loads(msg.data)
+                    if reply["error"] is None:
+                        return reply
+                    assert reply["error"]["code"] == "unavailable", reply
+                    assert reply["error"]["retryable"] is True
+                    unavailable += 1
+                assert time.monotonic() < give_up, f"{rid} never decided"
+                await asyncio.sleep(0.5)
+
+        tasks: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        started = time.monotonic()
+        stopped = resumed = False
+        n = 0
+        while time.monotonic() - started < 12:
+            elapsed = time.monotonic() - started
+            if not stopped and elapsed > 3:
+                stopped = True
+                for node in others:
+                    assert node.proc is not None
+                    node.proc.send_signal(signal.SIGSTOP)
+            if stopped and not resumed and elapsed > 8:
+                resumed = True
+                for node in others:
+                    assert node.proc is not None
+                    node.proc.send_signal(signal.SIGCONT)
+            rid = f"q-{uuid.uuid4().hex[:16]}"
+            tasks[rid] = asyncio.create_task(decided(rid))
+            n += 1
+            await asyncio.sleep(max(0.0, started + n / 100 - time.monotonic()))
+        answers = {rid: await t for rid, t in tasks.items()}
+        assert late == []  # every attempt answered by its deadline
+        assert unavailable > 0  # (the outage was real: some attempts were refused)
+        assert all(r["decision"] == "continue" for r in answers.values())
+        ids = await executed(nc, tenant)
+        assert len(ids) == len(set(ids))  # no request's events twice
+        assert set(ids) == set(answers)  # and every decided request's events stored
+    finally:
+        for node in others:
+            if node.proc is not None and node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGCONT)
+        await nc.close()

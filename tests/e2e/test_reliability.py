@@ -24,6 +24,8 @@ from gatehook.domain.flowfile import FlowsFile
 from gatehook.runtime import Runtime
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
+from gatehook.templates import default_registry
+from gatehook.transport.jetstream import AuditPublisher
 from tests.conftest import Worker, start_worker, stop_worker
 from tests.helpers import attach, audit_events, custom, request, trigger
 
@@ -350,17 +352,7 @@ async def test_cached_flows_keep_serving_while_mongodb_is_down(
         )
         runtime, broker = await start_worker(local, pool)
         try:
-            from gatehook.admin.service import AdminService as Admin
-            from gatehook.templates import default_registry
-            from gatehook.transport.jetstream import AuditPublisher
-
-            admin = Admin(
-                store=runtime.store,
-                compiler=pool,
-                templates=default_registry(),
-                audit=AuditPublisher(nc.jetstream(), local.audit),
-                notify=runtime.notify_change,
-            )
+            admin = _admin(runtime, pool, nc, local)
             v = await custom(
                 admin,
                 tenant,
@@ -392,10 +384,23 @@ async def test_cached_flows_keep_serving_while_mongodb_is_down(
         mongo.stop()
 
 
+def _admin(runtime: Runtime, pool: SandboxPool, nc: NATS, settings: Settings) -> AdminService:
+    """The management use cases on ``runtime``'s own store (a MongoDB of the test's own)."""
+    return AdminService(
+        store=runtime.store,
+        compiler=pool,
+        templates=default_registry(),
+        audit=AuditPublisher(nc.jetstream(), settings.audit),
+        notify=runtime.notify_change,
+    )
+
+
 async def _pinned_in_mongodb(runtime: Runtime, tenant: str, signin: str, within: float) -> None:
     """Wait (at most ``within`` s) for the deferred pin to be stored."""
     deadline = time.monotonic() + within
-    while await runtime.store.pins.find_one({"_id": f"{tenant}/{signin}"}) is None:
+    while (
+        await runtime.store.bucket("pins", tenant).find_one({"_id": f"{tenant}/{signin}"}) is None
+    ):
         assert time.monotonic() < deadline, "the deferred pin never reached MongoDB"
         await asyncio.sleep(0.1)
     assert runtime.deferred_pins is not None
@@ -415,17 +420,7 @@ async def test_a_hung_mongodb_never_holds_a_reply_past_its_deadline(
         local = settings.model_copy(update={"mongodb_url": mongo.url})
         runtime, broker = await start_worker(local, pool)
         try:
-            from gatehook.admin.service import AdminService as Admin
-            from gatehook.templates import default_registry
-            from gatehook.transport.jetstream import AuditPublisher
-
-            admin = Admin(
-                store=runtime.store,
-                compiler=pool,
-                templates=default_registry(),
-                audit=AuditPublisher(nc.jetstream(), local.audit),
-                notify=runtime.notify_change,
-            )
+            admin = _admin(runtime, pool, nc, local)
             for t in (tenant, tenant + "-cold"):
                 v = await custom(
                     admin, t, "c", "export function execute() { return {claims: {c: 1}}; }"

@@ -23,7 +23,7 @@ async def test_new_signins_are_pinned_in_groups(store: MongoStore) -> None:
     assert all(pin == {EXT: 3, INT: None} for pin, _ in results)
     assert all(expires > datetime.now(UTC) for _, expires in results)
     assert pins.groups == 1  # one insert for the forty, not forty (or 120 round trips)
-    assert await store.pins.count_documents({"tenant": "acme"}) == 40
+    assert await store.bucket("pins", "acme").count_documents({"tenant": "acme"}) == 40
     # the next trigger of a pinned sign-in gets its pin, not the heads of the moment
     pin, _ = await store.pin_signin("acme", "s7", {EXT: 9, INT: 9}, TTL)
     assert pin == {EXT: 3, INT: None}
@@ -33,7 +33,7 @@ async def test_a_signin_pinned_elsewhere_keeps_its_pin_and_callers_agree(
     store: MongoStore,
 ) -> None:
     now = datetime.now(UTC)
-    await store.pins.insert_one(  # another worker pinned this sign-in first
+    await store.bucket("pins", "acme").insert_one(  # another worker pinned this sign-in first
         {
             "_id": "acme/elsewhere",
             "tenant": "acme",
@@ -50,12 +50,12 @@ async def test_a_signin_pinned_elsewhere_keeps_its_pin_and_callers_agree(
         store.pin_signin("other", "elsewhere", {EXT: 4}, TTL),  # another tenant's sign-in
     )
     assert [pin for pin, _ in results] == [{EXT: 1}, {EXT: 2}, {EXT: 2}, {EXT: 4}]
-    assert await store.pins.count_documents({}) == 3
+    assert sum([await c.count_documents({}) for c in store.buckets("pins")]) == 3
 
 
 async def test_an_expired_pin_is_replaced(store: MongoStore) -> None:
     then = datetime.now(UTC) - timedelta(hours=1)
-    await store.pins.insert_one(
+    await store.bucket("pins", "acme").insert_one(
         {
             "_id": "acme/old",
             "tenant": "acme",
@@ -68,7 +68,7 @@ async def test_an_expired_pin_is_replaced(store: MongoStore) -> None:
     pin, expires = await store.pin_signin("acme", "old", {EXT: 6}, TTL)
     assert pin == {EXT: 6}
     assert expires > datetime.now(UTC)
-    stored = await store.pins.find_one({"_id": "acme/old"})
+    stored = await store.bucket("pins", "acme").find_one({"_id": "acme/old"})
     assert stored is not None
     assert stored["revisions"] == {EXT.value: 6}
 

@@ -17,8 +17,8 @@ from gatehook.domain.catalogue import FlowType, Trigger
 from gatehook.domain.contract import ActionOutput, AuditEvent, TriggerReply, TriggerRequest
 from gatehook.domain.decide import Step, decide, reply_fields
 from gatehook.domain.model import ActionKind, ActionVersion, ScriptStyle, TenantHeads
+from gatehook.process.deadlines import Deadlines
 from gatehook.sandbox.pool import ScriptJob, ScriptRun
-from gatehook.service.deadlines import Deadlines
 from gatehook.service.encoding import encode_reply
 from gatehook.service.trigger import TriggerService
 from gatehook.settings import Settings

@@ -28,8 +28,8 @@ from gatehook.domain.model import (
     TenantHeads,
 )
 from gatehook.errors import ScriptThrew
+from gatehook.process.deadlines import Deadlines
 from gatehook.sandbox.pool import ScriptJob, ScriptRun
-from gatehook.service.deadlines import Deadlines
 from gatehook.service.ports import EncodedEvent
 from gatehook.service.trigger import TriggerService
 from gatehook.settings import SandboxSettings, Settings

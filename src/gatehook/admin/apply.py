@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -117,20 +118,7 @@ async def apply_file(
                 newest[spec.name] = None
                 plan.changes.append(f"publish {spec.name} 1.0.0")
                 continue
-            await admin.create_action(
-                target,
-                spec.name,
-                template=spec.template,
-                triggers=[t.value for t in spec.triggers] if spec.triggers else None,
-                kind="target" if spec.target is not None else None,
-            )
-        elif (action.template or None) != spec.template or (
-            (action.kind is ActionKind.TARGET) != (spec.target is not None)
-        ):
-            raise ValidationFailed(
-                f"action {spec.name} exists with another kind; rename it in the file",
-                field=spec.name,
-            )
+            await admin.create_action(target, spec.name, **_creation(spec))
         current = await admin.unchanged(target, spec.name, draft) if action else None
         if current is not None:
             newest[spec.name] = current.version
@@ -164,6 +152,15 @@ async def apply_file(
     return plan
 
 
+def _creation(spec: ActionSpec) -> dict[str, Any]:
+    """How ``spec``'s action is created (template, triggers, kind)."""
+    return {
+        "template": spec.template,
+        "triggers": [t.value for t in spec.triggers] if spec.triggers else None,
+        "kind": "target" if spec.target is not None else None,
+    }
+
+
 async def _validate(
     admin: AdminService, doc: FlowsFile, sources: dict[str, str], tenant: str
 ) -> None:
@@ -176,13 +173,7 @@ async def _validate(
         except NotFound:
             action = None
         if action is None:
-            action = admin.new_action(
-                tenant,
-                spec.name,
-                template=spec.template,
-                triggers=[t.value for t in spec.triggers] if spec.triggers else None,
-                kind="target" if spec.target is not None else None,
-            )
+            action = admin.new_action(tenant, spec.name, **_creation(spec))
         elif (action.template or None) != spec.template or (
             (action.kind is ActionKind.TARGET) != (spec.target is not None)
         ):

@@ -34,8 +34,8 @@ from gatehook.errors import (
     ScriptThrew,
     ScriptTimeout,
 )
+from gatehook.process.deadlines import Deadlines
 from gatehook.sandbox import framing
-from gatehook.service.deadlines import Deadlines
 from gatehook.settings import SandboxSettings
 
 __all__ = ["Compiled", "SandboxPool", "ScriptJob", "ScriptRun"]

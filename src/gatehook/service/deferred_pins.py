@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from datetime import datetime
 from typing import Protocol
@@ -24,6 +25,7 @@ from gatehook.errors import GatehookError
 __all__ = ["DeferredPins", "PinWriter"]
 
 log = logging.getLogger("gatehook.trigger")
+_BATCH = 500  # pins written at once
 Pin = dict[FlowType, int | None]
 
 
@@ -46,6 +48,7 @@ class DeferredPins:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._warned = False
+        self._said = float("-inf")  # when a deferral was last logged (monotonic)
         self.deferred = 0  # pins decided without MongoDB
         self.written = 0  # of those, written later
         self.dropped = 0  # not kept: the queue was full
@@ -69,8 +72,14 @@ class DeferredPins:
                     self._capacity,
                 )
             return
-        if not self._pins:
-            log.warning("MongoDB does not take sign-in pins: deciding on cached revisions")
+        now = time.monotonic()
+        if now - self._said >= 60:  # at most once a minute, however often it happens
+            self._said = now
+            log.warning(
+                "MongoDB did not store sign-in pins in time: %d new sign-ins decided on cached"
+                " revisions so far, their pins written when it is back",
+                self.deferred,
+            )
         self._pins[key] = (pin, expires)
         self._wake.set()
 
@@ -93,7 +102,7 @@ class DeferredPins:
 
     async def flush(self) -> None:
         """Write every held pin now (raises when MongoDB still refuses)."""
-        batch = [(t, s, pin, exp) for (t, s), (pin, exp) in list(self._pins.items())]
+        batch = [(t, s, pin, exp) for (t, s), (pin, exp) in list(self._pins.items())[:_BATCH]]
         if not batch:
             return
         await self._writer.store_pins(batch)

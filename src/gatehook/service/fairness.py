@@ -14,8 +14,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from gatehook.process.deadlines import Deadlines
 from gatehook.service.cache import Lru
-from gatehook.service.deadlines import Deadlines
 
 __all__ = ["TenantLimiter"]
 

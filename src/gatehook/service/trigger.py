@@ -43,11 +43,11 @@ from gatehook.errors import (
     ScriptTimeout,
     StorageUnavailable,
 )
+from gatehook.process.deadlines import Deadlines
 from gatehook.sandbox.pool import ScriptJob, ScriptRun
 from gatehook.service import safe_change
 from gatehook.service.cache import Lru
 from gatehook.service.call import Call, EarlyRun
-from gatehook.service.deadlines import Deadlines
 from gatehook.service.encoding import (
     encode_executions,
     encode_reply,

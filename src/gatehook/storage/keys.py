@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 BUCKETS = 256  # fixed: a stored document's bucket must never change
-KINDS = ("tenants", "actions", "versions", "flows")
+KINDS = ("tenants", "actions", "versions", "flows", "pins")
 
 
 def bucket_of(tenant: str) -> int:

@@ -72,6 +72,7 @@ async def migrate(store: MongoStore) -> None:
         "flows",
         lambda d: flow_id(d["tenant"], d["flow_type"], int(d["revision"])),
     )
+    moved += await _move(store, store.pins, "pins", lambda d: str(d["_id"]))
     await store.recorded_slots.delete_many({})  # (kept on the tenant documents now)
     await store.meta.update_one({"_id": "layout"}, {"$set": {"version": LAYOUT}}, upsert=True)
     if moved:
@@ -84,7 +85,7 @@ async def _move(
     """Copy each document of ``legacy`` into its tenant's bucket under its key, then remove
     it from ``legacy``."""
     with contextlib.suppress(OperationFailure):  # never created, or dropped already
-        await legacy.drop_index(_REPLACED[legacy.name])
+        await legacy.drop_index(_REPLACED.get(legacy.name, "none"))
     moved = 0
     async for doc in legacy.find({}):
         copy = {**doc, "_id": key(doc)}

@@ -75,7 +75,7 @@ class MongoStore:
         self.actions = self._db["actions"]
         self.versions = self._db["action_versions"]
         self.flows = self._db["flows"]
-        self.pins = self._db["signin_pins"]
+        self.pins = self._db["signin_pins"]  # (moved to the tenant buckets: ``storage.migrate``)
         self.counters = self._db["counters"]
         self.rollout_counts = self._db["rollout_counts"]
         self.recorded_slots = self._db["recordings"]
@@ -85,7 +85,7 @@ class MongoStore:
             kind: [self._db[bucket_name(kind, b)] for b in range(BUCKETS)] for kind in KINDS
         }
         self._kids_noted: set[str] = set()
-        self._signin_pins = SigninPins(self.pins, self._guard)
+        self._signin_pins = SigninPins(lambda tenant: self.bucket("pins", tenant), self._guard)
 
     @classmethod
     def connect(
@@ -150,13 +150,12 @@ class MongoStore:
 
         await self._guard(create)
         await migrate(self)
-        for coll in (self.pins, self.counters, self.activity):
+        for coll in (*self._buckets["pins"], self.counters, self.activity):
             try:
                 await coll.create_index("expires_at", expireAfterSeconds=0, name="ttl")
             except OperationFailure as exc:
-                log.info(
-                    "no TTL index on %s (%s); expiry is checked in queries", coll.name, exc.code
-                )
+                log.info("no TTL indexes (%s); expiry is checked in queries", exc.code)
+                break  # the server has none (FerretDB): the other collections neither
             except PyMongoError as exc:
                 raise StorageUnavailable(f"MongoDB unavailable: {exc}") from exc
 
@@ -244,14 +243,20 @@ class MongoStore:
             for tenant, signin, pin, expires in pins
         ]
 
-        async def op() -> None:
+        by_bucket: dict[int, list[Doc]] = {}
+        for (tenant, _, _, _), doc in zip(pins, docs, strict=True):
+            by_bucket.setdefault(bucket_of(tenant), []).append(doc)
+
+        async def insert(bucket: int, group: list[Doc]) -> None:
             try:
-                await self.pins.insert_many(docs, ordered=False)
+                await self._buckets["pins"][bucket].insert_many(group, ordered=False)
             except BulkWriteError as exc:
                 if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
                     raise
 
-        await self._guard(op)
+        await self._guard(
+            lambda: asyncio.gather(*(insert(b, group) for b, group in by_bucket.items()))
+        )
 
     # -- rate-limit counters -------------------------------------------------------------
     async def hit(

@@ -4,7 +4,8 @@ Every sign-in's first trigger pins the flow revisions it runs on. Written one by
 three sequential round trips per new sign-in (read, insert, read back), and under load the
 writes queue on the server (FerretDB serialises them: 40 new sign-ins at once took a second).
 ``SigninPins`` gathers the pins asked for while one group is being written and writes the next
-group with one ``insert_many`` (unordered): a new sign-in costs a share of one round trip. A
+group with one ``insert_many`` (unordered) per tenant bucket, all at once: a new sign-in
+costs a share of one round trip. A
 sign-in that another worker pinned first comes back as a duplicate key, and all of those of a
 group are read with one ``find``; an expired pin is replaced (and read back) on its own, as
 before. Every caller gets the pin that is stored: concurrent first triggers agree.
@@ -68,6 +69,12 @@ class _Want:
             "expires_at": now + self.ttl,
         }
 
+    @property
+    def wanted(self) -> bool:
+        """Someone still waits for this pin (a request that gave up, or was decided with its
+        pin deferred, no longer does: ``service.deferred_pins`` writes that one)."""
+        return any(not w.done() for w in self.waiters)
+
     def settle(self, result: tuple[Pin, datetime] | BaseException) -> None:
         for waiter in self.waiters:
             if waiter.done():
@@ -81,8 +88,8 @@ class _Want:
 class SigninPins:
     """``await pin(...)``: the sign-in's pin, written in groups (see the module)."""
 
-    def __init__(self, pins: AsyncCollection[Doc], guard: Guard) -> None:
-        self._pins = pins
+    def __init__(self, pins: Callable[[str], AsyncCollection[Doc]], guard: Guard) -> None:
+        self._pins = pins  # a tenant's bucket of pins (``storage.keys``)
         self._guard = guard
         self._queue: dict[str, _Want] = {}  # by key: one write per sign-in and group
         self._writer: asyncio.Task[None] | None = None
@@ -110,7 +117,10 @@ class SigninPins:
         """Write the queued pins, group after group, until none are left."""
         await asyncio.sleep(0)  # the pins asked for in this turn of the loop join the group
         while self._queue:
-            self._group, self._queue = list(self._queue.values()), {}
+            self._group = [want for want in self._queue.values() if want.wanted]
+            self._queue = {}
+            if not self._group:
+                continue
             self.groups += 1
             try:
                 await self._guard(partial(self._write, self._group))
@@ -135,24 +145,40 @@ class SigninPins:
 
     async def _write(self, group: list[_Want]) -> None:
         now = datetime.now(UTC)
-        docs = [want.fresh(now) for want in group]
-        failed: set[int] = set()  # pinned already: read what is stored
+        by_bucket: dict[str, list[_Want]] = {}
+        for want in group:
+            by_bucket.setdefault(self._pins(want.tenant).name, []).append(want)
+        # one insert per tenant bucket, all at once
+        taken = await asyncio.gather(*(self._insert(wants, now) for wants in by_bucket.values()))
+        failed = [want for wants in taken for want in wants]
+        if failed:
+            await self._read(failed, now)
+
+    async def _insert(self, wants: list[_Want], now: datetime) -> list[_Want]:
+        """Insert ``wants`` (one bucket's); those pinned already are returned."""
+        docs = [want.fresh(now) for want in wants]
+        failed: set[int] = set()
         try:
-            await self._pins.insert_many(docs, ordered=False)
+            await self._pins(wants[0].tenant).insert_many(docs, ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != _DUPLICATE_KEY for e in errors):
                 raise
             failed = {int(e["index"]) for e in errors}
-        for index, (want, doc) in enumerate(zip(group, docs, strict=True)):
+        for index, (want, doc) in enumerate(zip(wants, docs, strict=True)):
             if index not in failed:
                 want.settle(_parse(doc))
-        if failed:
-            await self._read([group[i] for i in sorted(failed)], now)
+        return [wants[i] for i in sorted(failed)]
 
     async def _read(self, taken: list[_Want], now: datetime) -> None:
+        # Read back only what someone still waits for: each read is a scan of the collection
+        # on FerretDB, and a pin deferred by a request that gave up waiting comes back here
+        # as a duplicate (its deferred write got there first).
+        taken = [want for want in taken if want.wanted]
         # One lookup of ``_id`` each: ``$in`` would read every pin on FerretDB.
-        stored = await asyncio.gather(*(self._pins.find_one({"_id": w.key}) for w in taken))
+        stored = await asyncio.gather(
+            *(self._pins(w.tenant).find_one({"_id": w.key}) for w in taken)
+        )
         for want, doc in zip(taken, stored, strict=True):
             if doc is not None and _aware(doc["expires_at"]) > now:
                 want.settle(_parse(doc))  # (the key holds the tenant: it is this tenant's)
@@ -164,11 +190,13 @@ class SigninPins:
         insert a missing one (unless someone else just did), then read what is stored."""
         fresh = want.fresh(datetime.now(UTC))
         if doc is not None:
-            await self._pins.replace_one({"_id": want.key, "expires_at": doc["expires_at"]}, fresh)
+            await self._pins(want.tenant).replace_one(
+                {"_id": want.key, "expires_at": doc["expires_at"]}, fresh
+            )
         else:
             with contextlib.suppress(DuplicateKeyError):
-                await self._pins.insert_one(fresh)
-        stored = await self._pins.find_one({"_id": want.key})
+                await self._pins(want.tenant).insert_one(fresh)
+        stored = await self._pins(want.tenant).find_one({"_id": want.key})
         if stored is None or stored.get("tenant") != want.tenant:
             raise StorageError("sign-in pin vanished while it was being created")
         return _parse(stored)

@@ -27,7 +27,7 @@ import orjson
 from nats.aio.subscription import Subscription
 
 from gatehook.errors import GatehookError, TransportError
-from gatehook.service.deadlines import Deadline, Deadlines
+from gatehook.process.deadlines import Deadline, Deadlines
 from gatehook.service.ports import EncodedEvent
 from gatehook.transport.jetstream import AuditPublisher, JsReplyStore
 from gatehook.transport.lean import LeanNats, status_of
