@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from gatehook.service.trigger import TriggerService
 from gatehook.service.warmup import WarmReport, warm_tenants
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
+from gatehook.storage.keys import BUCKETS
 from gatehook.templates import TemplateRegistry, default_registry
 from gatehook.templates.base import CounterStore, Delivery
 from gatehook.transport.jetstream import AuditPublisher, JsReplyStore
@@ -52,6 +54,7 @@ from gatehook.transport.webhooks import WebhookDelivery
 __all__ = ["Runtime"]
 
 log = logging.getLogger("gatehook")
+_SWEEP_S = 2.0  # between two buckets' sweeps of expired pins (no TTL indexes)
 
 
 @dataclass
@@ -114,6 +117,7 @@ class Runtime:
         self._up: dict[str, bool] = {}  # each dependency's last health check
         self.warm_report: WarmReport | None = None
         self._activity_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
         self._seen: dict[str, datetime] = {}  # tenants served lately, the most recent last
 
     @property
@@ -214,6 +218,8 @@ class Runtime:
         self.rollouts.start(self._roll_back)
         await self._warm()
         self._activity_task = asyncio.create_task(self._report_activity())
+        if not self.store.has_ttl:
+            self._sweep_task = asyncio.create_task(self._sweep())
         log.info(
             "gatehook worker %s ready (sandbox children: %d)",
             self.settings.worker_name,
@@ -256,6 +262,19 @@ class Runtime:
         while True:
             await asyncio.sleep(self.settings.warm.report_s)
             await self.flush_activity()
+
+    async def _sweep(self) -> None:
+        """Where MongoDB has no TTL indexes (FerretDB): delete expired pins, one tenant bucket
+        every ``_SWEEP_S`` (all of them every ~8 minutes), from a random start so that
+        workers spread over them; the expired rate-limit windows once a round."""
+        bucket = random.randrange(BUCKETS)
+        while True:
+            await asyncio.sleep(_SWEEP_S)
+            try:
+                await self.store.sweep_expired(bucket, datetime.now(UTC))
+            except GatehookError as exc:
+                log.debug("sweep of expired pins skipped: %s", exc)
+            bucket = (bucket + 1) % BUCKETS
 
     async def flush_activity(self) -> None:
         """Record the tenants served lately (within ``warm.within_s``, at most
@@ -498,7 +517,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         """Stop the sandbox (if owned) and close the storage client."""
-        for task in (self._health_task, self._lag_task, self._activity_task):
+        for task in (self._health_task, self._lag_task, self._activity_task, self._sweep_task):
             if task is not None:
                 task.cancel()
         await self.flush_activity()

@@ -85,6 +85,7 @@ class MongoStore:
             kind: [self._db[bucket_name(kind, b)] for b in range(BUCKETS)] for kind in KINDS
         }
         self._kids_noted: set[str] = set()
+        self.has_ttl = True  # (False once ensure_indexes finds the server has no TTL indexes)
         self._signin_pins = SigninPins(lambda tenant: self.bucket("pins", tenant), self._guard)
 
     @classmethod
@@ -154,7 +155,12 @@ class MongoStore:
             try:
                 await coll.create_index("expires_at", expireAfterSeconds=0, name="ttl")
             except OperationFailure as exc:
-                log.info("no TTL indexes (%s); expiry is checked in queries", exc.code)
+                log.info(
+                    "no TTL indexes (%s): expiry is checked in queries, and workers sweep"
+                    " expired pins and rate-limit windows",
+                    exc.code,
+                )
+                self.has_ttl = False
                 break  # the server has none (FerretDB): the other collections neither
             except PyMongoError as exc:
                 raise StorageUnavailable(f"MongoDB unavailable: {exc}") from exc
@@ -257,6 +263,22 @@ class MongoStore:
         await self._guard(
             lambda: asyncio.gather(*(insert(b, group) for b, group in by_bucket.items()))
         )
+
+    async def sweep_expired(self, bucket: int, now: datetime) -> int:
+        """Delete the expired pins of one bucket (and, with bucket 0, the expired rate-limit
+        windows): what TTL indexes do where the server has them. How many went."""
+        gone = await self._guard(
+            lambda: self._buckets["pins"][bucket % BUCKETS].delete_many(
+                {"expires_at": {"$lt": now}}
+            )
+        )
+        count = int(gone.deleted_count)
+        if bucket % BUCKETS == 0:
+            windows = await self._guard(
+                lambda: self.counters.delete_many({"expires_at": {"$lt": now}})
+            )
+            count += int(windows.deleted_count)
+        return count
 
     # -- rate-limit counters -------------------------------------------------------------
     async def hit(
