@@ -32,7 +32,8 @@ class _Series:
 
     On the decision path a count is a dict update and an observation a ``bisect``;
     prometheus_client's children take a lock per count and walk the buckets in Python
-    (BENCHMARKS.md, fifth session). The registry reads copies at scrape time (``collect``).
+    (BENCHMARKS.md, "The decision path's cost"). The registry reads copies at scrape time
+    (``collect``).
     """
 
     def __init__(

@@ -25,6 +25,15 @@ from tests.conftest import Worker, start_worker, stop_worker
 from tests.helpers import request
 
 SUBJECT = "gatehook.v1.trigger.{}.external_authentication.post_authentication"
+GATE_FILE = {  # one script that lets everyone in, in post_authentication
+    "actions": [
+        {
+            "name": "gate",
+            "source": "export async function execute(i) { return {kind: 'continue'}; }",
+        }
+    ],
+    "flows": {"external_authentication": {"post_authentication": ["gate@latest"]}},
+}
 
 
 @pytest.fixture
@@ -150,15 +159,7 @@ async def test_node_death_and_leader_stepdown_lose_nothing(
         await admin.call(
             tenant,
             "apply",
-            file={
-                "actions": [
-                    {
-                        "name": "gate",
-                        "source": "export async function execute(i) { return {kind: 'continue'}; }",
-                    }
-                ],
-                "flows": {"external_authentication": {"post_authentication": ["gate@latest"]}},
-            },
+            file=GATE_FILE,
         )
         for stream in ("GATEHOOK_AUDIT", "GATEHOOK_REPLIES", "GATEHOOK_RECORDINGS"):
             assert (await nc.jetstream().stream_info(stream)).config.num_replicas == 3
@@ -271,15 +272,7 @@ async def test_jetstream_without_quorum_is_unavailable_by_the_deadline_then_exac
         await admin.call(
             tenant,
             "apply",
-            file={
-                "actions": [
-                    {
-                        "name": "gate",
-                        "source": "export async function execute(i) { return {kind: 'continue'}; }",
-                    }
-                ],
-                "flows": {"external_authentication": {"post_authentication": ["gate@latest"]}},
-            },
+            file=GATE_FILE,
         )
         late: list[str] = []  # attempts with no answer by their deadline (+ 1 s)
         unavailable = 0

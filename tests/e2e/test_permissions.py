@@ -42,6 +42,13 @@ def _url(server: Server, user: str, password: str) -> str:
     return f"nats://{user}:{password}@127.0.0.1:{server.port}"
 
 
+def _as_worker(settings: Settings, server: Server) -> Settings:
+    """The test's settings with the worker's NATS user of deploy/nats.conf."""
+    return settings.model_copy(
+        update={"nats_url": _url(server, "gatehook-worker", "worker-secret")}
+    )
+
+
 async def _client(server: Server, user: str, password: str, errors: list[str]) -> NATS:
     async def on_error(exc: Exception) -> None:
         errors.append(str(exc))
@@ -55,9 +62,7 @@ async def _client(server: Server, user: str, password: str, errors: list[str]) -
 async def test_roles(
     secured: Server, settings: Settings, pool: SandboxPool, store: MongoStore
 ) -> None:
-    settings = settings.model_copy(
-        update={"nats_url": _url(secured, "gatehook-worker", "worker-secret")}
-    )
+    settings = _as_worker(settings, secured)
     runtime, broker = await start_worker(settings, pool)
     errors: list[str] = []
     login = await _client(secured, "acme-login", "login-secret", errors)
@@ -151,9 +156,7 @@ async def test_console_role(
     """The console's user (compose.yaml, the chart's consoleUrl) calls every tenant's
     management API and reads the audit stream; it cannot send trigger requests, write audit
     events or change the streams."""
-    settings = settings.model_copy(
-        update={"nats_url": _url(secured, "gatehook-worker", "worker-secret")}
-    )
+    settings = _as_worker(settings, secured)
     runtime, broker = await start_worker(settings, pool)
     errors: list[str] = []
     console = await _client(secured, "gatehook-console", "console-secret", errors)
@@ -197,9 +200,7 @@ async def test_no_role_reads_another_roles_replies(
     """acme's login service and operator try to read every reply subject there is: refused,
     and nothing reaches them while globex's triggers and the console's calls for globex
     (whose replies carry a script's source and a signing key shown once) go on."""
-    settings = settings.model_copy(
-        update={"nats_url": _url(secured, "gatehook-worker", "worker-secret")}
-    )
+    settings = _as_worker(settings, secured)
     runtime, broker = await start_worker(settings, pool)
     errors: list[str] = []
     spies = [
@@ -267,9 +268,7 @@ async def test_audit_actors_cannot_be_forged(
     """acme's operator claims to be alice signed in to the console: its change is recorded
     under its own user (the claim beside it), console.audit is refused, and the console's
     subject is closed to it. The console's own calls name the operator they act for."""
-    settings = settings.model_copy(
-        update={"nats_url": _url(secured, "gatehook-worker", "worker-secret")}
-    )
+    settings = _as_worker(settings, secured)
     runtime, broker = await start_worker(settings, pool)
     errors: list[str] = []
     operator = await _client(secured, "acme-operator", "operator-secret", errors)

@@ -5,6 +5,7 @@ commands the cold path actually sends (PyMongo's command monitoring) and the ser
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -92,9 +93,9 @@ async def _cold_reads(
     listener.sent.clear()
     tenant = tenant or f"t{tenants // 2:05d}"
     heads = await lookup.heads(tenant)
-    revision = await lookup.revision(tenant, FT, "signin-1")
+    revision, flow, deferred = await lookup.resolve(tenant, FT, "signin-1", time.monotonic() + 10)
     assert revision == heads[FT] == 1
-    flow = await lookup.flow(tenant, FT, revision)
+    assert not deferred
     assert flow is not None
     version = await lookup.version(tenant, "check", flow.slot(TR)[0].version)
     assert version is not None

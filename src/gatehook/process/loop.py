@@ -65,7 +65,7 @@ async def watch_lag(observe: Callable[[float], None], interval: float = LAG_INTE
     a stall shows when it covers a timer's due time (a 20 ms stall two times in five at the
     default 50 ms), shortened by at most ``interval``. An idle worker wakes 20 times a
     second for it: 0.46 % of a core on the benchmark machine, where a wake-up from idle
-    costs ~230 µs of CPU (BENCHMARKS.md, seventh session); under load the loop is awake
+    costs ~230 µs of CPU (BENCHMARKS.md, "The decision path's cost"); under load the loop is awake
     anyway.
     """
     loop = asyncio.get_running_loop()

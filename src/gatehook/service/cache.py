@@ -62,9 +62,6 @@ class Heads:
         self._data: OrderedDict[str, tuple[float, TenantHeads]] = OrderedDict()
         self._generation: dict[str, int] = {}
 
-    def __len__(self) -> int:
-        return len(self._data)
-
     def lookup(self, tenant: str) -> tuple[TenantHeads | None, bool]:
         """(the cached heads, whether they are within the TTL); (None, False) when absent or
         invalidated. Stale heads stay until replaced: a caller may serve them while it
@@ -103,7 +100,3 @@ class Heads:
         """Make every entry stale (served while it is reloaded once)."""
         for tenant, (_, heads) in self._data.items():
             self._data[tenant] = (0.0, heads)
-
-    def tenants(self) -> list[str]:
-        """The cached tenants, most recently used last."""
-        return list(self._data)

@@ -80,7 +80,7 @@ class FlowLookup:
         """The tenant's current revisions, cached. Past the TTL the cached ones are served
         while one load refreshes them; after a change broadcast, requests wait for that one
         load (never one query per waiting request)."""
-        return dict((await self.tenant_heads(tenant)).revisions)
+        return (await self.tenant_heads(tenant)).revisions  # (shared: read only)
 
     def cached_heads(self, tenant: str) -> TenantHeads | None:
         """The tenant's heads if cached and fresh (no load)."""
@@ -159,12 +159,8 @@ class FlowLookup:
             ) from None
         return revision, flow, deferred
 
-    async def revision(self, tenant: str, ft: FlowType, signin_id: str | None) -> int | None:
-        """The revision a request of ``signin_id`` (None: none) runs on."""
-        return (await self._revision(tenant, ft, signin_id, None))[0]
-
     async def _revision(
-        self, tenant: str, ft: FlowType, signin_id: str | None, deadline: float | None
+        self, tenant: str, ft: FlowType, signin_id: str | None, deadline: float
     ) -> tuple[int | None, bool]:
         if signin_id is None:
             return (await self.heads(tenant)).get(ft), False
@@ -176,9 +172,8 @@ class FlowLookup:
         ttl = timedelta(seconds=self._settings.pin_ttl_s)
         deferred = False
         try:
-            wait = self._settings.pin_wait_ms / 1000
-            if deadline is not None:
-                wait = min(wait, max(deadline - time.monotonic(), 0.0) / 2)
+            remaining = max(deadline - time.monotonic(), 0.0)
+            wait = min(self._settings.pin_wait_ms / 1000, remaining / 2)
             pin_write = self._flows.pin_signin(tenant, signin_id, heads, ttl)  # grouped
             if self.deferred is None:
                 pin, expires = await pin_write
@@ -204,12 +199,22 @@ class FlowLookup:
                 self._revisions.put(key, flow)
         return flow
 
-    async def version(self, tenant: str, action: str, wanted: str) -> ActionVersion | None:
+    async def version(
+        self, tenant: str, action: str, wanted: str, deadline: float | None = None
+    ) -> ActionVersion | None:
+        """One action version, cached; a load must be done by ``deadline`` (monotonic), else
+        ``StorageUnavailable`` (retryable), as ``resolve``'s reads."""
         key = (tenant, action, wanted)
         version = self._versions.get(key)
         if version is None:
-            async with self._cold:
-                version = await self._flows.get_version(tenant, action, wanted)
+            budget = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                async with asyncio.timeout(budget), self._cold:
+                    version = await self._flows.get_version(tenant, action, wanted)
+            except TimeoutError:
+                raise StorageUnavailable(
+                    f"version {action}@{wanted} could not be read within the request's deadline"
+                ) from None
             if version is not None:
                 self._versions.put(key, version)
         return version

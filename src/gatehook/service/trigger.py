@@ -415,16 +415,7 @@ class TriggerService:
     async def _run_version(
         self, call: Call, action: str, wanted: str, before: list[Step], *, dry_run: bool = False
     ) -> Step:
-        if self.lookup.cached_version(call.tenant, action, wanted) is not None:
-            version = await self.lookup.version(call.tenant, action, wanted)  # (counts a hit)
-        else:  # read within the request's deadline, as the flows are
-            try:
-                async with self._deadlines.timeout(call.deadline):
-                    version = await self.lookup.version(call.tenant, action, wanted)
-            except TimeoutError:
-                raise StorageUnavailable(
-                    f"version {action}@{wanted} could not be read within the request's deadline"
-                ) from None
+        version = await self.lookup.version(call.tenant, action, wanted, call.deadline)
         if version is None:
             return Step(action, wanted, error=f"version {action}@{wanted} not found")
         allowed = version.allowed_to_fail

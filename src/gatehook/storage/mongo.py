@@ -1,13 +1,15 @@
 """The MongoDB adapter (PyMongo's async API): actions, versions, flow revisions, sign-in pins.
 
-Every document's ``_id`` is its natural key (``storage.keys``), so every read on the decision
-path is one ``_id`` lookup, the one query FerretDB v1 answers from an index: its cost does not
-grow with the number of tenants. A tenant's document (``tenants``) says what its decisions
-start from (the newest revision of each flow type, the kill switches, the recorded slots) and
-lists its actions; an action's lists its versions. The unique ``_id`` is also how concurrent
-flow changes are serialised without transactions: a new revision is an insert of
-``revision + 1`` that fails if someone else inserted it first. Expiry is checked in queries;
-TTL indexes are created where the server has them, only to reclaim space.
+Every document's ``_id`` is its natural key, in a collection of its tenant's bucket
+(``storage.keys``), so every read on the decision path is one ``_id`` lookup in a collection
+holding a share of the tenants: MongoDB answers it from the ``_id`` index, FerretDB v1 by
+reading that bucket's rows, and its cost does not grow with the whole platform. A tenant's
+document says what its decisions start from (the newest revision of each flow type with a
+copy of it, the kill switches, the recorded slots) and lists its actions; an action's lists
+its versions. The unique ``_id`` is also how concurrent flow changes are serialised without
+transactions: a new revision is an insert of ``revision + 1`` that fails if someone else
+inserted it first. Expiry is checked in queries; TTL indexes are created where the server
+has them, and workers sweep expired pins where it has none.
 """
 
 from __future__ import annotations
@@ -462,10 +464,6 @@ class MongoStore:
             lambda: self.bucket("tenants", tenant).update_one({"_id": tenant}, change, upsert=True)
         )
 
-    async def disabled_actions(self, tenant: str) -> dict[str, Disabled]:
-        """The tenant's actions whose kill switch is on, by name."""
-        return (await self.tenant_heads(tenant)).disabled
-
     async def set_recording(
         self, tenant: str, slot: str, redact: list[str] | None, actor: str
     ) -> None:
@@ -476,10 +474,6 @@ class MongoStore:
         await self._guard(
             lambda: self.bucket("tenants", tenant).update_one({"_id": tenant}, change, upsert=True)
         )
-
-    async def recordings(self, tenant: str) -> dict[str, list[str]]:
-        """The tenant's recorded slots (``flow_type.trigger``) with their redacted paths."""
-        return (await self.tenant_heads(tenant)).recordings
 
     async def add_rollout_counts(self, deltas: list[Doc]) -> None:
         """Record what rollouts did on one worker since its last report (insert-only: every

@@ -4,9 +4,9 @@ nats-py hands every received message to a subscription through a ``Msg`` object,
 ``asyncio.Queue`` and the subscription's own task (one task switch per message), and builds
 every published message through subject checks, a header dict and a future per publish. On
 the decision path (a trigger in, its reply out, the audit publishes and their acks) that was
-a large share of a decision's CPU (BENCHMARKS.md, fifth session). ``LeanNats`` keeps the
-connection, its authentication, reconnects and resubscription in nats-py and changes two
-things for the subscriptions and publishes that ask for it:
+a large share of a decision's CPU (BENCHMARKS.md, "The decision path's cost"). ``LeanNats``
+keeps the connection, its authentication, reconnects and resubscription in nats-py and
+changes two things for the subscriptions and publishes that ask for it:
 
 - a *lean subscription*'s messages go straight from nats-py's parser to a plain callback
   ``(subject, reply, payload, headers)`` with the raw bytes, in the order they arrived; the
