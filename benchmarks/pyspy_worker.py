@@ -45,6 +45,7 @@ def main() -> None:
     p.add_argument("--in-flight", type=int, default=64)
     p.add_argument("--rate", type=float, default=0.0, help="open loop at this rate (0: closed)")
     p.add_argument("--top", type=int, default=30)
+    p.add_argument("--isolation", default="process", choices=["process", "worker"])
     p.add_argument(
         "--child",
         action="store_true",
@@ -52,7 +53,9 @@ def main() -> None:
     )
     args = p.parse_args()
     nats_server, mongo = start_nats(), start_mongo()
-    worker = start_worker(1, nats_server.url, mongo.url)
+    worker = start_worker(
+        1, nats_server.url, mongo.url, {"GATEHOOK_SANDBOX__ISOLATION": args.isolation}
+    )
     try:
         uvloop.run(wait_ready(nats_server.url, 1))
         uvloop.run(set_up_tenants(nats_server.url, "http://127.0.0.1:9/"))

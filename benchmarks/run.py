@@ -12,7 +12,9 @@ worker` with 1 or N processes, and drives load from separate processes with nats
 - steady rate (open loop at 500 and 1,000 req/s): p50 / p99 / p99.9 / max latency from each
   request's scheduled time, and the longest stall (the longest time with no reply arriving);
 
-next to a raw nats-py echo responder in the same run. One scenario sends a new sign-in with
+next to a raw nats-py echo responder in the same run, under each sandbox isolation level
+(``--isolations``: ``process``, scripts in the sandbox children; ``worker``, scripts in the
+worker process). One scenario sends a new sign-in with
 every request (a fresh ``signin_id``: its first trigger pins the flow in MongoDB), as a login
 service does. ``--floor`` adds the design's floor (``benchmarks/floor.py``): gatehook's lean
 transport, a sandbox call and the journal, alone and together, with no decision logic.
@@ -101,6 +103,7 @@ def serve_target(port: int) -> None:
 class Result:
     scenario: str
     processes: int
+    isolation: str = "-"
     throughput: float = 0.0
     errors: int = 0
     cpu_us: dict[str, float] = field(default_factory=dict)  # per request, by process kind
@@ -386,14 +389,14 @@ def tables(results: list[Result], echo: Result, rates: list[int]) -> str:
     lines = [
         "CPU per request (µs, closed loop, 64 in flight; from /proc over the phase):",
         "",
-        "| scenario | processes | req/s | responder µs | sandbox µs | responder + sandbox µs "
-        "| vs echo responder | nats-server µs | RSS MB | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | isolation | processes | req/s | responder µs | sandbox µs "
+        "| responder + sandbox µs | vs echo responder | nats-server µs | RSS MB | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in [echo, *results]:
         own = r.cpu_us.get("worker", 0.0) + r.cpu_us.get("sandbox", 0.0)
         lines.append(
-            f"| {r.scenario} | {r.processes} | {r.throughput:.0f} "
+            f"| {r.scenario} | {r.isolation} | {r.processes} | {r.throughput:.0f} "
             f"| {r.cpu_us.get('worker', 0.0):.0f} | {r.cpu_us.get('sandbox', 0.0):.0f} "
             f"| {own:.0f} | {own / echo_us:.1f}x | {r.cpu_us.get('nats-server', 0.0):.0f} "
             f"| {r.rss_mb:.0f} | {r.errors} |"
@@ -402,8 +405,9 @@ def tables(results: list[Result], echo: Result, rates: list[int]) -> str:
         "",
         "Steady rate (open loop), ms from each request's scheduled time:",
         "",
-        "| scenario | processes | rate | p50 | p99 | p99.9 | max | longest stall | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | isolation | processes | rate | p50 | p99 | p99.9 | max | longest stall "
+        "| errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in [echo, *results]:
         for rate in rates:
@@ -411,14 +415,25 @@ def tables(results: list[Result], echo: Result, rates: list[int]) -> str:
             if not s:
                 continue
             lines.append(
-                f"| {r.scenario} | {r.processes} | {rate} | {_f(s['p50'])} | {_f(s['p99'])} "
+                f"| {r.scenario} | {r.isolation} | {r.processes} | {rate} | {_f(s['p50'])} "
+                f"| {_f(s['p99'])} "
                 f"| {_f(s['p99.9'])} | {_f(s['max'])} | {_f(s['stall_ms'], 1)} "
                 f"(at {s['stall_at']:.1f} s) | {s['errors']:.0f} |"
             )
+    lines += ["", "Ratios (same run):"]
+    for isolation in dict.fromkeys(r.isolation for r in results):
+        lines += ["", f"Isolation {isolation}:", ""]
+        lines += ratio_lines([r for r in results if r.isolation == isolation], echo, rates)
+    return "\n".join(lines)
+
+
+def ratio_lines(results: list[Result], echo: Result, rates: list[int]) -> list[str]:
+    """The ratios of one isolation level's results."""
+    echo_us = echo.cpu_us.get("worker", float("nan"))
     by_name = {(r.scenario, r.processes): r for r in results}
     one, five = by_name.get(("custom JS", 1)), by_name.get(("five actions", 1))
     two = by_name.get(("custom JS", 2))
-    lines += ["", "Ratios (same run):", ""]
+    lines: list[str] = []
     if one is not None:
         own = one.cpu_us.get("worker", 0.0) + one.cpu_us.get("sandbox", 0.0)
         lines.append(f"- one custom-JS action: CPU per decision {own / echo_us:.1f}x the echo's")
@@ -431,6 +446,9 @@ def tables(results: list[Result], echo: Result, rates: list[int]) -> str:
                     f"longest stall {g['stall_ms']:.1f} ms"
                 )
     if one is not None and five is not None:
+        own1 = one.cpu_us.get("worker", 0.0) + one.cpu_us.get("sandbox", 0.0)
+        own5 = five.cpu_us.get("worker", 0.0) + five.cpu_us.get("sandbox", 0.0)
+        lines.append(f"- five actions / one action, CPU per decision: {own5 / own1:.2f}x")
         for rate in rates:
             if rate in one.steady and rate in five.steady:
                 lines.append(
@@ -457,7 +475,7 @@ def tables(results: list[Result], echo: Result, rates: list[int]) -> str:
             f"- 2 processes / 1 process, custom JS throughput: "
             f"{two.throughput / one.throughput:.2f}x"
         )
-    return "\n".join(lines)
+    return lines
 
 
 def main() -> None:
@@ -472,6 +490,9 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], help="K=V for the worker")
     parser.add_argument("--event-loop", default="uvloop", choices=["uvloop", "asyncio"])
     parser.add_argument("--max-processes", type=int, default=2, help="1: no 2-process phase")
+    parser.add_argument(
+        "--isolations", default="process,worker", help="sandbox isolation levels, in turn"
+    )
     parser.add_argument(
         "--floor",
         action="store_true",
@@ -512,24 +533,31 @@ def main() -> None:
         for mode in FLOOR_MODES if args.floor else ():
             results.append(floor(mode, nats_server.url, nats_pid, args))
 
-        plan: list[tuple[int, list[str]]] = [(1, scenarios)]
+        isolations = [i for i in args.isolations.split(",") if i]
+        plan: list[tuple[str, int, list[str]]] = [(i, 1, scenarios) for i in isolations]
         if "custom JS" in scenarios and args.max_processes > 1:
-            plan.append((2, ["custom JS"]))
-        for processes, names in plan:
-            worker = start_worker(processes, nats_server.url, mongo.url, extra, args.event_loop)
+            plan.append((isolations[0], 2, ["custom JS"]))
+        set_up = False
+        for isolation, processes, names in plan:
+            env = {**extra, "GATEHOOK_SANDBOX__ISOLATION": isolation}
+            worker = start_worker(processes, nats_server.url, mongo.url, env, args.event_loop)
             try:
                 uvloop.run(wait_ready(nats_server.url, processes))
-                if processes == 1:
+                if not set_up:
                     target_url = f"http://127.0.0.1:{target_port}/"
                     uvloop.run(set_up_tenants(nats_server.url, target_url))
+                    set_up = True
                 for name in names:
                     subject = f"gatehook.v1.trigger.{TENANTS[name][0]}.{PA}"
-                    res = Result(name, processes)
+                    res = Result(name, processes, isolation)
                     # warm caches and interpreters
                     loadgen(nats_server.url, subject, "closed", 1.0, procs=1, in_flight=16)
                     measure(res, nats_server.url, subject, [worker.pid], nats_pid, args)
                     results.append(res)
-                    print(f"{name} x{processes}: {res.throughput:.0f} req/s", flush=True)
+                    print(
+                        f"{name} ({isolation}) x{processes}: {res.throughput:.0f} req/s",
+                        flush=True,
+                    )
             finally:
                 stop(worker)
     finally:

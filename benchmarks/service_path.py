@@ -105,7 +105,7 @@ class Flows:
 
 
 class Scripts:
-    idle_children = 2
+    starts_together = True
 
     async def run(self, job: ScriptJob) -> ScriptRun:
         return ScriptRun(SCRIPT_RESULT, [], 0.1)

@@ -32,6 +32,7 @@ from gatehook.metrics import Metrics, MetricsServer
 from gatehook.process.deadlines import Deadlines
 from gatehook.process.loop import watch_lag
 from gatehook.sandbox import SandboxPool
+from gatehook.sandbox.inprocess import InProcessScripts
 from gatehook.security.connections import mongo_options
 from gatehook.security.sealing import sealer_from
 from gatehook.service.deferred_pins import DeferredPins
@@ -89,6 +90,13 @@ class Runtime:
         self.pool = (
             pool if pool is not None else SandboxPool(settings.sandbox, deadlines=self.deadlines)
         )
+        # Isolation 'worker': scripts without allowed hosts run here (sandbox.inprocess).
+        self.inprocess = (
+            InProcessScripts(settings.sandbox, self.pool)
+            if settings.sandbox.isolation == "worker"
+            else None
+        )
+        self.scripts: SandboxPool | InProcessScripts = self.inprocess or self.pool
         self.delivery = WebhookDelivery(settings.webhooks)
         self.targets = TargetCaller(settings.targets, on_circuit=self._circuit_changed)
         self._background_events: set[asyncio.Task[None]] = set()
@@ -149,6 +157,8 @@ class Runtime:
             )
         if self._owns_pool:
             await self.pool.start()
+        if self.inprocess is not None:
+            await self.inprocess.start()
         if self.settings.metrics.port is not None:  # /healthz says why while not ready
             self._metrics_server = MetricsServer(
                 self.metrics,
@@ -186,7 +196,7 @@ class Runtime:
         self.rollout_admin = RolloutAdmin(service)
         self._triggers = TriggerService(
             flows=self.store,
-            scripts=self.pool,
+            scripts=self.scripts,
             templates=self.templates,
             journal=self.journal,
             settings=self.settings,
@@ -221,8 +231,9 @@ class Runtime:
         if not self.store.has_ttl:
             self._sweep_task = asyncio.create_task(self._sweep())
         log.info(
-            "gatehook worker %s ready (sandbox children: %d)",
+            "gatehook worker %s ready (isolation %s, sandbox children: %d)",
             self.settings.worker_name,
+            self.settings.sandbox.isolation,
             self.pool.size,
         )
 
@@ -239,7 +250,7 @@ class Runtime:
             return
         report = await warm_tenants(
             self.triggers.lookup,
-            self.pool,
+            self.scripts,
             tenants,
             budget_s=warm.budget_s,
             concurrency=warm.concurrency,
@@ -534,6 +545,8 @@ class Runtime:
         await self.rollouts.aclose()
         if self._background_events:
             await asyncio.wait(set(self._background_events), timeout=5)
+        if self.inprocess is not None:
+            await self.inprocess.aclose()
         if self._owns_pool:
             await self.pool.aclose()
         if self.deferred_pins is not None:

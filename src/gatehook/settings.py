@@ -37,6 +37,34 @@ __all__ = [
 class SandboxSettings(BaseModel):
     """Limits of the JS/TS sandbox; see ``gatehook.sandbox``."""
 
+    isolation: Literal["process", "worker"] = Field(
+        default="process",
+        description="where scripts run: 'process' in the supervised sandbox children; 'worker'"
+        " in the worker process itself (scripts with allowed_hosts still in children); see"
+        " the README's Security section",
+    )
+    context_memory_mb: int = Field(
+        default=32, ge=1, le=1024, description="heap limit of one script context (the engine's)"
+    )
+    stack_kb: int = Field(
+        default=512, ge=64, le=4096, description="stack limit of one script context (the engine's)"
+    )
+    max_jobs: int = Field(
+        default=100_000, ge=100, description="promise jobs one call may run (endless chains end)"
+    )
+    worker_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="isolation 'worker': threads running the scripts that outgrow their slice",
+    )
+    slice_ms: float = Field(
+        default=2.0,
+        ge=0.1,
+        le=50,
+        description="isolation 'worker': CPU a script may use on the event loop before it runs"
+        " again (from the start, in a fresh context) on the script threads",
+    )
     pool_size: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
     memory_mb: int = Field(default=512, ge=64)
     interpreters_per_child: int = Field(

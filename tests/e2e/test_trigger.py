@@ -23,6 +23,13 @@ from tests.conftest import Worker, start_worker, stop_worker
 from tests.helpers import attach, audit_events, custom, request, template, trigger
 
 
+@pytest.fixture(params=["process", "worker"])
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """Every trigger test under both isolation levels (``GATEHOOK_SANDBOX__ISOLATION``)."""
+    sandbox = settings.sandbox.model_copy(update={"isolation": request.param})
+    return settings.model_copy(update={"sandbox": sandbox})
+
+
 def returns(body: str) -> str:
     return f"export async function execute(input) {{ return {body}; }}"
 

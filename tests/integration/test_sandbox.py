@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -25,6 +25,7 @@ from gatehook.errors import (
     ScriptTimeout,
 )
 from gatehook.sandbox import SandboxPool, ScriptJob
+from gatehook.sandbox.inprocess import InProcessScripts
 from gatehook.settings import SandboxSettings
 
 INPUT = {
@@ -45,8 +46,26 @@ INPUT = {
 }
 
 
+Scripts = SandboxPool | InProcessScripts
+
+
+@pytest.fixture(params=["process", "worker"])
+async def scripts(request: pytest.FixtureRequest, pool: SandboxPool) -> AsyncIterator[Scripts]:
+    """The scripts of both isolation levels: the pool's children, and the worker's own
+    event loop and threads (scripts with allowed hosts still go to the pool)."""
+    if request.param == "process":
+        yield pool
+        return
+    inproc = InProcessScripts(SandboxSettings(isolation="worker"), pool)
+    await inproc.start()
+    try:
+        yield inproc
+    finally:
+        await inproc.aclose()
+
+
 async def run(
-    pool: SandboxPool,
+    pool: Scripts,
     source: str,
     *,
     tenant: str | None = None,
@@ -74,7 +93,7 @@ async def run(
     return out
 
 
-async def healthy(pool: SandboxPool) -> None:
+async def healthy(pool: Scripts) -> None:
     """Another tenant's call still works."""
     out = await run(pool, "exports.execute = () => ({kind: 'continue', claims: {ok: 1}})")
     assert out["claims"] == {"ok": 1}
@@ -87,116 +106,127 @@ def module(body: str) -> str:
 # -- hostile scripts -------------------------------------------------------------------------
 
 
-async def test_infinite_loop_times_out_and_pool_serves_on(pool: SandboxPool) -> None:
+async def test_infinite_loop_times_out_and_pool_serves_on(scripts: Scripts) -> None:
     # The compiler child starts on first use (loading TypeScript takes seconds on a busy
     # machine): start it before the clock does, so only the run is timed.
-    await pool.compile(module("return {};"), language="js", name="warm")
+    await scripts.compile(module("return {};"), language="js", name="warm")
     started = time.monotonic()
     with pytest.raises(ScriptTimeout):
-        await run(pool, module("while (true) {}"), timeout_ms=200)
+        await run(scripts, module("while (true) {}"), timeout_ms=200)
     # A functional bound (the precise overshoot is measured in benchmarks/sandbox.py).
     assert time.monotonic() - started < 0.2 + 2.0
-    await healthy(pool)
+    await healthy(scripts)
 
 
-async def test_loop_that_catches_everything_still_times_out(pool: SandboxPool) -> None:
+async def test_loop_that_catches_everything_still_times_out(scripts: Scripts) -> None:
     src = module("for (;;) { try { while (true) {} } catch (e) {} }")
     with pytest.raises(ScriptTimeout):
-        await run(pool, src, timeout_ms=200)
-    await healthy(pool)
+        await run(scripts, src, timeout_ms=200)
+    await healthy(scripts)
 
 
-async def test_memory_bomb_is_contained(pool: SandboxPool) -> None:
+async def test_memory_bomb_is_contained(scripts: Scripts) -> None:
     src = module("const a = []; while (true) a.push('x'.repeat(1e6) + a.length);")
     with pytest.raises(ScriptMemoryError):
-        await run(pool, src, timeout_ms=10_000)
-    await healthy(pool)
+        await run(scripts, src, timeout_ms=10_000)
+    await healthy(scripts)
 
 
-async def test_deep_recursion(pool: SandboxPool) -> None:
+async def test_deep_recursion(scripts: Scripts) -> None:
     with pytest.raises(ScriptThrew, match="call stack"):
-        await run(pool, module("function f(n) { return f(n + 1) + 1; } return f(0);"))
-    await healthy(pool)
+        await run(scripts, module("function f(n) { return f(n + 1) + 1; } return f(0);"))
+    await healthy(scripts)
 
 
-async def test_huge_result_is_refused(pool: SandboxPool) -> None:
+async def test_huge_result_is_refused(scripts: Scripts) -> None:
     src = module("return {kind: 'continue', claims: {big: 'x'.repeat(50 * 1024 * 1024)}};")
     with pytest.raises((InvalidResult, ScriptMemoryError)):
-        await run(pool, src, timeout_ms=10_000)
-    await healthy(pool)
+        await run(scripts, src, timeout_ms=10_000)
+    await healthy(scripts)
 
 
-async def test_no_host_environment(pool: SandboxPool) -> None:
+async def test_no_host_environment(scripts: Scripts) -> None:
     out = await run(
-        pool,
+        scripts,
         module(
             "return {kind: 'continue', claims: {process: typeof process, "
             "env: typeof globalThis.process === 'object' ? JSON.stringify(process.env) : null,"
-            "globals: Object.getOwnPropertyNames(globalThis).filter(k => /process|os|std|fs/.test(k))}};"
+            "globals: Object.getOwnPropertyNames(globalThis).filter(k => /^(process|os|std|fs|require_os)$/.test(k))}};"
         ),
     )
     assert out["claims"]["process"] == "undefined"
     assert out["claims"]["env"] is None
     assert out["claims"]["globals"] == []
     with pytest.raises(ScriptThrew, match="process is not defined"):
-        await run(pool, module("return {kind: 'continue', claims: {p: process.env.PATH}};"))
+        await run(scripts, module("return {kind: 'continue', claims: {p: process.env.PATH}};"))
 
 
 @pytest.mark.parametrize(
     "target", ["fs", "/etc/passwd", "../../../../etc/passwd", "./local", "child_process"]
 )
-async def test_require_reaches_no_file(pool: SandboxPool, target: str) -> None:
+async def test_require_reaches_no_file(scripts: Scripts, target: str) -> None:
     with pytest.raises(ScriptThrew, match="Cannot find module"):
-        await run(pool, module(f"return require({json.dumps(target)});"))
+        await run(scripts, module(f"return require({json.dumps(target)});"))
 
 
-async def test_static_import_of_a_file_is_refused(pool: SandboxPool) -> None:
+async def test_static_import_of_a_file_is_refused(scripts: Scripts) -> None:
     src = (
         "import data from '/etc/passwd';\nexport function execute() { return {claims: {d: data}}; }"
     )
     with pytest.raises((CompileError, ScriptThrew), match="Cannot find module"):
-        await run(pool, src)
+        await run(scripts, src)
 
 
-async def test_dynamic_import_of_a_file_is_refused(pool: SandboxPool) -> None:
+async def test_dynamic_import_of_a_file_is_refused(scripts: Scripts) -> None:
     src = module("const m = await import('/etc/passwd'); return {claims: {m: String(m)}};")
     with pytest.raises(ScriptThrew) as info:
-        await run(pool, src)
+        await run(scripts, src)
     assert "root:" not in str(info.value)
 
 
-async def test_call_python_reaches_nothing(pool: SandboxPool) -> None:
+async def test_no_host_function_is_reachable(scripts: Scripts) -> None:
+    """No Python function is on the global object (the guarded fetch exists only for actions
+    with allowed hosts, and only inside the runtime's closure)."""
     for call in (
         "call_python('dukpy.load_module', '/etc/passwd')",
-        "(0, eval)('this').call_python('dukpy.normalize_module', '', '/etc/passwd')",
-        "Function('return this')().call_python('dukpy.log.info', 'x')",
+        "(0, eval)('this').__gh_fetch('[]')",
+        "Function('return this')().__gh_fetch('x')",
     ):
-        with pytest.raises(ScriptThrew, match="No Python Function"):
-            await run(pool, module(f"return {{claims: {{x: {call}}}}};"))
+        with pytest.raises(ScriptThrew, match=r"not defined|not a function"):
+            await run(scripts, module(f"return {{claims: {{x: {call}}}}};"))
+    names = await run(
+        scripts,
+        module(
+            "return {claims: {names: Object.getOwnPropertyNames(globalThis)"
+            ".filter(k => /python|fetch|dukpy/i.test(k))}};"
+        ),
+        hosts=("127.0.0.1",),
+    )
+    assert names["claims"]["names"] == []
 
 
 async def test_global_pollution_is_invisible_to_other_tenants_and_versions(
-    pool: SandboxPool,
+    scripts: Scripts,
 ) -> None:
     polluter = module(
         "globalThis.leak = 'secret-of-A'; Object.prototype.polluted = 'yes';"
         "Array.prototype.push = function () { return 0; }; JSON.stringify = () => '{}';"
         "return {kind: 'continue'};"
     )
-    await run(pool, polluter, tenant="tenant-a")
+    await run(scripts, polluter, tenant="tenant-a")
     reader = module(
         "const a = []; a.push(1);"
         "return {kind: 'continue', claims: {leak: typeof globalThis.leak, "
         "polluted: ({}).polluted === undefined ? 'no' : 'yes', push: a.length}};"
     )
     for tenant in ("tenant-b", "tenant-a"):  # B, and another version (action) of A
-        out = await run(pool, reader, tenant=tenant, name="reader")
+        out = await run(scripts, reader, tenant=tenant, name="reader")
         assert out["claims"] == {"leak": "undefined", "polluted": "no", "push": 1}
 
 
-async def test_function_and_eval_find_only_the_sandbox(pool: SandboxPool) -> None:
+async def test_function_and_eval_find_only_the_sandbox(scripts: Scripts) -> None:
     out = await run(
-        pool,
+        scripts,
         module(
             "const g = Function('return this')(); const e = (0, eval)('this');"
             "return {claims: {same: g === globalThis && e === globalThis, "
@@ -206,18 +236,19 @@ async def test_function_and_eval_find_only_the_sandbox(pool: SandboxPool) -> Non
     assert out["claims"] == {"same": True, "req": "function", "proc": "undefined"}
 
 
-async def test_lone_surrogates_and_odd_values_in_results(pool: SandboxPool) -> None:
+async def test_lone_surrogates_and_odd_values_in_results(scripts: Scripts) -> None:
     out = await run(
-        pool, module("return {kind: 'continue', claims: {s: '\\ud800x', n: 1e400, big: 2 ** 70}};")
+        scripts,
+        module("return {kind: 'continue', claims: {s: '\\ud800x', n: 1e400, big: 2 ** 70}};"),
     )
     assert out["claims"]["s"].endswith("x")
     assert out["claims"]["n"] is None  # JSON has no Infinity
-    await healthy(pool)
+    await healthy(scripts)
 
 
-async def test_never_settling_promise(pool: SandboxPool) -> None:
+async def test_never_settling_promise(scripts: Scripts) -> None:
     with pytest.raises(ScriptThrew, match="never settled"):
-        await run(pool, module("return new Promise(() => {});"))
+        await run(scripts, module("return new Promise(() => {});"))
 
 
 @pytest.mark.parametrize(
@@ -229,20 +260,20 @@ async def test_never_settling_promise(pool: SandboxPool) -> None:
         ("new TypeError('bad')", "TypeError: bad"),
     ],
 )
-async def test_thrown_values(pool: SandboxPool, thrown: str, expected: str) -> None:
+async def test_thrown_values(scripts: Scripts, thrown: str, expected: str) -> None:
     with pytest.raises(ScriptThrew) as info:
-        await run(pool, module(f"throw {thrown};"))
+        await run(scripts, module(f"throw {thrown};"))
     assert expected in str(info.value)
 
 
-async def test_rejected_promise_is_an_error(pool: SandboxPool) -> None:
+async def test_rejected_promise_is_an_error(scripts: Scripts) -> None:
     with pytest.raises(ScriptThrew, match="Error: nope"):
-        await run(pool, module("await null; throw new Error('nope');"))
+        await run(scripts, module("await null; throw new Error('nope');"))
 
 
-async def test_logs_are_captured_and_capped(pool: SandboxPool) -> None:
+async def test_logs_are_captured_and_capped(scripts: Scripts) -> None:
     out = await run(
-        pool, module("for (let i = 0; i < 10000; i++) console.log('line', i); return {};")
+        scripts, module("for (let i = 0; i < 10000; i++) console.log('line', i); return {};")
     )
     logs = out["__logs"]
     assert logs[0] == "info: line 0"
@@ -342,12 +373,12 @@ MODULE_CASES = [
 
 @pytest.mark.parametrize(("language", "body", "expected"), MODULE_CASES)
 async def test_module_style(
-    pool: SandboxPool, language: str, body: str, expected: dict[str, Any]
+    scripts: Scripts, language: str, body: str, expected: dict[str, Any]
 ) -> None:
     src = (
         f"export async function execute(input{': any' if language == 'ts' else ''}) {{\n{body}\n}}"
     )
-    out = await run(pool, src, language=language)
+    out = await run(scripts, src, language=language)
     out.pop("__logs")
     assert out == expected
 
@@ -373,9 +404,9 @@ function enrich(ctx, api) {
 
 
 @pytest.mark.parametrize("language", ["js", "ts"])
-async def test_zitadel_style(pool: SandboxPool, language: str) -> None:
+async def test_zitadel_style(scripts: Scripts, language: str) -> None:
     src = ZITADEL if language == "js" else ZITADEL.replace("(ctx, api)", "(ctx: any, api: any)")
-    out = await run(pool, src, name="enrich", language=language)
+    out = await run(scripts, src, name="enrich", language=language)
     claims = out["claims"]
     assert claims["tier"] == "gold"
     assert claims["region"] == "eu"
@@ -390,9 +421,9 @@ async def test_zitadel_style(pool: SandboxPool, language: str) -> None:
     assert out["__logs"] == ["info: enriching u1"]
 
 
-async def test_zitadel_throw_is_an_action_error(pool: SandboxPool) -> None:
+async def test_zitadel_throw_is_an_action_error(scripts: Scripts) -> None:
     with pytest.raises(ScriptThrew, match="denied"):
-        await run(pool, "function deny(ctx, api) { throw new Error('denied'); }", name="deny")
+        await run(scripts, "function deny(ctx, api) { throw new Error('denied'); }", name="deny")
 
 
 # -- outbound HTTP ---------------------------------------------------------------------------
@@ -431,18 +462,18 @@ function fetcher(ctx, api) {
 """
 
 
-async def test_fetch_to_allowed_host(pool: SandboxPool, http_server: str) -> None:
+async def test_fetch_to_allowed_host(scripts: Scripts, http_server: str) -> None:
     inp = dict(INPUT, context={"url": http_server + "/info?x=1"})
-    out = await run(pool, FETCH, name="fetcher", hosts=("127.0.0.1",), input_=inp)
+    out = await run(scripts, FETCH, name="fetcher", hosts=("127.0.0.1",), input_=inp)
     assert out["claims"] == {"status": 200, "path": "/info?x=1"}
 
 
-async def test_fetch_is_off_without_allowed_hosts(pool: SandboxPool, http_server: str) -> None:
+async def test_fetch_is_off_without_allowed_hosts(scripts: Scripts, http_server: str) -> None:
     inp = dict(INPUT, context={"url": http_server})
     with pytest.raises(ScriptThrew, match="not allowed"):
-        await run(pool, FETCH, name="fetcher", input_=inp)
+        await run(scripts, FETCH, name="fetcher", input_=inp)
     with pytest.raises(ScriptThrew, match="not in the action's allowed hosts"):
-        await run(pool, FETCH, name="fetcher", hosts=("example.com",), input_=inp)
+        await run(scripts, FETCH, name="fetcher", hosts=("example.com",), input_=inp)
 
 
 async def test_fetch_to_private_address_is_refused(http_server: str) -> None:
@@ -455,9 +486,9 @@ async def test_fetch_to_private_address_is_refused(http_server: str) -> None:
             await run(strict, FETCH, name="fetcher", hosts=("169.254.169.254",), input_=inp)
 
 
-async def test_script_error_carries_logs(pool: SandboxPool) -> None:
+async def test_script_error_carries_logs(scripts: Scripts) -> None:
     with pytest.raises(ScriptError) as info:
-        await run(pool, module("console.warn('about to fail'); throw new Error('x');"))
+        await run(scripts, module("console.warn('about to fail'); throw new Error('x');"))
     assert info.value.logs == ["warn: about to fail"]
 
 
@@ -508,23 +539,28 @@ async def test_queued_calls_keep_their_own_results_logs_and_deadlines(pool: Sand
             assert not isinstance(res, BaseException), (n, res)
             assert json.loads(res.output)["claims"] == {"n": n}
             assert res.logs == [f"info: call {n}"]
-    assert pool.batched > before  # the shared-evaluation path was taken
+    assert pool.batched > before  # replies to calls sent together came back together
     await healthy(pool)
 
 
-async def test_scripts_cannot_drive_the_runtime_loop(pool: SandboxPool) -> None:
-    """``gh.next`` answers only the runtime's own serve loop (it holds a token scripts never see)."""
-    for call in (
-        "call_python('gh.next', 'guess', '{}', [], null)",
-        "call_python('gh.next')",
-    ):
-        with pytest.raises(ScriptThrew, match="runtime's own"):
-            await run(pool, module(f"return {{claims: {{x: {call}}}}};"))
-    await healthy(pool)
+async def test_scripts_cannot_replace_the_runtime(scripts: Scripts) -> None:
+    """The runtime's entry points are frozen and not writable: a script that tries to replace
+    them (to forge the next call's result) changes nothing."""
+    src = module(
+        "try { globalThis.__gh = {start: () => ({})}; } catch (e) {}"
+        "try { __gh.start = () => ({settled: true, out: '{}'}); } catch (e) {}"
+        "try { Object.defineProperty(globalThis, '__gh', {value: {}}); } catch (e) {}"
+        "return {kind: 'continue', claims: {n: input.n, frozen: Object.isFrozen(__gh)}};"
+    )
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    for n in range(3):
+        out = await run(scripts, src, tenant=tenant, input_={**INPUT, "n": n})
+        assert out["claims"] == {"n": n, "frozen": True}
+    await healthy(scripts)
 
 
 async def test_endless_microtasks_after_the_result_do_not_wedge_the_child(
-    pool: SandboxPool,
+    scripts: Scripts,
 ) -> None:
     src = module(
         "const spin = () => Promise.resolve().then(spin); spin();"
@@ -533,17 +569,16 @@ async def test_endless_microtasks_after_the_result_do_not_wedge_the_child(
     tenant = f"t{uuid.uuid4().hex[:8]}"
     for n in range(3):
         try:
-            out = await run(pool, src, tenant=tenant, timeout_ms=150, input_={**INPUT, "n": n})
+            out = await run(scripts, src, tenant=tenant, timeout_ms=150, input_={**INPUT, "n": n})
         except ScriptTimeout:
             continue  # the result settled after the endless chain had begun: also contained
         assert out["claims"] == {"n": n}
-    await healthy(pool)
+    await healthy(scripts)
 
 
-async def test_calls_one_at_a_time_go_on_in_one_evaluation(pool: SandboxPool) -> None:
-    """An evaluation waits in the child for the next call to its interpreter: calls sent one
-    after another share it, each with its own result, logs and deadline; a call for another
-    interpreter, a compile, or a spinning call end it, and the next call starts a new one."""
+async def test_a_timeout_costs_the_context_not_the_child(pool: SandboxPool) -> None:
+    """The engine stops a spinning script at its deadline: the call times out, its context
+    is rebuilt, and the child that ran it goes on serving (same process)."""
     counter = module(
         "globalThis.seen = (globalThis.seen || 0) + 1; console.log('n', input.n);"
         "if (input.spin) { while (true) {} }"
@@ -563,31 +598,29 @@ async def test_calls_one_at_a_time_go_on_in_one_evaluation(pool: SandboxPool) ->
             timeout_ms=100 if spin else 5_000,
         )
 
-    before = pool.batched
     seen = []
-    for n in range(6):
-        await asyncio.sleep(0.02)  # the child has long finished the call before
+    for n in range(4):
         res = await pool.run(job(n))
         out = json.loads(res.output)
         assert out["claims"]["n"] == n
         assert res.logs == [f"info: n {n}"]
         seen.append(out["claims"]["seen"])
-        if n == 2:
-            await healthy(pool)  # another interpreter in between
-            await pool.compile(module("return {};"), language="js", name="other")
-    assert pool.batched - before >= 4  # calls went on in an evaluation already running
-    assert seen == sorted(seen)  # the same warm interpreter (unless another child served)
-    with pytest.raises(ScriptTimeout):
-        await pool.run(job(99, spin=True))
+    assert seen == [1, 2, 3, 4]  # one warm context served them all
+    pids, restarts = pool.pids(), pool.restarts
+    for _ in range(3):
+        with pytest.raises(ScriptTimeout):
+            await pool.run(job(99, spin=True))
     res = await pool.run(job(7))
-    assert json.loads(res.output)["claims"]["n"] == 7
+    assert json.loads(res.output)["claims"] == {"n": 7, "seen": 1}  # a fresh context
+    assert pool.pids() == pids
+    assert pool.restarts == restarts
     await healthy(pool)
 
 
-async def test_interleaved_calls_for_two_interpreters_keep_their_evaluations() -> None:
-    """Calls for two interpreters queued alternately on one child (a slot's scripts started
-    together arrive so): each goes on in its interpreter's open evaluation, taken from behind
-    the other's calls, not one evaluation per call; every result is its own, in any order."""
+async def test_interleaved_calls_for_two_contexts_come_back_together() -> None:
+    """Calls for two contexts queued alternately on one child (a slot's scripts started
+    together arrive so): every result is its own, and the replies to calls that arrived
+    together come back together (one write), not one write per call."""
     sources = {
         name: module(f"return {{kind: 'continue', claims: {{who: '{name}', n: input.n}}}};")
         for name in ("first", "second")
@@ -616,7 +649,7 @@ async def test_interleaved_calls_for_two_interpreters_keep_their_evaluations() -
         for n, res in enumerate(results):
             claims = json.loads(res.output)["claims"]
             assert claims == {"who": ("first", "second")[n % 2], "n": n}
-        # alternating calls, each looked at in turn, would share no evaluation at all
+        # sixty calls sent in one loop turn: far fewer writes back than replies
         assert pool.batched - before >= 30
         await healthy(pool)
 

@@ -107,10 +107,12 @@ class Scripts:
         self.ran: list[str] = []
         self.running = 0
         self.most = 0
-        self.idle_children = 2  # as many as the sandbox pool has idle (0: under load)
+        self.starts_together = True  # the pool (False: scripts run in the worker itself)
+        self.affinities: list[str] = []
 
     async def run(self, job: ScriptJob) -> ScriptRun:
         self.ran.append(job.action)
+        self.affinities.append(job.affinity)
         self.running += 1
         self.most = max(self.most, self.running)
         try:
@@ -288,7 +290,8 @@ async def test_under_load_they_run_in_turn() -> None:
     scripts.most = 0
     await decide(svc, 2)
     assert scripts.most == 3
-    scripts.idle_children = 1  # the sandbox busy: no two children to run them side by side
+    assert len(set(scripts.affinities[-3:])) == 1  # started together: one child for all
+    scripts.starts_together = False  # in the worker itself: a function call each, in turn
     scripts.most = 0
     await decide(svc, 3)
     assert scripts.most == 1

@@ -1,16 +1,20 @@
-"""A sandbox child process: runs action scripts in QuickJS interpreters, one call at a time
-(calls already queued for the same interpreter share one evaluation, each with its own
-deadline, reply and logs; see ``Child``).
+"""A sandbox child process: runs action scripts in QuickJS-ng contexts (``engine``), one
+call at a time, the engine enforcing each call's memory, CPU time, promise jobs and stack.
 
 Started by the pool as ``python -I -m gatehook.sandbox.child '<limits JSON>'`` with an empty
 environment, a memory cap (RLIMIT_AS) and its working directory at ``/``. It reads frames
-from stdin and writes one reply frame per request to the original stdout; anything else that
-would print goes to stderr.
+from stdin and writes one reply frame per request to the original stdout (the replies to
+the frames that arrived together leave in one write); anything else that would print goes
+to stderr.
 
-The interpreter object given to dukpy's native layer is our own: it exports no Python
-function but ``gh.fetch`` (guarded, and refused unless the action has allowed hosts), so
-``call_python`` cannot reach dukpy's module loader or anything else, ``process`` and
-``require`` from disk do not exist, and ES module imports cannot be resolved.
+A script that runs out of time or memory fails alone: the engine stops it, its context is
+discarded, and the child goes on serving. What the engine cannot stop (a script with allowed
+hosts, whose context runs without the engine's time limit) the pool stops by killing the
+child at the deadline plus its grace.
+
+TypeScript is compiled here too, in dukpy's interpreter (it bundles TypeScript's
+``transpileModule``); dukpy's object given to its native layer exports no Python function,
+so ``call_python`` reaches nothing.
 """
 
 from __future__ import annotations
@@ -20,25 +24,22 @@ import importlib.machinery
 import importlib.util
 import json
 import os
-import re
 import resource
-import secrets
 import select
 import signal
 import sys
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
 from gatehook.sandbox import framing
+from gatehook.sandbox.engine import TIMED_OUT, EngineLimits, LoadError, ScriptContext
 
 
-def _load_quickjs() -> tuple[Any, Path]:
+def _load_dukpy() -> tuple[Any, Path]:
     """dukpy's native module, loaded without running ``dukpy/__init__`` (which imports
     urllib, ssl, tarfile... that this process never uses and that slow its every wake-up)."""
     spec = importlib.util.find_spec("dukpy")
@@ -54,406 +55,47 @@ def _load_quickjs() -> tuple[Any, Path]:
     return module, home
 
 
-_dukpy, _DUKPY_HOME = _load_quickjs()
-_RUNTIME = (Path(__file__).with_name("runtime.js")).read_text()
+_dukpy, _DUKPY_HOME = _load_dukpy()
 _TS_SERVICES = _DUKPY_HOME / "jsmodules" / "typescriptServices.js"
-_IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
-_TICK_S = 0.005  # the timer re-fires this often past a deadline, so no catch can swallow it
-_TAIL_S = 0.05  # jobs still queued when an evaluation ends get this long
-_LOOK_AHEAD = 16  # how deep behind other frames a call for the open evaluation is taken
-_AHEAD_BUDGET = 16  # calls taken ahead of an older frame before it gets its turn
-_TIMED_OUT = {"type": "timeout", "message": "timed out"}
-_NEVER_SETTLED = {"type": "threw", "message": "the action's promise never settled"}
+_MIN_CONTEXT_KB = 64  # what a context is charged at least
+_CHECK_EVERY = 16  # calls between two measures of a context's heap (a measure walks it)
 
 
-_MIN_INTERP_KB = 64  # what an interpreter is charged at least (malloc may reuse freed pages)
+def engine_limits(limits: dict[str, Any]) -> EngineLimits:
+    """The engine's limits from the pool's limits JSON."""
+    return EngineLimits(
+        memory_mb=int(limits.get("context_memory_mb", 32)),
+        stack_kb=int(limits.get("stack_kb", 512)),
+        max_jobs=int(limits.get("max_jobs", 100_000)),
+        log_bytes=int(limits["log_bytes"]),
+        output_bytes=int(limits["output_bytes"]),
+        http_max_bytes=int(limits["http_max_bytes"]),
+        http_allow_private=bool(limits["http_allow_private"]),
+    )
 
 
-class _Timeout(BaseException):
-    """Raised by SIGALRM at a call's deadline; a BaseException so nothing catches it by accident."""
+class _Compiler:
+    """dukpy's interpreter holding TypeScript's transpiler (loaded on first use)."""
 
-
-_armed = False
-T = TypeVar("T")
-
-
-def _on_alarm(signum: int, frame: FrameType | None) -> None:
-    if _armed:
-        raise _Timeout
-
-
-def _arm(deadline: float) -> None:
-    """Fire SIGALRM at ``deadline`` (soon, if it has passed), then every tick after it."""
-    global _armed
-    _armed = True
-    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 0.0005), _TICK_S)
-
-
-def _timed(deadline: float, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` under an alarm at ``deadline``; the alarm is off after it, however it
-    ends. Arming happens inside the ``try`` and the flag is cleared first in ``finally``,
-    before any call, so a tick landing on either edge finds the handler off."""
-    global _armed
-    try:
-        _arm(deadline)
-        return fn(*args)
-    finally:
-        _armed = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-
-
-class Interpreter:
-    """One QuickJS runtime holding the sandbox runtime and (at most) one action version."""
-
-    def __init__(
-        self,
-        limits: dict[str, Any],
-        on_next: Callable[[Interpreter, list[Any]], bytes] | None = None,
-    ) -> None:
+    def __init__(self) -> None:
         self._ctx = _dukpy.create_context()
-        self.hosts: tuple[str, ...] = ()
-        self.deadline = 0.0
-        self.http_max = int(limits["http_max_bytes"])
-        self.allow_private = bool(limits["http_allow_private"])
-        self._on_next = on_next
-        self._token = secrets.token_hex(16)
-        self.eval(_RUNTIME, {"limits": limits, "token": self._token})
+        self.eval(_TS_SERVICES.read_text() + "\n;globalThis.ts = ts; 0")
 
-    # -- the two methods dukpy's native layer calls back -------------------------------------
+    # -- the two methods dukpy's native layer calls back: nothing is exported --------------
     def _check_exported_function_exists(self, func: bytes) -> bool:
-        return func in (b"gh.fetch", b"gh.next")
+        return False
 
     def _call_python(self, func: bytes, json_args: bytes) -> bytes:
-        if func == b"gh.next":
-            args = _loads(json_args)
-            if self._on_next is None or not args or args[0] != self._token:
-                raise PermissionError("gh.next is the runtime's own")
-            return self._on_next(self, args)
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Timeout
-        url, options = json.loads(json_args)
-        try:
-            opts = json.loads(options) if isinstance(options, str) else {}
-        except ValueError:
-            opts = {}
-        from gatehook.sandbox.netguard import FetchPolicy, fetch  # only scripts that fetch pay
-
-        policy = FetchPolicy(self.hosts, remaining, self.http_max, self.allow_private)
-        result = fetch(str(url), opts if isinstance(opts, dict) else {}, policy)
-        return json.dumps(result).encode()
+        raise PermissionError("no host function is exported to the compiler")
 
     def eval(self, code: str, variables: dict[str, Any] | None = None) -> Any:
-        """Evaluate ``code`` as a script; the result comes back decoded from JSON."""
-        raw = self.eval_raw(code.encode(), json.dumps(variables or {}).encode())
+        raw = _dukpy.eval_string(
+            self, code.encode(), json.dumps(variables or {}).encode(), False, "<compile>"
+        )
         return None if raw is None else json.loads(raw)
 
-    def eval_raw(self, code: bytes, variables: bytes) -> bytes | None:
-        """Evaluate with ``variables`` (a JSON object) as the ``dukpy`` global; raw result."""
-        result: bytes | None = _dukpy.eval_string(self, code, variables, False, "<action>")
-        return result
-
-
-def wrap(compiled: str, style: str, name: str) -> str:
-    """The evaluation that defines an action's code inside the runtime (line numbers kept)."""
-    probe = (
-        f"typeof {name} === 'function' ? {name} : undefined"
-        if _IDENT.fullmatch(name)
-        else "undefined"
-    )
-    return (
-        "__gh.define(function (exports, require, module) {"
-        + compiled
-        + f"\n;return ({probe});\n}}, {json.dumps(style)}, {json.dumps(name)})"
-    )
-
-
-def classify(exc: BaseException) -> dict[str, Any]:
-    """An error reply for a failure raised out of the interpreter."""
-    text = str(exc).strip()
-    if isinstance(exc, _Timeout):
-        return {"type": "timeout", "message": "timed out"}
-    if isinstance(exc, MemoryError) or "out of memory" in text:
-        return {"type": "memory", "message": "memory limit exceeded"}
-    first = text.splitlines()[0] if text else type(exc).__name__
-    if first == "interrupted":
-        return {"type": "timeout", "message": "timed out"}
-    return {"type": "threw", "message": first[:1000]}
-
-
-class Child:
-    """The request loop and the LRU of warm interpreters.
-
-    Run calls for one interpreter that are already queued in the pipe are served in one
-    evaluation (see ``serve`` in runtime.js): each call still gets its own deadline, its own
-    reply the moment it settles, and its own logs; only dukpy's per-evaluation garbage
-    collection is shared.
-    """
-
-    def __init__(self, limits: dict[str, Any], reader: _Reader, out: Any) -> None:
-        self.limits = limits
-        self.capacity = int(limits["interpreters"])
-        # Warm interpreters are bounded by memory as well as by count: each one is charged
-        # what the process grew by while it was made (at least ``_MIN_INTERP_KB``), and the
-        # least recently used go while the charges pass the budget.
-        self.budget_kb = int(limits.get("interpreter_memory_mb", 160)) * 1024
-        self.interps: OrderedDict[str, tuple[Interpreter, str]] = OrderedDict()
-        self.charge: dict[str, int] = {}
-        self.charged_kb = 0
-        self.compiler: Interpreter | None = None
-        self.calls = 0
-        self.collect = False
-        self.reader = reader
-        self.out = out
-        self.current: dict[str, Any] | None = None  # the run call the serving evaluation is on
-        self.started = 0.0
-        self.evict = False
-        self.served = 0  # calls answered so far by the evaluation in progress
-        self.waiting = ""  # the key of the interpreter whose evaluation waits for calls
-
-    def rss_kb(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
-
-    def send(self, reply: dict[str, Any], body: bytes = b"") -> None:
-        self.out.write(framing.encode(reply, body))
-
-    def handle(self, header: dict[str, Any], body: bytes) -> None:
-        """Answer one frame (a run may answer more: the queued calls it serves)."""
-        op = header.get("op")
-        if op == "run":
-            self.run(header, body)
-            return
-        if op == "compile":
-            reply, rbody = self.compile(header, body)
-        elif op == "ping":
-            reply, rbody = {"ok": True, "pid": os.getpid()}, b""
-        elif op == "warm":
-            # Load the code into its interpreter without running it (a starting worker warms
-            # the scripts of its recently active tenants); the answer says if it is held.
-            if self._load(header) is None:
-                return  # answered by _load (the code failed to load)
-            reply = {"ok": True, "interpreters": len(self.interps), "held_kb": self.charged_kb}
-            rbody = b""
-        else:
-            reply = {"ok": False, "error": {"type": "protocol", "message": f"unknown op {op!r}"}}
-            rbody = b""
-        reply["id"] = header.get("id")
-        self.send(reply, rbody)
-
-    def recover(self, header: dict[str, Any]) -> None:
-        """After an alarm escaped the call it was meant for: quiet the timer, drop the
-        interpreter that was running, and answer the call in progress as timed out."""
-        global _armed
-        while True:
-            try:
-                _armed = False
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                break
-            except _Timeout:
-                continue
-        key = (self.current or header).get("key")
-        if key is not None:
-            self._drop(key)
-        if self.current is not None or header.get("op") != "run":
-            self.fail(header, _TIMED_OUT)
-
-    def fail(self, header: dict[str, Any], error: dict[str, Any]) -> None:
-        """Answer the call in progress (or ``header``) with ``error`` after a failure."""
-        target = self.current or header
-        self.current = None
-        self.send({"id": target.get("id"), "ok": False, "error": error})
-
-    def _drop(self, key: str) -> None:
-        self.interps.pop(key, None)
-        self.charged_kb -= self.charge.pop(key, 0)
-        self.collect = True  # after the reply is written: the caller is not kept waiting
-
-    def _load(self, h: dict[str, Any]) -> Interpreter | None:
-        """The warm interpreter for ``h``'s key, loading the code when it comes along;
-        ``None`` once the call has been answered (code needed, or the load failed)."""
-        key: str = h["key"]
-        entry = self.interps.get(key)
-        if entry is not None:
-            self.interps.move_to_end(key)
-            return entry[0]
-        code = h.get("code")
-        if code is None:
-            self.send({"id": h["id"], "ok": False, "need_code": True})
-            return None
-        started = time.perf_counter()
-        before_kb = self.rss_kb()
-        try:
-            interp = Interpreter(self.limits, self._next)
-            style = _timed(
-                h["deadline"], interp.eval, wrap(code, h.get("style", "auto"), h["name"])
-            )
-        except BaseException as exc:
-            self.collect = True
-            self.send(
-                {"id": h["id"], "ok": False, "evicted": True, "error": classify(exc)}
-                | {"ms": _ms(started)}
-            )
-            return None
-        if style is None:
-            message = (
-                f"the script defines neither execute(input) nor function {h['name']}(ctx, api)"
-            )
-            self.send(
-                {"id": h["id"], "ok": False, "evicted": True}
-                | {"error": {"type": "threw", "message": message}}
-            )
-            return None
-        self.interps[key] = (interp, style)
-        cost = max(self.rss_kb() - before_kb, _MIN_INTERP_KB)
-        self.charge[key] = cost
-        self.charged_kb += cost
-        while len(self.interps) > 1 and (
-            len(self.interps) > self.capacity or self.charged_kb > self.budget_kb
-        ):
-            old, _ = self.interps.popitem(last=False)
-            self.charged_kb -= self.charge.pop(old, 0)
-        return interp
-
-    def run(self, h: dict[str, Any], body: bytes) -> None:
-        if h["deadline"] <= time.monotonic():
-            # Expired while queued: the warm interpreter is fine, it just never got a turn.
-            self.send({"id": h["id"], "ok": False, "error": _TIMED_OUT})
-            return
-        interp = self._load(h)
-        if interp is None:
-            return
-        key: str = h["key"]
-        self.served = 0
-        self._begin(interp, h)
-        try:
-            raw = _timed(
-                h["deadline"],
-                interp.eval_raw,
-                b"__gh.serve(dukpy.input)",
-                b'{"input":' + body + b"}",
-            )
-        except BaseException as exc:
-            self._drop(key)
-            current = self.current
-            if current is not None:
-                err = classify(exc)
-                if err["type"] == "threw" and current["deadline"] <= time.monotonic():
-                    err = _TIMED_OUT  # the alarm landed in the host side of the runtime
-                self._answer_error(err, evicted=True)
-            return
-        if self.current is not None:
-            # The last call never handed its result over: a promise that never settled.
-            box = (_loads(raw) if raw else {}).get("box") or {}
-            self._answer(box.get("out"), box.get("logs"), box.get("error"))
-        if self.evict:
-            self.evict = False
-            self._drop(key)
-
-    def _begin(self, interp: Interpreter, h: dict[str, Any]) -> None:
-        self.current = h
-        self.started = time.perf_counter()
-        interp.hosts = tuple(h.get("hosts") or ())
-        interp.deadline = h["deadline"]
-
-    def _next(self, interp: Interpreter, args: list[Any]) -> bytes:
-        """``gh.next`` from ``serve``: answer the call that settled and hand over the next
-        one for this interpreter; or, called with the token alone (serve's ``pull``), wait
-        for the next frame."""
-        global _armed
-        _armed = False  # no alarm between two calls
-        if len(args) == 1:
-            return self._wait(interp)
-        done = self.current
-        assert done is not None
-        out, logs, error = (*args[1:4], None, None, None)[:3]
-        self._answer(out, logs, error)
-        if not self.evict:
-            self.waiting = done["key"]
-            body = self._take(interp, block=False)
-            if body is not None:
-                return body
-        # The jobs the settled call left queued run under its deadline; then, unless the
-        # interpreter is to go, ``0`` has serve pull (wait here for the next frame).
-        _arm(done["deadline"])
-        return b"null" if self.evict else b"0"
-
-    def _wait(self, interp: Interpreter) -> bytes:
-        """Block for the next frame with the timer off. A run for the same interpreter goes
-        on in this evaluation (no per-evaluation garbage collection, ~60 us a call), taken
-        from behind other frames too (``_Reader``, bounded); when only other frames wait, or
-        at the end of input, the evaluation ends so the main loop takes them in order."""
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        body = self._take(interp, block=True)
-        if body is not None:
-            return body
-        _arm(time.monotonic() + _TAIL_S)  # the evaluation's last jobs, bounded
-        return b"null"
-
-    def _take(self, interp: Interpreter, *, block: bool) -> bytes | None:
-        """The input of the next queued run for the waiting interpreter, begun and armed;
-        calls that expired in the queue are answered as timed out on the way."""
-        key = self.waiting
-        while True:
-            queued = self.reader.take_if(
-                lambda h: h.get("op") == "run" and h.get("key") == key, block=block
-            )
-            if queued is None:
-                self.current = None
-                return None
-            h, body = queued
-            if h["deadline"] <= time.monotonic():
-                self.send({"id": h["id"], "ok": False, "error": _TIMED_OUT})
-                continue
-            self._begin(interp, h)
-            _arm(h["deadline"])
-            return body
-
-    def _answer(self, out: Any, logs: Any, error: Any) -> None:
-        h = self.current
-        assert h is not None
-        self.current = None
-        reply: dict[str, Any] = {"id": h["id"], "ok": False, "logs": logs or []}
-        reply["ms"] = _ms(self.started)
-        if self.served:
-            reply["batched"] = self.served  # this many calls before it shared its evaluation
-        self.served += 1
-        self.calls += 1
-        if self.calls % 32 == 0:
-            reply["rss_kb"] = self.rss_kb()
-        if isinstance(out, str):
-            try:
-                body = out.encode()
-            except UnicodeEncodeError:
-                error = {"type": "invalid_result", "message": "result is not valid UTF-8"}
-            else:
-                reply["ok"] = True
-                self.send(reply, body)
-                return
-        err = error if isinstance(error, dict) else _NEVER_SETTLED
-        if "out of memory" in str(err.get("message", "")):
-            # QuickJS ran out under the cap; the heap of this interpreter is not to be trusted.
-            err = {"type": "memory", "message": "memory limit exceeded"}
-            self.evict = True
-            reply["evicted"] = True
-            reply["rss_kb"] = self.rss_kb()
-        reply["error"] = err
-        self.send(reply)
-
-    def _answer_error(self, err: dict[str, Any], *, evicted: bool) -> None:
-        h = self.current
-        assert h is not None
-        self.current = None
-        self.send(
-            {"id": h["id"], "ok": False, "evicted": evicted, "error": err, "ms": _ms(self.started)}
-        )
-
-    def _transpile(self, source: str, language: str | None) -> Any:
-        """TypeScript's ``transpileModule`` in the warm compiler interpreter (loaded once)."""
-        if self.compiler is None:
-            self.compiler = Interpreter(self.limits)
-            self.compiler.eval(_TS_SERVICES.read_text() + "\n;globalThis.ts = ts; 0")
-        return self.compiler.eval(
+    def transpile(self, source: str, language: str | None) -> Any:
+        return self.eval(
             "(function(){var r = ts.transpileModule(dukpy.src, {compilerOptions: "
             "{module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2020, "
             "removeComments: false}, fileName: dukpy.file, reportDiagnostics: true});"
@@ -463,16 +105,196 @@ class Child:
             {"src": source, "file": "action." + ("ts" if language == "ts" else "js")},
         )
 
+
+class Child:
+    """The request loop and the LRU of warm contexts.
+
+    Warm contexts are bounded by count and by memory: each is charged its heap after it
+    loaded (at least ``_MIN_CONTEXT_KB``), re-measured every ``_CHECK_EVERY`` calls, and the
+    least recently used go while the charges pass the budget. A context that hit a limit,
+    or holds more than half its own memory limit after a call, is discarded.
+    """
+
+    def __init__(self, limits: dict[str, Any], reader: _Reader, out: Any) -> None:
+        self.limits = limits
+        self.engine = engine_limits(limits)
+        self.capacity = int(limits["interpreters"])
+        self.budget_kb = int(limits.get("interpreter_memory_mb", 160)) * 1024
+        self.share = self.engine.memory_mb * 1024 * 1024 // 2
+        self.contexts: OrderedDict[str, ScriptContext] = OrderedDict()
+        self.charge: dict[str, int] = {}
+        self.charged_kb = 0
+        self.compiler: _Compiler | None = None
+        self.calls = 0
+        self.collect = False
+        self.reader = reader
+        self.out = out
+        self._replies: list[bytes] = []
+        self.hosts: tuple[str, ...] = ()
+        self.deadline = 0.0
+
+    def rss_kb(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+    def send(self, reply: dict[str, Any], body: bytes = b"") -> None:
+        self._replies.append(framing.encode(reply, body))
+
+    def flush(self) -> None:
+        """Write the replies so far in one write."""
+        if self._replies:
+            replies, self._replies = self._replies, []
+            self.out.write(replies[0] if len(replies) == 1 else b"".join(replies))
+
+    def handle(self, header: dict[str, Any], body: bytes) -> None:
+        """Answer one frame."""
+        op = header.get("op")
+        if op == "run":
+            self.run(header, body)
+            return
+        if op == "compile":
+            reply, rbody = self.compile(header, body)
+        elif op == "ping":
+            reply, rbody = {"ok": True, "pid": os.getpid()}, b""
+        elif op == "warm":
+            # Load the code into its context without running it (a starting worker warms
+            # the scripts of its recently active tenants); the answer says if it is held.
+            if self._load(header) is None:
+                return  # answered by _load (the code failed to load)
+            reply = {"ok": True, "interpreters": len(self.contexts), "held_kb": self.charged_kb}
+            rbody = b""
+        else:
+            reply = {"ok": False, "error": {"type": "protocol", "message": f"unknown op {op!r}"}}
+            rbody = b""
+        reply["id"] = header.get("id")
+        self.send(reply, rbody)
+
+    def fail(self, header: dict[str, Any], error: dict[str, Any]) -> None:
+        """Answer ``header`` with ``error`` after a failure outside the engine."""
+        if header.get("key") is not None:
+            self._drop(header["key"])
+        self.send({"id": header.get("id"), "ok": False, "error": error})
+
+    def _drop(self, key: str) -> None:
+        if self.contexts.pop(key, None) is not None:
+            self.collect = True  # after the reply is written: the caller is not kept waiting
+        self.charged_kb -= self.charge.pop(key, 0)
+
+    def _fetch(self, args: str) -> str:
+        """``http.fetch`` of a script with allowed hosts (``[url, options JSON]``): guarded,
+        within its deadline."""
+        from gatehook.sandbox.netguard import FetchPolicy, fetch  # only scripts that fetch pay
+
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            return json.dumps({"error": "timed out"})
+        url, options = json.loads(args)
+        try:
+            opts = json.loads(options)
+        except ValueError:
+            opts = {}
+        policy = FetchPolicy(
+            self.hosts, remaining, self.engine.http_max_bytes, self.engine.http_allow_private
+        )
+        return json.dumps(fetch(str(url), opts if isinstance(opts, dict) else {}, policy))
+
+    def _load(self, h: dict[str, Any]) -> ScriptContext | None:
+        """The warm context for ``h``'s key, loading the code when it comes along;
+        ``None`` once the call has been answered (code needed, or the load failed)."""
+        key: str = h["key"]
+        ctx = self.contexts.get(key)
+        if ctx is not None:
+            self.contexts.move_to_end(key)
+            return ctx
+        code = h.get("code")
+        if code is None:
+            self.send({"id": h["id"], "ok": False, "need_code": True})
+            return None
+        started = time.perf_counter()
+        self.hosts = tuple(h.get("hosts") or ())
+        self.deadline = h["deadline"]
+        try:
+            ctx = ScriptContext(
+                self.engine,
+                code,
+                h.get("style", "auto"),
+                h["name"],
+                fetch=self._fetch if self.hosts else None,
+                deadline=h["deadline"],
+            )
+        except LoadError as exc:
+            self.collect = True
+            self.send(
+                {"id": h["id"], "ok": False, "evicted": True, "error": exc.error}
+                | {"ms": _ms(started)}
+            )
+            return None
+        self.contexts[key] = ctx
+        self._charge(key, ctx)
+        while len(self.contexts) > 1 and (
+            len(self.contexts) > self.capacity or self.charged_kb > self.budget_kb
+        ):
+            old, _ = self.contexts.popitem(last=False)
+            self.charged_kb -= self.charge.pop(old, 0)
+        return ctx
+
+    def _charge(self, key: str, ctx: ScriptContext) -> int:
+        held = ctx.held_bytes()
+        cost = max(held // 1024, _MIN_CONTEXT_KB)
+        self.charged_kb += cost - self.charge.get(key, 0)
+        self.charge[key] = cost
+        return held
+
+    def run(self, h: dict[str, Any], body: bytes) -> None:
+        if h["deadline"] <= time.monotonic():
+            # Expired while queued: the warm context is fine, it just never got a turn.
+            self.send({"id": h["id"], "ok": False, "error": TIMED_OUT})
+            return
+        ctx = self._load(h)
+        if ctx is None:
+            return
+        key: str = h["key"]
+        started = time.perf_counter()
+        self.hosts = tuple(h.get("hosts") or ())
+        self.deadline = h["deadline"]
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            self.send({"id": h["id"], "ok": False, "error": _NOT_UTF8})
+            return
+        outcome = ctx.call(text, h["deadline"])
+        reply: dict[str, Any] = {"id": h["id"], "ok": False, "logs": outcome.logs}
+        reply["ms"] = _ms(started)
+        self.calls += 1
+        if self.calls % 32 == 0:
+            reply["rss_kb"] = self.rss_kb()
+        dirty = outcome.dirty
+        if not dirty and (outcome.error is not None or ctx.calls % _CHECK_EVERY == 0):
+            dirty = self._charge(key, ctx) > self.share  # it keeps what it allocated
+        if dirty:
+            self._drop(key)
+            reply["evicted"] = True
+        if outcome.out is not None:
+            reply["ok"] = True
+            self.send(reply, outcome.out.encode())
+            return
+        reply["error"] = outcome.error
+        self.send(reply)
+
     def compile(self, h: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         source = body.decode("utf-8")
         try:
-            res = _timed(h["deadline"], self._transpile, source, h.get("language"))
-        except BaseException as exc:
+            if self.compiler is None:
+                self.compiler = _Compiler()
+            res = self.compiler.transpile(source, h.get("language"))
+        except Exception as exc:
             self.compiler = None
             self.collect = True
-            err = classify(exc)
-            err["message"] = "compiler failed: " + err["message"]
-            return {"ok": False, "error": err}, b""
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            return {
+                "ok": False,
+                "error": {"type": "threw", "message": "compiler failed: " + message},
+            }, b""
         if res["diags"]:
             d = res["diags"][0]
             start = int(d.get("start") or 0)
@@ -483,25 +305,26 @@ class Child:
                 "error": {"type": "compile", "message": d["msg"], "line": line, "column": column},
             }, b""
         compiled: str = res["out"]
-        # Load it once in a throwaway interpreter: QuickJS's own syntax check, and the style.
+        # Load it once in a throwaway context: the engine's own syntax check, and the style.
+        want = h.get("style", "auto")
         try:
-            probe = Interpreter(self.limits)
-            style = _timed(
-                h["deadline"], probe.eval, wrap(compiled, h.get("style", "auto"), h["name"])
-            )
-        except BaseException as exc:
-            err = classify(exc)
+            probe = ScriptContext(self.engine, compiled, want, h["name"], deadline=h["deadline"])
+        except LoadError as exc:
+            err = exc.error
             if err["type"] == "threw":
-                err = {"type": "compile", "message": err["message"]}
+                if err["message"].startswith("the script defines neither"):
+                    what = {
+                        "module": "export function execute(input)",
+                        "zitadel": f"function {h['name']}(ctx, api)",
+                    }.get(want, f"export function execute(input) or function {h['name']}(ctx, api)")
+                    err = {"type": "compile", "message": f"no {what} found"}
+                else:
+                    err = {"type": "compile", "message": err["message"]}
             return {"ok": False, "error": err}, b""
-        if style is None:
-            want = h.get("style", "auto")
-            what = {
-                "module": "export function execute(input)",
-                "zitadel": f"function {h['name']}(ctx, api)",
-            }.get(want, f"export function execute(input) or function {h['name']}(ctx, api)")
-            return {"ok": False, "error": {"type": "compile", "message": f"no {what} found"}}, b""
-        return {"ok": True, "style": style}, compiled.encode()
+        return {"ok": True, "style": probe.style}, compiled.encode()
+
+
+_NOT_UTF8 = {"type": "invalid_result", "message": "input is not valid UTF-8"}
 
 
 def _loads(raw: bytes) -> Any:
@@ -518,21 +341,13 @@ def _ms(started: float) -> float:
 
 
 class _Reader:
-    """Frames from a pipe, parsed as they arrive: one read syscall serves many frames.
-
-    ``take_if`` may take a frame from behind others (at most ``_LOOK_AHEAD`` deep): calls for
-    the interpreter whose evaluation is open go on in it even when calls for other
-    interpreters are interleaved with them (a slot's scripts, started together, arrive so),
-    instead of one evaluation per call. At most ``_AHEAD_BUDGET`` calls are taken ahead of an
-    older frame before the evaluation ends and the main loop serves that frame in order.
-    """
+    """Frames from a pipe, parsed as they arrive: one read syscall serves many frames."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._buf = bytearray()
         self._eof = False
         self._frames: deque[tuple[dict[str, Any], bytes]] = deque()
-        self._ahead = 0  # frames taken ahead of an older one since ``next`` last took one
 
     def _read(self, *, block: bool) -> None:
         """One read (without ``block``, only if data is there); parse the complete frames."""
@@ -560,35 +375,19 @@ class _Reader:
         if pos:
             del buf[:pos]
 
+    def ready(self) -> bool:
+        """Whether a frame can be taken without waiting."""
+        if not self._frames:
+            self._read(block=False)
+        return bool(self._frames)
+
     def next(self) -> tuple[dict[str, Any], bytes] | None:
         """The oldest frame, waiting for it; ``None`` at end of input."""
         while not self._frames:
             if self._eof:
                 return None
             self._read(block=True)
-        self._ahead = 0
         return self._frames.popleft()
-
-    def take_if(
-        self, wanted: Callable[[dict[str, Any]], bool], *, block: bool = False
-    ) -> tuple[dict[str, Any], bytes] | None:
-        """A frame ``wanted`` accepts, from those that have arrived (with ``block``, waiting
-        for the next one when none has). Refused frames stay, in order, for ``next``."""
-        if not self._frames:
-            self._read(block=block)
-            while block and not self._frames and not self._eof:
-                self._read(block=True)
-        for depth, (header, body) in enumerate(self._frames):
-            if depth >= _LOOK_AHEAD:
-                break
-            if wanted(header):
-                if depth:
-                    if self._ahead >= _AHEAD_BUDGET:
-                        return None  # the older frames' turn
-                    self._ahead += 1
-                del self._frames[depth]
-                return header, body
-        return None
 
 
 def main() -> None:
@@ -597,26 +396,31 @@ def main() -> None:
     cap = int(limits["memory_mb"]) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    signal.signal(signal.SIGALRM, _on_alarm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # stray prints must never corrupt the frame stream
     inp = _Reader(sys.stdin.fileno())
     child = Child(limits, inp, out)
     while True:
+        if not inp.ready():
+            child.flush()  # the frames that came together are answered together
         frame = inp.next()
         if frame is None:
+            child.flush()
             return
         header, body = frame
         try:
             child.handle(header, body)
         except MemoryError:
+            # The process's own cap (RLIMIT_AS), outside any context's limit.
             gc.collect()
             child.fail(header, {"type": "memory", "message": "out of memory"})
-        except _Timeout:
-            child.recover(header)
+        except Exception as exc:  # a bug of ours must fail the call, not the child
+            print(f"sandbox child: {header.get('op')} failed: {exc!r}", file=sys.stderr)
+            child.fail(header, {"type": "threw", "message": f"sandbox error: {exc}"[:500]})
         if child.collect:
             child.collect = False
+            child.flush()
             gc.collect()
 
 

@@ -1,12 +1,13 @@
 """The supervised pool of sandbox children, asyncio side.
 
 Each child is a separate Python process (``gatehook.sandbox.child``) with an empty
-environment and a memory cap, holding warm interpreters keyed by
+environment and a memory cap, holding warm script contexts keyed by
 ``tenant/action/version``. Calls are pipelined over its stdin/stdout (several in flight per
-child); the child enforces each call's deadline with SIGALRM, and the pool enforces it again
-(deadline + grace) by killing a child that does not answer its oldest call (a call still
-queued behind others times out alone). A child that dies is replaced;
-calls in flight on it fail with ``SandboxCrashed`` while other children keep serving.
+child, the frames of one loop turn in one write, their replies back in one write). The
+engine enforces each call's limits inside the child, so a timeout or a memory overrun costs
+only the script's context; the pool enforces the deadline again (deadline + grace) and kills
+a child that stays silent past it (see ``_call``). A child that dies is replaced; calls in
+flight on it fail with ``SandboxCrashed`` while other children keep serving.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ log = logging.getLogger("gatehook.sandbox")
 _SPILL = 4  # calls a key's home child may be behind the least loaded before the key spills
 _COMPILED_CACHE = 1024  # compiled artifacts kept by content
 _STALL_S = 0.02  # a busy home child silent this long is held by a slow script
+_STUCK_S = 1.0  # silence past a timed-out call's grace after which its child is killed
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,7 @@ class ScriptJob:
     timeout_ms: float
     allowed_hosts: tuple[str, ...] = ()
     deadline: float | None = None  # an outer monotonic deadline (the request's budget)
+    affinity: str = ""  # the key whose home child serves it (a slot's scripts share one)
 
     @property
     def key(self) -> str:
@@ -88,6 +91,19 @@ _ERRORS: dict[str, type[ScriptError]] = {
     "invalid_result": InvalidResult,
     "memory": ScriptMemoryError,
 }
+
+
+def script_error(reply: dict[str, Any], budget_ms: float) -> ScriptError:
+    """The ``ScriptError`` for a failed call's reply (``error`` and ``logs``)."""
+    err = reply.get("error") or {}
+    kind = err.get("type")
+    exc: ScriptError
+    if kind == "timeout":
+        exc = ScriptTimeout(budget_ms)
+    else:
+        exc = _ERRORS.get(str(kind), ScriptThrew)(str(err.get("message", "unknown error")))
+    exc.logs = list(reply.get("logs") or [])
+    return exc
 
 
 class _Child(asyncio.SubprocessProtocol):
@@ -121,6 +137,7 @@ class _Child(asyncio.SubprocessProtocol):
         buf = self._buf
         buf += data
         head = framing.HEAD.size
+        frames = 0
         while len(buf) >= head:
             total, hlen = framing.HEAD.unpack_from(buf)
             if len(buf) < head + total:
@@ -128,6 +145,9 @@ class _Child(asyncio.SubprocessProtocol):
             payload = bytes(buf[head : head + total])
             del buf[: head + total]
             header, body = framing.decode(payload, hlen)
+            if frames:
+                header["batched"] = frames  # it came back in one write with the ones before
+            frames += 1
             self._on_frame(self, header, body)
 
     def write(self, frame: bytes) -> None:
@@ -176,7 +196,7 @@ class SandboxPool:
         self._closing = False
         self._spawning: set[asyncio.Task[None]] = set()
         self.restarts = 0
-        self.batched = 0  # calls that shared a child's evaluation with the ones before them
+        self.batched = 0  # replies that came back in one write with the ones before them
 
     def _limits(self, memory_mb: int) -> str:
         s = self._settings
@@ -185,6 +205,9 @@ class SandboxPool:
                 "memory_mb": memory_mb,
                 "interpreters": s.interpreters_per_child,
                 "interpreter_memory_mb": s.interpreter_memory_mb,
+                "context_memory_mb": s.context_memory_mb,
+                "stack_kb": s.stack_kb,
+                "max_jobs": s.max_jobs,
                 "log_bytes": s.max_log_bytes,
                 "output_bytes": s.max_output_bytes,
                 "http_max_bytes": s.http_max_response_bytes,
@@ -226,6 +249,12 @@ class SandboxPool:
     def queue_depth(self) -> int:
         """Calls sent to children and not answered yet."""
         return sum(c.load for c in self._children if not c.dead)
+
+    @property
+    def starts_together(self) -> bool:
+        """Yes: a slot's pure scripts, started together with one ``affinity``, travel to one
+        child in one write and come back in one (one round trip per slot)."""
+        return True
 
     @property
     def idle_children(self) -> int:
@@ -347,29 +376,54 @@ class SandboxPool:
         return fut
 
     async def _call(
-        self, child: _Child, header: dict[str, Any], body: bytes, *, timeout: float
+        self,
+        child: _Child,
+        header: dict[str, Any],
+        body: bytes,
+        *,
+        timeout: float,
+        engine_timed: bool = False,
     ) -> tuple[dict[str, Any], bytes]:
+        """Send one call and wait for its answer until ``timeout``.
+
+        A call whose time the engine bounds (``engine_timed``) that is not answered by then
+        times out alone; its child is killed only if it then answers nothing for
+        ``_STUCK_S`` more (the engine stops a script at its deadline: a child that does
+        not answer is broken). Any other call past its timeout means its script is still
+        running (a script with allowed hosts runs without the engine's time limit), and its
+        child is killed at once if that call is the oldest it holds.
+        """
         fut = self._send(child, header, body)
         call_id = header["id"]
         # On the shared deadline timer: no timer, no task per call on the hot path.
         expired = False
+        loop = asyncio.get_running_loop()
+
+        def kill() -> None:
+            task = loop.create_task(self._kill(child))
+            self._spawning.add(task)
+            task.add_done_callback(self._spawning.discard)
 
         def expire() -> None:
             nonlocal expired
             if fut.done():
                 return
-            if next(iter(child.pending), None) != call_id:
-                # Still queued behind other calls: this call alone times out (the child
-                # answers it as expired when it gets there, and that answer is dropped).
-                # Killing the child here would fail every call queued on it.
+            oldest = next(iter(child.pending), None) == call_id
+            if engine_timed or not oldest:
+                # This call alone times out (the child's late answer is dropped). Killing
+                # the child here would fail every call queued on it.
                 child.pending.pop(call_id, None)
                 fut.set_exception(TimeoutError())
+                if oldest:
+                    since = child.progress
+                    self._deadlines.at(
+                        time.monotonic() + _STUCK_S,
+                        lambda: None if child.progress != since or child.dead else kill(),
+                    )
                 return
             # The child's oldest call is past its deadline and grace: the child is stuck.
             expired = True
-            task = asyncio.get_running_loop().create_task(self._kill(child))
-            self._spawning.add(task)
-            task.add_done_callback(self._spawning.discard)
+            kill()
 
         deadline = self._deadlines.at(time.monotonic() + max(timeout, 0.0), expire)
         try:
@@ -441,12 +495,16 @@ class SandboxPool:
             "hosts": list(job.allowed_hosts),
         }
         for _ in range(3):
-            child = self._pick(key)
+            child = self._pick(job.affinity or key)
             if key not in child.known:
                 header["code"] = job.code
             try:  # (_send gives the header a fresh id each attempt)
                 reply, body = await self._call(
-                    child, header, job.input, timeout=deadline - time.monotonic() + grace
+                    child,
+                    header,
+                    job.input,
+                    timeout=deadline - time.monotonic() + grace,
+                    engine_timed=not job.allowed_hosts,
                 )
             except TimeoutError:
                 raise ScriptTimeout(budget_ms) from None
@@ -464,20 +522,8 @@ class SandboxPool:
                 self.batched += 1
             if reply.get("ok"):
                 return ScriptRun(body, list(reply.get("logs") or []), float(reply.get("ms", 0)))
-            raise self._error(reply, budget_ms)
+            raise script_error(reply, budget_ms)
         raise SandboxCrashed("sandbox child kept losing the script")
-
-    @staticmethod
-    def _error(reply: dict[str, Any], budget_ms: float) -> ScriptError:
-        err = reply.get("error") or {}
-        kind = err.get("type")
-        exc: ScriptError
-        if kind == "timeout":
-            exc = ScriptTimeout(budget_ms)
-        else:
-            exc = _ERRORS.get(str(kind), ScriptThrew)(str(err.get("message", "unknown error")))
-        exc.logs = list(reply.get("logs") or [])
-        return exc
 
     async def compile(
         self, source: str, *, language: str, name: str, style: str = "auto", timeout_s: float = 60

@@ -1,22 +1,21 @@
-// gatehook sandbox runtime: evaluated once in every fresh interpreter, before the action.
+// gatehook sandbox runtime: evaluated once in every fresh QuickJS context, before the
+// action (see engine.py). Its value is the set-up function the host calls with the limits.
 //
 // It gives a script exactly what docs/contract.md promises and nothing more: its input, its
 // config, console/log capture, and require() of zitadel/http, zitadel/log, zitadel/uuid.
-// The host side exports no Python function but gh.fetch (refused unless the action is
-// allowed hosts), loads no module from disk, and passes no environment.
-(function () {
+// The host exports no Python function but __gh_fetch (the guarded fetch, present only for
+// actions with allowed hosts, taken off the global object here), loads no module from disk,
+// and passes no environment.
+(function (G) {
   'use strict';
-  var G = globalThis;
-  var callPython = G.call_python;
+  var hostFetch = typeof G.__gh_fetch === 'function' ? G.__gh_fetch : null;
+  delete G.__gh_fetch;
   var stringify = JSON.stringify;
   var parse = JSON.parse;
   var hasOwn = Object.prototype.hasOwnProperty;
   var pThen = Promise.prototype.then;
   var pResolve = Promise.resolve.bind(Promise);
-  var limits = G.dukpy.limits;
-  // The host's proof that a gh.next call comes from serve() below, not from a script: it
-  // lives only in this closure (the `dukpy` global is replaced before any script runs).
-  var token = G.dukpy.token;
+  var limits = { log_bytes: 8192, output_bytes: 262144 };
   var state = { logs: [], bytes: 0, truncated: false };
 
   function show(value) {
@@ -71,7 +70,9 @@
 
   function fetch(url, options) {
     var opts = options === undefined ? {} : options;
-    var res = callPython('gh.fetch', String(url), stringify(opts));
+    if (hostFetch === null) throw new Error('http: outbound HTTP is not allowed for this action (no allowed hosts)');
+    // One flat string crosses to the host (the binding cannot convert rope strings).
+    var res = parse(hostFetch(stringify([String(url), stringify(opts)])));
     if (!res || res.error) throw new Error('http: ' + (res ? res.error : 'no response'));
     var body = res.body;
     return Object.freeze({
@@ -230,12 +231,19 @@
     return found;
   }
 
-  function finish(box, value) {
+  function oom(message) {
+    return message.indexOf('out of memory') >= 0 || message.indexOf('string too long') >= 0;
+  }
+
+  function settle(box, value) {
+    box.settled = true;
     var s;
     try {
       s = stringify(value === undefined ? {} : value);
     } catch (e) {
-      box.error = { type: 'invalid_result', message: 'result is not JSON-serialisable: ' + describe(e) };
+      var why = describe(e);
+      box.error = oom(why) ? { type: 'memory', message: 'memory limit exceeded' }
+        : { type: 'invalid_result', message: 'result is not JSON-serialisable: ' + why };
       return;
     }
     if (typeof s !== 'string') {
@@ -247,59 +255,61 @@
     }
   }
 
-  // One execution: `box` gets `out` (the result as JSON text) or `error` once `done` settles.
-  function start(input) {
+  function thenable(v) {
+    return v !== null && (typeof v === 'object' || typeof v === 'function') &&
+      typeof v.then === 'function';
+  }
+
+  // One execution on the input's JSON text: the box gets `out` (the result as JSON text) or
+  // `error`, and `settled`, once the action's value settles (at once when it is no promise;
+  // else while the host runs the promise jobs).
+  function start(text) {
     state.logs = []; state.bytes = 0; state.truncated = false;
-    var box = { logs: state.logs };
-    var done;
-    function fail(e) { box.error = { type: 'threw', message: describe(e) }; }
+    var box = { logs: state.logs, settled: false, out: null, error: null };
+    function fail(e) {
+      box.settled = true;
+      var why = describe(e);
+      box.error = oom(why) ? { type: 'memory', message: 'memory limit exceeded' }
+        : { type: 'threw', message: why };
+    }
     try {
-      var ret;
+      var input = parse(text);
+      var ret, after;
       if (loaded.style === 'module') {
         ret = loaded.execute(input);
-        done = pThen.call(pResolve(ret), function (v) { finish(box, v); }, fail);
+        after = function (v) { settle(box, v); };
       } else {
         var made = buildApi(loaded.name);
         ret = loaded.zitadel(buildCtx(input), made.api);
-        done = pThen.call(pResolve(ret), function () { finish(box, made.collect()); }, fail);
+        after = function () { settle(box, made.collect()); };
       }
+      if (thenable(ret)) pThen.call(pResolve(ret), after, fail);
+      else after(ret);
     } catch (e) {
       fail(e);
-      done = pResolve();
     }
-    return { box: box, done: done };
+    return box;
   }
 
-  function run(input) { return start(input).box; }
-
-  // Calls for this interpreter back to back in one evaluation (dukpy collects garbage at
-  // every evaluation's start and end, ~60 us, more than a small action costs): each settled
-  // result goes to the host, which answers it and hands over the next queued input for this
-  // same interpreter; 0 when none is queued, and then `pull` (queued behind the jobs the
-  // settled call left) waits in the host for the next frame: another input, or nothing,
-  // which ends the evaluation. Its value is the call still unsettled.
-  function serve(input) {
-    var cur = { box: null };
-    function go(next) {
-      if (next === 0) pThen.call(pResolve(), pull);
-      else if (next !== undefined && next !== null) step(next);
-    }
-    function pull() { go(callPython('gh.next', token)); }
-    function step(job) {
-      var r = start(job);
-      cur.box = r.box;
-      pThen.call(r.done, function () {
-        cur.box = null;
-        go(callPython('gh.next', token, r.box.out, r.box.logs, r.box.error));
-      });
-    }
-    step(input);
-    return cur;
+  // The box for the host, as flat strings (the binding cannot convert rope strings, which
+  // concatenation makes): [logs, error, settled] as JSON, and the output's JSON text.
+  function meta(box) { return stringify([box.logs, box.error, box.settled]); }
+  function output(box) { return box.out; }
+  // The common case in one crossing: the output when the call settled well and logged
+  // nothing, else null (then the host asks for meta and output).
+  function result(box) {
+    return box.out !== null && box.logs.length === 0 && box.error === null ? box.out : null;
   }
 
   Object.defineProperty(G, '__gh', {
-    value: Object.freeze({ define: define, run: run, serve: serve }),
+    value: Object.freeze({
+      define: define, start: start, meta: meta, output: output, result: result
+    }),
     writable: false, configurable: false, enumerable: false
   });
-})();
-0;
+  return function setup(text) {
+    var given = parse(text);
+    limits.log_bytes = given.log_bytes;
+    limits.output_bytes = given.output_bytes;
+  };
+})(globalThis);

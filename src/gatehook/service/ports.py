@@ -51,8 +51,10 @@ class ScriptRunner(Protocol):
     async def run(self, job: ScriptJob) -> ScriptRun: ...
 
     @property
-    def idle_children(self) -> int:
-        """Children with no call queued: how many scripts could start at once right now."""
+    def starts_together(self) -> bool:
+        """Whether a slot's pure scripts are started together (the pool sends them to one
+        child in one write, and their replies come back in one); in-process scripts are a
+        function call each, run in turn."""
         ...
 
 

@@ -341,18 +341,19 @@ class TriggerService:
     def _start_pure_scripts(self, call: Call, attachments: list[Attachment]) -> None:
         """Start a slot's pure scripts together: their results are then taken in slot order.
 
-        A script with no allowed hosts has no effect outside its child, and its input holds
+        A script with no allowed hosts has no effect outside its context, and its input holds
         nothing of the actions before it (``decision_so_far`` is the templates' alone): it is
-        a function of the request. Running two or more of them at once (on several children,
-        or back to back in one) gives the same decision as running them one after another,
-        at the latency of the slowest rather than the sum. A run the slot never reaches (an
-        action before it blocked) is dropped unseen. Attachments with a rollout, a kill
-        switch, network access, or a version not yet cached run in turn as before, and so do
-        all under load: unless two sandbox children are idle and the tenant has the slots
-        free to start them all at once.
+        a function of the request. Running them together gives the same decision as running
+        them one after another; the pool sends them to one child in one write and their
+        replies come back in one (one round trip per slot instead of one per script). A run
+        the slot never reaches (an action before it blocked) is dropped unseen. Attachments
+        with a rollout, a kill switch, network access, or a version not yet cached run in
+        turn, and so do all when the tenant has not the sandbox slots free to start them all,
+        or the scripts run in the worker itself (``starts_together`` is false: each is a
+        function call there).
         """
-        if self._scripts.idle_children < 2:
-            return  # under load: see below
+        if not self._scripts.starts_together:
+            return
         pure: list[ActionVersion] = []
         for att in attachments:
             if att.rollout is not None or att.action in call.disabled:
@@ -366,13 +367,12 @@ class TriggerService:
             ):
                 pure.append(version)
         if len(pure) < 2 or self._fairness.room(call.tenant) < len(pure):
-            # under load (no two children idle, or the tenant's sandbox slots taken) they
-            # run in turn: started together they would only queue, at a cost, for nothing
-            return
+            return  # the tenant's sandbox slots are taken: they would only queue
         call.early = {}
+        affinity = f"{call.tenant}/{pure[0].action}/{pure[0].version}"
         for version in pure:
             config_json = self.lookup.config(version)[1]
-            run = self._run_script(call, version, config_json)
+            run = self._run_script(call, version, config_json, affinity)
             call.early[(version.action, version.version)] = EarlyRun.start(run)
 
     async def _run(self, call: Call, att: Attachment, before: list[Step]) -> Step:
@@ -507,9 +507,9 @@ class TriggerService:
         return _script_output((await self._run_script(call, version, config_json)).output)
 
     async def _run_script(
-        self, call: Call, version: ActionVersion, config_json: bytes
+        self, call: Call, version: ActionVersion, config_json: bytes, affinity: str = ""
     ) -> ScriptRun:
-        job = self._job(call, version, config_json)
+        job = self._job(call, version, config_json, affinity)
         # A tenant flooding the sandbox (endless loops, memory hogs) waits for its own slots,
         # never for the whole pool: other tenants keep a child to run on.
         if not await self._fairness.acquire(call.tenant, call.deadline - time.monotonic()):
@@ -543,7 +543,9 @@ class TriggerService:
         )
 
     @staticmethod
-    def _job(call: Call, version: ActionVersion, config_json: bytes) -> ScriptJob:
+    def _job(
+        call: Call, version: ActionVersion, config_json: bytes, affinity: str = ""
+    ) -> ScriptJob:
         if version.compiled is None or version.style is None:
             raise ScriptError(f"{version.action}@{version.version} has no compiled script")
         return ScriptJob(
@@ -556,6 +558,7 @@ class TriggerService:
             timeout_ms=version.timeout_ms,
             allowed_hosts=tuple(version.allowed_hosts),
             deadline=call.deadline,
+            affinity=affinity,
         )
 
     async def try_version(
