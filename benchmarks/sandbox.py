@@ -23,7 +23,7 @@ import uvloop
 
 from gatehook.errors import ScriptTimeout
 from gatehook.sandbox import SandboxPool, ScriptJob
-from gatehook.sandbox.child import Interpreter, wrap
+from gatehook.sandbox.engine import EngineLimits, ScriptContext
 from gatehook.settings import SandboxSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -55,22 +55,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def in_process(code: str, calls: int) -> dict[str, Any]:
-    limits = {
-        "memory_mb": 512,
-        "interpreters": 8,
-        "log_bytes": 8192,
-        "output_bytes": 262144,
-        "http_max_bytes": 1024,
-        "http_allow_private": False,
-    }
-    interp = Interpreter(limits)
-    interp.eval(wrap(code, "module", "bench"))
-    variables = b'{"input":' + INPUT + b"}"
+    """The same call on an engine context in this process (isolation ``worker``'s path)."""
+    ctx = ScriptContext(EngineLimits(), code, "module", "bench")
+    text = INPUT.decode()
     lat = []
     started = time.perf_counter()
     for _ in range(calls):
         t = time.perf_counter()
-        interp.eval_raw(b"__gh.run(dukpy.input)", variables)
+        ctx.call(text, time.monotonic() + 1.0)
         lat.append((time.perf_counter() - t) * 1000)
     total = time.perf_counter() - started
     return {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "calls_per_s": calls / total}
@@ -167,7 +159,8 @@ async def main() -> None:
         "| path | p50 ms | p99 ms | calls/s | calls/s per child | calls per child CPU-second "
         "| child CPU busy | pool (parent) CPU busy | p50 vs in-process |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| in-process dukpy (same runtime, no IPC) | {base['p50_ms']:.3f} | {base['p99_ms']:.3f} "
+        f"| in-process engine context (isolation worker, no IPC) | {base['p50_ms']:.3f} "
+        f"| {base['p99_ms']:.3f} "
         f"| {base['calls_per_s']:.0f} | - | - | - | - | 1.00x |",
     ]
     for p in pools:
