@@ -117,30 +117,26 @@
     return { count: md.length, metadata: md };
   }
 
+  function orgMetadata() { return metadataList(this.orgMetadata); }
+
+  // The input is this call's own (parsed for it), so ctx is built on it in place: no copies.
   function buildCtx(input) {
     var c = input.context || {};
-    var v1 = {};
-    for (var k in c) if (hasOwn.call(c, k)) v1[k] = c[k];
-    var src = input.user || {};
-    var user = {};
-    for (var u in src) if (hasOwn.call(src, u)) user[u] = src[u];
-    var grants = Array.isArray(src.grants) ? src.grants : [];
-    user.grants = {
-      count: grants.length,
-      grants: grants.map(function (g) {
-        var copy = {};
-        for (var gk in g) if (hasOwn.call(g, gk)) copy[gk] = g[gk];
-        copy.getOrgMetadata = function () { return metadataList(g.orgMetadata); };
-        return copy;
-      })
-    };
-    user.getMetadata = function () { return metadataList(src.metadata); };
+    var v1 = c;
+    var user = input.user || {};
+    var metadata = user.metadata;
+    var grants = Array.isArray(user.grants) ? user.grants : [];
+    for (var i = 0; i < grants.length; i++) {
+      var g = grants[i];
+      if (g && typeof g === 'object') g.getOrgMetadata = orgMetadata;
+    }
+    user.grants = { count: grants.length, grants: grants };
+    user.getMetadata = function () { return metadataList(metadata); };
     v1.user = user;
     v1.getUser = function () { return user; };
-    var org = {};
-    var corg = c.org || {};
-    for (var o in corg) if (hasOwn.call(corg, o)) org[o] = corg[o];
-    org.getMetadata = function () { return metadataList(corg.metadata); };
+    var org = c.org && typeof c.org === 'object' ? c.org : {};
+    var orgMeta = org.metadata;
+    org.getMetadata = function () { return metadataList(orgMeta); };
     v1.org = org;
     var claims = c.claims || {};
     function getClaim(name) { return claims[name]; }
@@ -159,41 +155,47 @@
     setPreferredLanguage: 'preferred_language', setGender: 'gender'
   };
 
+  // The api's functions are made once per context and write to the call in progress (`cur`):
+  // one call runs at a time in a context, and a call's api is its own object with its own
+  // arrays (`metadata`, `userGrants`) on top of them.
+  var cur = null;
+  var apiName = '';
+  var setters = {};
+  Object.keys(FIELDS).forEach(function (fn) {
+    var field = FIELDS[fn];
+    setters[fn] = function (value) { cur.user_updates[field] = value; };
+  });
+  function appendMetadata(key, value) { cur.appended.push({ key: String(key), value: value }); }
+  var claimsApi = {
+    setClaim: function (key, value) { cur.claims[String(key)] = value; },
+    appendLogIntoClaims: function (entry) {
+      var k = 'urn:zitadel:iam:action:' + apiName + ':log';
+      if (!Array.isArray(cur.claims[k])) cur.claims[k] = [];
+      cur.claims[k].push(String(entry));
+    }
+  };
+  var userApi = Object.assign({}, setters, {
+    appendMetadata: appendMetadata, setMetadata: appendMetadata
+  });
+  var attributesApi = {
+    setCustomAttribute: function (name, nameFormat) {
+      var values = [];
+      for (var i = 2; i < arguments.length; i++) values.push(String(arguments[i]));
+      cur.saml_attributes[String(name)] = values;
+    }
+  };
+  var apiProto = Object.assign({}, setters, { claims: claimsApi });
+
   function buildApi(actionName) {
+    apiName = actionName;
     var m = { claims: {}, user_updates: {}, appended: [], saml_attributes: {} };
+    cur = m;
     var metadata = [];
     var userGrants = [];
-    var setters = {};
-    Object.keys(FIELDS).forEach(function (fn) {
-      setters[fn] = function (value) { m.user_updates[FIELDS[fn]] = value; };
-    });
-    function appendMetadata(key, value) { m.appended.push({ key: String(key), value: value }); }
-    var claimsApi = {
-      setClaim: function (key, value) { m.claims[String(key)] = value; },
-      appendLogIntoClaims: function (entry) {
-        var k = 'urn:zitadel:iam:action:' + actionName + ':log';
-        if (!Array.isArray(m.claims[k])) m.claims[k] = [];
-        m.claims[k].push(String(entry));
-      }
-    };
-    var userApi = Object.assign({}, setters, { appendMetadata: appendMetadata, setMetadata: appendMetadata });
-    var api = Object.assign({}, setters, {
-      metadata: metadata,
-      userGrants: userGrants,
-      claims: claimsApi,
-      v1: {
-        claims: claimsApi,
-        user: userApi,
-        userGrants: userGrants,
-        attributes: {
-          setCustomAttribute: function (name, nameFormat) {
-            var values = [];
-            for (var i = 2; i < arguments.length; i++) values.push(String(arguments[i]));
-            m.saml_attributes[String(name)] = values;
-          }
-        }
-      }
-    });
+    var api = Object.create(apiProto);
+    api.metadata = metadata;
+    api.userGrants = userGrants;
+    api.v1 = { claims: claimsApi, user: userApi, userGrants: userGrants, attributes: attributesApi };
     function collect() {
       var md = m.appended.slice();
       metadata.forEach(function (e) {
