@@ -79,7 +79,7 @@ def rss_by_kind(pid: int) -> dict[str, float]:
 
 
 def slug(name: str) -> str:
-    return "hostile-" + "".join(c if c.isalnum() else "-" for c in name)
+    return "hostile-" + "".join(c if c.isalnum() else "-" for c in name.lower())
 
 
 async def set_up(url: str) -> None:
@@ -163,7 +163,12 @@ async def level(url: str, args: argparse.Namespace, pid: int) -> dict[str, Any]:
                     errors["no reply"] = errors.get("no reply", 0) + 1
                     continue
                 actions = reply.get("actions") or [{}]
-                err = str(actions[0].get("error") or actions[0].get("outcome") or "?")
+                err = str(
+                    actions[0].get("error")
+                    or actions[0].get("outcome")
+                    or (reply.get("error") or {}).get("code")
+                    or "?"
+                )
                 kind = err.split(":")[0]
                 errors[kind] = errors.get(kind, 0) + 1
                 over.append(ms - TIMEOUT_MS)
@@ -223,7 +228,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--isolations", default="process,worker")
     parser.add_argument("--rate", type=float, default=200.0)
-    parser.add_argument("--hostile-rate", type=float, default=5.0)
+    parser.add_argument("--hostile-rate", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()

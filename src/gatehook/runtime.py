@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import uuid
 from collections.abc import Awaitable, Callable
@@ -58,6 +59,14 @@ log = logging.getLogger("gatehook")
 _SWEEP_S = 2.0  # between two buckets' sweeps of expired pins (no TTL indexes)
 
 
+def _end_process(key: str, late_s: float) -> None:
+    """A script holds the event loop past its deadline (isolation ``worker``; see
+    ``sandbox.inprocess``): end the process, for its supervisor to start a new one."""
+    log.critical("ending the worker process: script %s holds its event loop", key)
+    logging.shutdown()
+    os._exit(70)
+
+
 @dataclass
 class Services:
     """What templates may use (``TemplateServices``): shared counters and webhook delivery."""
@@ -92,7 +101,7 @@ class Runtime:
         )
         # Isolation 'worker': scripts without allowed hosts run here (sandbox.inprocess).
         self.inprocess = (
-            InProcessScripts(settings.sandbox, self.pool)
+            InProcessScripts(settings.sandbox, self.pool, on_hung=_end_process)
             if settings.sandbox.isolation == "worker"
             else None
         )

@@ -52,18 +52,12 @@ class SandboxSettings(BaseModel):
     max_jobs: int = Field(
         default=100_000, ge=100, description="promise jobs one call may run (endless chains end)"
     )
-    worker_threads: int = Field(
-        default=2,
-        ge=1,
-        le=64,
-        description="isolation 'worker': threads running the scripts that outgrow their slice",
-    )
     slice_ms: float = Field(
-        default=2.0,
+        default=5.0,
         ge=0.1,
         le=50,
-        description="isolation 'worker': CPU a script may use on the event loop before it runs"
-        " again (from the start, in a fresh context) on the script threads",
+        description="isolation 'worker': how long a script may hold the event loop before it"
+        " runs again (from the start, in a fresh context) in the sandbox children",
     )
     pool_size: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
     memory_mb: int = Field(default=512, ge=64)

@@ -691,3 +691,49 @@ async def test_each_key_is_held_warm_by_one_child_and_warming_loads_without_runn
         assert all(held)  # and both children hold some
         last = [json.loads((await pool.run(job(t))).output)["claims"]["runs"] for t in tenants]
         assert last == [4] * len(tenants)  # three runs + this one, all in one interpreter
+
+
+NATIVE_LOOP = module(
+    "const big = new Array(2e5).fill(1); while (true) { big.indexOf(2); }"
+)  # the engine looks at its clock every few thousand steps: here, seconds apart
+
+
+async def test_a_native_heavy_loop_costs_a_child_under_process(pool: SandboxPool) -> None:
+    """The engine overruns its limit on native calls; the pool answers the call at its
+    deadline and kills the child that stays silent, and a new one serves."""
+    compiled = await pool.compile(NATIVE_LOOP, language="js", name="act")
+    job = ScriptJob(f"t{uuid.uuid4().hex[:8]}", "act", "1.0.0", compiled.code, "module", b"{}", 100)
+    restarts = pool.restarts
+    started = time.monotonic()
+    with pytest.raises(ScriptTimeout):
+        await pool.run(job)
+    assert time.monotonic() - started < 2.0  # answered near its deadline, not the script's end
+    for _ in range(100):
+        if pool.restarts > restarts and pool.size == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert pool.restarts > restarts
+    await healthy(pool)
+
+
+async def test_a_native_heavy_loop_under_worker_is_seen_by_the_watchdog(pool: SandboxPool) -> None:
+    """Under isolation ``worker`` such a script holds the event loop: the watchdog sees it
+    past its deadline and calls ``on_hung`` (the runtime ends the process there)."""
+    hung: list[tuple[str, float]] = []
+    inproc = InProcessScripts(
+        SandboxSettings(isolation="worker", slice_ms=50),
+        pool,
+        on_hung=lambda key, late: hung.append((key, late)),
+    )
+    await inproc.start()
+    try:
+        compiled = await pool.compile(NATIVE_LOOP, language="js", name="act")
+        tenant = f"t{uuid.uuid4().hex[:8]}"
+        job = ScriptJob(tenant, "act", "1.0.0", compiled.code, "module", b"{}", 100)
+        with pytest.raises(ScriptTimeout):
+            await inproc.run(job)
+        assert hung
+        assert hung[0][0] == f"{tenant}/act/1.0.0"
+        assert inproc.hung == 1
+    finally:
+        await inproc.aclose()

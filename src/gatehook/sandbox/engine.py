@@ -72,6 +72,7 @@ class Outcome:
     logs: list[str]
     error: dict[str, Any] | None
     dirty: bool = False
+    sliced: bool = False  # stopped by the call's slice, before its deadline
 
 
 class LoadError(Exception):
@@ -131,7 +132,6 @@ class ScriptContext:
         *,
         fetch: Callable[[str], str] | None = None,
         deadline: float | None = None,
-        cpu_s: float | None = None,
     ) -> None:
         self.limits = limits
         self.calls = 0
@@ -147,9 +147,9 @@ class ScriptContext:
         setup(json.dumps(limits.runtime_limits()))
         until = deadline if deadline is not None else time.monotonic() + 5.0
         try:
-            self._limit(until, cpu_s)
+            self._limit(until)
             found = ctx.eval(wrap(code, style, name))
-            stopped = self._pump(until, cpu_s)
+            stopped = self._pump(until)
         except quickjs.JSException as exc:
             raise LoadError(classify(exc)) from None
         if stopped is not None:
@@ -177,21 +177,21 @@ class ScriptContext:
         """What the context's heap holds now (walks the heap: not for every call)."""
         return int(self._ctx.memory()["malloc_size"])
 
-    def _limit(self, deadline: float, cpu_s: float | None = None) -> bool:
+    def _limit(self, deadline: float) -> bool:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
         if self._timed:
-            self._ctx.set_time_limit(remaining if cpu_s is None else min(cpu_s, remaining))
+            self._ctx.set_time_limit(remaining)
         return True
 
-    def _pump(self, deadline: float, cpu_s: float | None = None) -> dict[str, Any] | None:
+    def _pump(self, deadline: float) -> dict[str, Any] | None:
         """Run the promise jobs queued, each under the time left; an error if the deadline
         or the job budget ends them first."""
         ctx = self._ctx
         jobs = 0
         while True:
-            if not self._limit(deadline, cpu_s):
+            if not self._limit(deadline):
                 return dict(TIMED_OUT)
             if not ctx.execute_pending_job():
                 return None
@@ -202,16 +202,31 @@ class ScriptContext:
                     "message": f"more than {self.limits.max_jobs} promise jobs in one call",
                 }
 
-    def call(self, input_json: str, deadline: float, cpu_s: float | None = None) -> Outcome:
-        """Run the action on ``input_json`` until ``deadline`` (monotonic), using at most
-        ``cpu_s`` of CPU in any one step when given (a time slice: a step that needs more
-        ends as a timeout and leaves the context dirty)."""
+    def call(self, input_json: str, deadline: float, slice_s: float | None = None) -> Outcome:
+        """Run the action on ``input_json`` until ``deadline`` (monotonic). With ``slice_s``,
+        the whole call (every step together) gets at most that long: a call that needs
+        more ends ``sliced``, its context dirty, so that the caller can run it again
+        elsewhere under its full deadline."""
         self.calls += 1
-        if not self._limit(deadline, cpu_s):
+        until = deadline
+        if slice_s is not None:
+            until = min(deadline, time.monotonic() + slice_s)
+        outcome = self._call(input_json, until)
+        if (
+            slice_s is not None
+            and outcome.error is not None
+            and outcome.error.get("type") == "timeout"
+            and time.monotonic() < deadline - 0.001
+        ):
+            outcome.sliced = True
+        return outcome
+
+    def _call(self, input_json: str, deadline: float) -> Outcome:
+        if not self._limit(deadline):
             return Outcome(None, [], dict(TIMED_OUT))
         try:
             box = self._start(input_json)
-            stopped = self._pump(deadline, cpu_s)
+            stopped = self._pump(deadline)
             if self._timed:
                 self._ctx.set_time_limit(1.0)  # reading the result is bounded
             if stopped is None:
