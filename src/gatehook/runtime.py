@@ -34,6 +34,7 @@ from gatehook.process.deadlines import Deadlines
 from gatehook.process.loop import watch_lag
 from gatehook.sandbox import SandboxPool
 from gatehook.sandbox.inprocess import InProcessScripts
+from gatehook.sandbox.lanes import SLOW_NICE, Lanes
 from gatehook.security.connections import mongo_options
 from gatehook.security.sealing import sealer_from
 from gatehook.service.deferred_pins import DeferredPins
@@ -99,13 +100,18 @@ class Runtime:
         self.pool = (
             pool if pool is not None else SandboxPool(settings.sandbox, deadlines=self.deadlines)
         )
-        # Isolation 'worker': scripts without allowed hosts run here (sandbox.inprocess).
-        self.inprocess = (
-            InProcessScripts(settings.sandbox, self.pool, on_hung=_end_process)
-            if settings.sandbox.isolation == "worker"
-            else None
-        )
-        self.scripts: SandboxPool | InProcessScripts = self.inprocess or self.pool
+        # Isolation 'worker': scripts without allowed hosts run here (sandbox.inprocess);
+        # 'process': in the children, with a slow lane for scripts that keep timing out.
+        self.inprocess: InProcessScripts | None = None
+        self.lanes: Lanes | None = None
+        self.scripts: Lanes | InProcessScripts
+        if settings.sandbox.isolation == "worker":
+            self.inprocess = InProcessScripts(settings.sandbox, self.pool, on_hung=_end_process)
+            self.scripts = self.inprocess
+        else:
+            slow = SandboxPool(settings.sandbox, size=1, nice=SLOW_NICE)
+            self.lanes = Lanes(self.pool, slow)
+            self.scripts = self.lanes
         self.delivery = WebhookDelivery(settings.webhooks)
         self.targets = TargetCaller(settings.targets, on_circuit=self._circuit_changed)
         self._background_events: set[asyncio.Task[None]] = set()
@@ -168,6 +174,8 @@ class Runtime:
             await self.pool.start()
         if self.inprocess is not None:
             await self.inprocess.start()
+        if self.lanes is not None:
+            await self.lanes.start()
         if self.settings.metrics.port is not None:  # /healthz says why while not ready
             self._metrics_server = MetricsServer(
                 self.metrics,
@@ -556,6 +564,8 @@ class Runtime:
             await asyncio.wait(set(self._background_events), timeout=5)
         if self.inprocess is not None:
             await self.inprocess.aclose()
+        if self.lanes is not None:
+            await self.lanes.aclose()
         if self._owns_pool:
             await self.pool.aclose()
         if self.deferred_pins is not None:

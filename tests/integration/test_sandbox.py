@@ -26,6 +26,7 @@ from gatehook.errors import (
 )
 from gatehook.sandbox import SandboxPool, ScriptJob
 from gatehook.sandbox.inprocess import InProcessScripts
+from gatehook.sandbox.lanes import SLOW_NICE, Lanes
 from gatehook.settings import SandboxSettings
 
 INPUT = {
@@ -46,7 +47,7 @@ INPUT = {
 }
 
 
-Scripts = SandboxPool | InProcessScripts
+Scripts = SandboxPool | InProcessScripts | Lanes
 
 
 @pytest.fixture(params=["process", "worker"])
@@ -737,3 +738,27 @@ async def test_a_native_heavy_loop_under_worker_is_seen_by_the_watchdog(pool: Sa
         assert inproc.hung == 1
     finally:
         await inproc.aclose()
+
+
+async def test_a_script_that_keeps_timing_out_moves_to_the_slow_lane(pool: SandboxPool) -> None:
+    """Under ``process``, two timeouts in a row send a key to a child of its own at a low
+    priority; other keys stay on the pool's children."""
+    slow = SandboxPool(SandboxSettings(), size=1, nice=SLOW_NICE)
+    lanes = Lanes(pool, slow)
+    await lanes.start()
+    try:
+        compiled = await pool.compile(module("while (true) {}"), language="js", name="act")
+        job = ScriptJob(
+            f"t{uuid.uuid4().hex[:8]}", "act", "1.0.0", compiled.code, "module", b"{}", 100
+        )
+        for _ in range(3):
+            with pytest.raises(ScriptTimeout):
+                await lanes.run(job)
+        assert lanes.slow_calls == 1
+        (pid,) = slow.pids()
+        assert os.getpriority(os.PRIO_PROCESS, pid) == SLOW_NICE
+        out = await run(lanes, "exports.execute = () => ({kind: 'continue', claims: {ok: 1}})")
+        assert out["claims"] == {"ok": 1}
+        assert lanes.slow_calls == 1
+    finally:
+        await lanes.aclose()

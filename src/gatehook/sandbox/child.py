@@ -396,6 +396,8 @@ def main() -> None:
     cap = int(limits["memory_mb"]) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if int(limits.get("nice", 0)) > 0:
+        os.nice(int(limits["nice"]))  # a slow lane yields the CPU to the decision path
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # stray prints must never corrupt the frame stream

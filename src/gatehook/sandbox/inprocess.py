@@ -4,9 +4,10 @@ A script runs on the event loop itself, in its warm context, within a slice of t
 (``slice_ms`` for the whole call): a sign-in's scripts cost a function call each, no process
 crossing. A script that needs more than its slice (a slow action, an endless loop) is stopped
 by the engine, its context discarded, and it runs again from the start in the sandbox
-children (``SandboxPool``) under its full timeout; a key that outgrows its slice twice in a
-row stays there for ``_DEMOTED_S``, so a hostile script costs the loop two slices per period,
-not one per call. Running it again is
+children of a slow lane (a ``SandboxPool`` of its own, at a low scheduling priority, so that
+the decision path keeps the CPU while they spin) under its full timeout; a key that outgrows
+its slice twice in a row stays there for ``_DEMOTED_S``, so a hostile script costs the loop
+two slices per period, not one per call. Running it again is
 safe: such a script has no effect outside its context (no allowed hosts, no fetch), and a
 context's globals are never promised to last. Scripts with allowed hosts, whose fetch the
 engine cannot time, always go to the children, which also compile.
@@ -30,6 +31,7 @@ from collections.abc import Callable
 
 from gatehook.errors import InvalidResult
 from gatehook.sandbox.engine import EngineLimits, LoadError, Outcome, ScriptContext
+from gatehook.sandbox.lanes import SLOW_NICE
 from gatehook.sandbox.pool import Compiled, SandboxPool, ScriptJob, ScriptRun, script_error
 from gatehook.settings import SandboxSettings
 
@@ -67,6 +69,7 @@ class InProcessScripts:
     ) -> None:
         self._settings = settings
         self._pool = pool
+        self._slow = SandboxPool(settings, size=1, nice=SLOW_NICE)
         self._limits = _limits(settings)
         self._slice = settings.slice_ms / 1000
         self._contexts: OrderedDict[str, ScriptContext] = OrderedDict()
@@ -87,7 +90,8 @@ class InProcessScripts:
         self.hung = 0  # calls the watchdog found holding the loop past their deadline
 
     async def start(self) -> None:
-        """Start the watchdog (the pool is started by its owner)."""
+        """Start the slow lane and the watchdog (the pool is started by its owner)."""
+        await self._slow.start()
         self._stop.clear()
         self._watchdog = threading.Thread(
             target=self._watch, name="gatehook-script-watchdog", daemon=True
@@ -95,11 +99,12 @@ class InProcessScripts:
         self._watchdog.start()
 
     async def aclose(self) -> None:
-        """Stop the watchdog and drop the contexts."""
+        """Stop the watchdog and the slow lane, drop the contexts."""
         self._stop.set()
         if self._watchdog is not None:
             self._watchdog.join(1.0)
         self._contexts.clear()
+        await self._slow.aclose()
 
     def _watch(self) -> None:
         seen: tuple[str, float] | None = None
@@ -187,7 +192,7 @@ class InProcessScripts:
         demoted = self._demoted.get(key)
         if demoted is not None:
             if demoted > now:
-                return await self._pool.run(job)
+                return await self._slow.run(job)
             del self._demoted[key]
         deadline = now + job.timeout_ms / 1000
         if job.deadline is not None:
@@ -199,16 +204,20 @@ class InProcessScripts:
             raise InvalidResult("input is not valid UTF-8") from None
         started = time.perf_counter()
         outcome = self._inline(job, text, deadline)
-        if outcome is None:
-            # Once may be the machine (a pause of the process); twice in a row is the script.
+        held = time.perf_counter() - started
+        if outcome is None or held > 2 * self._slice:
+            # Outgrew its slice, or held the loop past it (native calls the engine did not
+            # stop in time). Once may be the machine (a pause); twice in a row is the script.
             strikes = self._strikes.get(key, 0) + 1
             self._strikes[key] = strikes
             if strikes >= 2:
                 del self._strikes[key]
                 self._demoted[key] = time.monotonic() + _DEMOTED_S
-            self.demoted += 1
-            return await self._pool.run(job)
-        self._strikes.pop(key, None)
+            if outcome is None:  # stopped by the slice: it runs again, in the slow lane
+                self.demoted += 1
+                return await self._slow.run(job)
+        else:
+            self._strikes.pop(key, None)
         self.inline += 1
         if outcome.out is not None:
             return ScriptRun(

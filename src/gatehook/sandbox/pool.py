@@ -181,8 +181,10 @@ class SandboxPool:
         *,
         size: int | None = None,
         deadlines: Deadlines | None = None,
+        nice: int = 0,
     ) -> None:
         self._settings = settings
+        self._nice = nice  # the children's scheduling priority (see ``os.nice``)
         self._deadlines = deadlines or Deadlines()
         self._size = size or settings.pool_size
         self._children: list[_Child] = []
@@ -212,6 +214,7 @@ class SandboxPool:
                 "output_bytes": s.max_output_bytes,
                 "http_max_bytes": s.http_max_response_bytes,
                 "http_allow_private": s.http_allow_private,
+                "nice": self._nice,
             }
         )
 
