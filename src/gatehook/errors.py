@@ -103,6 +103,7 @@ class ScriptError(GatehookError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.logs: list[str] = []  # what the script logged before it failed
+        self.ran_ms: float | None = None  # how long it ran before it failed (None: it never ran)
 
 
 class CompileError(ScriptError):

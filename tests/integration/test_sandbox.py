@@ -749,7 +749,7 @@ async def test_a_script_that_keeps_timing_out_moves_to_the_slow_lane(pool: Sandb
     try:
         compiled = await pool.compile(module("while (true) {}"), language="js", name="act")
         job = ScriptJob(
-            f"t{uuid.uuid4().hex[:8]}", "act", "1.0.0", compiled.code, "module", b"{}", 100
+            f"t{uuid.uuid4().hex[:8]}", "act", "1.0.0", compiled.code, "module", b"{}", 150
         )
         for _ in range(3):
             with pytest.raises(ScriptTimeout):

@@ -5,10 +5,12 @@ its own globals: nothing one tenant's script does reaches another's). Each call 
 the engine's limits:
 
 - memory: ``set_memory_limit`` on the runtime; an allocation past it fails inside the script;
-- CPU time: ``set_time_limit`` before every step (the call, then each promise job); the
-  engine interrupts a step that runs past it, and scripts cannot catch the interrupt. The
-  engine counts the process's CPU time (``clock()``), so a busy process stops a script early,
-  never late; the wall-clock deadline is checked between steps;
+- time: ``set_time_limit`` before every step (the call, then each promise job); the engine
+  interrupts a step that runs past it, and scripts cannot catch the interrupt. The engine
+  counts the process's CPU time (``clock()``) and looks at it only every few thousand
+  bytecode steps, so a script whose time goes into native calls overruns it (by seconds, for
+  a loop over a large array's ``indexOf``): the wall-clock deadline is checked between steps,
+  and the callers bound what such a script holds (``pool``, ``inprocess``);
 - promise jobs: at most ``max_jobs`` per call, so an endless microtask chain ends;
 - stack: ``set_max_stack_size``; deep recursion ends in a RangeError;
 - output: the result's JSON text is measured before it leaves the engine.
@@ -135,6 +137,7 @@ class ScriptContext:
     ) -> None:
         self.limits = limits
         self.calls = 0
+        self._cpu_until: float | None = None  # a slice's end, in this thread's CPU time
         ctx = quickjs.Context()
         ctx.set_memory_limit(limits.memory_mb * 1024 * 1024)
         ctx.set_max_stack_size(limits.stack_kb * 1024)
@@ -181,6 +184,11 @@ class ScriptContext:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
+        if self._cpu_until is not None:
+            left = self._cpu_until - time.thread_time()
+            if left <= 0:
+                return False
+            remaining = min(remaining, left)
         if self._timed:
             self._ctx.set_time_limit(remaining)
         return True
@@ -204,14 +212,17 @@ class ScriptContext:
 
     def call(self, input_json: str, deadline: float, slice_s: float | None = None) -> Outcome:
         """Run the action on ``input_json`` until ``deadline`` (monotonic). With ``slice_s``,
-        the whole call (every step together) gets at most that long: a call that needs
-        more ends ``sliced``, its context dirty, so that the caller can run it again
-        elsewhere under its full deadline."""
+        the whole call (every step together) gets at most that much of this thread's CPU
+        time (time the process spent preempted does not count): a call that needs more ends
+        ``sliced``, its context dirty, so that the caller can run it again elsewhere under
+        its full deadline."""
         self.calls += 1
-        until = deadline
         if slice_s is not None:
-            until = min(deadline, time.monotonic() + slice_s)
-        outcome = self._call(input_json, until)
+            self._cpu_until = time.thread_time() + slice_s
+        try:
+            outcome = self._call(input_json, deadline)
+        finally:
+            self._cpu_until = None
         if (
             slice_s is not None
             and outcome.error is not None

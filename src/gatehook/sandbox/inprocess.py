@@ -203,8 +203,9 @@ class InProcessScripts:
         except UnicodeDecodeError:
             raise InvalidResult("input is not valid UTF-8") from None
         started = time.perf_counter()
+        cpu = time.thread_time()
         outcome = self._inline(job, text, deadline)
-        held = time.perf_counter() - started
+        held = time.thread_time() - cpu  # CPU: a preempted process is not the script's fault
         if outcome is None or held > 2 * self._slice:
             # Outgrew its slice, or held the loop past it (native calls the engine did not
             # stop in time). Once may be the machine (a pause); twice in a row is the script.
@@ -230,7 +231,8 @@ class InProcessScripts:
         key = job.key
         ctx = self._contexts.get(key)
         if ctx is None:
-            loaded = self._load(job, min(deadline, time.monotonic() + self._slice))
+            # a load (the runtime, then the action's top level) gets ten slices of wall time
+            loaded = self._load(job, min(deadline, time.monotonic() + 10 * self._slice))
             if loaded is None or isinstance(loaded, Outcome):
                 return loaded
             ctx = loaded

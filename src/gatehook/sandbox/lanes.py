@@ -1,7 +1,7 @@
 """Isolation level ``process``: the pool's children, and a slow lane for the scripts that
 keep timing out.
 
-A script that times out (or runs longer than ``_SLOW_MS``) twice in a row is served for
+A script that runs to its timeout (or longer than ``_SLOW_MS``) twice in a row is served for
 ``_DEMOTED_S`` by a child of its own at a low scheduling priority (``SandboxPool`` with
 ``nice``): a tenant whose script spins takes a core's leftovers, not the children that
 decide every other tenant's sign-ins. Its calls keep their limits and outcomes.
@@ -63,8 +63,11 @@ class Lanes:
             del self._demoted[key]
         try:
             run = await self._pool.run(job)
-        except ScriptTimeout:
-            self._strike(key)
+        except ScriptTimeout as exc:
+            # Only a script that ran to its limit: a call that timed out waiting for a busy
+            # child (the machine's load, not the script's) is no strike.
+            if exc.ran_ms is not None and exc.ran_ms > _SLOW_MS:
+                self._strike(key)
             raise
         if run.duration_ms > _SLOW_MS:
             self._strike(key)

@@ -103,6 +103,8 @@ def script_error(reply: dict[str, Any], budget_ms: float) -> ScriptError:
     else:
         exc = _ERRORS.get(str(kind), ScriptThrew)(str(err.get("message", "unknown error")))
     exc.logs = list(reply.get("logs") or [])
+    ms = reply.get("ms")
+    exc.ran_ms = float(ms) if isinstance(ms, (int, float)) else None
     return exc
 
 
