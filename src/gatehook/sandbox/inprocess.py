@@ -5,12 +5,12 @@ A script runs on the event loop itself, in its warm context, within a slice of t
 crossing. A script that needs more than its slice (a slow action, an endless loop) is stopped
 by the engine, its context discarded, and it runs again from the start in the sandbox
 children of a slow lane (a ``SandboxPool`` of its own, at a low scheduling priority, so that
-the decision path keeps the CPU while they spin) under its full timeout; a key that outgrows
-its slice twice in a row stays there for ``_DEMOTED_S``, so a hostile script costs the loop
-two slices per period, not one per call. Running it again is
-safe: such a script has no effect outside its context (no allowed hosts, no fetch), and a
-context's globals are never promised to last. Scripts with allowed hosts, whose fetch the
-engine cannot time, always go to the children, which also compile.
+the decision path keeps the CPU while they spin) under its full timeout, and its key stays
+there for ``_DEMOTED_S``: a hostile script costs the loop one slice per period, not one per
+call. The slice counts the loop thread's CPU time, so a preempted process demotes no one.
+Running it again is safe: such a script has no effect outside its context (no allowed
+hosts, no fetch), and a context's globals are never promised to last. Scripts with allowed
+hosts, whose fetch the engine cannot time, always go to the children, which also compile.
 
 What this level trusts: the engine looks at its clock only every few thousand bytecode
 steps, so a script that spends its time in native calls (``big.indexOf(x)`` over a large
@@ -207,9 +207,9 @@ class InProcessScripts:
         outcome = self._inline(job, text, deadline)
         held = time.thread_time() - cpu  # CPU: a preempted process is not the script's fault
         if outcome is None or held > 2 * self._slice:
-            # Outgrew its slice, or held the loop past it (native calls the engine did not
-            # stop in time). Once may be the machine (a pause); twice in a row is the script.
-            strikes = self._strikes.get(key, 0) + 1
+            # Outgrew its slice of CPU (the script's own time: it moves at once), or held
+            # the loop past it (native calls the engine stopped late: twice in a row).
+            strikes = self._strikes.get(key, 0) + (2 if outcome is None else 1)
             self._strikes[key] = strikes
             if strikes >= 2:
                 del self._strikes[key]

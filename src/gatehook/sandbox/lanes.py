@@ -1,7 +1,7 @@
 """Isolation level ``process``: the pool's children, and a slow lane for the scripts that
 keep timing out.
 
-A script that runs to its timeout (or longer than ``_SLOW_MS``) twice in a row is served for
+A script that runs to its timeout, or longer than ``_SLOW_MS`` twice in a row, is served for
 ``_DEMOTED_S`` by a child of its own at a low scheduling priority (``SandboxPool`` with
 ``nice``): a tenant whose script spins takes a core's leftovers, not the children that
 decide every other tenant's sign-ins. Its calls keep their limits and outcomes.
@@ -64,10 +64,10 @@ class Lanes:
         try:
             run = await self._pool.run(job)
         except ScriptTimeout as exc:
-            # Only a script that ran to its limit: a call that timed out waiting for a busy
-            # child (the machine's load, not the script's) is no strike.
-            if exc.ran_ms is not None and exc.ran_ms > _SLOW_MS:
-                self._strike(key)
+            # A script that ran to its limit moves at once; one that timed out waiting for
+            # a busy child (the machine's load, not the script's) is no strike.
+            if exc.ran_ms is not None and exc.ran_ms >= 0.9 * exc.timeout_ms:
+                self._strike(key, 2)
             raise
         if run.duration_ms > _SLOW_MS:
             self._strike(key)
@@ -75,8 +75,8 @@ class Lanes:
             self._strikes.pop(key, None)
         return run
 
-    def _strike(self, key: str) -> None:
-        strikes = self._strikes.get(key, 0) + 1
+    def _strike(self, key: str, weight: int = 1) -> None:
+        strikes = self._strikes.get(key, 0) + weight
         if strikes >= 2:
             self._strikes.pop(key, None)
             self._demoted[key] = time.monotonic() + _DEMOTED_S
