@@ -59,6 +59,8 @@ _dukpy, _DUKPY_HOME = _load_dukpy()
 _TS_SERVICES = _DUKPY_HOME / "jsmodules" / "typescriptServices.js"
 _MIN_CONTEXT_KB = 64  # what a context is charged at least
 _CHECK_EVERY = 16  # calls between two measures of a context's heap (a measure walks it)
+_HOLD = 16  # replies held back at most while more frames wait (they leave in one write)
+_HOLD_S = 0.001  # and for at most this long
 
 
 def engine_limits(limits: dict[str, Any]) -> EngineLimits:
@@ -130,6 +132,7 @@ class Child:
         self.reader = reader
         self.out = out
         self._replies: list[bytes] = []
+        self._first = 0.0  # when the oldest reply held was made
         self.hosts: tuple[str, ...] = ()
         self.deadline = 0.0
 
@@ -138,7 +141,16 @@ class Child:
             return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
 
     def send(self, reply: dict[str, Any], body: bytes = b"") -> None:
+        if not self._replies:
+            self._first = time.monotonic()
         self._replies.append(framing.encode(reply, body))
+
+    def due(self) -> bool:
+        """Whether the replies held so far must go now although more frames wait: never
+        more than ``_HOLD`` of them, nor for longer than ``_HOLD_S``."""
+        return bool(self._replies) and (
+            len(self._replies) >= _HOLD or time.monotonic() - self._first >= _HOLD_S
+        )
 
     def flush(self) -> None:
         """Write the replies so far in one write."""
@@ -404,7 +416,7 @@ def main() -> None:
     inp = _Reader(sys.stdin.fileno())
     child = Child(limits, inp, out)
     while True:
-        if not inp.ready():
+        if child.due() or not inp.ready():
             child.flush()  # the frames that came together are answered together
         frame = inp.next()
         if frame is None:
