@@ -29,14 +29,14 @@ import select
 import signal
 import sys
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from gatehook.sandbox import framing
-from gatehook.sandbox.engine import TIMED_OUT, EngineLimits, LoadError, ScriptContext
+from gatehook.sandbox.engine import TIMED_OUT, ContextCache, EngineLimits, LoadError, ScriptContext
 
 
 def _load_dukpy() -> tuple[Any, Path]:
@@ -57,8 +57,6 @@ def _load_dukpy() -> tuple[Any, Path]:
 
 _dukpy, _DUKPY_HOME = _load_dukpy()
 _TS_SERVICES = _DUKPY_HOME / "jsmodules" / "typescriptServices.js"
-_MIN_CONTEXT_KB = 64  # what a context is charged at least
-_CHECK_EVERY = 16  # calls between two measures of a context's heap (a measure walks it)
 _HOLD = 16  # replies held back at most while more frames wait (they leave in one write)
 _HOLD_S = 0.001  # and for at most this long
 
@@ -109,23 +107,15 @@ class _Compiler:
 
 
 class Child:
-    """The request loop and the LRU of warm contexts.
-
-    Warm contexts are bounded by count and by memory: each is charged its heap after it
-    loaded (at least ``_MIN_CONTEXT_KB``), re-measured every ``_CHECK_EVERY`` calls, and the
-    least recently used go while the charges pass the budget. A context that hit a limit,
-    or holds more than half its own memory limit after a call, is discarded.
-    """
+    """The request loop and the warm contexts (``ContextCache``: bounded by count and by
+    the heap they hold)."""
 
     def __init__(self, limits: dict[str, Any], reader: _Reader, out: Any) -> None:
         self.limits = limits
         self.engine = engine_limits(limits)
-        self.capacity = int(limits["interpreters"])
-        self.budget_kb = int(limits.get("interpreter_memory_mb", 160)) * 1024
-        self.share = self.engine.memory_mb * 1024 * 1024 // 2
-        self.contexts: OrderedDict[str, ScriptContext] = OrderedDict()
-        self.charge: dict[str, int] = {}
-        self.charged_kb = 0
+        self.contexts = ContextCache(
+            int(limits["interpreters"]), int(limits.get("interpreter_memory_mb", 160)) << 20
+        )
         self.compiler: _Compiler | None = None
         self.calls = 0
         self.collect = False
@@ -173,7 +163,8 @@ class Child:
             # the scripts of its recently active tenants); the answer says if it is held.
             if self._load(header) is None:
                 return  # answered by _load (the code failed to load)
-            reply = {"ok": True, "interpreters": len(self.contexts), "held_kb": self.charged_kb}
+            held_kb = self.contexts.held_bytes // 1024
+            reply = {"ok": True, "interpreters": len(self.contexts), "held_kb": held_kb}
             rbody = b""
         else:
             reply = {"ok": False, "error": {"type": "protocol", "message": f"unknown op {op!r}"}}
@@ -188,9 +179,8 @@ class Child:
         self.send({"id": header.get("id"), "ok": False, "error": error})
 
     def _drop(self, key: str) -> None:
-        if self.contexts.pop(key, None) is not None:
+        if self.contexts.drop(key):
             self.collect = True  # after the reply is written: the caller is not kept waiting
-        self.charged_kb -= self.charge.pop(key, 0)
 
     def _fetch(self, args: str) -> str:
         """``http.fetch`` of a script with allowed hosts (``[url, options JSON]``): guarded,
@@ -216,7 +206,6 @@ class Child:
         key: str = h["key"]
         ctx = self.contexts.get(key)
         if ctx is not None:
-            self.contexts.move_to_end(key)
             return ctx
         code = h.get("code")
         if code is None:
@@ -241,21 +230,8 @@ class Child:
                 | {"ms": _ms(started)}
             )
             return None
-        self.contexts[key] = ctx
-        self._charge(key, ctx)
-        while len(self.contexts) > 1 and (
-            len(self.contexts) > self.capacity or self.charged_kb > self.budget_kb
-        ):
-            old, _ = self.contexts.popitem(last=False)
-            self.charged_kb -= self.charge.pop(old, 0)
+        self.contexts.put(key, ctx)
         return ctx
-
-    def _charge(self, key: str, ctx: ScriptContext) -> int:
-        held = ctx.held_bytes()
-        cost = max(held // 1024, _MIN_CONTEXT_KB)
-        self.charged_kb += cost - self.charge.get(key, 0)
-        self.charge[key] = cost
-        return held
 
     def run(self, h: dict[str, Any], body: bytes) -> None:
         if h["deadline"] <= time.monotonic():
@@ -280,11 +256,8 @@ class Child:
         self.calls += 1
         if self.calls % 32 == 0:
             reply["rss_kb"] = self.rss_kb()
-        dirty = outcome.dirty
-        if not dirty and (outcome.error is not None or ctx.calls % _CHECK_EVERY == 0):
-            dirty = self._charge(key, ctx) > self.share  # it keeps what it allocated
-        if dirty:
-            self._drop(key)
+        if self.contexts.after_call(key, ctx, outcome):
+            self.collect = True
             reply["evicted"] = True
         if outcome.out is not None:
             reply["ok"] = True

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from typing import Any
 import orjson
 import quickjs
 
-__all__ = ["EngineLimits", "LoadError", "Outcome", "ScriptContext", "wrap"]
+__all__ = ["ContextCache", "EngineLimits", "LoadError", "Outcome", "ScriptContext", "wrap"]
 
 _RUNTIME = Path(__file__).with_name("runtime.js").read_text()
 _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
@@ -260,3 +261,65 @@ class ScriptContext:
             dirty = error.get("type") == "memory"
             return Outcome(None, logs, error, dirty=dirty)
         return Outcome(str(out), logs, None)
+
+
+_MIN_CONTEXT_BYTES = 64 * 1024  # what a context is charged at least
+_CHECK_EVERY = 16  # calls between two measures of a context's heap (a measure walks it)
+
+
+class ContextCache:
+    """Warm contexts by key, least recently used first out, bounded by count and by the heap
+    they hold: each is charged its heap when it is put (at least ``_MIN_CONTEXT_BYTES``) and
+    again every ``_CHECK_EVERY`` calls. A context that hit a limit, or holds more than half
+    its own memory limit after a call (it keeps what it allocated), is dropped."""
+
+    def __init__(self, capacity: int, budget_bytes: int) -> None:
+        self._contexts: OrderedDict[str, ScriptContext] = OrderedDict()
+        self._held: dict[str, int] = {}
+        self.held_bytes = 0
+        self._capacity = capacity
+        self._budget = budget_bytes
+
+    def __len__(self) -> int:
+        return len(self._contexts)
+
+    def get(self, key: str) -> ScriptContext | None:
+        ctx = self._contexts.get(key)
+        if ctx is not None:
+            self._contexts.move_to_end(key)
+        return ctx
+
+    def put(self, key: str, ctx: ScriptContext) -> None:
+        self._contexts[key] = ctx
+        self._measure(key, ctx)
+        while len(self._contexts) > 1 and (
+            len(self._contexts) > self._capacity or self.held_bytes > self._budget
+        ):
+            old, _ = self._contexts.popitem(last=False)
+            self.held_bytes -= self._held.pop(old, 0)
+
+    def drop(self, key: str) -> bool:
+        """Forget ``key``'s context; whether there was one."""
+        self.held_bytes -= self._held.pop(key, 0)
+        return self._contexts.pop(key, None) is not None
+
+    def after_call(self, key: str, ctx: ScriptContext, outcome: Outcome) -> bool:
+        """Keep or drop ``key``'s context after ``outcome``; whether it was dropped."""
+        if outcome.dirty or (
+            (outcome.error is not None or ctx.calls % _CHECK_EVERY == 0)
+            and self._measure(key, ctx) > ctx.limits.memory_mb * 1024 * 1024 // 2
+        ):
+            return self.drop(key)
+        return False
+
+    def clear(self) -> None:
+        self._contexts.clear()
+        self._held.clear()
+        self.held_bytes = 0
+
+    def _measure(self, key: str, ctx: ScriptContext) -> int:
+        held = ctx.held_bytes()
+        charge = max(held, _MIN_CONTEXT_BYTES)
+        self.held_bytes += charge - self._held.get(key, 0)
+        self._held[key] = charge
+        return held

@@ -26,11 +26,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from gatehook.errors import InvalidResult
-from gatehook.sandbox.engine import EngineLimits, LoadError, Outcome, ScriptContext
+from gatehook.sandbox.engine import ContextCache, EngineLimits, LoadError, Outcome, ScriptContext
 from gatehook.sandbox.lanes import SLOW_NICE
 from gatehook.sandbox.pool import Compiled, SandboxPool, ScriptJob, ScriptRun, script_error
 from gatehook.settings import SandboxSettings
@@ -39,8 +38,7 @@ __all__ = ["InProcessScripts"]
 
 log = logging.getLogger("gatehook.sandbox")
 _DEMOTED_S = 60.0  # how long a key that outgrew its slice runs in the children
-_CHECK_EVERY = 64  # calls between two measures of a context's heap (a measure walks it)
-_MIN_CONTEXT_BYTES = 64 * 1024
+_LOAD_SLICES = 10  # a context's load may hold the loop this many slices
 _HUNG_S = 1.0  # past its deadline, a call still holding the loop makes the watchdog act
 _WATCH_S = 0.1  # how often the watchdog looks
 
@@ -72,12 +70,9 @@ class InProcessScripts:
         self._slow = SandboxPool(settings, size=1, nice=SLOW_NICE)
         self._limits = _limits(settings)
         self._slice = settings.slice_ms / 1000
-        self._contexts: OrderedDict[str, ScriptContext] = OrderedDict()
-        self._held: dict[str, int] = {}
-        self._held_total = 0
-        self._budget = settings.interpreter_memory_mb * 1024 * 1024
-        self._capacity = settings.interpreters_per_child
-        self._share = settings.context_memory_mb * 1024 * 1024 // 2
+        self._contexts = ContextCache(
+            settings.interpreters_per_child, settings.interpreter_memory_mb << 20
+        )
         self._demoted: dict[str, float] = {}
         self._strikes: dict[str, int] = {}  # slices outgrown in a row, by key
         self._on_hung = on_hung
@@ -144,14 +139,15 @@ class InProcessScripts:
         """Load ``job``'s script into its context without running it."""
         if job.allowed_hosts:
             return await self._pool.warm(job)
-        if job.key in self._contexts:
+        if self._contexts.get(job.key) is not None:
             return True
-        deadline = time.monotonic() + min(job.timeout_ms / 1000, self._slice)
-        return self._load(job, deadline) is not None
+        return isinstance(self._load(job, time.monotonic() + job.timeout_ms / 1000), ScriptContext)
 
     def _load(self, job: ScriptJob, deadline: float) -> ScriptContext | Outcome | None:
-        """The context for ``job``, loaded within ``deadline``; the load's failure as an
-        outcome; ``None`` when the load outgrew the slice."""
+        """The context for ``job``, loaded within ``deadline`` and ``_LOAD_SLICES`` slices
+        (the runtime, then the action's top level); the load's failure as an outcome;
+        ``None`` when the load outgrew its slices."""
+        deadline = min(deadline, time.monotonic() + _LOAD_SLICES * self._slice)
         self._running = (job.key, deadline)
         try:
             ctx = ScriptContext(self._limits, job.code, job.style, job.action, deadline=deadline)
@@ -161,25 +157,8 @@ class InProcessScripts:
             return Outcome(None, [], exc.error, dirty=True)
         finally:
             self._running = None
-        self._contexts[job.key] = ctx
-        self._measure(job.key, ctx)
-        while len(self._contexts) > 1 and (
-            len(self._contexts) > self._capacity or self._held_total > self._budget
-        ):
-            old, _ = self._contexts.popitem(last=False)
-            self._held_total -= self._held.pop(old, 0)
+        self._contexts.put(job.key, ctx)
         return ctx
-
-    def _measure(self, key: str, ctx: ScriptContext) -> int:
-        held = ctx.held_bytes()
-        charge = max(held, _MIN_CONTEXT_BYTES)
-        self._held_total += charge - self._held.get(key, 0)
-        self._held[key] = charge
-        return held
-
-    def _drop(self, key: str) -> None:
-        self._contexts.pop(key, None)
-        self._held_total -= self._held.pop(key, 0)
 
     async def run(self, job: ScriptJob) -> ScriptRun:
         """Run ``job``; raise a ``ScriptError`` subclass when the script does not finish well."""
@@ -231,24 +210,14 @@ class InProcessScripts:
         key = job.key
         ctx = self._contexts.get(key)
         if ctx is None:
-            # a load (the runtime, then the action's top level) gets ten slices of wall time
-            loaded = self._load(job, min(deadline, time.monotonic() + 10 * self._slice))
+            loaded = self._load(job, deadline)
             if loaded is None or isinstance(loaded, Outcome):
                 return loaded
             ctx = loaded
-        else:
-            self._contexts.move_to_end(key)
         self._running = (key, deadline)
         try:
             outcome = ctx.call(text, deadline, self._slice)
         finally:
             self._running = None
-        if outcome.dirty:
-            self._drop(key)
-            if outcome.sliced:
-                return None
-        elif (outcome.error is not None or ctx.calls % _CHECK_EVERY == 0) and self._measure(
-            key, ctx
-        ) > self._share:
-            self._drop(key)  # it keeps what it allocated
-        return outcome
+        self._contexts.after_call(key, ctx, outcome)
+        return None if outcome.sliced else outcome

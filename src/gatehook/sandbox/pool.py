@@ -261,11 +261,6 @@ class SandboxPool:
         child in one write and come back in one (one round trip per slot)."""
         return True
 
-    @property
-    def idle_children(self) -> int:
-        """Serving children with no call queued."""
-        return sum(1 for c in self._children if not (c.dead or c.draining or c.pending))
-
     def pids(self) -> list[int]:
         """The process ids of the serving children (for tests and operations)."""
         return [c.pid for c in self._children if not c.dead]
