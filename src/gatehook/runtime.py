@@ -25,6 +25,7 @@ from nats.micro.service import Service
 
 from gatehook import __version__
 from gatehook.admin.api import AdminApi
+from gatehook.admin.ingress import IngressApi
 from gatehook.admin.rollouts import RolloutAdmin
 from gatehook.admin.service import AdminService
 from gatehook.domain.contract import AuditEvent
@@ -133,6 +134,7 @@ class Runtime:
         self._server: TriggerServer | None = None
         self._micro: Service | None = None
         self._admin: AdminApi | None = None
+        self._ingress: IngressApi | None = None
         self.audit: AuditPublisher | None = None
         self.journal: JsJournal | None = None
         self.lean: LeanNats | None = None
@@ -156,6 +158,13 @@ class Runtime:
         if self._admin is None:
             raise GatehookError("the runtime is not started")
         return self._admin
+
+    @property
+    def ingress(self) -> IngressApi:
+        """The gateway's requests (available once started)."""
+        if self._ingress is None:
+            raise GatehookError("the runtime is not started")
+        return self._ingress
 
     async def notify_change(self, tenant: str) -> None:
         """Tell every worker that ``tenant``'s flows changed."""
@@ -242,6 +251,7 @@ class Runtime:
             replayer=self.replay,
             trusted=frozenset(self.settings.trusted_principals),
         )
+        self._ingress = IngressApi(service)
         self.rollouts.start(self._roll_back)
         await self._warm()
         self._activity_task = asyncio.create_task(self._report_activity())

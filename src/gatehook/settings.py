@@ -20,6 +20,7 @@ __all__ = [
     "AuditSettings",
     "CacheSettings",
     "ConsoleSettings",
+    "GatewaySettings",
     "MetricsSettings",
     "MongoSettings",
     "NatsSettings",
@@ -253,6 +254,29 @@ class MongoSettings(BaseModel):
     tls_allow_invalid_hostnames: bool = False
 
 
+class GatewaySettings(BaseModel):
+    """``gatehook http``: the HTTP front identity providers call (ZITADEL, Kratos, Okta)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="larger bodies: 413")
+    zitadel_deadline_ms: int = Field(
+        default=4500, ge=50, le=60_000, description="answer ZITADEL by then (its target timeout)"
+    )
+    kratos_deadline_ms: int = Field(default=2500, ge=50, le=60_000)
+    okta_deadline_ms: int = Field(
+        default=2500, ge=50, le=60_000, description="Okta waits 3 s for an inline hook"
+    )
+    keys_ttl_s: float = Field(
+        default=30.0, gt=0, description="how long a tenant's provider secrets are cached"
+    )
+    refused_audit_per_s: float = Field(
+        default=20.0, gt=0, description="refusals audited per second at most (the rest counted)"
+    )
+    tls_cert_file: Path | None = Field(default=None, description="PEM certificate: serve HTTPS")
+    tls_key_file: Path | None = Field(default=None, description="PEM key of the certificate")
+
+
 class SecretsSettings(BaseModel):
     """The key that seals tenants' secrets at rest (AES-256-GCM, ``gatehook.security``).
 
@@ -303,6 +327,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     console: ConsoleSettings = ConsoleSettings()
     secrets: SecretsSettings = SecretsSettings()
+    gateway: GatewaySettings = GatewaySettings()
     cache: CacheSettings = CacheSettings()
     warm: WarmSettings = WarmSettings()
     log_format: Literal["text", "json"] = "text"

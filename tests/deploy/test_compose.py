@@ -88,13 +88,13 @@ def test_compose_file_is_consistent() -> None:
     """What compose.yaml promises against the repository, the settings and nats.conf."""
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"nats", "mongo", "worker", "console"}
+    assert set(services) == {"nats", "mongo", "worker", "console", "gateway"}
     assert services["worker"]["deploy"]["replicas"] == 2
     assert all("healthcheck" in s for s in services.values())
     assert "alpine" in services["nats"]["image"]  # has wget, which its health check runs
     assert "./deploy/nats.conf:/etc/nats/nats.conf:ro" in services["nats"]["volumes"]
     users = _nats_users()
-    for name in ("worker", "console"):
+    for name in ("worker", "console", "gateway"):
         env = services[name]["environment"]
         settings = Settings(
             **{k.removeprefix("GATEHOOK_").lower(): v for k, v in env.items() if "__" not in k}
@@ -115,6 +115,12 @@ def test_compose_file_is_consistent() -> None:
     assert int(cenv["GATEHOOK_CONSOLE__PORT"]) == Settings().console.port
     assert f":{cenv['GATEHOOK_CONSOLE__PORT']}/healthz" in " ".join(console["healthcheck"]["test"])
     assert cenv["GATEHOOK_CONSOLE__TOKEN"].startswith("${GATEHOOK_CONSOLE_TOKEN:?")
+    gateway = services["gateway"]
+    genv = gateway["environment"]
+    assert gateway["command"] == ["gatehook", "http"]
+    assert gateway["ports"] == [f"127.0.0.1:{genv['GATEHOOK_GATEWAY__PORT']}:8090"]
+    assert int(genv["GATEHOOK_GATEWAY__PORT"]) == Settings().gateway.port
+    assert f":{genv['GATEHOOK_GATEWAY__PORT']}/healthz" in " ".join(gateway["healthcheck"]["test"])
     assert set(compose["volumes"]) == {"nats-data", "mongo-data"}
     # secure by default: storage and monitoring are not published, secrets are required
     assert "ports" not in services["mongo"]

@@ -36,6 +36,9 @@ EVERYTHING_ON = {
     "nats.consoleCredsSecret": "nats-console-creds",
     "console.oidc.issuer": "https://login.example.com",
     "console.oidc.redirectUrl": "https://console.example.com/oidc/callback",
+    "gateway.enabled": "true",
+    "nats.gatewayUrl": "nats://gatehook-gateway:gateway-secret@nats:4222",
+    "gateway.credsSecret": "nats-gateway-creds",
 }
 EVERYTHING_OFF = {
     "existingSecret": "my-connections",
@@ -106,7 +109,8 @@ def test_chart_renders_and_validates(values: dict[str, str], kube: str) -> None:
     summary = report["summary"]
     assert report["returncode"] == 0, report
     assert summary["invalid"] == summary["errors"] == summary["skipped"] == 0, report
-    assert summary["valid"] == (10 if values is EVERYTHING_ON else 2)  # worker + its Service
+    # all on: worker, console and gateway with their Services, HPAs, PDBs, policies
+    assert summary["valid"] == (15 if values is EVERYTHING_ON else 2)  # worker + its Service
 
 
 def test_validation_can_fail() -> None:
@@ -158,12 +162,14 @@ def test_chart_facts_match_the_code() -> None:
     objs = objects(EVERYTHING_ON)
     worker = objs[("Deployment", "gh-gatehook-worker")]
     console = objs[("Deployment", "gh-gatehook-console")]
+    gateway = objs[("Deployment", "gh-gatehook-gateway")]
     secret = objs[("Secret", "gh-gatehook-connections")]
     pods = {
         "worker": worker["spec"]["template"]["metadata"]["labels"],
         "console": console["spec"]["template"]["metadata"]["labels"],
+        "gateway": gateway["spec"]["template"]["metadata"]["labels"],
     }
-    for deployment in (worker, console):
+    for deployment in (worker, console, gateway):
         spec = deployment["spec"]["template"]["spec"]
         (container,) = spec["containers"]
         env = {e["name"]: e for e in container["env"]}

@@ -398,3 +398,46 @@ async def test_storage_over_tls(tls_mongo: Server, pki: Pki, settings: Settings)
                 await plain.ping()
         finally:
             await plain.aclose()
+
+
+async def test_gateway_serves_https(pki: Pki) -> None:
+    """`gatehook http` with a certificate: HTTPS only, its answers unchanged."""
+    import asyncio
+
+    import aiohttp
+
+    from gatehook.settings import GatewaySettings
+    from gatehook.transport.gateway import serve_gateway
+
+    server = start_nats()
+    nc = await nats.connect(server.url)
+    try:
+
+        async def keys(msg: Any) -> None:  # a worker that knows no ingress for the tenant
+            await msg.respond(b'{"ok": true, "result": {"configured": false}}')
+
+        await nc.subscribe("gatehook.v1.ingress.*.keys", cb=keys)
+        settings = GatewaySettings(tls_cert_file=pki.server_cert, tls_key_file=pki.server_key)
+        stop, up, where = asyncio.Event(), asyncio.Event(), []
+
+        def started(name: str) -> None:
+            where.append(name)
+            up.set()
+
+        task = asyncio.create_task(serve_gateway(settings, nc, port=0, stop=stop, started=started))
+        await asyncio.wait_for(up.wait(), 10)
+        assert where[0].startswith("https://")
+        port = where[0].rsplit(":", 1)[1]
+        async with aiohttp.ClientSession() as session:
+            url = f"https://localhost:{port}/zitadel/acme"
+            async with session.post(url, data=b"{}", ssl=_context(pki.ca)) as r:
+                assert r.status == 401
+                assert "no zitadel ingress" in (await r.json())["error"]
+            with pytest.raises(aiohttp.ClientError):
+                async with session.post(f"http://localhost:{port}/zitadel/acme", data=b"{}"):
+                    pass
+        stop.set()
+        await task
+    finally:
+        await nc.drain()
+        server.stop()

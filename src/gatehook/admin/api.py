@@ -47,6 +47,7 @@ from gatehook.admin.service import AdminService, Draft
 from gatehook.domain.catalogue import TENANT_RE, is_valid_slot
 from gatehook.domain.contract import TriggerRequest
 from gatehook.domain.flowfile import parse_ref
+from gatehook.domain.ingress import masked
 from gatehook.domain.model import ActionVersion, Attachment, FlowRevision
 from gatehook.domain.semver import Version
 from gatehook.errors import BadRequest, Forbidden, GatehookError, NotFound, ValidationFailed
@@ -129,6 +130,7 @@ class AdminApi:
             "recordings.set": self._recording,
             "replay": self._replay,
             "console.audit": self._console_audit,
+            "ingress.show": self._ingress_show,
         }
 
     async def handle(self, subject: str, payload: bytes) -> bytes:
@@ -207,6 +209,9 @@ class AdminApi:
             await self._service.publish_events([event])
         except GatehookError as exc:
             log.warning("could not audit a refused admin request: %s", exc.message)
+
+    async def _ingress_show(self, tenant: str, req: Empty) -> Any:
+        return {"ingress": masked(await self._service.ingress(tenant))}
 
     async def _console_audit(self, tenant: str, req: ConsoleAudit) -> Any:
         details = {

@@ -148,6 +148,10 @@ async def apply_file(
             if not dry_run:
                 assert wanted is not None
                 await admin.set_slot(target, ft.value, tr.value, wanted, actor=actor)
+    if doc.ingress is not None:
+        change = await admin.set_ingress(target, doc.ingress, actor=actor, dry_run=dry_run)
+        if change is not None:
+            plan.changes.append(change)
     plan.applied = not dry_run
     return plan
 

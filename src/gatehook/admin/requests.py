@@ -208,6 +208,7 @@ OPERATIONS: dict[str, type[_Req]] = {
     "recordings.set": Recording,
     "replay": ReplayReq,
     "console.audit": ConsoleAudit,
+    "ingress.show": Empty,
 }
 
 

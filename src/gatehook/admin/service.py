@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from gatehook.admin.slot_events import SlotChange, new_event, slot_events
 from gatehook.domain.catalogue import ACTION_NAME_RE, TENANT_RE, TRIGGERS, FlowType, Trigger
 from gatehook.domain.contract import AuditEvent
+from gatehook.domain.ingress import IngressSpec, masked, merge_masked
 from gatehook.domain.model import (
     ActionDef,
     ActionKind,
@@ -514,6 +515,41 @@ class AdminService:
         await self._store.advance_flow(tenant, ft, flow.revision, flow)
         await self._notify(tenant)
         return flow
+
+    async def ingress(self, tenant: str) -> dict[str, dict[str, Any]]:
+        """``tenant``'s providers for the gateway, the secrets opened (see ``domain.ingress``)."""
+        _check_tenant(tenant)
+        return await self._store.get_ingress(tenant)
+
+    async def set_ingress(
+        self, tenant: str, spec: IngressSpec, *, actor: str, dry_run: bool = False
+    ) -> str | None:
+        """Store the providers of ``spec`` (masked secrets keep the stored ones); the change
+        in words, or ``None`` when nothing changes. Audited (``ingress.updated``)."""
+        _check_tenant(tenant)
+        stored = await self._store.get_ingress(tenant)
+        try:
+            wanted = merge_masked(spec.providers(), stored)
+        except ValueError as exc:
+            raise ValidationFailed(str(exc), field="ingress") from None
+        if wanted == stored:
+            return None
+        change = "set ingress: " + (
+            ", ".join(f"{n} ({len(e['secrets'])} secret(s))" for n, e in wanted.items()) or "none"
+        )
+        if not dry_run:
+            await self._store.set_ingress(tenant, wanted)
+            await self._audit.publish(
+                [
+                    self._event(
+                        "ingress.updated",
+                        tenant,
+                        actor,
+                        details={"ingress": masked(wanted)},
+                    )
+                ]
+            )
+        return change
 
     @staticmethod
     def event(type_: str, tenant: str, actor: str, **fields: Any) -> AuditEvent:

@@ -1,4 +1,4 @@
-"""``gatehook worker|trigger|console|dev``: running things."""
+"""``gatehook worker|trigger|console|http|dev``: running things."""
 
 from __future__ import annotations
 
@@ -118,6 +118,45 @@ def console(
     except ConsoleRefused as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+
+
+# -- http --------------------------------------------------------------------------------------
+@app.command("http")
+def http_cmd(
+    host: Annotated[
+        str | None, typer.Option(help="address (default GATEHOOK_GATEWAY__HOST)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="port (default GATEHOOK_GATEWAY__PORT)")] = None,
+    log_level: Annotated[str, typer.Option(help="logging level")] = "INFO",
+) -> None:
+    """Serve the HTTP front identity providers call: ZITADEL, Ory Kratos, Okta."""
+    import signal
+
+    from gatehook.logs import configure as configure_logging
+    from gatehook.transport.gateway import serve_gateway
+
+    settings = load_settings()
+    configure_logging(settings.log_format, log_level)
+
+    async def go() -> None:
+        nc = await connect_nats(settings, name="gatehook-http", max_reconnect_attempts=-1)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await serve_gateway(
+                settings.gateway,
+                nc,
+                host=host,
+                port=port,
+                stop=stop,
+                started=lambda where: out.print(f"gatehook http: serving on {where}"),
+            )
+        finally:
+            await nc.drain()
+
+    asyncio.run(go())
 
 
 # -- dev ---------------------------------------------------------------------------------------

@@ -279,6 +279,9 @@ AuditEventType = Literal[
     "admin.refused",
     "console.signed_in",
     "console.refused",
+    "ingress.updated",
+    "ingress.refused",
+    "ingress.event_received",
 ]
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from gatehook.domain.catalogue import TRIGGERS, FlowType, Trigger
+from gatehook.domain.ingress import IngressSpec
 from gatehook.domain.targets import TargetSpec
 
 __all__ = ["ActionSpec", "FlowsFile", "RollbackRule", "SlotEntry", "entry_refs", "parse_ref"]
@@ -106,6 +107,11 @@ class FlowsFile(BaseModel):
     tenant: TenantSlug | None = None
     actions: list[ActionSpec] = Field(default_factory=list)
     flows: dict[FlowType, dict[Trigger, list[str | SlotEntry]]] = Field(default_factory=dict)
+    ingress: IngressSpec | None = Field(
+        default=None,
+        description="the identity providers that may call the tenant through `gatehook http`"
+        " and their secrets (absent: left as stored)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FlowsFile:

@@ -138,6 +138,9 @@
     var orgMeta = org.metadata;
     org.getMetadata = function () { return metadataList(orgMeta); };
     v1.org = org;
+    var app = c.application && typeof c.application === 'object' ? c.application : {};
+    app.getClientId = function () { return app.client_id; };
+    v1.application = app;
     var claims = c.claims || {};
     function getClaim(name) { return claims[name]; }
     v1.getClaim = getClaim;
@@ -195,7 +198,10 @@
     var api = Object.create(apiProto);
     api.metadata = metadata;
     api.userGrants = userGrants;
-    api.v1 = { claims: claimsApi, user: userApi, userGrants: userGrants, attributes: attributesApi };
+    api.v1 = {
+      claims: claimsApi, userinfo: claimsApi, user: userApi, userGrants: userGrants,
+      attributes: attributesApi
+    };
     function collect() {
       var md = m.appended.slice();
       metadata.forEach(function (e) {

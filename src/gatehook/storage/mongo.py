@@ -83,6 +83,7 @@ class MongoStore:
         self.recorded_slots = self._db["recordings"]
         self.meta = self._db["meta"]
         self.activity = self._db["worker_activity"]
+        self.ingress = self._db["ingress"]  # one document per tenant: providers and secrets
         self._buckets = {
             kind: [self._db[bucket_name(kind, b)] for b in range(BUCKETS)] for kind in KINDS
         }
@@ -637,6 +638,17 @@ class MongoStore:
             update["sealed_kid"] = sealer.kid
             coll = self.bucket("versions", str(doc["tenant"]))
             await self._guard(partial(coll.update_one, {"_id": doc["_id"]}, {"$set": update}))
+        async for doc in self.ingress.find({}):
+            if doc.get("sealed_kid") == sealer.kid:
+                continue
+            tenant = str(doc["_id"])
+            for entry in (doc.get("providers") or {}).values():
+                for value in entry.get("secrets") or []:
+                    if is_sealed(value):
+                        resealed += 1
+                    else:
+                        from_clear += 1
+            await self.set_ingress(tenant, await self.get_ingress(tenant))
         await self._guard(
             lambda: self.meta.update_one(
                 {"_id": "sealing"}, {"$set": {"kids": [sealer.kid]}}, upsert=True
@@ -644,6 +656,42 @@ class MongoStore:
         )
         self._kids_noted = {sealer.kid}
         return {"kid": sealer.kid, "resealed": resealed, "sealed_from_clear": from_clear}
+
+    # -- ingress: the providers that may call a tenant through the gateway ---------------------
+    async def get_ingress(self, tenant: str) -> dict[str, dict[str, Any]]:
+        """Provider -> ``{"secrets": [...], ...}`` of ``tenant``, the secrets opened."""
+        doc = await self._guard(lambda: self.ingress.find_one({"_id": tenant}))
+        providers: dict[str, dict[str, Any]] = dict((doc or {}).get("providers") or {})
+        for name, entry in providers.items():
+            secrets = []
+            for i, value in enumerate(entry.get("secrets") or []):
+                if is_sealed(value):
+                    if self._sealer is None:
+                        raise SealingError(
+                            f"{tenant}/ingress/{name}/{i} is sealed and no key is given"
+                            " (GATEHOOK_SECRETS__KEY)"
+                        )
+                    value = self._sealer.open(value, f"{tenant}/ingress/{name}/{i}")
+                secrets.append(value)
+            providers[name] = {**entry, "secrets": secrets}
+        return providers
+
+    async def set_ingress(self, tenant: str, providers: dict[str, dict[str, Any]]) -> None:
+        """Store ``tenant``'s providers (replacing them), the secrets sealed."""
+        sealed: dict[str, dict[str, Any]] = {}
+        for name, entry in providers.items():
+            secrets = [
+                self._sealer.seal(str(v), f"{tenant}/ingress/{name}/{i}")
+                if self._sealer is not None
+                else v
+                for i, v in enumerate(entry.get("secrets") or [])
+            ]
+            sealed[name] = {**entry, "secrets": secrets}
+        doc = {"_id": tenant, "tenant": tenant, "providers": sealed}
+        if self._sealer is not None:
+            doc["sealed_kid"] = self._sealer.kid
+            await self._note_kid(self._sealer.kid)
+        await self._guard(lambda: self.ingress.replace_one({"_id": tenant}, doc, upsert=True))
 
     async def _note_kid(self, kid: object) -> None:
         """Remember that a secret is sealed with key ``kid`` (``check_sealed`` reads it)."""

@@ -3,7 +3,8 @@
 Subjects (docs/contract.md):
 - ``gatehook.v1.trigger.<tenant>.<flow_type>.<trigger>``: request-reply, queue group
   ``gatehook-workers``, handled concurrently up to ``GATEHOOK_CONCURRENCY``;
-- ``gatehook.v1.changes.<tenant>``: every worker drops its cached flow heads of the tenant.
+- ``gatehook.v1.changes.<tenant>``: every worker drops its cached flow heads of the tenant;
+- ``gatehook.v1.ingress.<tenant>.<operation>``: the gateway's requests (``admin.ingress``).
 
 Both are served on the lean path (``transport.trigger_server``); the management API
 (``gatehook.v1.admin.<tenant>.<operation>``) is a FastStream subscriber.
@@ -17,6 +18,7 @@ from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 
 from gatehook.admin.api import ADMIN_SUBJECT
+from gatehook.admin.ingress import INGRESS_SUBJECT
 from gatehook.admin.principal import AS_ADMIN_SUBJECT
 from gatehook.runtime import Runtime
 from gatehook.sandbox import SandboxPool
@@ -101,5 +103,16 @@ def build_broker(
     )
     async def on_admin_as(msg: NatsMessage) -> bytes:
         return await runtime.admin.handle(msg.raw_message.subject, msg.raw_message.data)
+
+    @broker.subscriber(
+        INGRESS_SUBJECT,
+        queue=settings.queue_group,
+        max_workers=8,
+        title="ingress",
+        description="The gateway's requests (provider secrets, audit):"
+        " gatehook.v1.ingress.<tenant>.<operation>.",
+    )
+    async def on_ingress(msg: NatsMessage) -> bytes:
+        return await runtime.ingress.handle(msg.raw_message.subject, msg.raw_message.data)
 
     return broker, runtime

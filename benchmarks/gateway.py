@@ -1,0 +1,222 @@
+"""What `gatehook http` adds: a ZITADEL call through the gateway next to the same decision
+asked over NATS, in one run.
+
+    .venv/bin/python benchmarks/gateway.py            # ~1 minute on 2 cores
+    .venv/bin/python benchmarks/gateway.py --seconds 5
+
+Starts nats-server, a MongoDB-protocol server, `gatehook worker` and `gatehook http`, and a
+tenant whose `complement_token.pre_userinfo_creation` slot runs a ZITADEL v1 script. Then,
+closed loop (``--in-flight`` calls at once), from this process:
+
+- **NATS**: the trigger request the gateway makes of the call, sent as a login service does;
+- **HTTP**: ZITADEL's signed `function/preuserinfo` call to `POST /zitadel/<tenant>` (the
+  gateway verifies, maps, asks the worker over NATS, maps back).
+
+Reports throughput, latency percentiles and CPU µs per call of the worker (with its sandbox
+children), the gateway and nats-server (from /proc, over each phase); the load generator's
+own CPU is not counted. Writes results/gateway-<stamp>.md and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+import uvloop
+
+from gatehook.admin.client import AdminClient
+from gatehook.devservers import free_port, start_mongo, start_nats
+from gatehook.domain.providers import zitadel
+from gatehook.domain.targets import signature
+from run import cpu_by_kind, pct, start_worker, stop, wait_ready
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+TENANT = "bench-gw"
+KEY = "bench-signing-key-0123456789"
+SCRIPT = """function claims(ctx, api) {
+  api.v1.claims.setClaim('dept', ctx.v1.user.getMetadata().metadata[0].value);
+  api.v1.claims.setClaim('client', ctx.v1.application.getClientId());
+}"""
+CALL: dict[str, Any] = {
+    "function": "function/preuserinfo",
+    "userinfo": {"sub": "u1", "email": "mini@acme.com"},
+    "user": {
+        "id": "u1",
+        "username": "mini@acme.com",
+        "human": {"first_name": "Minnie", "email": "mini@acme.com", "is_email_verified": True},
+    },
+    "user_metadata": [{"key": "dept", "value": "ZW5naW5lZXJpbmc="}],
+    "org": {"id": "o1", "name": "Acme"},
+    "application": {"client_id": "app1"},
+}
+
+
+async def set_up(url: str) -> None:
+    nc = await nats.connect(url)
+    try:
+        await AdminClient(nc, actor="bench", timeout=60).call(
+            TENANT,
+            "apply",
+            file={
+                "actions": [{"name": "claims", "source": SCRIPT}],
+                "flows": {"complement_token": {"pre_userinfo_creation": ["claims@latest"]}},
+                "ingress": {"zitadel": {"signing_keys": [KEY]}},
+            },
+        )
+    finally:
+        await nc.drain()
+
+
+async def closed_loop(call: Any, seconds: float, in_flight: int) -> tuple[int, list[float]]:
+    """``in_flight`` loops calling ``call()`` for ``seconds``; the count and latencies (ms)."""
+    lat: list[float] = []
+    end = time.monotonic() + seconds
+
+    async def one() -> None:
+        while time.monotonic() < end:
+            started = time.perf_counter()
+            await call()
+            lat.append((time.perf_counter() - started) * 1000)
+
+    await asyncio.gather(*(one() for _ in range(in_flight)))
+    return len(lat), lat
+
+
+def start_gateway(url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOOK_")}
+    env.update(GATEHOOK_NATS_URL=url, GATEHOOK_GATEWAY__PORT=str(port))
+    return subprocess.Popen(
+        [PY, "-m", "gatehook", "http", "--log-level", "WARNING"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+async def run(args: argparse.Namespace) -> str:
+    nats_server = start_nats()
+    mongo = start_mongo()
+    worker = start_worker(1, nats_server.url, mongo.url)
+    port = free_port()
+    gateway = start_gateway(nats_server.url, port)
+    rows: list[dict[str, Any]] = []
+    try:
+        await wait_ready(nats_server.url, 1)
+        await set_up(nats_server.url)
+        nc = await nats.connect(nats_server.url)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=args.in_flight, keepalive_timeout=60)
+        )
+        base = f"http://127.0.0.1:{port}/zitadel/{TENANT}"
+        for _ in range(100):  # the gateway is up
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
+                    if r.status == 200:
+                        break
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+        raw = json.dumps(CALL).encode()
+        subject = f"gatehook.v1.trigger.{TENANT}.complement_token.pre_userinfo_creation"
+
+        async def over_nats() -> None:
+            ask = zitadel.ask(CALL)
+            msg = await nc.request(subject, json.dumps(ask.request).encode(), timeout=10)
+            assert b'"decision":"continue"' in msg.data.replace(b" ", b""), msg.data[:200]
+
+        async def over_http() -> None:
+            headers = {"ZITADEL-Signature": signature(KEY, int(time.time()), raw)}
+            async with session.post(base, data=raw, headers=headers) as r:
+                body = await r.json()
+                assert r.status == 200, body
+                assert body["append_claims"][0] == {"key": "dept", "value": "engineering"}
+
+        for name, call in (("NATS (trigger request)", over_nats), ("HTTP via gateway", over_http)):
+            await closed_loop(call, 1.0, args.in_flight)  # warm
+            pids = [worker.pid, gateway.pid, nats_server.proc.pid if nats_server.proc else 0]
+            before = _cpu(pids, gateway.pid)
+            done, lat = await closed_loop(call, args.seconds, args.in_flight)
+            after = _cpu(pids, gateway.pid)
+            rows.append(
+                {
+                    "path": name,
+                    "rps": done / args.seconds,
+                    "p50": pct(lat, 50),
+                    "p99": pct(lat, 99),
+                    "cpu": {k: (after[k] - before.get(k, 0.0)) / done * 1e6 for k in after},
+                }
+            )
+            print(f"{name}: {done / args.seconds:.0f} calls/s", flush=True)
+        await session.close()
+        await nc.drain()
+    finally:
+        stop(gateway)
+        stop(worker)
+        mongo.stop()
+        nats_server.stop()
+    return report(rows, args)
+
+
+def _cpu(pids: list[int], gateway_pid: int) -> dict[str, float]:
+    """CPU seconds by kind, the gateway counted apart from the worker."""
+    out = cpu_by_kind([p for p in pids if p and p != gateway_pid])
+    gw = cpu_by_kind([gateway_pid])
+    out["gateway"] = sum(gw.values())
+    return out
+
+
+def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    kinds = ("worker", "sandbox", "gateway", "nats-server")
+    lines = [
+        f"### The gateway ({time.strftime('%Y-%m-%d')}, {platform.node()}, "
+        f"{os.cpu_count()} CPUs, {args.in_flight} in flight, {args.seconds:.0f} s per path)",
+        "",
+        "| path | calls/s | p50 ms | p99 ms | "
+        + " | ".join(f"CPU µs/call {k}" for k in kinds)
+        + " | CPU µs/call total |",
+        "| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in kinds) + " | ---: |",
+    ]
+    for r in rows:
+        cpu = [r["cpu"].get(k, 0.0) for k in kinds]
+        lines.append(
+            f"| {r['path']} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+            + " | ".join(f"{c:.0f}" for c in cpu)
+            + f" | {sum(cpu):.0f} |"
+        )
+    if len(rows) == 2:
+        nats_row, http_row = rows
+        total = [sum(r["cpu"].get(k, 0.0) for k in kinds) for r in rows]
+        lines += [
+            "",
+            f"Through the gateway: p50 +{http_row['p50'] - nats_row['p50']:.2f} ms "
+            f"({http_row['p50'] / nats_row['p50']:.2f}x), CPU per call "
+            f"+{total[1] - total[0]:.0f} µs ({total[1] / total[0]:.2f}x), of which the "
+            f"gateway {http_row['cpu'].get('gateway', 0.0):.0f} µs.",
+        ]
+    text = "\n".join(lines) + "\n"
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"gateway-{time.strftime('%Y%m%d-%H%M%S')}.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--in-flight", type=int, default=16)
+    args = parser.parse_args()
+    print(uvloop.run(run(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,450 @@
+"""``gatehook http``: the HTTP front identity providers call as their hook endpoint.
+
+A separate, stateless process: every call is checked against the tenant's provider secrets
+(asked from a worker over ``gatehook.v1.ingress.<tenant>.keys`` and cached for
+``GATEHOOK_GATEWAY__KEYS_TTL_S``), mapped to trigger requests (``domain.providers``), sent to
+the workers over NATS request-reply exactly as a login service sends them, and the replies
+mapped back to the provider's response format. It scales on its own behind any load balancer.
+
+Routes (docs/integrations/):
+- ``POST /zitadel/<tenant>``: ZITADEL Actions v2 targets (restCall, restWebhook);
+- ``POST /kratos/<tenant>/<flow_type>/<trigger>``: Ory Kratos web hooks;
+- ``POST /okta/<tenant>/token`` and ``/okta/<tenant>/registration``: Okta inline hooks;
+- ``GET /healthz`` and ``GET /metrics`` (Prometheus text).
+
+Every call is answered by its route's deadline (a provider's own timeout is a few seconds):
+a worker that is slow or gone gives the provider's error shape, never a hang. Refused calls
+(bad signature or key, old timestamp, unknown tenant, malformed JSON, oversized body) get a
+4xx and an ``ingress.refused`` audit event (at most ``REFUSED_AUDIT_PER_S`` a second; the rest
+are counted in the next one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from gatehook.admin.ingress import ingress_subject
+from gatehook.domain.catalogue import TENANT_RE, is_valid_slot
+from gatehook.domain.ingress import shared_secret_refusal, zitadel_signature_refusal
+from gatehook.domain.providers import Answer, Ask, Malformed, kratos, okta, zitadel
+from gatehook.settings import GatewaySettings
+
+__all__ = ["Gateway", "serve_gateway"]
+
+log = logging.getLogger("gatehook.gateway")
+
+_NEGATIVE_TTL_S = 5.0  # an unconfigured tenant is asked again after this long
+_REFETCH_AFTER_S = 1.0  # a refused secret re-reads the tenant's secrets (rotation) once
+
+
+class _Unavailable(Exception):
+    """No answer from the workers in time (the message says which)."""
+
+
+@dataclass
+class _Keys:
+    configured: bool
+    secrets: list[str]
+    header: str
+    fetched: float
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class Gateway:
+    """The aiohttp application and its NATS connection (see the module)."""
+
+    def __init__(self, settings: GatewaySettings, nc: NATS) -> None:
+        self._settings = settings
+        self._nc = nc
+        self._keys: dict[tuple[str, str], _Keys] = {}
+        self._audit_tokens = settings.refused_audit_per_s
+        self._audit_at = time.monotonic()
+        self._suppressed = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.registry = CollectorRegistry()
+        self._requests = Counter(
+            "gatehook_gateway_requests",
+            "Provider calls answered, by route and outcome",
+            ["route", "outcome"],
+            registry=self.registry,
+        )
+        self._seconds = Histogram(
+            "gatehook_gateway_request_seconds",
+            "Time to answer a provider call, by route",
+            ["route"],
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+
+    def app(self) -> web.Application:
+        """The application (the body limit is aiohttp's ``client_max_size``)."""
+        app = web.Application(
+            client_max_size=self._settings.max_body_bytes, middlewares=[self._errors]
+        )
+        app.router.add_post("/zitadel/{tenant}", self._zitadel)
+        app.router.add_post("/kratos/{tenant}/{flow_type}/{trigger}", self._kratos)
+        app.router.add_post("/okta/{tenant}/token", self._okta_token)
+        app.router.add_post("/okta/{tenant}/registration", self._okta_registration)
+        app.router.add_get("/healthz", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    async def aclose(self) -> None:
+        """Wait for the audit events still being written."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- routes -------------------------------------------------------------------------------
+    async def _zitadel(self, request: web.Request) -> web.StreamResponse:
+        async def handle(tenant: str, raw: bytes, deadline: float) -> Answer:
+            keys = await self._secrets(tenant, "zitadel", deadline)
+
+            def refusal(k: _Keys) -> str | None:
+                header = request.headers.get("ZITADEL-Signature")
+                return zitadel_signature_refusal(header, raw, k.secrets, time.time())
+
+            await self._check(tenant, "zitadel", keys, refusal, deadline)
+            body = _json_object(raw)
+            if zitadel.is_event(body):
+                await self._audit(
+                    tenant,
+                    "zitadel",
+                    "ingress.event_received",
+                    None,
+                    {"event": {k: body.get(k) for k in _EVENT_FIELDS if k in body}},
+                )
+                return Answer(200, {}, "event")
+            ask = zitadel.ask(body)
+            reply = await self._ask(tenant, ask, deadline)
+            return zitadel.answer(body, reply)
+
+        return await self._serve(
+            request, "zitadel", self._settings.zitadel_deadline_ms, handle, zitadel.unavailable
+        )
+
+    async def _kratos(self, request: web.Request) -> web.StreamResponse:
+        flow_type, trigger = request.match_info["flow_type"], request.match_info["trigger"]
+
+        async def handle(tenant: str, raw: bytes, deadline: float) -> Answer:
+            keys = await self._secrets(tenant, "kratos", deadline)
+            await self._check(tenant, "kratos", keys, _shared(request), deadline)
+            if not is_valid_slot(flow_type, trigger):
+                raise _Refused(404, f"{flow_type}.{trigger} is not a slot of the catalogue")
+            body = _json_object(raw)
+            reply = await self._ask(tenant, kratos.ask(flow_type, trigger, body), deadline)
+            return kratos.answer(body, reply)
+
+        return await self._serve(
+            request, "kratos", self._settings.kratos_deadline_ms, handle, kratos.unavailable
+        )
+
+    async def _okta_token(self, request: web.Request) -> web.StreamResponse:
+        async def handle(tenant: str, raw: bytes, deadline: float) -> Answer:
+            keys = await self._secrets(tenant, "okta", deadline)
+            await self._check(tenant, "okta", keys, _shared(request), deadline)
+            body = _json_object(raw)
+            asks = okta.token_asks(body)
+            replies = await asyncio.gather(*(self._ask(tenant, a, deadline) for a in asks))
+            return okta.token_answer(body, list(replies))
+
+        return await self._serve(
+            request, "okta.token", self._settings.okta_deadline_ms, handle, okta.unavailable
+        )
+
+    async def _okta_registration(self, request: web.Request) -> web.StreamResponse:
+        async def handle(tenant: str, raw: bytes, deadline: float) -> Answer:
+            keys = await self._secrets(tenant, "okta", deadline)
+            await self._check(tenant, "okta", keys, _shared(request), deadline)
+            body = _json_object(raw)
+            reply = await self._ask(tenant, okta.registration_ask(body), deadline)
+            return okta.registration_answer(reply)
+
+        def unavailable(message: str) -> Answer:
+            return okta.unavailable(message, registration=True)
+
+        return await self._serve(
+            request,
+            "okta.registration",
+            self._settings.okta_deadline_ms,
+            handle,
+            unavailable,
+        )
+
+    async def _health(self, request: web.Request) -> web.StreamResponse:
+        ok = self._nc.is_connected
+        return web.json_response({"ready": ok, "nats": ok}, status=200 if ok else 503)
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=generate_latest(self.registry), content_type="text/plain")
+
+    # -- the way of one call --------------------------------------------------------------------
+    async def _serve(
+        self,
+        request: web.Request,
+        route: str,
+        deadline_ms: int,
+        handle: Callable[[str, bytes, float], Awaitable[Answer]],
+        unavailable: Callable[[str], Answer],
+    ) -> web.StreamResponse:
+        started = time.monotonic()
+        deadline = started + deadline_ms / 1000
+        tenant = request.match_info["tenant"]
+        provider = route.split(".")[0]
+        try:
+            if not TENANT_RE.fullmatch(tenant):
+                raise _Refused(404, "not a tenant slug")
+            raw = await request.read()
+            answer = await handle(tenant, raw, deadline)
+        except _Refused as exc:
+            answer = Answer(exc.status, {"error": exc.reason}, "refused")
+            if TENANT_RE.fullmatch(tenant):
+                await self._refused(tenant, provider, exc.reason, request)
+        except Malformed as exc:
+            answer = Answer(400, {"error": str(exc)}, "refused")
+            await self._refused(tenant, provider, f"malformed: {exc}", request)
+        except _Unavailable as exc:
+            answer = unavailable(str(exc))
+        except web.HTTPRequestEntityTooLarge:
+            answer = Answer(
+                413, {"error": f"body larger than {self._settings.max_body_bytes} bytes"}, "refused"
+            )
+            if TENANT_RE.fullmatch(tenant):
+                await self._refused(tenant, provider, "body too large", request)
+        except Exception:  # a bug of ours: the call fails clearly, the gateway keeps serving
+            log.exception("%s call for %s failed", route, tenant[:64])
+            answer = unavailable("internal error in the gateway")
+        elapsed = time.monotonic() - started
+        self._requests.labels(route, answer.outcome).inc()
+        self._seconds.labels(route).observe(elapsed)
+        return (
+            web.json_response(answer.body, status=answer.status, headers=answer.headers)
+            if answer.body is not None
+            else web.Response(status=answer.status)
+        )
+
+    async def _check(
+        self,
+        tenant: str,
+        provider: str,
+        keys: _Keys,
+        refusal: Callable[[_Keys], str | None],
+        deadline: float,
+    ) -> None:
+        """Refuse (401) a call its provider did not sign or authorize with a configured
+        secret; a refused secret re-reads the tenant's secrets once (a rotation)."""
+        if not keys.configured:
+            raise _Refused(401, f"the tenant has no {provider} ingress configured")
+        reason = refusal(keys)
+        if reason is not None and time.monotonic() - keys.fetched > _REFETCH_AFTER_S:
+            self._keys.pop((tenant, provider), None)
+            keys = await self._secrets(tenant, provider, deadline)
+            reason = refusal(keys) if keys.configured else reason
+        if reason is not None:
+            raise _Refused(401, reason)
+
+    async def _secrets(self, tenant: str, provider: str, deadline: float) -> _Keys:
+        now = time.monotonic()
+        cached = self._keys.get((tenant, provider))
+        if cached is not None:
+            ttl = self._settings.keys_ttl_s if cached.configured else _NEGATIVE_TTL_S
+            if now - cached.fetched < ttl:
+                return cached
+        result = await self._request(
+            ingress_subject(tenant, "keys"), {"provider": provider}, deadline
+        )
+        keys = _Keys(
+            bool(result.get("configured")),
+            [str(s) for s in result.get("secrets") or []],
+            str(result.get("header") or "Authorization"),
+            time.monotonic(),
+        )
+        if len(self._keys) > 100_000:
+            self._keys.clear()
+        self._keys[(tenant, provider)] = keys
+        return keys
+
+    async def _request(self, subject: str, body: dict[str, Any], deadline: float) -> Any:
+        reply = await self._send(subject, json.dumps(body).encode(), deadline)
+        if not reply.get("ok"):
+            error = reply.get("error") or {}
+            raise _Unavailable(f"gatehook: {error.get('message', 'the request failed')}")
+        return reply.get("result") or {}
+
+    async def _send(self, subject: str, payload: bytes, deadline: float) -> dict[str, Any]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Unavailable("no decision within the route's deadline")
+        try:
+            msg = await self._nc.request(subject, payload, timeout=remaining)
+        except NoRespondersError:
+            raise _Unavailable("no gatehook worker answered") from None
+        except (TimeoutError, NatsTimeout):
+            raise _Unavailable("no decision within the route's deadline") from None
+        try:
+            reply = json.loads(msg.data)
+        except ValueError:
+            raise _Unavailable("a worker's reply was not JSON") from None
+        if not isinstance(reply, dict):
+            raise _Unavailable("a worker's reply was not an object")
+        return reply
+
+    async def _ask(self, tenant: str, ask: Ask, deadline: float) -> dict[str, Any]:
+        """One trigger request, with the time left as its ``deadline_ms``."""
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        if remaining_ms < 1:
+            raise _Unavailable("no decision within the route's deadline")
+        body = {**ask.request, "deadline_ms": min(remaining_ms, 60_000)}
+        subject = f"gatehook.v1.trigger.{tenant}.{ask.flow_type}.{ask.trigger}"
+        reply = await self._send(subject, json.dumps(body, default=str).encode(), deadline)
+        trace = [
+            f"{a.get('name')}@{a.get('version')}:{a.get('outcome')}"
+            + (f" ({a['error']})" if a.get("error") else "")
+            for a in reply.get("actions") or []
+            if isinstance(a, dict)
+        ]
+        log.info(
+            "%s %s.%s request %s: %s%s actions=[%s]",
+            tenant,
+            ask.flow_type,
+            ask.trigger,
+            body.get("request_id"),
+            reply.get("decision"),
+            f" ({reply['error'].get('message')})" if isinstance(reply.get("error"), dict) else "",
+            ", ".join(trace),
+        )
+        return reply
+
+    # -- audit ----------------------------------------------------------------------------------
+    async def _refused(self, tenant: str, provider: str, reason: str, request: web.Request) -> None:
+        """An ``ingress.refused`` event, within the audit rate (never delays much: it has
+        its own short timeout, and a failure is logged)."""
+        now = time.monotonic()
+        rate = self._settings.refused_audit_per_s
+        self._audit_tokens = min(rate, self._audit_tokens + (now - self._audit_at) * rate)
+        self._audit_at = now
+        log.info("refused %s call for %s: %s", provider, tenant, reason)
+        if self._audit_tokens < 1:
+            self._suppressed += 1
+            return
+        self._audit_tokens -= 1
+        details: dict[str, Any] = {"path": request.path[:200], "remote": request.remote}
+        if self._suppressed:
+            details["suppressed_before"], self._suppressed = self._suppressed, 0
+        task = asyncio.create_task(
+            self._audit(tenant, provider, "ingress.refused", reason, details, quiet=True)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _audit(
+        self,
+        tenant: str,
+        provider: str,
+        type_: str,
+        reason: str | None,
+        details: dict[str, Any],
+        *,
+        quiet: bool = False,
+    ) -> None:
+        body = {"type": type_, "provider": provider, "reason": reason, "details": details}
+        try:
+            await self._request(ingress_subject(tenant, "audit"), body, time.monotonic() + 2.0)
+        except _Unavailable as exc:
+            if not quiet:
+                raise
+            log.warning("could not audit %s for %s: %s", type_, tenant, exc)
+
+    @web.middleware
+    async def _errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """A JSON body for aiohttp's own refusals (unknown path, wrong method)."""
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return web.json_response({"error": exc.reason}, status=exc.status)
+
+
+_EVENT_FIELDS = (
+    "aggregateID",
+    "aggregateType",
+    "resourceOwner",
+    "instanceID",
+    "version",
+    "sequence",
+    "event_type",
+    "created_at",
+    "userID",
+)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise Malformed("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise Malformed("the body is not a JSON object")
+    return body
+
+
+def _shared(request: web.Request) -> Callable[[_Keys], str | None]:
+    def refusal(keys: _Keys) -> str | None:
+        return shared_secret_refusal(request.headers.get(keys.header), keys.secrets, keys.header)
+
+    return refusal
+
+
+def _ssl(settings: GatewaySettings) -> ssl.SSLContext | None:
+    if settings.tls_cert_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    key = str(settings.tls_key_file) if settings.tls_key_file is not None else None
+    context.load_cert_chain(str(settings.tls_cert_file), key)
+    return context
+
+
+async def serve_gateway(
+    settings: GatewaySettings,
+    nc: NATS,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    stop: asyncio.Event | None = None,
+    started: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until ``stop`` is set (or forever)."""
+    gateway = Gateway(settings, nc)
+    runner = web.AppRunner(gateway.app(), access_log=None)
+    await runner.setup()
+    where = (host or settings.host, settings.port if port is None else port)
+    site = web.TCPSite(runner, *where, ssl_context=_ssl(settings))
+    await site.start()
+    if started is not None:
+        started(site.name)
+    try:
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await runner.cleanup()
+        await gateway.aclose()
