@@ -1,12 +1,13 @@
 """What `gatehook http` adds: a ZITADEL call through the gateway next to the same decision
 asked over NATS, in one run.
 
-    .venv/bin/python benchmarks/gateway.py            # ~1 minute on 2 cores
+    .venv/bin/python benchmarks/gateway.py            # ~2 minutes on 2 cores
     .venv/bin/python benchmarks/gateway.py --seconds 5
 
 Starts nats-server, a MongoDB-protocol server, `gatehook worker` and `gatehook http`, and a
 tenant whose `complement_token.pre_userinfo_creation` slot runs a ZITADEL v1 script. Then,
-closed loop (``--in-flight`` calls at once), from this process:
+closed loop (``--in-flight`` calls at once) and at a steady ``--rate`` (latency from each
+call's scheduled time), from this process:
 
 - **NATS**: the trigger request the gateway makes of the call, sent as a login service does;
 - **HTTP**: ZITADEL's signed `function/preuserinfo` call to `POST /zitadel/<tenant>` (the
@@ -78,6 +79,27 @@ async def set_up(url: str) -> None:
         await nc.drain()
 
 
+async def open_loop(call: Any, seconds: float, rate: float) -> tuple[int, list[float]]:
+    """``call()`` at ``rate`` a second for ``seconds``; latencies (ms) from each call's
+    scheduled time (a late start counts)."""
+    lat: list[float] = []
+    tasks = []
+    start = time.perf_counter()
+
+    async def one(at: float) -> None:
+        await call()
+        lat.append((time.perf_counter() - at) * 1000)
+
+    for i in range(int(seconds * rate)):
+        at = start + i / rate
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(at)))
+    await asyncio.gather(*tasks)
+    return len(lat), lat
+
+
 async def closed_loop(call: Any, seconds: float, in_flight: int) -> tuple[int, list[float]]:
     """``in_flight`` loops calling ``call()`` for ``seconds``; the count and latencies (ms)."""
     lat: list[float] = []
@@ -141,22 +163,28 @@ async def run(args: argparse.Namespace) -> str:
                 assert r.status == 200, body
                 assert body["append_claims"][0] == {"key": "dept", "value": "engineering"}
 
-        for name, call in (("NATS (trigger request)", over_nats), ("HTTP via gateway", over_http)):
-            await closed_loop(call, 1.0, args.in_flight)  # warm
-            pids = [worker.pid, gateway.pid, nats_server.proc.pid if nats_server.proc else 0]
-            before = _cpu(pids, gateway.pid)
-            done, lat = await closed_loop(call, args.seconds, args.in_flight)
-            after = _cpu(pids, gateway.pid)
-            rows.append(
-                {
-                    "path": name,
-                    "rps": done / args.seconds,
-                    "p50": pct(lat, 50),
-                    "p99": pct(lat, 99),
-                    "cpu": {k: (after[k] - before.get(k, 0.0)) / done * 1e6 for k in after},
-                }
-            )
-            print(f"{name}: {done / args.seconds:.0f} calls/s", flush=True)
+        pids = [worker.pid, gateway.pid, nats_server.proc.pid if nats_server.proc else 0]
+        paths = (("NATS (trigger request)", over_nats), ("HTTP via gateway", over_http))
+        for load in ("closed", f"{args.rate:.0f}/s"):
+            for name, call in paths:
+                await closed_loop(call, 1.0, args.in_flight)  # warm
+                before = _cpu(pids, gateway.pid)
+                if load == "closed":
+                    done, lat = await closed_loop(call, args.seconds, args.in_flight)
+                else:
+                    done, lat = await open_loop(call, args.seconds, args.rate)
+                after = _cpu(pids, gateway.pid)
+                rows.append(
+                    {
+                        "path": name,
+                        "load": load,
+                        "rps": done / args.seconds,
+                        "p50": pct(lat, 50),
+                        "p99": pct(lat, 99),
+                        "cpu": {k: (after[k] - before.get(k, 0.0)) / done * 1e6 for k in after},
+                    }
+                )
+                print(f"{name}, {load}: {done / args.seconds:.0f} calls/s", flush=True)
         await session.close()
         await nc.drain()
     finally:
@@ -181,28 +209,28 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"### The gateway ({time.strftime('%Y-%m-%d')}, {platform.node()}, "
         f"{os.cpu_count()} CPUs, {args.in_flight} in flight, {args.seconds:.0f} s per path)",
         "",
-        "| path | calls/s | p50 ms | p99 ms | "
+        "| load | path | calls/s | p50 ms | p99 ms | "
         + " | ".join(f"CPU µs/call {k}" for k in kinds)
         + " | CPU µs/call total |",
-        "| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in kinds) + " | ---: |",
+        "| --- | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in kinds) + " | ---: |",
     ]
     for r in rows:
         cpu = [r["cpu"].get(k, 0.0) for k in kinds]
         lines.append(
-            f"| {r['path']} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+            f"| {r['load']} | {r['path']} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
             + " | ".join(f"{c:.0f}" for c in cpu)
             + f" | {sum(cpu):.0f} |"
         )
-    if len(rows) == 2:
-        nats_row, http_row = rows
-        total = [sum(r["cpu"].get(k, 0.0) for k in kinds) for r in rows]
-        lines += [
-            "",
-            f"Through the gateway: p50 +{http_row['p50'] - nats_row['p50']:.2f} ms "
+    lines.append("")
+    for nats_row, http_row in zip(rows[::2], rows[1::2], strict=True):
+        total = [sum(r["cpu"].get(k, 0.0) for k in kinds) for r in (nats_row, http_row)]
+        lines.append(
+            f"- {nats_row['load']}: through the gateway p50 "
+            f"+{http_row['p50'] - nats_row['p50']:.2f} ms "
             f"({http_row['p50'] / nats_row['p50']:.2f}x), CPU per call "
             f"+{total[1] - total[0]:.0f} µs ({total[1] / total[0]:.2f}x), of which the "
-            f"gateway {http_row['cpu'].get('gateway', 0.0):.0f} µs.",
-        ]
+            f"gateway {http_row['cpu'].get('gateway', 0.0):.0f} µs."
+        )
     text = "\n".join(lines) + "\n"
     out = HERE / "results"
     out.mkdir(exist_ok=True)
@@ -214,6 +242,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--in-flight", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=300.0, help="the open loop's calls/s")
     args = parser.parse_args()
     print(uvloop.run(run(args)))
 

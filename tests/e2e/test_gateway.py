@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -199,7 +200,10 @@ USERINFO_CALL: dict[str, Any] = {
 }
 
 
-async def test_zitadel_function_executions(gateway: Gateway, nc: NATS, tenant: str) -> None:
+async def test_zitadel_function_executions(
+    gateway: Gateway, nc: NATS, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gatehook.gateway")
     plan = await apply(nc, tenant, TENANT_FILE)
     assert any("set ingress" in c for c in plan["changes"]), plan
     # a ZITADEL v1 script finds ctx.v1 as under ZITADEL; signed with the second key
@@ -216,6 +220,12 @@ async def test_zitadel_function_executions(gateway: Gateway, nc: NATS, tenant: s
         "sub_claim": "312909075211944344",
     }
     assert body["append_log_claims"] == ["claims ran"]
+    # the worker's actions[] trace is in the gateway's log of the call
+    assert any(
+        f"{tenant} complement_token.pre_userinfo_creation" in r.getMessage()
+        and "actions=[claims@1.0.0:continue]" in r.getMessage()
+        for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]
     assert body["set_user_metadata"] == [{"key": "seen", "value": b64("yes")}]
     # the rotated-out key still signs
     status, body = await gateway.zitadel(tenant, USERINFO_CALL, key=KEY_OLD)
@@ -315,6 +325,18 @@ async def test_hostile_calls_are_refused_and_audited(
     status, body = await gateway.zitadel(tenant, USERINFO_CALL)
     assert status == 200, body
     assert body["append_claims"], body
+    # request metrics per route and outcome
+    async with gateway.session.get(gateway.url + "/metrics") as r:
+        lines = (await r.text()).splitlines()
+    counts = {
+        line.split("{", 1)[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("gatehook_gateway_requests_total{")
+    }
+    assert counts['outcome="refused",route="zitadel"'] == 10, counts
+    assert counts['outcome="continue",route="zitadel"'] == 1, counts
+    assert counts['outcome="refused",route="okta.token"'] == 1, counts
+    assert counts['outcome="refused",route="kratos"'] == 1, counts
 
     async def audited() -> list[dict[str, Any]]:
         return await audit_events(nc, tenant, "ingress.refused")

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
@@ -235,10 +236,13 @@ class Gateway:
         elapsed = time.monotonic() - started
         self._requests.labels(route, answer.outcome).inc()
         self._seconds.labels(route).observe(elapsed)
-        return (
-            web.json_response(answer.body, status=answer.status, headers=answer.headers)
-            if answer.body is not None
-            else web.Response(status=answer.status)
+        if answer.body is None:
+            return web.Response(status=answer.status, headers=answer.headers)
+        return web.Response(
+            body=_dumps(answer.body),
+            status=answer.status,
+            headers=answer.headers,
+            content_type="application/json",
         )
 
     async def _check(
@@ -283,7 +287,7 @@ class Gateway:
         return keys
 
     async def _request(self, subject: str, body: dict[str, Any], deadline: float) -> Any:
-        reply = await self._send(subject, json.dumps(body).encode(), deadline)
+        reply = await self._send(subject, _dumps(body), deadline)
         if not reply.get("ok"):
             error = reply.get("error") or {}
             raise _Unavailable(f"gatehook: {error.get('message', 'the request failed')}")
@@ -300,7 +304,7 @@ class Gateway:
         except (TimeoutError, NatsTimeout):
             raise _Unavailable("no decision within the route's deadline") from None
         try:
-            reply = json.loads(msg.data)
+            reply = _loads(msg.data)
         except ValueError:
             raise _Unavailable("a worker's reply was not JSON") from None
         if not isinstance(reply, dict):
@@ -314,7 +318,7 @@ class Gateway:
             raise _Unavailable("no decision within the route's deadline")
         body = {**ask.request, "deadline_ms": min(remaining_ms, 60_000)}
         subject = f"gatehook.v1.trigger.{tenant}.{ask.flow_type}.{ask.trigger}"
-        reply = await self._send(subject, json.dumps(body, default=str).encode(), deadline)
+        reply = await self._send(subject, _dumps(body), deadline)
         trace = [
             f"{a.get('name')}@{a.get('version')}:{a.get('outcome')}"
             + (f" ({a['error']})" if a.get("error") else "")
@@ -399,9 +403,25 @@ _EVENT_FIELDS = (
 )
 
 
+def _loads(raw: bytes) -> Any:
+    """orjson, or the standard library for what orjson refuses (integers past 64 bits, lone
+    surrogates); ``ValueError`` for what is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # an integer past 64 bits, a lone surrogate
+        return json.dumps(value, default=str).encode()
+
+
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
+        body = _loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise Malformed("the body is not JSON") from None
     if not isinstance(body, dict):
