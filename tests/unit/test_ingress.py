@@ -159,3 +159,21 @@ def test_odd_values_where_lists_belong() -> None:
     assert ask.request["user"]["metadata"] == {}
     reply = {"decision": "continue", "metadata": [{"key": "k", "value": "v"}]}
     assert zitadel.answer(call, reply).body["metadata"] == [{"key": "k", "value": "dg=="}]
+
+
+def test_grants_in_either_of_zitadels_spellings() -> None:
+    from gatehook.domain.providers import zitadel
+
+    for grant in (
+        {"project_id": "p1", "roles": ["a"], "grant_id": "pg", "org_name": "Acme"},
+        {"ProjectID": "p1", "Roles": ["a"], "GrantID": "pg", "OrgName": "Acme"},
+    ):
+        ask = zitadel.ask({"function": "function/preuserinfo", "user_grants": [grant]})
+        assert ask.request["user"]["grants"] == [
+            {
+                "projectId": "p1",
+                "roles": ["a"],
+                "projectGrantId": "pg",
+                "userGrantResourceOwnerName": "Acme",
+            }
+        ]

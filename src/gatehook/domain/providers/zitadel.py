@@ -82,8 +82,11 @@ def _metadata(entries: Any) -> dict[str, Any]:
         raise Malformed("user_metadata must be a list")
     out: dict[str, Any] = {}
     for entry in entries:
-        if isinstance(entry, dict) and isinstance(entry.get("key"), str):
-            out[entry["key"]] = _metadata_value(entry.get("value"))
+        if not isinstance(entry, dict):
+            continue
+        key = entry.get("key", entry.get("Key"))  # (Go field names where a version has no tag)
+        if isinstance(key, str):
+            out[key] = _metadata_value(entry.get("value", entry.get("Value")))
     return out
 
 
@@ -94,17 +97,27 @@ _GRANT_NAMES = {
 }
 
 
+_WORD = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def _snake(name: str) -> str:
+    """``ProjectID`` -> ``project_id`` (a Go field without a JSON tag), ``project_id`` kept."""
+    return name if "_" in name or name.islower() else _WORD.sub("_", name).lower()
+
+
 def _grants(entries: Any) -> list[dict[str, Any]]:
-    """ZITADEL's user grants with the v1 script names (``projectId``, ``roles``, ...)."""
+    """ZITADEL's user grants with the v1 script names (``projectId``, ``roles``, ...), from
+    snake_case keys or the Go field names of versions that send those (``ProjectID``)."""
     if entries is None:
         return []
     if not isinstance(entries, list):
         raise Malformed("user_grants must be a list")
-    return [
-        {_GRANT_NAMES.get(k, _camel(k)): v for k, v in g.items()}
-        for g in entries
-        if isinstance(g, dict)
-    ]
+    out = []
+    for grant in entries:
+        if isinstance(grant, dict):
+            names = {str(k): _snake(str(k)) for k in grant}
+            out.append({_GRANT_NAMES.get(names[k], _camel(names[k])): v for k, v in grant.items()})
+    return out
 
 
 def _user(raw: dict[str, Any], metadata: dict[str, Any], grants: list[Any]) -> dict[str, Any]:
