@@ -21,10 +21,10 @@ from pathlib import Path
 import uvloop
 
 from gatehook.admin.client import AdminClient
+from gatehook.app import build_broker
 from gatehook.devservers import start_mongo, start_nats
 from gatehook.settings import Settings
 from gatehook.transport.lean import settle
-from gatehook.transport.worker import build_broker
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

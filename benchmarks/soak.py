@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/soak.py                   # 20 minutes at 300 req/s
     .venv/bin/python benchmarks/soak.py --minutes 2       # a short check
+    .venv/bin/python benchmarks/soak.py --pin-cache 10000 # the sign-in pin cache bounded lower
 
 One worker (with its sandbox children) on real servers, the sample tenant's flow
 (examples/acme: templates, a TypeScript action, a ZITADEL-style script), and an open loop
@@ -110,9 +111,16 @@ async def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--minutes", type=int, default=20)
     p.add_argument("--rate", type=float, default=300.0)
+    p.add_argument(
+        "--pin-cache",
+        type=int,
+        default=None,
+        help="GATEHOOK_CACHE__SIGNIN_PINS of the worker (default: the setting's default)",
+    )
     args = p.parse_args()
     nats_srv, mongo = start_nats(), start_mongo()
-    worker = start_worker(1, nats_srv.url, mongo.url)
+    extra = {} if args.pin_cache is None else {"GATEHOOK_CACHE__SIGNIN_PINS": str(args.pin_cache)}
+    worker = start_worker(1, nats_srv.url, mongo.url, extra)
     rows: list[dict[str, Any]] = []
     try:
         await wait_ready(nats_srv.url, 1)

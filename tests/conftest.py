@@ -19,6 +19,7 @@ from nats.aio.client import Client as NATS
 from pymongo import MongoClient
 
 from gatehook.admin.service import AdminService
+from gatehook.app import build_broker
 from gatehook.devservers import Server, find_binary, start_mongo, start_nats
 from gatehook.runtime import Runtime
 from gatehook.sandbox import SandboxPool
@@ -34,7 +35,7 @@ from gatehook.storage import MongoStore
 from gatehook.templates import default_registry
 from gatehook.transport.jetstream import AuditPublisher
 from gatehook.transport.lean import settle
-from gatehook.transport.worker import build_broker, changes_subject
+from gatehook.transport.worker import changes_subject
 
 _ENV = Settings()
 # Tenants' secrets are sealed in every test's database (tests/e2e/test_security.py reads them raw)

@@ -1,8 +1,10 @@
 """The worker as a FastStream application
 (``faststream run gatehook.app:create_app --factory``).
 
-Imports run one way: this module -> ``transport.worker`` (the subscribers) -> ``runtime``
-(what they call into).
+The composition of a worker: ``build_broker`` makes the broker (``transport.worker``) and
+the runtime, and subscribes the one to the other. Imports run one way: this module ->
+``transport.worker`` and ``runtime``; the transport knows the runtime only as the
+``Endpoints`` it calls.
 """
 
 from __future__ import annotations
@@ -10,16 +12,35 @@ from __future__ import annotations
 import logging
 
 from faststream import FastStream
+from faststream.nats import NatsBroker
 
 from gatehook.process.loop import freeze_startup_heap
 from gatehook.runtime import Runtime
+from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.transport.lean import settle
-from gatehook.transport.worker import build_broker
+from gatehook.transport.worker import new_broker, subscribe
 
-__all__ = ["Runtime", "create_app"]
+__all__ = ["Runtime", "build_broker", "create_app"]
 
 log = logging.getLogger("gatehook")
+
+
+def build_broker(
+    settings: Settings, *, pool: SandboxPool | None = None
+) -> tuple[NatsBroker, Runtime]:
+    """A broker with the worker's subscribers, and the runtime they call into."""
+    runtimes: list[Runtime] = []  # (the broker's callback is made before the runtime)
+
+    def reconnected() -> None:
+        for runtime in runtimes:
+            runtime.reconnected()
+
+    broker = new_broker(settings, reconnected)
+    runtime = Runtime(settings, broker, pool=pool)
+    runtimes.append(runtime)
+    subscribe(broker, settings, runtime)
+    return broker, runtime
 
 
 def create_app(settings: Settings | None = None) -> FastStream:

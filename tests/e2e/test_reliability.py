@@ -485,3 +485,166 @@ async def test_noisy_tenant_cannot_take_the_whole_sandbox(
 
     await asyncio.gather(*(flood() for _ in range(6)), calm())
     assert order[0] == "quiet", order  # answered while every noisy request was still spinning
+
+
+async def test_a_mongodb_outage_under_load_leaves_no_request_unanswered(
+    settings: Settings, pool: SandboxPool, nc: NATS, tenant: str
+) -> None:
+    """100 req/s of a cached tenant (sign-ins already pinned, requests without a sign-in,
+    new sign-ins) with ``deadline_ms: 2000`` and the client waiting that long (plus 250 ms
+    for the network): MongoDB hung (SIGSTOP) for 6 s, then dead (SIGKILL) for 4 s, then
+    started again on its files. Every request is answered by its deadline and decided; the
+    new sign-ins decided meanwhile are pinned in MongoDB once it is back."""
+    mongo = start_mongo()
+    try:
+        local = settings.model_copy(update={"mongodb_url": mongo.url, "mongodb_timeout_ms": 500})
+        runtime, broker = await start_worker(local, pool)
+        try:
+            admin = _admin(runtime, pool, nc, local)
+            v = await custom(
+                admin, tenant, "c", "export function execute() { return {claims: {c: 1}}; }"
+            )
+            await attach(admin, tenant, [("c", v)])
+            pinned = [f"pinned-{i}" for i in range(20)]
+            for s in pinned:  # pinned in MongoDB and cached, before the outage
+                assert (await trigger(nc, tenant, request(signin_id=s)))["claims"] == {"c": 1}
+            replies: list[tuple[str, dict[str, Any] | None]] = []
+            new_signins: list[str] = []
+
+            async def one(kind: str, i: int) -> None:
+                fields: dict[str, Any] = {"deadline_ms": 2000}
+                if kind == "pinned":
+                    fields["signin_id"] = pinned[i % len(pinned)]
+                elif kind == "new":
+                    fields["signin_id"] = f"new-{i}"
+                try:
+                    reply = await trigger(nc, tenant, request(**fields), timeout=2.25)
+                except nats.errors.TimeoutError:
+                    reply = None
+                replies.append((kind, reply))
+                if kind == "new" and reply is not None and reply.get("pin_deferred"):
+                    new_signins.append(fields["signin_id"])
+
+            async def load(seconds: float) -> None:
+                tasks, start = [], time.monotonic()
+                for i in range(int(seconds * 100)):
+                    await asyncio.sleep(max(0.0, start + i / 100 - time.monotonic()))
+                    kind = ("pinned", "unpinned", "new")[i % 3]
+                    tasks.append(asyncio.create_task(one(kind, i)))
+                await asyncio.gather(*tasks)
+
+            assert mongo.proc is not None
+            running = asyncio.create_task(load(12.0))
+            await asyncio.sleep(1.0)
+            mongo.proc.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(6.0)
+            await asyncio.to_thread(mongo.kill)  # (a stopped process dies of SIGKILL too)
+            await asyncio.sleep(4.0)
+            await asyncio.to_thread(mongo.restart)
+            back = time.monotonic()
+            await running
+            unanswered = [k for k, r in replies if r is None]
+            undecided = [(k, r) for k, r in replies if r is not None and r["claims"] != {"c": 1}]
+            assert len(replies) == 1200
+            assert not unanswered, f"{len(unanswered)} unanswered: {unanswered[:5]}"
+            assert not undecided, undecided[:3]
+            assert new_signins, "no new sign-in was decided while MongoDB was away"
+            pins = runtime.store.bucket("pins", tenant)
+            while True:
+                stored = await pins.count_documents(
+                    {"_id": {"$in": [f"{tenant}/{s}" for s in new_signins]}}
+                )
+                if stored == len(new_signins):
+                    break
+                assert time.monotonic() - back < 30, f"{stored} of {len(new_signins)} pinned"
+                await asyncio.sleep(0.1)
+            print(
+                f"\n{len(replies)} requests, {len(new_signins)} new sign-ins decided on deferred"
+                f" pins, all pinned in MongoDB {time.monotonic() - back:.2f} s after its return"
+            )
+        finally:
+            await stop_worker(runtime, broker)
+    finally:
+        mongo.stop()
+
+
+async def test_nats_restart_under_load_answers_or_refuses_and_loses_no_audit(
+    settings: Settings, pool: SandboxPool, store: object, own_nats: Server, tenant: str
+) -> None:
+    """nats-server killed and restarted (same JetStream store) under 100 req/s: what a login
+    service gets is a decision or ``unavailable``, or no answer while the server itself is
+    gone; once it is back every request is decided again, and every decision's audit event
+    is in the stream exactly once."""
+    runtime, broker = await start_worker(
+        settings.model_copy(update={"nats_url": own_nats.url}), pool
+    )
+    client = await nats.connect(own_nats.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    try:
+        api = AdminClient(client, timeout=30)
+        await api.call(tenant, "actions.create", name="a")
+        await api.call(
+            tenant,
+            "actions.publish",
+            name="a",
+            source="export function execute() { return {kind: 'continue'}; }",
+        )
+        await api.call(
+            tenant,
+            "flows.attach",
+            action="a",
+            flow_type="external_authentication",
+            trigger="post_authentication",
+        )
+        assert (await trigger(client, tenant, request()))["decision"] == "continue"
+        outcomes: list[tuple[float, str, str]] = []  # (sent at, request_id, outcome)
+        started = time.monotonic()
+
+        async def one() -> None:
+            body = request(deadline_ms=2000)
+            sent = time.monotonic() - started
+            try:
+                reply = await trigger(client, tenant, body, timeout=2.25)
+            except (
+                nats.errors.TimeoutError,
+                nats.errors.NoRespondersError,
+                nats.errors.ConnectionClosedError,
+                nats.errors.ConnectionReconnectingError,
+            ):
+                outcomes.append((sent, body["request_id"], "no answer"))
+                return
+            if reply["error"] is None:
+                assert reply["decision"] == "continue", reply
+                outcomes.append((sent, body["request_id"], "decided"))
+            else:
+                assert reply["error"]["code"] == "unavailable", reply
+                assert reply["error"]["retryable"] is True, reply
+                outcomes.append((sent, body["request_id"], "unavailable"))
+
+        async def load(seconds: float) -> None:
+            tasks = []
+            for i in range(int(seconds * 100)):
+                await asyncio.sleep(max(0.0, started + i / 100 - time.monotonic()))
+                tasks.append(asyncio.create_task(one()))
+            await asyncio.gather(*tasks)
+
+        running = asyncio.create_task(load(10.0))
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(own_nats.kill)
+        await asyncio.to_thread(own_nats.restart)
+        back = time.monotonic() - started
+        await running
+        assert len(outcomes) == 1000
+        counts = {k: sum(1 for o in outcomes if o[2] == k) for k in ("decided", "unavailable")}
+        late = [o for o in outcomes if o[0] > back + 3.0]  # sent 3 s after the restart
+        assert late
+        assert all(o[2] == "decided" for o in late), [o for o in late if o[2] != "decided"][:5]
+        before = [o for o in outcomes if o[0] < 1.9]
+        assert all(o[2] == "decided" for o in before)
+        decided = {rid for _, rid, kind in outcomes if kind == "decided"}
+        stored = [e["request_id"] async for e in _events(client, tenant)]
+        assert len(stored) == len(set(stored)), "an audit event stored twice"
+        assert decided <= set(stored), f"{len(decided - set(stored))} decisions without audit"
+        print(f"\nnats-server back {back:.2f} s in; {counts}, {1000 - sum(counts.values())} lost")
+    finally:
+        await client.close()
+        await stop_worker(runtime, broker)

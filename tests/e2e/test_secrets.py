@@ -16,12 +16,12 @@ from bson import json_util
 from pymongo import MongoClient
 
 from gatehook.admin.service import AdminService, Draft
+from gatehook.app import build_broker
 from gatehook.errors import ConfigError
 from gatehook.security.sealing import SealingError, key_id, new_key, parse_key, sealer_from
 from gatehook.settings import SecretsSettings, Settings
 from gatehook.storage import MongoStore
 from gatehook.templates import default_registry
-from gatehook.transport.worker import build_broker
 from tests.conftest import TEST_SECRETS_KEY
 
 WEBHOOK_SECRET = "whsec_c2VjcmV0LW9mLXRoZS10ZW5hbnQ="

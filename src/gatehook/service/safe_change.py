@@ -1,36 +1,65 @@
 """Safe change of live flows on the decision path: shadow runs after the reply, recording
-requests for replay, and replaying them. Functions over a ``TriggerService`` (the same
+requests for replay, and replaying them. Functions over a ``DecisionPath`` (the same
 package: they use its caches and its way of running a version)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from gatehook.domain.catalogue import FlowType, Trigger
 from gatehook.domain.contract import ActionOutput, AuditEvent, Outcome, TriggerReply, TriggerRequest
 from gatehook.domain.decide import Step, decide, ends_slot
-from gatehook.domain.model import Attachment
+from gatehook.domain.model import ActionVersion, Attachment
 from gatehook.domain.replay import ReplayReport
 from gatehook.domain.replay import redact as redact_paths
 from gatehook.domain.rollout import diff_outputs
 from gatehook.errors import BadRequest, GatehookError
 from gatehook.service.call import Call
 from gatehook.service.encoding import dumps, event_id, loads, summary
-from gatehook.service.rollouts import RolloutKey
+from gatehook.service.lookup import FlowLookup
+from gatehook.service.ports import Recorder
+from gatehook.service.rollouts import RolloutCounter, RolloutKey, ShadowGate
 
-if TYPE_CHECKING:
-    from gatehook.service.trigger import TriggerService
+__all__ = ["DecisionPath", "record", "replay", "shadow"]
 
-__all__ = ["record", "replay", "shadow"]
+
+class DecisionPath(Protocol):
+    """What recording, shadows and replay use of the trigger use case (``TriggerService``
+    is one): its lookups, how it runs one version, and where it reports."""
+
+    lookup: FlowLookup
+    _recorder: Recorder | None
+    _shadows: ShadowGate | None
+    _rollouts: RolloutCounter | None
+    _publish_event: Callable[[AuditEvent], None] | None
+    _actor: str
+
+    def _call(
+        self, tenant: str, ft: FlowType, tr: Trigger, req: TriggerRequest, deadline: float
+    ) -> Call: ...
+
+    async def _run_version(
+        self, call: Call, action: str, wanted: str, before: list[Step], *, dry_run: bool = False
+    ) -> Step: ...
+
+    async def _execute(
+        self,
+        call: Call,
+        version: ActionVersion,
+        remaining: float,
+        before: list[Step],
+        *,
+        dry_run: bool = False,
+    ) -> ActionOutput: ...
 
 
 async def record(
-    svc: TriggerService,
+    svc: DecisionPath,
     tenant: str,
     ft: FlowType,
     tr: Trigger,
@@ -47,7 +76,7 @@ async def record(
 
 
 async def replay(
-    svc: TriggerService,
+    svc: DecisionPath,
     tenant: str,
     flow_type: str,
     trigger: str,
@@ -91,7 +120,7 @@ async def replay(
     return report.as_dict()
 
 
-def shadow(svc: TriggerService, call: Call, att: Attachment, live: Step) -> None:
+def shadow(svc: DecisionPath, call: Call, att: Attachment, live: Step) -> None:
     """Run the rollout's shadow version on the same input, after the reply, within the
     shadow bound; audit what it would have changed (``flow.action_shadowed``)."""
     r = att.rollout

@@ -13,6 +13,8 @@ Both are served on the lean path (``transport.trigger_server``); the management 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Protocol
 
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
@@ -20,8 +22,6 @@ from faststream.nats.annotations import NatsMessage
 from gatehook.admin.api import ADMIN_SUBJECT
 from gatehook.admin.ingress import INGRESS_SUBJECT
 from gatehook.admin.principal import AS_ADMIN_SUBJECT
-from gatehook.runtime import Runtime
-from gatehook.sandbox import SandboxPool
 from gatehook.security.connections import broker_security
 from gatehook.settings import Settings
 from gatehook.transport.trigger_server import BAD_SUBJECT, CHANGES_SUBJECT, split_subject
@@ -30,8 +30,10 @@ __all__ = [
     "ADMIN_SUBJECT",
     "CHANGES_SUBJECT",
     "TRIGGER_SUBJECT",
-    "build_broker",
+    "Endpoints",
     "changes_subject",
+    "new_broker",
+    "subscribe",
 ]
 
 log = logging.getLogger("gatehook.transport")
@@ -44,17 +46,36 @@ def changes_subject(tenant: str) -> str:
     return f"gatehook.v1.changes.{tenant}"
 
 
-def build_broker(
-    settings: Settings, *, pool: SandboxPool | None = None
-) -> tuple[NatsBroker, Runtime]:
-    """A broker with the worker's subscribers, and the runtime they call into."""
-    runtimes: list[Runtime] = []  # (the callback is given before the runtime exists)
+class _Handler(Protocol):
+    async def handle(self, subject: str, payload: bytes) -> bytes: ...
+
+
+class _Triggers(Protocol):
+    async def handle(self, tenant: str, flow_type: str, trigger: str, payload: bytes) -> bytes: ...
+
+
+class Endpoints(Protocol):
+    """What the subscribers call into (the runtime, once started)."""
+
+    @property
+    def triggers(self) -> _Triggers: ...
+
+    @property
+    def admin(self) -> _Handler: ...
+
+    @property
+    def ingress(self) -> _Handler: ...
+
+    def reconnected(self) -> None: ...
+
+
+def new_broker(settings: Settings, reconnected: Callable[[], None]) -> NatsBroker:
+    """The worker's broker (its NATS connection), ``reconnected`` called after a reconnect."""
 
     async def _reconnected() -> None:
-        for runtime in runtimes:
-            runtime.reconnected()
+        reconnected()
 
-    broker = NatsBroker(
+    return NatsBroker(
         settings.nats_servers,
         name=f"gatehook-{settings.worker_name}",
         max_reconnect_attempts=-1,
@@ -65,9 +86,10 @@ def build_broker(
         reconnected_cb=_reconnected,
         inbox_prefix=settings.nats_inbox_prefix,  # replies to the worker's own requests
     )
-    runtime = Runtime(settings, broker, pool=pool)
-    runtimes.append(runtime)
 
+
+def subscribe(broker: NatsBroker, settings: Settings, runtime: Endpoints) -> None:
+    """The worker's subscribers on ``broker``, answering through ``runtime``."""
     if settings.trigger_transport == "faststream":
 
         @broker.subscriber(
@@ -114,5 +136,3 @@ def build_broker(
     )
     async def on_ingress(msg: NatsMessage) -> bytes:
         return await runtime.ingress.handle(msg.raw_message.subject, msg.raw_message.data)
-
-    return broker, runtime
