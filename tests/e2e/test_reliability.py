@@ -277,6 +277,24 @@ async def own_nats() -> AsyncIterator[Server]:
     server.stop()
 
 
+async def _continue_flow(api: AdminClient, tenant: str) -> None:
+    """One action that continues, attached at post_authentication, over the management API."""
+    await api.call(tenant, "actions.create", name="a")
+    await api.call(
+        tenant,
+        "actions.publish",
+        name="a",
+        source="export function execute() { return {kind: 'continue'}; }",
+    )
+    await api.call(
+        tenant,
+        "flows.attach",
+        action="a",
+        flow_type="external_authentication",
+        trigger="post_authentication",
+    )
+
+
 async def test_nats_restart_workers_reconnect(
     settings: Settings, pool: SandboxPool, store: object, own_nats: Server, tenant: str
 ) -> None:
@@ -287,20 +305,7 @@ async def test_nats_restart_workers_reconnect(
     api = AdminClient(client)
     answered: list[str] = []
     try:
-        await api.call(tenant, "actions.create", name="a")
-        await api.call(
-            tenant,
-            "actions.publish",
-            name="a",
-            source="export function execute() { return {kind: 'continue'}; }",
-        )
-        await api.call(
-            tenant,
-            "flows.attach",
-            action="a",
-            flow_type="external_authentication",
-            trigger="post_authentication",
-        )
+        await _continue_flow(api, tenant)
         body = request()
         assert (await trigger(client, tenant, body))["decision"] == "continue"
         answered.append(body["request_id"])
@@ -581,20 +586,7 @@ async def test_nats_restart_under_load_answers_or_refuses_and_loses_no_audit(
     client = await nats.connect(own_nats.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     try:
         api = AdminClient(client, timeout=30)
-        await api.call(tenant, "actions.create", name="a")
-        await api.call(
-            tenant,
-            "actions.publish",
-            name="a",
-            source="export function execute() { return {kind: 'continue'}; }",
-        )
-        await api.call(
-            tenant,
-            "flows.attach",
-            action="a",
-            flow_type="external_authentication",
-            trigger="post_authentication",
-        )
+        await _continue_flow(api, tenant)
         assert (await trigger(client, tenant, request()))["decision"] == "continue"
         outcomes: list[tuple[float, str, str]] = []  # (sent at, request_id, outcome)
         started = time.monotonic()
