@@ -341,6 +341,24 @@ async def test_compile_error_has_line_and_column(pool: SandboxPool) -> None:
     assert info.value.column is not None
 
 
+async def test_scripts_without_module_syntax_are_loaded_as_written(pool: SandboxPool) -> None:
+    """ZITADEL-style and CommonJS scripts (no import, no export) skip TypeScript's
+    transpiler: what is stored is what was written, and a syntax error still says where."""
+    for source, style in (
+        ("function act(ctx, api) { api.v1.claims.setClaim('n', 1); }", "zitadel"),
+        ("exports.execute = function (input) { return {claims: {n: 1}}; };", "module"),
+    ):
+        compiled = await pool.compile(source, language="js", name="act")
+        assert (compiled.code, compiled.style.value) == (source, style)
+        job = ScriptJob(f"t-{style}", "act", "1.0.0", compiled.code, style, b"{}", 1000)
+        assert json.loads((await pool.run(job)).output)["claims"] == {"n": 1}
+    with pytest.raises(CompileError) as info:
+        await pool.compile(
+            "function act(ctx, api) {\n  var x = {a: ;\n}", language="js", name="act"
+        )
+    assert (info.value.line, info.value.column) == (2, 15)
+
+
 async def test_script_without_entry_point(pool: SandboxPool) -> None:
     with pytest.raises(CompileError, match="execute"):
         await pool.compile("const x = 1;", language="js", name="nothing")

@@ -24,6 +24,7 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import re
 import resource
 import select
 import signal
@@ -268,6 +269,13 @@ class Child:
 
     def compile(self, h: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         source = body.decode("utf-8")
+        if h.get("language") != "ts" and not _MODULE_SYNTAX.search(source):
+            # A script without import or export (ZITADEL's v1 style, CommonJS) is what the
+            # transpiler would give back: the engine loads it as is, and checks its syntax.
+            reply = self._probe(h, source)
+            if reply[0].get("ok") or reply[0]["error"].get("type") != "compile":
+                return reply
+            # a syntax error: the transpiler's diagnostics say where (line and column)
         try:
             if self.compiler is None:
                 self.compiler = _Compiler()
@@ -289,8 +297,11 @@ class Child:
                 "ok": False,
                 "error": {"type": "compile", "message": d["msg"], "line": line, "column": column},
             }, b""
-        compiled: str = res["out"]
-        # Load it once in a throwaway context: the engine's own syntax check, and the style.
+        return self._probe(h, res["out"])
+
+    def _probe(self, h: dict[str, Any], compiled: str) -> tuple[dict[str, Any], bytes]:
+        """Load ``compiled`` once in a throwaway context: the engine's own syntax check, and
+        the style."""
         want = h.get("style", "auto")
         try:
             probe = ScriptContext(self.engine, compiled, want, h["name"], deadline=h["deadline"])
@@ -310,6 +321,7 @@ class Child:
 
 
 _NOT_UTF8 = {"type": "invalid_result", "message": "input is not valid UTF-8"}
+_MODULE_SYNTAX = re.compile(r"\b(?:import|export)\b")  # (in a comment or string too: safe)
 
 
 def _loads(raw: bytes) -> Any:
