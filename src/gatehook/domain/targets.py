@@ -25,6 +25,7 @@ __all__ = [
     "SIGNATURE_HEADER",
     "TargetResponseError",
     "TargetSpec",
+    "b64_value",
     "function_name",
     "map_response",
     "signature",
@@ -126,7 +127,8 @@ def verify_signature(header: str, body: bytes, key: str) -> bool:
     return hmac.compare_digest(signature(key, timestamp, body), header.strip())
 
 
-def _b64(value: Any) -> str:
+def b64_value(value: Any) -> str:
+    """A metadata value as ZITADEL carries it: base64 of the text (JSON for a non-string)."""
     raw = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
     return base64.b64encode(raw.encode()).decode()
 
@@ -150,7 +152,7 @@ def zitadel_payload(inp: dict[str, Any]) -> dict[str, Any]:
         "function": function_name(str(inp.get("flow_type")), str(inp.get("trigger"))),
         "userinfo": context.get("userinfo"),
         "user": user,
-        "user_metadata": [{"key": str(k), "value": _b64(v)} for k, v in metadata.items()],
+        "user_metadata": [{"key": str(k), "value": b64_value(v)} for k, v in metadata.items()],
         "org": context.get("org"),
         "user_grants": [
             {_snake(k): v for k, v in g.items()} if isinstance(g, dict) else g for g in grants

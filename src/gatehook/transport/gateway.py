@@ -22,7 +22,6 @@ are counted in the next one).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 import time
@@ -30,7 +29,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
@@ -41,6 +39,7 @@ from gatehook.admin.ingress import ingress_subject
 from gatehook.domain.catalogue import TENANT_RE, is_valid_slot
 from gatehook.domain.ingress import shared_secret_refusal, zitadel_signature_refusal
 from gatehook.domain.providers import Answer, Ask, Malformed, kratos, okta, zitadel
+from gatehook.service.encoding import dumps, loads
 from gatehook.settings import GatewaySettings
 
 __all__ = ["Gateway", "serve_gateway"]
@@ -117,13 +116,11 @@ class Gateway:
     # -- routes -------------------------------------------------------------------------------
     async def _zitadel(self, request: web.Request) -> web.StreamResponse:
         async def handle(tenant: str, raw: bytes, deadline: float) -> Answer:
-            keys = await self._secrets(tenant, "zitadel", deadline)
-
             def refusal(k: _Keys) -> str | None:
                 header = request.headers.get("ZITADEL-Signature")
                 return zitadel_signature_refusal(header, raw, k.secrets, time.time())
 
-            await self._check(tenant, "zitadel", keys, refusal, deadline)
+            await self._check(tenant, "zitadel", refusal, deadline)
             body = _json_object(raw)
             if zitadel.is_event(body):
                 await self._audit(
@@ -146,8 +143,7 @@ class Gateway:
         flow_type, trigger = request.match_info["flow_type"], request.match_info["trigger"]
 
         async def handle(tenant: str, raw: bytes, deadline: float) -> Answer:
-            keys = await self._secrets(tenant, "kratos", deadline)
-            await self._check(tenant, "kratos", keys, _shared(request), deadline)
+            await self._check(tenant, "kratos", _shared(request), deadline)
             if not is_valid_slot(flow_type, trigger):
                 raise _Refused(404, f"{flow_type}.{trigger} is not a slot of the catalogue")
             body = _json_object(raw)
@@ -160,8 +156,7 @@ class Gateway:
 
     async def _okta_token(self, request: web.Request) -> web.StreamResponse:
         async def handle(tenant: str, raw: bytes, deadline: float) -> Answer:
-            keys = await self._secrets(tenant, "okta", deadline)
-            await self._check(tenant, "okta", keys, _shared(request), deadline)
+            await self._check(tenant, "okta", _shared(request), deadline)
             body = _json_object(raw)
             asks = okta.token_asks(body)
             replies = await asyncio.gather(*(self._ask(tenant, a, deadline) for a in asks))
@@ -173,8 +168,7 @@ class Gateway:
 
     async def _okta_registration(self, request: web.Request) -> web.StreamResponse:
         async def handle(tenant: str, raw: bytes, deadline: float) -> Answer:
-            keys = await self._secrets(tenant, "okta", deadline)
-            await self._check(tenant, "okta", keys, _shared(request), deadline)
+            await self._check(tenant, "okta", _shared(request), deadline)
             body = _json_object(raw)
             reply = await self._ask(tenant, okta.registration_ask(body), deadline)
             return okta.registration_answer(reply)
@@ -239,7 +233,7 @@ class Gateway:
         if answer.body is None:
             return web.Response(status=answer.status, headers=answer.headers)
         return web.Response(
-            body=_dumps(answer.body),
+            body=dumps(answer.body),
             status=answer.status,
             headers=answer.headers,
             content_type="application/json",
@@ -249,12 +243,12 @@ class Gateway:
         self,
         tenant: str,
         provider: str,
-        keys: _Keys,
         refusal: Callable[[_Keys], str | None],
         deadline: float,
     ) -> None:
         """Refuse (401) a call its provider did not sign or authorize with a configured
         secret; a refused secret re-reads the tenant's secrets once (a rotation)."""
+        keys = await self._secrets(tenant, provider, deadline)
         if not keys.configured:
             raise _Refused(401, f"the tenant has no {provider} ingress configured")
         reason = refusal(keys)
@@ -287,7 +281,7 @@ class Gateway:
         return keys
 
     async def _request(self, subject: str, body: dict[str, Any], deadline: float) -> Any:
-        reply = await self._send(subject, _dumps(body), deadline)
+        reply = await self._send(subject, dumps(body), deadline)
         if not reply.get("ok"):
             error = reply.get("error") or {}
             raise _Unavailable(f"gatehook: {error.get('message', 'the request failed')}")
@@ -304,7 +298,7 @@ class Gateway:
         except (TimeoutError, NatsTimeout):
             raise _Unavailable("no decision within the route's deadline") from None
         try:
-            reply = _loads(msg.data)
+            reply = loads(msg.data)
         except ValueError:
             raise _Unavailable("a worker's reply was not JSON") from None
         if not isinstance(reply, dict):
@@ -318,7 +312,14 @@ class Gateway:
             raise _Unavailable("no decision within the route's deadline")
         body = {**ask.request, "deadline_ms": min(remaining_ms, 60_000)}
         subject = f"gatehook.v1.trigger.{tenant}.{ask.flow_type}.{ask.trigger}"
-        reply = await self._send(subject, _dumps(body), deadline)
+        reply = await self._send(subject, dumps(body), deadline)
+        if log.isEnabledFor(logging.INFO):
+            self._log_trace(tenant, ask, body, reply)
+        return reply
+
+    @staticmethod
+    def _log_trace(tenant: str, ask: Ask, body: dict[str, Any], reply: dict[str, Any]) -> None:
+        """The worker's ``actions[]`` trace of one trigger, in the gateway's log."""
         trace = [
             f"{a.get('name')}@{a.get('version')}:{a.get('outcome')}"
             + (f" ({a['error']})" if a.get("error") else "")
@@ -335,7 +336,6 @@ class Gateway:
             f" ({reply['error'].get('message')})" if isinstance(reply.get("error"), dict) else "",
             ", ".join(trace),
         )
-        return reply
 
     # -- audit ----------------------------------------------------------------------------------
     async def _refused(self, tenant: str, provider: str, reason: str, request: web.Request) -> None:
@@ -403,25 +403,9 @@ _EVENT_FIELDS = (
 )
 
 
-def _loads(raw: bytes) -> Any:
-    """orjson, or the standard library for what orjson refuses (integers past 64 bits, lone
-    surrogates); ``ValueError`` for what is not JSON."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(raw)
-
-
-def _dumps(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except TypeError:  # an integer past 64 bits, a lone surrogate
-        return json.dumps(value, default=str).encode()
-
-
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        body = _loads(raw)
+        body = loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise Malformed("the body is not JSON") from None
     if not isinstance(body, dict):

@@ -28,6 +28,7 @@ import uuid
 from typing import Any
 
 from gatehook.domain.providers import Answer, Ask, Malformed, as_object, block_message
+from gatehook.domain.targets import b64_value
 
 __all__ = ["FUNCTIONS", "USER_CREATION", "answer", "ask", "is_event", "unavailable"]
 
@@ -264,11 +265,6 @@ def _method_ask(method: str, body: dict[str, Any]) -> Ask:
     )
 
 
-def _b64(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    return base64.b64encode(text.encode()).decode()
-
-
 def _refused(reply: dict[str, Any]) -> Answer:
     return Answer(
         200,
@@ -308,7 +304,7 @@ def _function_response(reply: dict[str, Any]) -> dict[str, Any]:
     if logs:
         out["append_log_claims"] = logs
     metadata = [
-        {"key": m["key"], "value": _b64(m.get("value"))}
+        {"key": m["key"], "value": b64_value(m.get("value"))}
         for m in reply.get("metadata") or []
         if isinstance(m, dict) and m.get("key")
     ]
@@ -368,7 +364,7 @@ def _changed_request(method: str, body: dict[str, Any], reply: dict[str, Any]) -
             entries = message["metadata"] = []
         for m in metadata:
             if isinstance(m, dict) and m.get("key"):
-                entries.append({"key": m["key"], "value": _b64(m.get("value"))})
+                entries.append({"key": m["key"], "value": b64_value(m.get("value"))})
     return message
 
 
