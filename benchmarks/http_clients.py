@@ -21,6 +21,8 @@ from typing import Any
 
 import uvloop
 
+from gatehook.devservers import free_port
+
 BODY = json.dumps({"function": "function/preaccesstoken", "user": {"id": "u1"}}).encode()
 REPLY = b'{"append_claims":[{"key":"group","value":"ADMIN"}]}'
 
@@ -35,12 +37,6 @@ def serve(port: int) -> None:
     app = web.Application()
     app.router.add_post("/", handle)
     uvloop.run(web._run_app(app, host="127.0.0.1", port=port, print=None))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu() -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import shutil
 import socket
@@ -85,8 +86,37 @@ class Server:
         wait_for_port(self.port, timeout, self.proc, self.name, self.log_path)
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
+    """A TCP port free on 127.0.0.1 right now, below the kernel's ephemeral range.
+
+    A port the kernel hands out for ``bind(0)`` is an ephemeral one, and between this call and
+    the server's own bind any outgoing connection on the machine may take it (a full test suite
+    opens thousands). Ports below the range are never taken that way; this process also never
+    hands out the same one twice.
+    """
+    floor = _ephemeral_floor()
+    rng = random.SystemRandom()
+    for _ in range(200 if floor > 11000 else 0):
+        port = rng.randrange(10000, floor)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -12,7 +12,6 @@ import base64
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -29,6 +28,7 @@ from gatehook.console.app import build_app
 from gatehook.console.auth import Session, Sessions
 from gatehook.console.security import CSP
 from gatehook.console.server import ConsoleRefused, console_token
+from gatehook.devservers import free_port
 from gatehook.settings import ConsoleSettings, Settings
 from tests.conftest import Worker
 from tests.helpers import audit_events, request, trigger
@@ -64,17 +64,10 @@ async def browser() -> AsyncIterator[Browser]:
         await b.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.asynccontextmanager
 async def running_console(settings: Settings, port: int | None = None) -> AsyncIterator[str]:
     """The console app served by uvicorn on ``port`` (default: a free loopback port)."""
-    port = port or _free_port()
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(build_app(settings, TOKEN), host="127.0.0.1", port=port, log_level="warning")
     )

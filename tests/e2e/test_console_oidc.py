@@ -19,9 +19,10 @@ from playwright.async_api import Page, expect
 
 from gatehook.admin.client import AdminClient
 from gatehook.console.oidc import roles_from_claim
+from gatehook.devservers import free_port
 from gatehook.settings import OidcSettings, Settings
 from tests.conftest import Worker
-from tests.e2e.test_console import _free_port, browser, page, running_console  # noqa: F401
+from tests.e2e.test_console import browser, page, running_console  # noqa: F401
 from tests.helpers import audit_events
 
 OIDC_DIR = Path(__file__).resolve().parents[1] / "oidc"
@@ -39,7 +40,7 @@ def provider(tenant: str) -> Iterator[Provider]:
     node = shutil.which("node")
     assert node, "the OpenID provider runs on Node 20: install it"
     assert (OIDC_DIR / "node_modules" / "oidc-provider").exists(), "run scripts/bootstrap"
-    port, console_port = _free_port(), _free_port()
+    port, console_port = free_port(), free_port()
     accounts = {
         "ann": {"preferred_username": "ann", "gatehook_roles": {tenant: "editor"}},
         "vic": {"preferred_username": "vic", "gatehook_roles": [f"{tenant}:viewer"]},

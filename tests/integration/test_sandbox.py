@@ -359,6 +359,28 @@ async def test_scripts_without_module_syntax_are_loaded_as_written(pool: Sandbox
     assert (info.value.line, info.value.column) == (2, 15)
 
 
+async def test_the_compiler_survives_hostile_scripts(pool: SandboxPool) -> None:
+    """A script is hostile input to TypeScript's transpiler too: nesting past its stack is a
+    compile error, a script that keeps it past the publish's time is refused in that time,
+    and the next publish compiles as before."""
+    nested = "export const x = " + "(" * 20_000 + "1" + ")" * 20_000 + ";"
+    with pytest.raises(CompileError, match="nested too deeply"):
+        await pool.compile(nested, language="ts", name="x")
+    large = "export const x = [" + ",".join(str(i) for i in range(40_000)) + "];"
+    started = time.monotonic()
+    with pytest.raises(CompileError, match="longer than"):
+        await pool.compile(large, language="ts", name="x", timeout_s=0.05)
+    assert time.monotonic() - started < 30  # the limit held (a generous bound: shared CPU)
+    compiled = await pool.compile(
+        "export function execute(input: {user: {id: string}}) {\n"
+        "  const id: string = input.user.id;\n  return {claims: {id}};\n}",
+        language="ts",
+        name="x",
+    )
+    job = ScriptJob("t-after", "x", "1.0.0", compiled.code, "module", b'{"user":{"id":"u1"}}', 1000)
+    assert json.loads((await pool.run(job)).output)["claims"] == {"id": "u1"}
+
+
 async def test_script_without_entry_point(pool: SandboxPool) -> None:
     with pytest.raises(CompileError, match="execute"):
         await pool.compile("const x = 1;", language="js", name="nothing")

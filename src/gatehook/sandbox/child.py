@@ -12,16 +12,13 @@ discarded, and the child goes on serving. What the engine cannot stop (a script 
 hosts, whose context runs without the engine's time limit) the pool stops by killing the
 child at the deadline plus its grace.
 
-TypeScript is compiled here too, in dukpy's interpreter (it bundles TypeScript's
-``transpileModule``); dukpy's object given to its native layer exports no Python function,
-so ``call_python`` reaches nothing.
+TypeScript (and JavaScript with import or export) is compiled here too, by TypeScript's
+transpiler in a QuickJS-ng context of its own (``transpiler``), under its own limits.
 """
 
 from __future__ import annotations
 
 import gc
-import importlib.machinery
-import importlib.util
 import json
 import os
 import re
@@ -31,33 +28,14 @@ import signal
 import sys
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from gatehook.sandbox import framing
 from gatehook.sandbox.engine import TIMED_OUT, ContextCache, EngineLimits, LoadError, ScriptContext
+from gatehook.sandbox.transpiler import Diagnostic, TranspileFailed, Transpiler
 
-
-def _load_dukpy() -> tuple[Any, Path]:
-    """dukpy's native module, loaded without running ``dukpy/__init__`` (which imports
-    urllib, ssl, tarfile... that this process never uses and that slow its every wake-up)."""
-    spec = importlib.util.find_spec("dukpy")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("dukpy is not installed")
-    home = Path(next(iter(spec.submodule_search_locations)))
-    path = next(home.glob("_dukpy*.so"), None) or next(home.glob("_dukpy*.pyd"))
-    loader = importlib.machinery.ExtensionFileLoader("_dukpy", str(path))
-    module_spec = importlib.util.spec_from_file_location("_dukpy", str(path), loader=loader)
-    assert module_spec is not None
-    module = importlib.util.module_from_spec(module_spec)
-    loader.exec_module(module)
-    return module, home
-
-
-_dukpy, _DUKPY_HOME = _load_dukpy()
-_TS_SERVICES = _DUKPY_HOME / "jsmodules" / "typescriptServices.js"
 _HOLD = 16  # replies held back at most while more frames wait (they leave in one write)
 _HOLD_S = 0.001  # and for at most this long
 
@@ -75,38 +53,6 @@ def engine_limits(limits: dict[str, Any]) -> EngineLimits:
     )
 
 
-class _Compiler:
-    """dukpy's interpreter holding TypeScript's transpiler (loaded on first use)."""
-
-    def __init__(self) -> None:
-        self._ctx = _dukpy.create_context()
-        self.eval(_TS_SERVICES.read_text() + "\n;globalThis.ts = ts; 0")
-
-    # -- the two methods dukpy's native layer calls back: nothing is exported --------------
-    def _check_exported_function_exists(self, func: bytes) -> bool:
-        return False
-
-    def _call_python(self, func: bytes, json_args: bytes) -> bytes:
-        raise PermissionError("no host function is exported to the compiler")
-
-    def eval(self, code: str, variables: dict[str, Any] | None = None) -> Any:
-        raw = _dukpy.eval_string(
-            self, code.encode(), json.dumps(variables or {}).encode(), False, "<compile>"
-        )
-        return None if raw is None else json.loads(raw)
-
-    def transpile(self, source: str, language: str | None) -> Any:
-        return self.eval(
-            "(function(){var r = ts.transpileModule(dukpy.src, {compilerOptions: "
-            "{module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2020, "
-            "removeComments: false}, fileName: dukpy.file, reportDiagnostics: true});"
-            "return {out: r.outputText, diags: (r.diagnostics || []).map(function(d){"
-            "return {msg: ts.flattenDiagnosticMessageText(d.messageText, '\\n'), "
-            "start: d.start};})};})()",
-            {"src": source, "file": "action." + ("ts" if language == "ts" else "js")},
-        )
-
-
 class Child:
     """The request loop and the warm contexts (``ContextCache``: bounded by count and by
     the heap they hold)."""
@@ -117,7 +63,7 @@ class Child:
         self.contexts = ContextCache(
             int(limits["interpreters"]), int(limits.get("interpreter_memory_mb", 160)) << 20
         )
-        self.compiler: _Compiler | None = None
+        self.compiler: Transpiler | None = None
         self.calls = 0
         self.collect = False
         self.reader = reader
@@ -278,8 +224,25 @@ class Child:
             # a syntax error: the transpiler's diagnostics say where (line and column)
         try:
             if self.compiler is None:
-                self.compiler = _Compiler()
-            res = self.compiler.transpile(source, h.get("language"))
+                self.compiler = Transpiler()
+            out = self.compiler.transpile(
+                source, h.get("language"), float(h["deadline"]) - time.monotonic()
+            )
+        except TranspileFailed as exc:
+            if exc.discard:
+                self.compiler = None
+                self.collect = True
+            if exc.error["type"] == "timeout":
+                return {
+                    "ok": False,
+                    "error": {"type": "timeout", "message": "compiling timed out"},
+                }, b""
+            if exc.error["type"] == "compile":
+                return {"ok": False, "error": exc.error}, b""
+            return {
+                "ok": False,
+                "error": {"type": "threw", "message": "compiler failed: " + exc.error["message"]},
+            }, b""
         except Exception as exc:
             self.compiler = None
             self.collect = True
@@ -288,16 +251,10 @@ class Child:
                 "ok": False,
                 "error": {"type": "threw", "message": "compiler failed: " + message},
             }, b""
-        if res["diags"]:
-            d = res["diags"][0]
-            start = int(d.get("start") or 0)
-            line = source.count("\n", 0, start) + 1
-            column = start - (source.rfind("\n", 0, start) + 1) + 1
-            return {
-                "ok": False,
-                "error": {"type": "compile", "message": d["msg"], "line": line, "column": column},
-            }, b""
-        return self._probe(h, res["out"])
+        if isinstance(out, Diagnostic):
+            error = {"type": "compile", "message": out.message}
+            return {"ok": False, "error": {**error, "line": out.line, "column": out.column}}, b""
+        return self._probe(h, out)
 
     def _probe(self, h: dict[str, Any], compiled: str) -> tuple[dict[str, Any], bytes]:
         """Load ``compiled`` once in a throwaway context: the engine's own syntax check, and

@@ -171,6 +171,8 @@ class ScriptContext:
         self._meta = ctx.eval("__gh.meta")
         self._output = ctx.eval("__gh.output")
         self._result = ctx.eval("__gh.result")
+        self._settled = ctx.eval("(function (box) { return box.settled; })")
+        self._leftover = False  # the last call's script left promise jobs running
 
     @property
     def timed(self) -> bool:
@@ -194,9 +196,11 @@ class ScriptContext:
             self._ctx.set_time_limit(remaining)
         return True
 
-    def _pump(self, deadline: float) -> dict[str, Any] | None:
+    def _pump(self, deadline: float, box: Any = None) -> dict[str, Any] | None:
         """Run the promise jobs queued, each under the time left; an error if the deadline
-        or the job budget ends them first."""
+        or the job budget ends them first. With ``box`` (a call's), jobs still coming once
+        its result has settled are what the script left running: every ``_SETTLED_EVERY``
+        jobs the pump looks, and stops there (``self._leftover``: the context is dirty)."""
         ctx = self._ctx
         jobs = 0
         while True:
@@ -205,6 +209,9 @@ class ScriptContext:
             if not ctx.execute_pending_job():
                 return None
             jobs += 1
+            if box is not None and jobs % _SETTLED_EVERY == 0 and self._settled(box):
+                self._leftover = True
+                return None
             if jobs >= self.limits.max_jobs:
                 return {
                     "type": "threw",
@@ -236,15 +243,16 @@ class ScriptContext:
     def _call(self, input_json: str, deadline: float) -> Outcome:
         if not self._limit(deadline):
             return Outcome(None, [], dict(TIMED_OUT))
+        self._leftover = False
         try:
             box = self._start(input_json)
-            stopped = self._pump(deadline)
+            stopped = self._pump(deadline, box)
             if self._timed:
                 self._ctx.set_time_limit(1.0)  # reading the result is bounded
             if stopped is None:
                 out = self._result(box)
                 if out is not None:
-                    return Outcome(str(out), [], None)
+                    return Outcome(str(out), [], None, dirty=self._leftover)
             logs, error, settled = orjson.loads(self._meta(box))
             out = self._output(box) if settled and error is None and stopped is None else None
         except quickjs.JSException as exc:
@@ -258,11 +266,12 @@ class ScriptContext:
         if not settled:
             return Outcome(None, logs, dict(_NEVER_SETTLED), dirty=True)
         if error is not None:
-            dirty = error.get("type") == "memory"
+            dirty = error.get("type") == "memory" or self._leftover
             return Outcome(None, logs, error, dirty=dirty)
-        return Outcome(str(out), logs, None)
+        return Outcome(str(out), logs, None, dirty=self._leftover)
 
 
+_SETTLED_EVERY = 1024  # promise jobs between two looks at whether the call has settled
 _MIN_CONTEXT_BYTES = 64 * 1024  # what a context is charged at least
 _CHECK_EVERY = 16  # calls between two measures of a context's heap (a measure walks it)
 
