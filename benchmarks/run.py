@@ -14,9 +14,11 @@ worker` with 1 or N processes, and drives load from separate processes with nats
 
 next to a raw nats-py echo responder in the same run, under each sandbox isolation level
 (``--isolations``: ``process``, scripts in the sandbox children; ``worker``, scripts in the
-worker process). One scenario sends a new sign-in with
-every request (a fresh ``signin_id``: its first trigger pins the flow in MongoDB), as a login
-service does. ``--floor`` adds the design's floor (``benchmarks/floor.py``): gatehook's lean
+worker process). One scenario sends a new sign-in with every request (a fresh ``signin_id``:
+its first trigger pins the flow in MongoDB), as a login service does. ``--many-tenants
+1000,10000`` adds platforms of that many tenants (``benchmarks/tenants.py``: set-up time, cold
+first decisions, CPU per decision against one hot tenant, p99 right after a worker start,
+RSS). ``--floor`` adds the design's floor (``benchmarks/floor.py``): gatehook's lean
 transport, a sandbox call and the journal, alone and together, with no decision logic.
 Writes results/<stamp>.json and .md, and prints the Markdown.
 """
@@ -478,6 +480,22 @@ def ratio_lines(results: list[Result], echo: Result, rates: list[int]) -> list[s
     return lines
 
 
+_TENANT_ARGS = argparse.Namespace(provision="auto", seconds=5.0, rate=300.0, same_script=False)
+
+
+def many_tenants(sizes: list[int]) -> list[dict[str, Any]]:
+    """``benchmarks/tenants.py`` for each size, on servers of its own (the API provisions up
+    to 1,000 tenants, storage above)."""
+    import tenants
+
+    rows = []
+    for n in sizes:
+        size_args = argparse.Namespace(**vars(_TENANT_ARGS))
+        size_args.provision = "api" if n <= 1000 else "store"
+        rows.append(uvloop.run(tenants.one_size(n, size_args)))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -497,6 +515,11 @@ def main() -> None:
         "--floor",
         action="store_true",
         help="also the design's floor: gatehook's transport parts alone (benchmarks/floor.py)",
+    )
+    parser.add_argument(
+        "--many-tenants",
+        default="",
+        help="also a platform of N tenants each (benchmarks/tenants.py), e.g. 1000,10000",
     )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
@@ -565,6 +588,11 @@ def main() -> None:
         mongo.stop()
         nats_server.stop()
     md = tables(results, echo, args.rates)
+    platform_rows = many_tenants([int(n) for n in args.many_tenants.split(",") if n])
+    if platform_rows:
+        import tenants
+
+        md += "\n\n## Many tenants\n\n" + tenants.table(platform_rows, _TENANT_ARGS)
     meta = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
@@ -582,6 +610,7 @@ def main() -> None:
         },
         "elapsed_s": round(time.monotonic() - started, 1),
         "results": [r.__dict__ for r in [echo, *results]],
+        "many_tenants": platform_rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

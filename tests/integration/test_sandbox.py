@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import threading
 import time
@@ -732,6 +733,36 @@ async def test_each_key_is_held_warm_by_one_child_and_warming_loads_without_runn
         assert all(held)  # and both children hold some
         last = [json.loads((await pool.run(job(t))).output)["claims"]["runs"] for t in tenants]
         assert last == [4] * len(tenants)  # three runs + this one, all in one interpreter
+
+
+async def test_uniform_traffic_over_many_keys_keeps_one_interpreter_per_key() -> None:
+    """32 calls in flight over 300 keys at random: a busy home child is not a reason to
+    build a second interpreter elsewhere (that costs a dozen calls and, over many tenants,
+    copies every interpreter into every child); a burst on one key is."""
+    async with SandboxPool(SandboxSettings(pool_size=2)) as pool:
+        compiled = await pool.compile(
+            "export function execute(i) { return {kind: 'continue'}; }", language="js", name="a"
+        )
+        keys = [f"uniform{i}" for i in range(300)]
+
+        def job(tenant: str) -> ScriptJob:
+            return ScriptJob(tenant, "a", "1.0.0", compiled.code, "module", b"{}", 5000)
+
+        for tenant in keys:  # every key once, one after another: each in its home child
+            await pool.run(job(tenant))
+        rng = random.Random(7)
+
+        async def caller() -> None:
+            for _ in range(150):
+                await pool.run(job(rng.choice(keys)))
+
+        await asyncio.gather(*(caller() for _ in range(32)))
+        both = set.intersection(*(c.known for c in pool._children))
+        assert len(both) <= len(keys) // 10, f"{len(both)} of {len(keys)} keys in both children"
+        # one key's burst still spreads over both children
+        hot = job("uniform-hot")
+        await asyncio.gather(*(pool.run(hot) for _ in range(64)))
+        assert all(hot.key in c.known for c in pool._children)
 
 
 NATIVE_LOOP = module(

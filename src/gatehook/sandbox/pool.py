@@ -42,7 +42,7 @@ from gatehook.settings import SandboxSettings
 __all__ = ["Compiled", "SandboxPool", "ScriptJob", "ScriptRun"]
 
 log = logging.getLogger("gatehook.sandbox")
-_SPILL = 4  # calls a key's home child may be behind the least loaded before the key spills
+_SPILL = 4  # calls a key's home child may be behind another before the key spills
 _COMPILED_CACHE = 1024  # compiled artifacts kept by content
 _STALL_S = 0.02  # a busy home child silent this long is held by a slow script
 _STUCK_S = 1.0  # silence past a timed-out call's grace after which its child is killed
@@ -116,6 +116,7 @@ class _Child(asyncio.SubprocessProtocol):
         self.stdin: asyncio.WriteTransport | None = None
         self.pending: dict[int, asyncio.Future[tuple[dict[str, Any], bytes]]] = {}
         self.known: set[str] = set()
+        self.queued: dict[str, int] = {}  # calls in flight here per key (run's calls)
         self.progress = 0.0  # when it last answered, or took a call while idle (monotonic)
         self.draining = False
         self.dead = False
@@ -436,25 +437,32 @@ class SandboxPool:
             deadline.cancel()
 
     def _pick(self, key: str) -> _Child:
-        """The key's home child (by a hash of the key), unless it is down, has ``_SPILL``
-        more calls queued than the least loaded child, or has answered nothing for
-        ``_STALL_S`` (a slow script holds it) while another child is idle.
+        """The key's home child (by a hash of the key), unless it is down or busy.
 
         A key served by one child keeps one warm interpreter, so the pool holds children x
-        capacity distinct interpreters instead of the same busy ones in every child; a burst
-        on one key, or a child held by another tenant's slow script, still spreads."""
+        capacity distinct interpreters instead of the same ones in every child. A home
+        ``_SPILL`` calls behind spills the call to another child that holds the key's
+        interpreter. Building one elsewhere costs a dozen calls and keeps a second copy, so
+        the call goes to a child without it only for a burst (``_SPILL`` calls of this key
+        queued at its home) or when the home has answered nothing for ``_STALL_S`` (a slow
+        script holds it) while another child is idle. So a burst on one key, or a child held
+        by another tenant's slow script, still spreads, and uniform traffic over many
+        tenants does not copy every interpreter into every child."""
         live = [c for c in self._children if not (c.dead or c.draining)]
         if not live:
             raise SandboxCrashed("no sandbox child is running")
         home = self._children[zlib.crc32(key.encode()) % len(self._children)]
+        if home not in live:
+            return min(live, key=lambda c: (len(c.pending), key not in c.known))
         least = min(live, key=lambda c: len(c.pending))
-        if home in live and len(home.pending) - len(least.pending) < _SPILL:
-            stalled = (
-                home.pending and not least.pending and time.monotonic() - home.progress > _STALL_S
-            )
-            if not stalled:
-                return home
-        return min(live, key=lambda c: (len(c.pending), key not in c.known))
+        queued = len(home.pending)
+        stalled = bool(queued) and not least.pending and time.monotonic() - home.progress > _STALL_S
+        if queued - len(least.pending) < _SPILL and not stalled:
+            return home
+        warm = [c for c in live if key in c.known and queued - len(c.pending) >= _SPILL]
+        if warm:
+            return min(warm, key=lambda c: len(c.pending))
+        return least if stalled or home.queued.get(key, 0) >= _SPILL else home
 
     async def warm(self, job: ScriptJob) -> bool:
         """Load ``job``'s script into its home child's interpreter without running it;
@@ -495,9 +503,11 @@ class SandboxPool:
             "hosts": list(job.allowed_hosts),
         }
         for _ in range(3):
-            child = self._pick(job.affinity or key)
+            route = job.affinity or key
+            child = self._pick(route)
             if key not in child.known:
                 header["code"] = job.code
+            child.queued[route] = child.queued.get(route, 0) + 1
             try:  # (_send gives the header a fresh id each attempt)
                 reply, body = await self._call(
                     child,
@@ -508,6 +518,10 @@ class SandboxPool:
                 )
             except TimeoutError:
                 raise ScriptTimeout(budget_ms) from None
+            finally:
+                left = child.queued.pop(route) - 1
+                if left:
+                    child.queued[route] = left
             if reply.get("need_code"):
                 child.known.discard(key)
                 continue
