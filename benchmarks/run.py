@@ -480,7 +480,9 @@ def ratio_lines(results: list[Result], echo: Result, rates: list[int]) -> list[s
     return lines
 
 
-_TENANT_ARGS = argparse.Namespace(provision="auto", seconds=5.0, rate=300.0, same_script=False)
+_TENANT_ARGS = argparse.Namespace(
+    provision="auto", seconds=5.0, rate=300.0, same_script=False, env=[]
+)
 
 
 def many_tenants(sizes: list[int]) -> list[dict[str, Any]]:

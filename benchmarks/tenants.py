@@ -275,7 +275,7 @@ def cpu_us(proc_pid: int, nats_pid: int, before: dict[str, float], done: int) ->
 async def one_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     nats_srv = start_nats()
     mongo = start_mongo()
-    env = {"GATEHOOK_WARM__REPORT_S": "1"}
+    env = {"GATEHOOK_WARM__REPORT_S": "1", **dict(kv.split("=", 1) for kv in args.env)}
     row: dict[str, Any] = {"tenants": n, "provision": args.provision}
     try:
         assert nats_srv.proc is not None
@@ -381,6 +381,7 @@ async def main() -> None:
         default="auto",
         help="auto: the API up to 1,000 tenants, storage above",
     )
+    p.add_argument("--env", action="append", default=[], help="K=V for the worker")
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--rate", type=float, default=300.0)
     p.add_argument(

@@ -27,7 +27,8 @@ from tests.conftest import TEST_SECRETS_KEY
 WEBHOOK_SECRET = "whsec_c2VjcmV0LW9mLXRoZS10ZW5hbnQ="
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/secret-slack-path"
 SIGNING_KEY = "target-signing-key-of-the-tenant"
-SECRETS = (WEBHOOK_SECRET, SLACK_URL, "secret-slack-path", SIGNING_KEY)
+SCRIPT_SECRET = "sk_live_custom-action-secret"
+SECRETS = (WEBHOOK_SECRET, SLACK_URL, "secret-slack-path", SIGNING_KEY, SCRIPT_SECRET)
 
 
 async def _publish_secrets(admin: AdminService, tenant: str) -> None:
@@ -47,6 +48,10 @@ async def _publish_secrets(admin: AdminService, tenant: str) -> None:
         Draft(target={"endpoint": "https://example.com/t", "signing_key": SIGNING_KEY}),
         actor="test",
     )
+    await admin.create_action(tenant, "script")
+    source = "exports.onExecutePostLogin = async (event, api) => {};"
+    draft = Draft(source=source, language="js", secrets={"API_KEY": SCRIPT_SECRET})
+    await admin.publish(tenant, "script", draft, actor="test")
 
 
 def _raw(settings: Settings) -> str:
@@ -91,7 +96,7 @@ async def test_no_secret_is_stored_in_clear(
     raw = _raw(settings)
     for secret in SECRETS:
         assert secret not in raw
-    assert raw.count('"sealed": "aes-256-gcm"') == 3
+    assert raw.count('"sealed": "aes-256-gcm"') == 4
     assert key_id(parse_key(TEST_SECRETS_KEY)) in raw
     hook = await store.get_version(tenant, "hook", "1.0.0")
     target = await store.get_version(tenant, "target", "1.0.0")
@@ -100,6 +105,9 @@ async def test_no_secret_is_stored_in_clear(
     assert target is not None
     assert target.target is not None
     assert target.target.signing_key == SIGNING_KEY
+    script = await store.get_version(tenant, "script", "1.0.0")
+    assert script is not None
+    assert script.secrets == {"API_KEY": SCRIPT_SECRET}
 
 
 async def test_a_worker_refuses_to_start_without_the_key(
@@ -143,7 +151,7 @@ async def test_rotation_seals_again_under_the_new_key(
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report == {"kid": key_id(parse_key(new)), "resealed": 3, "sealed_from_clear": 0}
+    assert report == {"kid": key_id(parse_key(new)), "resealed": 4, "sealed_from_clear": 0}
     raw = _raw(settings)
     assert key_id(parse_key(TEST_SECRETS_KEY)) not in raw
     for secret in SECRETS:
@@ -178,7 +186,7 @@ async def test_secrets_stored_in_clear_are_sealed_by_rotate(
     assert WEBHOOK_SECRET in _raw(settings)
     done = _cli(settings, "secrets", "rotate", GATEHOOK_SECRETS__KEY=TEST_SECRETS_KEY)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["sealed_from_clear"] == 3
+    assert json.loads(done.stdout)["sealed_from_clear"] == 4
     raw = _raw(settings)
     for secret in SECRETS:
         assert secret not in raw

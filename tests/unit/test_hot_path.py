@@ -150,8 +150,10 @@ def test_script_input_is_the_action_input_model_as_json() -> None:
     req = _request(state={"n": 1}, loose_field="kept")
     ft, tr = FlowType.EXTERNAL_AUTHENTICATION, Trigger.POST_AUTHENTICATION
     call = service._call("acme", ft, tr, req, time.monotonic() + 1)
-    built = orjson.loads(call.input_prefix + b'{"k":"v"}}')
-    model = req.action_input("acme", ft.value, tr.value, {"k": "v"}).model_dump(mode="json")
+    # the tail a script's input ends with: its config, then its action's secrets (lookup)
+    built = orjson.loads(call.input_prefix + b'{"k":"v"},"secrets":{"API_KEY":"s3"}}')
+    inp = req.action_input("acme", ft.value, tr.value, {"k": "v"})
+    model = inp.model_copy(update={"secrets": {"API_KEY": "s3"}}).model_dump(mode="json")
     for key in ("action", "decision_so_far", "time_left_ms"):  # templates only
         del model[key]
     assert built == model

@@ -80,6 +80,7 @@ def _version_view(v: ActionVersion, templates: TemplateRegistry) -> dict[str, An
     data["config"] = templates.mask_secrets(v.template, data["config"])
     if data.get("target") and data["target"].get("signing_key"):
         data["target"]["signing_key"] = SECRET_MASK  # never readable back
+    data["secrets"] = dict.fromkeys(data.get("secrets") or {}, SECRET_MASK)
     return data
 
 
@@ -239,6 +240,7 @@ class AdminApi:
             allowed_to_fail=req.allowed_to_fail,
             allowed_hosts=req.allowed_hosts,
             target=req.target,
+            secrets=req.secrets,
         )
         generated: list[str] = []
         version, created = await self._service.publish(

@@ -79,6 +79,7 @@ def _draft(spec: ActionSpec, sources: dict[str, str]) -> Draft:
         allowed_to_fail=spec.allowed_to_fail,
         allowed_hosts=list(spec.allowed_hosts),
         target=spec.target.model_dump(mode="json") if spec.target is not None else None,
+        secrets=dict(spec.secrets),
     )
 
 

@@ -50,6 +50,11 @@ class PublishVersion(_Req):
         description="target actions: endpoint, type, payload, signing_key, headers"
         " (signing_key: generated when absent and returned once; '********' keeps it)",
     )
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="custom actions: secrets by name (sealed at rest, read back masked;"
+        " '********' keeps the stored value); a change publishes a new version",
+    )
     bump: Literal["major", "minor", "patch"] = "patch"
     version: str | None = None
 

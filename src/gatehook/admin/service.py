@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any, Literal, Protocol
 from pydantic import ValidationError
 
 from gatehook.admin.slot_events import SlotChange, new_event, slot_events
+from gatehook.domain.auth0 import compatible_triggers
 from gatehook.domain.catalogue import ACTION_NAME_RE, TENANT_RE, TRIGGERS, FlowType, Trigger
 from gatehook.domain.contract import AuditEvent
 from gatehook.domain.ingress import IngressSpec, masked, merge_masked
@@ -30,6 +32,7 @@ from gatehook.domain.model import (
     ActionVersion,
     Attachment,
     FlowRevision,
+    ScriptStyle,
 )
 from gatehook.domain.semver import Bump, Version
 from gatehook.domain.targets import TargetSpec
@@ -63,6 +66,7 @@ class Draft:
     allowed_to_fail: bool = False
     allowed_hosts: list[str] = field(default_factory=list)
     target: dict[str, Any] | None = None  # a target action's endpoint (TargetSpec fields)
+    secrets: dict[str, str] = field(default_factory=dict)  # a custom action's, by name
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +220,12 @@ class AdminService:
             raise ValidationFailed("timeout_ms must be between 1 and 30000", field="timeout_ms")
         hosts = sorted({h.strip().lower() for h in draft.allowed_hosts if h.strip()})
         cfg = dict(draft.config or {})
+        secrets = dict(draft.secrets or {})
+        if secrets and action.kind is not ActionKind.CUSTOM:
+            raise ValidationFailed(
+                "secrets belong to custom actions (a template keeps its own in its config)",
+                field="secrets",
+            )
         source, lang = draft.source, draft.language
         target: dict[str, Any] | None = None
         if action.kind is not ActionKind.TARGET and draft.target is not None:
@@ -254,6 +264,7 @@ class AdminService:
             if cfg:
                 raise ValidationFailed("config belongs to template actions", field="config")
             lang = lang or "js"
+            secrets = await self._secrets(tenant, name, secrets)
         canonical = Draft(
             source=source,
             language=lang,
@@ -262,9 +273,39 @@ class AdminService:
             allowed_to_fail=draft.allowed_to_fail,
             allowed_hosts=hosts,
             target=target,
+            secrets=secrets,
         )
         content = json.dumps(dataclasses.asdict(canonical), sort_keys=True)
         return action, canonical, hashlib.sha256(content.encode()).hexdigest()
+
+    async def _secrets(self, tenant: str, name: str, given: dict[str, str]) -> dict[str, str]:
+        """A custom action's secrets, checked; a value sent as the mask keeps the stored one
+        (a form or a file read back shows them masked)."""
+        if len(given) > _MAX_SECRETS:
+            raise ValidationFailed(f"at most {_MAX_SECRETS} secrets", field="secrets")
+        kept = [k for k, v in given.items() if v == SECRET_MASK]
+        stored: dict[str, str] = {}
+        if kept:
+            existing = await self._store.list_versions(tenant, name)
+            if existing:
+                stored = max(existing, key=lambda v: Version.parse(v.version)).secrets
+        out: dict[str, str] = {}
+        for key, value in given.items():
+            if not isinstance(key, str) or not _SECRET_NAME.fullmatch(key):
+                raise ValidationFailed(
+                    f"secret name {key!r}: letters, digits and _, not starting with a digit",
+                    field="secrets",
+                )
+            if value == SECRET_MASK:
+                if key not in stored:
+                    raise ValidationFailed(f"{key}: there is no stored secret to keep", field=key)
+                value = stored[key]
+            if not isinstance(value, str) or len(value.encode()) > _MAX_SECRET_BYTES:
+                raise ValidationFailed(
+                    f"secret {key}: a string of at most {_MAX_SECRET_BYTES} bytes", field=key
+                )
+            out[key] = value
+        return dict(sorted(out.items()))
 
     async def _target(self, tenant: str, name: str, given: dict[str, Any] | None) -> dict[str, Any]:
         """The canonical target of a draft. A signing key left out or sent back masked keeps
@@ -348,6 +389,7 @@ class AdminService:
         else:
             wanted = newest.bump(bump) if newest is not None else Version(1, 0, 0)
         if source is not None and lang is not None:
+            _refuse_packages(source)
             compiled = await self._compiler.compile(source, language=lang, name=name)
         record = ActionVersion(
             tenant=tenant,
@@ -358,12 +400,14 @@ class AdminService:
             config=cfg,
             language=lang,
             style=compiled.style if compiled else None,
+            exports=list(compiled.exports) if compiled else [],
             source=source,
             compiled=compiled.code if compiled else None,
             timeout_ms=draft.timeout_ms or self._default_timeout_ms,
             allowed_to_fail=draft.allowed_to_fail,
             allowed_hosts=draft.allowed_hosts,
             target=TargetSpec.model_validate(draft.target) if draft.target else None,
+            secrets=draft.secrets,
             content_hash=digest,
             created_at=datetime.now(UTC),
             created_by=actor,
@@ -434,8 +478,17 @@ class AdminService:
             if att.rollout is not None:
                 wanted += [v for v in (att.rollout.canary, att.rollout.shadow) if v]
             for version in wanted:
-                if await self._store.get_version(tenant, att.action, version) is None:
+                found = await self._store.get_version(tenant, att.action, version)
+                if found is None:
                     raise NotFound(f"version {version} of {att.action} not found")
+                fits = compatible_triggers(found.exports)
+                if found.style is ScriptStyle.AUTH0 and tr not in fits:
+                    raise ValidationFailed(
+                        f"{att.action}@{version} is an Auth0 Action exporting"
+                        f" {', '.join(found.exports)}: it cannot run at {trigger}"
+                        f" (compatible: {', '.join(t.value for t in fits) or 'none'})",
+                        field="trigger",
+                    )
         if len({a.action for a in attachments}) != len(attachments):
             raise ValidationFailed("an action can be attached to a slot only once", field="action")
         current = await self._store.latest_flow(tenant, ft)
@@ -572,3 +625,22 @@ class AdminService:
     @staticmethod
     def _event(type_: str, tenant: str, actor: str, **fields: Any) -> AuditEvent:
         return new_event(type_, tenant, actor, **fields)
+
+
+_SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_MAX_SECRETS = 32
+_MAX_SECRET_BYTES = 4096
+_REQUIRE = re.compile(r"""\brequire\s*\(\s*(['"`])([^'"`\n]{1,200})\1\s*\)""")
+_MODULES = ("zitadel/http", "zitadel/log", "zitadel/uuid")
+
+
+def _refuse_packages(source: str) -> None:
+    """npm packages are not available to scripts: a script that requires one is refused at
+    publish, naming it (an Auth0 Action's ``require('axios')``, say), not at its first run."""
+    for match in _REQUIRE.finditer(source):
+        if match.group(2) not in _MODULES:
+            raise ValidationFailed(
+                f"the script requires {match.group(2)!r}: npm packages are not supported"
+                f" (available: {', '.join(_MODULES)})",
+                field="source",
+            )

@@ -160,6 +160,9 @@ class ActionInput(BaseModel):
     state: dict[str, Any] = Field(default_factory=dict)
     context: dict[str, Any] = Field(default_factory=dict)
     config: dict[str, Any] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(
+        default_factory=dict, description="the custom action's secrets (Auth0: event.secrets)"
+    )
 
 
 class MetadataEntry(BaseModel):
@@ -180,6 +183,38 @@ class UserGrant(BaseModel):
     roles: list[str] = Field(default_factory=list)
 
 
+class ScopeChanges(BaseModel):
+    """Scopes added to and removed from the access token (Auth0's ``api.accessToken.addScope``
+    and ``removeScope``), in the order asked; a scope is in one list at most."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    add: list[Annotated[str, StringConstraints(max_length=256)]] = Field(default_factory=list)
+    remove: list[Annotated[str, StringConstraints(max_length=256)]] = Field(default_factory=list)
+
+
+class MfaRequest(BaseModel):
+    """How the user should do multi-factor authentication (Auth0's ``api.multifactor.enable``
+    and ``api.authentication.challengeWith`` / ``challengeWithAny`` / ``enrollWith`` /
+    ``enrollWithAny``); it comes with ``decision: demand_mfa``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["enable", "challenge", "enroll"] = Field(
+        description="enable: multifactor.enable(provider); challenge / enroll: the factors"
+    )
+    provider: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="multifactor.enable's provider: any, guardian, duo..."
+    )
+    allow_remember_browser: bool = False
+    provider_options: dict[str, Any] = Field(default_factory=dict)
+    factors: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="the factors ({type, options}) in order, the preferred first",
+    )
+    any: bool = Field(default=False, description="true: the user picks one of the factors")
+
+
 class ActionOutput(BaseModel):
     """What one action returns: a decision kind and mutations. Validated before use."""
 
@@ -194,6 +229,9 @@ class ActionOutput(BaseModel):
     metadata: list[MetadataEntry] = Field(default_factory=list)
     saml_attributes: dict[str, list[str]] = Field(default_factory=dict)
     user_grants: list[UserGrant] = Field(default_factory=list)
+    access_token_claims: dict[str, Any] = Field(default_factory=dict)
+    access_token_scopes: ScopeChanges = Field(default_factory=ScopeChanges)
+    mfa: MfaRequest | None = None
 
     @field_validator("redirect_url")
     @classmethod
@@ -248,6 +286,15 @@ class TriggerReply(BaseModel):
         description="true: MongoDB did not store this new sign-in's pin in time; it was"
         " decided on the revisions the worker had cached as current, and its pin is written"
         " when MongoDB is back",
+    )
+    access_token_claims: dict[str, Any] = Field(
+        default_factory=dict,
+        description="claims for the access token only (Auth0's api.accessToken.setCustomClaim);"
+        " `claims` are for the ID token, and for both where the login service has one set",
+    )
+    access_token_scopes: ScopeChanges = Field(default_factory=ScopeChanges)
+    mfa: MfaRequest | None = Field(
+        default=None, description="with demand_mfa: how, when an action said (Auth0 style)"
     )
 
     @classmethod

@@ -19,7 +19,9 @@ from gatehook.domain.contract import (
     ActionTrace,
     Decision,
     MetadataEntry,
+    MfaRequest,
     Outcome,
+    ScopeChanges,
     TriggerReply,
     UserGrant,
 )
@@ -107,7 +109,10 @@ def decide(
 def reply_of(fields: dict[str, Any]) -> TriggerReply:
     """The reply model of ``reply_fields``' result (built from trusted values, unvalidated)."""
     traces = [ActionTrace.model_construct(**trace) for trace in fields["actions"]]
-    return TriggerReply.model_construct(**{**fields, "actions": traces})
+    scopes = ScopeChanges.model_construct(**fields["access_token_scopes"])
+    return TriggerReply.model_construct(
+        **{**fields, "actions": traces, "access_token_scopes": scopes}
+    )
 
 
 def reply_fields(
@@ -126,6 +131,9 @@ def reply_fields(
     metadata: list[MetadataEntry] = []
     saml: dict[str, list[str]] = {}
     grants: list[UserGrant] = []
+    token_claims: dict[str, Any] = {}
+    scopes: dict[str, list[str]] = {"add": [], "remove": []}
+    mfa: MfaRequest | None = None
     traces: list[dict[str, Any]] = []
     fail_closed: Step | None = None
     ran = 0
@@ -153,10 +161,18 @@ def reply_fields(
         if kind is Decision.REDIRECT:
             redirect_url = out.redirect_url
         claims.update(out.claims)
-        user_updates.update(out.user_updates)
+        if out.user_updates:
+            _merge_user_updates(user_updates, out.user_updates)
         metadata.extend(out.metadata)
         saml.update(out.saml_attributes)
         grants.extend(out.user_grants)
+        if out.access_token_claims:
+            token_claims.update(out.access_token_claims)
+        changes = out.access_token_scopes
+        if changes.add or changes.remove:
+            _change_scopes(scopes, changes.add, changes.remove)
+        if out.mfa is not None:
+            mfa = out.mfa
         if ends_slot(step):
             break
 
@@ -174,7 +190,8 @@ def reply_fields(
         message = decider.output.message
     if decision is Decision.BLOCK:  # a block carries no mutations
         redirect_url, claims, user_updates, saml = None, {}, {}, {}
-        metadata, grants = [], []
+        metadata, grants, token_claims, mfa = [], [], {}, None
+        scopes = {"add": [], "remove": []}
     return {
         "request_id": request_id,
         "decision": decision,
@@ -190,7 +207,36 @@ def reply_fields(
         "actions": traces,
         "error": None,
         "pin_deferred": False,
+        "access_token_claims": token_claims,
+        "access_token_scopes": scopes,
+        "mfa": mfa,
     }
+
+
+_METADATA_KEYS = ("app_metadata", "user_metadata")  # Auth0's: merged per key across actions
+
+
+def _merge_user_updates(into: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        before = into.get(key)
+        if key in _METADATA_KEYS and isinstance(before, dict) and isinstance(value, dict):
+            into[key] = {**before, **value}
+        else:
+            into[key] = value
+
+
+def _change_scopes(scopes: dict[str, list[str]], add: list[str], remove: list[str]) -> None:
+    """Later changes win: a scope removed after it was added is only in ``remove``."""
+    for scope in add:
+        if scope in scopes["remove"]:
+            scopes["remove"].remove(scope)
+        if scope not in scopes["add"]:
+            scopes["add"].append(scope)
+    for scope in remove:
+        if scope in scopes["add"]:
+            scopes["add"].remove(scope)
+        if scope not in scopes["remove"]:
+            scopes["remove"].append(scope)
 
 
 def _skipped(name: str, version: str) -> dict[str, Any]:

@@ -44,6 +44,10 @@ class ActionSpec(BaseModel):
     allowed_to_fail: bool = False
     allowed_hosts: list[str] = Field(default_factory=list)
     triggers: list[Trigger] | None = None
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="a custom action's secrets by name ('********' keeps the stored value)",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> ActionSpec:

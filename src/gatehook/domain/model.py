@@ -33,10 +33,11 @@ class ActionKind(StrEnum):
 
 
 class ScriptStyle(StrEnum):
-    """The two programming models of custom actions (docs/contract.md)."""
+    """The programming models of custom actions (docs/contract.md)."""
 
     MODULE = "module"
     ZITADEL = "zitadel"
+    AUTH0 = "auth0"
 
 
 class Disabled(BaseModel):
@@ -78,12 +79,20 @@ class ActionVersion(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     language: Literal["js", "ts"] | None = None
     style: ScriptStyle | None = None
+    exports: list[str] = Field(
+        default_factory=list, description="Auth0 style: the handlers the script exports"
+    )
     source: str | None = None
     compiled: str | None = None
     timeout_ms: int = 1000
     allowed_to_fail: bool = False
     allowed_hosts: list[str] = Field(default_factory=list)
     target: TargetSpec | None = None
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="a custom action's secrets (sealed at rest, masked when read back);"
+        " scripts read them as input.secrets, Auth0 Actions as event.secrets",
+    )
     content_hash: str
     created_at: datetime
     created_by: str = "system"

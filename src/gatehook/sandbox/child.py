@@ -274,7 +274,7 @@ class Child:
                 else:
                     err = {"type": "compile", "message": err["message"]}
             return {"ok": False, "error": err}, b""
-        return {"ok": True, "style": probe.style}, compiled.encode()
+        return {"ok": True, "style": probe.style, "exports": list(probe.exports)}, compiled.encode()
 
 
 _NOT_UTF8 = {"type": "invalid_result", "message": "input is not valid UTF-8"}

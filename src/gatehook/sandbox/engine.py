@@ -41,9 +41,12 @@ from typing import Any
 import orjson
 import quickjs
 
+from gatehook.domain import auth0
+
 __all__ = ["ContextCache", "EngineLimits", "LoadError", "Outcome", "ScriptContext", "wrap"]
 
 _RUNTIME = Path(__file__).with_name("runtime.js").read_text()
+_AUTH0 = {tr.value: list(names) for tr, names in auth0.HANDLERS.items()}
 _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 TIMED_OUT: dict[str, Any] = {"type": "timeout", "message": "timed out"}
 _NEVER_SETTLED = {"type": "threw", "message": "the action's promise never settled"}
@@ -62,8 +65,8 @@ class EngineLimits:
     http_max_bytes: int = 1024 * 1024
     http_allow_private: bool = False
 
-    def runtime_limits(self) -> dict[str, int]:
-        return {"log_bytes": self.log_bytes, "output_bytes": self.output_bytes}
+    def runtime_limits(self) -> dict[str, Any]:
+        return {"log_bytes": self.log_bytes, "output_bytes": self.output_bytes, "auth0": _AUTH0}
 
 
 @dataclass(slots=True)
@@ -167,6 +170,10 @@ class ScriptContext:
                 }
             )
         self.style: str = str(found)
+        #: the Auth0 handlers the script exports (Auth0 style only)
+        self.exports: tuple[str, ...] = (
+            tuple(orjson.loads(ctx.eval("__gh.exports()"))) if self.style == "auth0" else ()
+        )
         self._start = ctx.eval("__gh.start")
         self._meta = ctx.eval("__gh.meta")
         self._output = ctx.eval("__gh.output")

@@ -84,6 +84,7 @@ class Compiled:
 
     code: str
     style: ScriptStyle
+    exports: tuple[str, ...] = ()  # Auth0 style: the handlers it exports
 
 
 _ERRORS: dict[str, type[ScriptError]] = {
@@ -582,7 +583,8 @@ class SandboxPool:
             except TimeoutError:
                 raise CompileError(f"compiling took longer than {timeout_s:g} s") from None
         if reply.get("ok"):
-            return Compiled(body.decode(), ScriptStyle(reply["style"]))
+            exports = tuple(str(e) for e in reply.get("exports") or ())
+            return Compiled(body.decode(), ScriptStyle(reply["style"]), exports)
         err = reply.get("error") or {}
         if err.get("type") == "timeout":
             raise CompileError(f"compiling took longer than {timeout_s:g} s")

@@ -2,7 +2,8 @@
 // action (see engine.py). Its value is the set-up function the host calls with the limits.
 //
 // It gives a script exactly what docs/contract.md promises and nothing more: its input, its
-// config, console/log capture, and require() of zitadel/http, zitadel/log, zitadel/uuid.
+// config, console/log capture, require() of zitadel/http, zitadel/log, zitadel/uuid, and for
+// Auth0 Actions their event and api.
 // The host exports no Python function but __gh_fetch (the guarded fetch, present only for
 // actions with allowed hosts, taken off the global object here), loads no module from disk,
 // and passes no environment.
@@ -15,7 +16,8 @@
   var hasOwn = Object.prototype.hasOwnProperty;
   var pThen = Promise.prototype.then;
   var pResolve = Promise.resolve.bind(Promise);
-  var limits = { log_bytes: 8192, output_bytes: 262144 };
+  var limits = { log_bytes: 8192, output_bytes: 262144, auth0: {} };
+  var ProxyOf = Proxy;
   var state = { logs: [], bytes: 0, truncated: false };
 
   function show(value) {
@@ -221,6 +223,218 @@
     return { api: api, collect: collect };
   }
 
+  // ---- Auth0 style: exports.onExecutePostLogin(event, api) and the other handlers ------
+  // (docs/contract.md, "Auth0 Actions"). `limits.auth0` is the host's table: per trigger, the
+  // handlers that may run there, the preferred first (domain/auth0.py).
+  var AUTH0_EXPORTS = ['onExecutePostLogin', 'onContinuePostLogin', 'onExecutePreUserRegistration',
+    'onExecutePostUserRegistration', 'onExecuteCredentialsExchange'];
+
+  function auth0Handler(input) {
+    var names = limits.auth0[input.trigger] || [];
+    var h = loaded.handlers;
+    var ctx = input.context || {};
+    var protocol = ctx.transaction && ctx.transaction.protocol;
+    if (names.indexOf('onExecuteCredentialsExchange') >= 0 && h.onExecuteCredentialsExchange &&
+        (protocol === 'oauth2-client-credentials' || !h.onExecutePostLogin)) {
+      return 'onExecuteCredentialsExchange';
+    }
+    for (var i = 0; i < names.length; i++) if (h[names[i]]) return names[i];
+    return null;
+  }
+
+  function copyOf(value) {
+    var out = {};
+    if (value && typeof value === 'object') {
+      for (var k in value) if (hasOwn.call(value, k)) out[k] = value[k];
+    }
+    return out;
+  }
+
+  function auth0Event(input) {
+    var ctx = input.context || {};
+    var ev = copyOf(ctx);
+    var user = copyOf(input.user);
+    user.user_id = user.id;
+    if (!user.app_metadata || typeof user.app_metadata !== 'object') user.app_metadata = {};
+    if (!user.user_metadata || typeof user.user_metadata !== 'object') user.user_metadata = {};
+    ev.user = user;
+    ev.request = input.request || {};
+    var client = copyOf(ctx.client);
+    if (client.client_id === undefined) client.client_id = ev.request.application_id;
+    ev.client = client;
+    var tenant = copyOf(ctx.tenant);
+    tenant.id = input.tenant;
+    ev.tenant = tenant;
+    ev.secrets = copyOf(input.secrets);
+    return ev;
+  }
+
+  // An api namespace that names what it lacks: Auth0 members gatehook does not have throw
+  // "api.<path> is not supported", never "undefined is not a function".
+  function strict(obj, path) {
+    return new ProxyOf(obj, {
+      get: function (target, prop) {
+        if (typeof prop !== 'string' || hasOwn.call(target, prop) || prop === 'then' ||
+            prop === 'toJSON') {
+          return target[prop];
+        }
+        throw new Error(path + '.' + prop + ' is not supported by gatehook');
+      }
+    });
+  }
+
+  function queryString(url, query) {
+    var parts = [];
+    if (query && typeof query === 'object') {
+      for (var k in query) {
+        if (hasOwn.call(query, k) && query[k] !== undefined && query[k] !== null) {
+          parts.push(encodeURIComponent(k) + '=' + encodeURIComponent(String(query[k])));
+        }
+      }
+    }
+    if (!parts.length) return url;
+    var hash = url.indexOf('#');
+    var base = hash >= 0 ? url.slice(0, hash) : url;
+    var frag = hash >= 0 ? url.slice(hash) : '';
+    return base + (base.indexOf('?') >= 0 ? '&' : '?') + parts.join('&') + frag;
+  }
+
+  function auth0Api(handler, out) {
+    var api = {};
+    var self = null;
+    function chain(fn) { return function () { fn.apply(null, arguments); return self; }; }
+    function deny(reason, message) {
+      out.denied = true;
+      out.reason = reason;
+      out.message = message === undefined || message === null ? null : String(message);
+    }
+    function metadata(field) {
+      return chain(function (key, value) {
+        if (!out.user_updates[field]) out.user_updates[field] = {};
+        out.user_updates[field][String(key)] = value === undefined ? null : value;
+      });
+    }
+    function scope(add) {
+      return chain(function (name) {
+        var s = String(name);
+        var here = add ? out.access_token_scopes.add : out.access_token_scopes.remove;
+        var there = add ? out.access_token_scopes.remove : out.access_token_scopes.add;
+        var i = there.indexOf(s);
+        if (i >= 0) there.splice(i, 1);
+        if (here.indexOf(s) < 0) here.push(s);
+      });
+    }
+    function factors(list) {
+      return (Array.isArray(list) ? list : []).map(function (f) {
+        var type = f && typeof f === 'object' ? String(f.type) : String(f);
+        var item = { type: type };
+        if (f && typeof f === 'object' && f.options && typeof f.options === 'object') {
+          item.options = f.options;
+        }
+        return item;
+      });
+    }
+    function mfa(mode, any) {
+      return chain(function (first, options) {
+        var list = any ? factors(first) : factors([first]);
+        if (!any && options && Array.isArray(options.additionalFactors)) {
+          list = list.concat(factors(options.additionalFactors));
+        }
+        out.mfa = { mode: mode, factors: list, any: !!any };
+      });
+    }
+    var accessToken = {
+      setCustomClaim: chain(function (key, value) { out.access_token_claims[String(key)] = value; }),
+      addScope: scope(true),
+      removeScope: scope(false)
+    };
+    var user = {
+      setAppMetadata: metadata('app_metadata'),
+      setUserMetadata: metadata('user_metadata')
+    };
+    if (handler === 'onExecutePostLogin' || handler === 'onContinuePostLogin') {
+      api.access = strict({ deny: chain(function (reason) { deny('access_denied', reason); }) },
+        'api.access');
+      api.idToken = strict({
+        setCustomClaim: chain(function (key, value) { out.claims[String(key)] = value; })
+      }, 'api.idToken');
+      api.accessToken = strict(accessToken, 'api.accessToken');
+      api.user = strict(user, 'api.user');
+      api.multifactor = strict({
+        enable: chain(function (provider, options) {
+          var o = options && typeof options === 'object' ? options : {};
+          out.mfa = {
+            mode: 'enable', provider: String(provider),
+            allow_remember_browser: !!o.allowRememberBrowser,
+            provider_options: o.providerOptions && typeof o.providerOptions === 'object'
+              ? o.providerOptions : {}
+          };
+        })
+      }, 'api.multifactor');
+      api.authentication = strict({
+        challengeWith: mfa('challenge', false), challengeWithAny: mfa('challenge', true),
+        enrollWith: mfa('enroll', false), enrollWithAny: mfa('enroll', true)
+      }, 'api.authentication');
+      api.redirect = strict({
+        sendUserTo: chain(function (url, options) {
+          out.redirect_url = queryString(String(url), options && options.query);
+        }),
+        canRedirect: function () { return true; }
+      }, 'api.redirect');
+      api.samlResponse = strict({
+        setAttribute: chain(function (name, value) {
+          var key = String(name);
+          if (value === null || value === undefined) delete out.saml_attributes[key];
+          else out.saml_attributes[key] = Array.isArray(value) ? value.map(String) : [String(value)];
+        })
+      }, 'api.samlResponse');
+    } else if (handler === 'onExecutePreUserRegistration') {
+      api.access = strict({
+        deny: chain(function (reason, userMessage) {
+          deny('access_denied', userMessage === undefined ? reason : userMessage);
+        })
+      }, 'api.access');
+      api.validation = strict({
+        error: chain(function (code, message) { deny(String(code), message); })
+      }, 'api.validation');
+      api.user = strict(user, 'api.user');
+    } else if (handler === 'onExecuteCredentialsExchange') {
+      api.access = strict({
+        deny: chain(function (code, reason) { deny(String(code), reason); })
+      }, 'api.access');
+      api.accessToken = strict(accessToken, 'api.accessToken');
+    }
+    self = strict(api, 'api');
+    return self;
+  }
+
+  function auth0Run(input) {
+    var handler = auth0Handler(input);
+    if (handler === null) {
+      throw new Error('this Auth0 Action exports no handler for the ' + String(input.trigger) +
+        ' trigger (it exports ' + Object.keys(loaded.handlers).join(', ') + ')');
+    }
+    var out = {
+      denied: false, reason: null, message: null, redirect_url: null, mfa: null,
+      claims: {}, user_updates: {}, saml_attributes: {}, access_token_claims: {},
+      access_token_scopes: { add: [], remove: [] }
+    };
+    var ret = loaded.handlers[handler](auth0Event(input), auth0Api(handler, out));
+    function collect() {
+      var kind = out.denied ? 'block' : (out.mfa ? 'demand_mfa'
+        : (out.redirect_url !== null ? 'redirect' : 'continue'));
+      var result = {
+        kind: kind, reason: out.reason, message: out.message, claims: out.claims,
+        user_updates: out.user_updates, saml_attributes: out.saml_attributes,
+        access_token_claims: out.access_token_claims,
+        access_token_scopes: out.access_token_scopes, mfa: out.mfa
+      };
+      if (kind === 'redirect') result.redirect_url = out.redirect_url;
+      return result;
+    }
+    return { ret: ret, collect: collect };
+  }
+
   // ---- loading and running -----------------------------------------------------------
   var loaded = null;
 
@@ -230,14 +444,26 @@
     var exp = module.exports;
     var execute = exp && (typeof exp.execute === 'function' ? exp.execute
       : (typeof exp.default === 'function' ? exp.default : null));
-    var found = execute ? 'module' : (typeof zitadelFn === 'function' ? 'zitadel' : null);
+    var handlers = {};
+    var auth0 = false;
+    if (exp && (typeof exp === 'object' || typeof exp === 'function')) {
+      AUTH0_EXPORTS.forEach(function (n) {
+        if (typeof exp[n] === 'function') { handlers[n] = exp[n]; auth0 = true; }
+      });
+    }
+    var found = execute ? 'module' : (auth0 ? 'auth0'
+      : (typeof zitadelFn === 'function' ? 'zitadel' : null));
     if (style !== 'auto' && found !== style) {
       found = (style === 'zitadel' && typeof zitadelFn === 'function') ? 'zitadel'
-        : (style === 'module' && execute ? 'module' : null);
+        : (style === 'module' && execute ? 'module' : (style === 'auth0' && auth0 ? 'auth0' : null));
     }
-    loaded = { style: found, execute: execute, zitadel: zitadelFn, name: actionName };
+    loaded = {
+      style: found, execute: execute, zitadel: zitadelFn, name: actionName, handlers: handlers
+    };
     return found;
   }
+
+  function exportsOf() { return stringify(Object.keys(loaded.handlers)); }
 
   function oom(message) {
     return message.indexOf('out of memory') >= 0 || message.indexOf('string too long') >= 0;
@@ -286,6 +512,10 @@
       if (loaded.style === 'module') {
         ret = loaded.execute(input);
         after = function (v) { settle(box, v); };
+      } else if (loaded.style === 'auth0') {
+        var run = auth0Run(input);
+        ret = run.ret;
+        after = function () { settle(box, run.collect()); };
       } else {
         var made = buildApi(loaded.name);
         ret = loaded.zitadel(buildCtx(input), made.api);
@@ -311,7 +541,8 @@
 
   Object.defineProperty(G, '__gh', {
     value: Object.freeze({
-      define: define, start: start, meta: meta, output: output, result: result
+      define: define, start: start, meta: meta, output: output, result: result,
+      exports: exportsOf
     }),
     writable: false, configurable: false, enumerable: false
   });
@@ -319,5 +550,6 @@
     var given = parse(text);
     limits.log_bytes = given.log_bytes;
     limits.output_bytes = given.output_bytes;
+    limits.auth0 = given.auth0 || {};
   };
 })(globalThis);

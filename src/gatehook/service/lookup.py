@@ -224,7 +224,9 @@ class FlowLookup:
         return self._versions.peek((tenant, action, wanted))
 
     def config(self, version: ActionVersion) -> tuple[Any, bytes]:
-        """The parsed template config (templates) and the config's JSON (scripts), cached."""
+        """The parsed template config (templates) and, for scripts, the input's tail: the
+        config's JSON, then the action's secrets as the ``secrets`` member (when it has
+        any), cached."""
         key = (version.tenant, version.action, version.version)
         cached = self._configs.get(key)
         if cached is None:
@@ -233,6 +235,9 @@ class FlowLookup:
                 template = self._templates.get(version.template or "")
                 if template is not None:
                     parsed = template.parse_config(version.config)
-            cached = (parsed, dumps(version.config))
+            config = dumps(version.config)
+            if version.secrets:  # the input's last members: "config": {...}, "secrets": {...}
+                config += b',"secrets":' + dumps(version.secrets)
+            cached = (parsed, config)
             self._configs.put(key, cached)
         return cached

@@ -555,6 +555,7 @@ class MongoStore:
         """Where ``doc`` (an action version as stored) keeps secrets: (part, field) pairs."""
         paths = [("config", f) for f in self._secret_fields.get(doc.get("template") or "", ())]
         paths.append(("target", "signing_key"))
+        paths.extend(("secrets", name) for name in doc.get("secrets") or {})
         return [
             (part, f)
             for part, f in paths

@@ -1,0 +1,63 @@
+"""Auth0 Actions as a script style: which exported handler runs at which trigger.
+
+A script that assigns ``exports.onExecutePostLogin`` (or one of the other handlers below) is
+an Auth0 Action and runs unchanged: the sandbox runtime builds Auth0's ``event`` from the
+trigger request and maps Auth0's ``api`` calls to the reply (docs/contract.md, "Auth0
+Actions"). The triggers such a script is compatible with follow from what it exports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from gatehook.domain.catalogue import Trigger
+
+__all__ = ["EXPORTS", "HANDLERS", "compatible_triggers", "handler_for"]
+
+POST_LOGIN = "onExecutePostLogin"
+CONTINUE_POST_LOGIN = "onContinuePostLogin"
+PRE_REGISTRATION = "onExecutePreUserRegistration"
+POST_REGISTRATION = "onExecutePostUserRegistration"
+CREDENTIALS_EXCHANGE = "onExecuteCredentialsExchange"
+
+#: The handlers the runtime looks for on ``exports``.
+EXPORTS = (
+    POST_LOGIN,
+    CONTINUE_POST_LOGIN,
+    PRE_REGISTRATION,
+    POST_REGISTRATION,
+    CREDENTIALS_EXCHANGE,
+)
+
+#: Per trigger, the handlers that may run there, the preferred first.
+HANDLERS: dict[Trigger, tuple[str, ...]] = {
+    Trigger.POST_AUTHENTICATION: (POST_LOGIN,),
+    Trigger.PRE_USERINFO_CREATION: (POST_LOGIN,),
+    Trigger.PRE_ACCESS_TOKEN_CREATION: (POST_LOGIN, CREDENTIALS_EXCHANGE),
+    Trigger.PRE_SAML_RESPONSE: (POST_LOGIN,),
+    Trigger.PRE_CREATION: (PRE_REGISTRATION,),
+    Trigger.POST_CREATION: (POST_REGISTRATION,),
+}
+
+#: ``context.transaction.protocol`` of a machine-to-machine token request: at
+#: ``pre_access_token_creation`` it runs ``onExecuteCredentialsExchange`` when exported.
+CLIENT_CREDENTIALS = "oauth2-client-credentials"
+
+
+def compatible_triggers(exports: Iterable[str]) -> list[Trigger]:
+    """The triggers a script exporting ``exports`` can be attached to, in catalogue order."""
+    have = set(exports)
+    return [tr for tr in Trigger if have.intersection(HANDLERS.get(tr, ()))]
+
+
+def handler_for(trigger: str, exports: Iterable[str], protocol: object = None) -> str | None:
+    """The handler that runs at ``trigger`` (None: the script exports none for it)."""
+    try:
+        names = HANDLERS[Trigger(trigger)]
+    except ValueError:
+        return None
+    have = set(exports)
+    exchange = CREDENTIALS_EXCHANGE in names and CREDENTIALS_EXCHANGE in have
+    if exchange and (protocol == CLIENT_CREDENTIALS or POST_LOGIN not in have):
+        return CREDENTIALS_EXCHANGE
+    return next((n for n in names if n in have), None)

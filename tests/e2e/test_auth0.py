@@ -1,0 +1,424 @@
+"""Auth0 Actions run unchanged: ``exports.onExecutePostLogin(event, api)`` and the other
+handlers, published and attached through the management API, triggered over NATS as a login
+service does; Auth0's ``event`` built from the request, its ``api`` calls in the reply."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from nats.aio.client import Client as NATS
+
+from gatehook.admin.client import AdminClient
+from gatehook.errors import ValidationFailed
+from tests.conftest import Worker
+from tests.helpers import request, trigger
+
+PA = {"flow_type": "external_authentication", "trigger": "post_authentication"}
+
+
+@pytest.fixture
+def api(nc: NATS) -> AdminClient:
+    return AdminClient(nc, actor="alice", timeout=60)
+
+
+async def _attach(
+    api: AdminClient,
+    tenant: str,
+    name: str,
+    source: str,
+    flow_type: str = "external_authentication",
+    trigger_name: str = "post_authentication",
+    **options: Any,
+) -> dict[str, Any]:
+    await api.call(tenant, "actions.create", name=name)
+    published = await api.call(tenant, "actions.publish", name=name, source=source, **options)
+    await api.call(
+        tenant,
+        "flows.attach",
+        flow_type=flow_type,
+        trigger=trigger_name,
+        action=name,
+        version=published["version"]["version"],
+    )
+    version: dict[str, Any] = published["version"]
+    return version
+
+
+def post_login(body: str) -> str:
+    return f"exports.onExecutePostLogin = async (event, api) => {{\n{body}\n}};"
+
+
+async def test_event_is_the_request_as_auth0_shapes_it(
+    worker: Worker, nc: NATS, api: AdminClient, tenant: str
+) -> None:
+    """Every field of the request where Auth0 puts it: user (plus user_id), request, each key
+    of context at the top of event, client_id from the application, the tenant, secrets."""
+    version = await _attach(
+        api,
+        tenant,
+        "echo",
+        post_login("api.idToken.setCustomClaim('event', event);"),
+        secrets={"API_KEY": "k-123", "REGION": "eu"},
+    )
+    assert version["style"] == "auth0"
+    assert version["exports"] == ["onExecutePostLogin"]
+    assert version["secrets"] == {"API_KEY": "********", "REGION": "********"}  # read back masked
+    context = {
+        "connection": {"id": "con_1", "name": "Username-Password", "strategy": "auth0"},
+        "organization": {"id": "org_1", "name": "acme", "display_name": "Acme", "metadata": {}},
+        "authentication": {"methods": [{"name": "pwd", "timestamp": "2026-12-02T10:00:00Z"}]},
+        "authorization": {"roles": ["admin", "staff"]},
+        "transaction": {"protocol": "oidc-basic-profile", "requested_scopes": ["openid"]},
+        "stats": {"logins_count": 7},
+        "session": {"id": "sess_1"},
+    }
+    body = request(
+        user={
+            "id": "auth0|u1",
+            "email": "ann@acme.com",
+            "email_verified": True,
+            "name": "Ann",
+            "app_metadata": {"plan": "gold"},
+            "multifactor": ["guardian"],
+        },
+        request={
+            "ip": "203.0.113.7",
+            "user_agent": "Mozilla/5.0",
+            "application_id": "client-abc",
+            "geoip": {"countryCode": "DE", "cityName": "Berlin"},
+            "hostname": "login.acme.com",
+            "query": {"scope": "openid profile"},
+            "language": "de",
+        },
+        context=context,
+    )
+    reply = await trigger(nc, tenant, body)
+    assert reply["decision"] == "continue", reply
+    event = reply["claims"]["event"]
+    user = event["user"]
+    assert user["user_id"] == user["id"] == "auth0|u1"
+    assert (user["email"], user["email_verified"], user["name"]) == ("ann@acme.com", True, "Ann")
+    assert user["app_metadata"] == {"plan": "gold"}
+    assert user["user_metadata"] == {}  # absent: an empty object, as Auth0 gives
+    assert user["multifactor"] == ["guardian"]
+    req = event["request"]
+    assert (req["ip"], req["user_agent"], req["hostname"], req["language"]) == (
+        "203.0.113.7",
+        "Mozilla/5.0",
+        "login.acme.com",
+        "de",
+    )
+    assert req["geoip"] == {"countryCode": "DE", "cityName": "Berlin"}
+    assert req["query"] == {"scope": "openid profile"}
+    for key, value in context.items():
+        assert event[key] == value, key
+    assert event["client"] == {"client_id": "client-abc"}
+    assert event["tenant"] == {"id": tenant}
+    assert event["secrets"] == {"API_KEY": "k-123", "REGION": "eu"}
+
+    # a client the login service sends keeps its own client_id
+    body = request(request={"application_id": "app"}, context={"client": {"client_id": "c2"}})
+    assert (await trigger(nc, tenant, body))["claims"]["event"]["client"] == {"client_id": "c2"}
+
+
+async def test_post_login_api_maps_to_the_reply(
+    worker: Worker, nc: NATS, api: AdminClient, tenant: str
+) -> None:
+    await _attach(
+        api,
+        tenant,
+        "tokens",
+        post_login(
+            "api.idToken.setCustomClaim('https://acme.com/roles', event.authorization.roles);\n"
+            "api.accessToken.setCustomClaim('https://acme.com/tier', 'gold');\n"
+            "api.accessToken.addScope('read:reports');\n"
+            "api.accessToken.addScope('write:reports');\n"
+            "api.accessToken.removeScope('write:reports');\n"
+            "api.accessToken.removeScope('admin');\n"
+            "api.user.setAppMetadata('plan', 'gold');\n"
+            "api.user.setUserMetadata('lang', 'de');\n"
+            "api.user.setUserMetadata('stale', null);"
+        ),
+    )
+    await _attach(
+        api,
+        tenant,
+        "more",
+        post_login(
+            "const r = api.user.setAppMetadata('seen', 2);\n"
+            "if (r !== api) throw new Error('the api is not returned for chaining');"
+        ),
+    )
+    reply = await trigger(nc, tenant, request(context={"authorization": {"roles": ["admin"]}}))
+    assert reply["decision"] == "continue", reply
+    assert reply["claims"] == {"https://acme.com/roles": ["admin"]}
+    assert reply["access_token_claims"] == {"https://acme.com/tier": "gold"}
+    assert reply["access_token_scopes"] == {
+        "add": ["read:reports"],
+        "remove": ["write:reports", "admin"],
+    }
+    # merged per key over both actions; null deletes the key
+    assert reply["user_updates"] == {
+        "app_metadata": {"plan": "gold", "seen": 2},
+        "user_metadata": {"lang": "de", "stale": None},
+    }
+    assert reply["mfa"] is None
+
+
+async def test_deny_blocks_and_stops_later_actions_not_its_own_handler(
+    worker: Worker, nc: NATS, api: AdminClient, tenant: str
+) -> None:
+    await _attach(
+        api,
+        tenant,
+        "gate",
+        post_login(
+            "if (event.request.geoip.countryCode === 'XX') api.access.deny('No sign-ins from here');\n"
+            "await Promise.resolve();\n"
+            "console.log('the handler ran on after deny');\n"
+            "api.idToken.setCustomClaim('after', true);"
+        ),
+    )
+    await _attach(api, tenant, "later", post_login("api.idToken.setCustomClaim('later', 1);"))
+    blocked = await trigger(nc, tenant, request(request={"geoip": {"countryCode": "XX"}}))
+    assert blocked["decision"] == "block", blocked
+    assert (blocked["reason"], blocked["message"]) == ("access_denied", "No sign-ins from here")
+    assert [a["outcome"] for a in blocked["actions"]] == ["block", "skipped"]
+    assert blocked["claims"] == {}  # a block carries no mutations
+    tried = await api.call(
+        tenant,
+        "actions.test",
+        name="gate",
+        version="1.0.0",
+        request=request(request={"geoip": {"countryCode": "XX"}}),
+        **PA,
+    )
+    assert "info: the handler ran on after deny" in tried["logs"]
+    assert tried["output"]["claims"] == {"after": True}
+    ok = await trigger(nc, tenant, request(request={"geoip": {"countryCode": "DE"}}))
+    assert ok["decision"] == "continue"
+    assert ok["claims"] == {"after": True, "later": 1}
+
+
+async def test_mfa_and_redirect(worker: Worker, nc: NATS, api: AdminClient, tenant: str) -> None:
+    cases: dict[str, tuple[str, dict[str, Any]]] = {
+        "enable": (
+            "api.multifactor.enable('duo', {allowRememberBrowser: true,"
+            " providerOptions: {host: 'api-x.duosecurity.com'}});",
+            {
+                "mode": "enable",
+                "provider": "duo",
+                "allow_remember_browser": True,
+                "provider_options": {"host": "api-x.duosecurity.com"},
+                "factors": [],
+                "any": False,
+            },
+        ),
+        "challenge": (
+            "api.authentication.challengeWith({type: 'otp'},"
+            " {additionalFactors: [{type: 'phone', options: {preferredMethod: 'sms'}}]});",
+            {
+                "mode": "challenge",
+                "factors": [
+                    {"type": "otp"},
+                    {"type": "phone", "options": {"preferredMethod": "sms"}},
+                ],
+                "any": False,
+            },
+        ),
+        "challenge_any": (
+            "api.authentication.challengeWithAny([{type: 'otp'}, {type: 'email'}]);",
+            {"mode": "challenge", "factors": [{"type": "otp"}, {"type": "email"}], "any": True},
+        ),
+        "enroll": (
+            "api.authentication.enrollWith({type: 'webauthn-roaming'});",
+            {"mode": "enroll", "factors": [{"type": "webauthn-roaming"}], "any": False},
+        ),
+        "enroll_any": (
+            "api.authentication.enrollWithAny([{type: 'otp'}, {type: 'push-notification'}]);",
+            {
+                "mode": "enroll",
+                "factors": [{"type": "otp"}, {"type": "push-notification"}],
+                "any": True,
+            },
+        ),
+    }
+    for name, (call, want) in cases.items():
+        other = f"{tenant}-{name.replace('_', '-')}"
+        await _attach(api, other, "mfa", post_login(call))
+        reply = await trigger(nc, other, request())
+        assert reply["decision"] == "demand_mfa", (name, reply)
+        assert reply["reason"] == "mfa_required"
+        for key, value in want.items():
+            assert reply["mfa"][key] == value, (name, key, reply["mfa"])
+
+    await _attach(
+        api,
+        tenant,
+        "away",
+        post_login(
+            "api.redirect.sendUserTo('https://verify.acme.com/start?x=1',"
+            " {query: {state: event.transaction.state, lang: 'de fr'}});"
+        ),
+    )
+    reply = await trigger(nc, tenant, request(context={"transaction": {"state": "s/1"}}))
+    assert reply["decision"] == "redirect", reply
+    assert reply["redirect_url"] == "https://verify.acme.com/start?x=1&state=s%2F1&lang=de%20fr"
+
+
+async def test_saml_attributes_at_the_saml_response(
+    worker: Worker, nc: NATS, api: AdminClient, tenant: str
+) -> None:
+    """The shape of Auth0's saml-attribute-mapping template: the user's id and email as
+    claims of the assertion; a list stays a list, null removes."""
+    await _attach(
+        api,
+        tenant,
+        "saml",
+        post_login(
+            "api.samlResponse.setAttribute("
+            "'http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier',"
+            " event.user.user_id);\n"
+            "if (event.user.email) api.samlResponse.setAttribute("
+            "'http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress',"
+            " event.user.email);\n"
+            "api.samlResponse.setAttribute('groups', ['a', 'b']);\n"
+            "api.samlResponse.setAttribute('gone', 'x');\n"
+            "api.samlResponse.setAttribute('gone', null);"
+        ),
+        flow_type="customize_saml_response",
+        trigger_name="pre_saml_response",
+    )
+    reply = await trigger(nc, tenant, request(), "customize_saml_response", "pre_saml_response")
+    assert reply["saml_attributes"] == {
+        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier": ["u1"],
+        "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress": ["ann@acme.com"],
+        "groups": ["a", "b"],
+    }
+
+
+async def test_pre_user_registration_and_credentials_exchange(
+    worker: Worker, nc: NATS, api: AdminClient, tenant: str
+) -> None:
+    """The shapes of Auth0's simple-domain-allowlist (pre-user-registration) and
+    ip-address-allowlist (credentials exchange) templates, their lists in secrets."""
+    await _attach(
+        api,
+        tenant,
+        "domains",
+        "exports.onExecutePreUserRegistration = async (event, api) => {\n"
+        "  const domains = event.secrets.ALLOWED_DOMAINS.split(',').map((d) => d.trim());\n"
+        "  if (!event.user.email) return api.access.deny('invalid_email', 'Email is invalid');\n"
+        "  const domain = event.user.email.split('@')[1];\n"
+        "  if (!domains.includes(domain))\n"
+        "    return api.access.deny('invalid_domain', 'Email domain is prohibited');\n"
+        "  if (event.user.username === 'root') return api.validation.error('bad_username', 'No.');\n"
+        "  api.user.setUserMetadata('source', 'signup');\n"
+        "};",
+        trigger_name="pre_creation",
+        secrets={"ALLOWED_DOMAINS": "acme.com, example.org"},
+    )
+
+    async def signup(**user: Any) -> dict[str, Any]:
+        return await trigger(nc, tenant, request(user=user), trigger_name="pre_creation")
+
+    denied = await signup(email="eve@evil.test")
+    assert (denied["decision"], denied["reason"], denied["message"]) == (
+        "block",
+        "access_denied",
+        "Email domain is prohibited",
+    )
+    invalid = await signup(email="root@acme.com", username="root")
+    assert (invalid["decision"], invalid["reason"], invalid["message"]) == (
+        "block",
+        "bad_username",
+        "No.",
+    )
+    ok = await signup(email="ann@example.org")
+    assert ok["decision"] == "continue", ok
+    assert ok["user_updates"] == {"user_metadata": {"source": "signup"}}
+
+    ce = await _attach(
+        api,
+        tenant,
+        "ips",
+        "exports.onExecuteCredentialsExchange = async (event, api) => {\n"
+        "  const ips = event.secrets.ALLOW_LIST?.split(',');\n"
+        "  if (!ips) return api.access.deny('server_error', 'Invalid configuration');\n"
+        "  if (!ips.includes(event.request.ip))\n"
+        "    return api.access.deny('invalid_request', 'Access denied for this IP address');\n"
+        "  api.accessToken.setCustomClaim('https://acme.com/m2m', true);\n"
+        "};",
+        flow_type="complement_token",
+        trigger_name="pre_access_token_creation",
+        secrets={"ALLOW_LIST": "198.51.100.1,198.51.100.2"},
+    )
+    assert ce["exports"] == ["onExecuteCredentialsExchange"]
+
+    async def token(ip: str) -> dict[str, Any]:
+        body = request(
+            request={"ip": ip}, context={"transaction": {"protocol": "oauth2-client-credentials"}}
+        )
+        return await trigger(nc, tenant, body, "complement_token", "pre_access_token_creation")
+
+    refused = await token("203.0.113.9")
+    assert (refused["decision"], refused["reason"], refused["message"]) == (
+        "block",
+        "invalid_request",
+        "Access denied for this IP address",
+    )
+    allowed = await token("198.51.100.2")
+    assert allowed["decision"] == "continue", allowed
+    assert allowed["access_token_claims"] == {"https://acme.com/m2m": True}
+
+
+async def test_the_exports_decide_where_it_attaches_and_gaps_are_named(
+    worker: Worker, nc: NATS, api: AdminClient, tenant: str
+) -> None:
+    await api.call(tenant, "actions.create", name="login")
+    await api.call(
+        tenant, "actions.publish", name="login", source=post_login("api.cache.get('k');")
+    )
+    with pytest.raises(ValidationFailed) as info:
+        await api.call(
+            tenant,
+            "flows.attach",
+            flow_type="external_authentication",
+            trigger="pre_creation",
+            action="login",
+            version="1.0.0",
+        )
+    assert "cannot run at pre_creation" in str(info.value)
+    assert "compatible: post_authentication, pre_userinfo_creation" in str(info.value)
+
+    # an api member gatehook lacks is an action error that names it
+    await api.call(tenant, "flows.attach", action="login", version="1.0.0", **PA)
+    reply = await trigger(nc, tenant, request())
+    assert reply["decision"] == "block"
+    assert reply["reason"] == "action_error"
+    assert "api.cache is not supported by gatehook" in reply["message"]
+
+    # an npm package is refused at publish, by name
+    await api.call(tenant, "actions.create", name="npm")
+    with pytest.raises(ValidationFailed) as info:
+        await api.call(
+            tenant,
+            "actions.publish",
+            name="npm",
+            source="const axios = require('axios');\n" + post_login(""),
+        )
+    assert "requires 'axios': npm packages are not supported" in str(info.value)
+
+    # changing a secret publishes a new version; the mask keeps the stored value
+    await api.call(tenant, "actions.create", name="keyed")
+    src = post_login("api.idToken.setCustomClaim('k', event.secrets.K);")
+    first = await api.call(tenant, "actions.publish", name="keyed", source=src, secrets={"K": "1"})
+    same = await api.call(
+        tenant, "actions.publish", name="keyed", source=src, secrets={"K": "********"}
+    )
+    assert same["created"] is False
+    changed = await api.call(
+        tenant, "actions.publish", name="keyed", source=src, secrets={"K": "2"}
+    )
+    assert (first["version"]["version"], changed["version"]["version"]) == ("1.0.0", "1.0.1")
