@@ -38,6 +38,7 @@ from gatehook.sandbox.inprocess import InProcessScripts
 from gatehook.sandbox.lanes import SLOW_NICE, Lanes
 from gatehook.security.connections import mongo_options
 from gatehook.security.sealing import sealer_from
+from gatehook.service.action_cache import ActionCaches
 from gatehook.service.deferred_pins import DeferredPins
 from gatehook.service.rollouts import RolloutCounter, RolloutKey, ShadowGate
 from gatehook.service.trigger import TriggerService
@@ -125,6 +126,7 @@ class Runtime:
         )
         self.rollout_admin: RolloutAdmin | None = None
         self.recorder: JsRecorder | None = None
+        self.action_cache = ActionCaches(self.store)
         self.metrics = Metrics(tenant_labels=settings.metrics.tenant_labels)
         self._metrics_server: MetricsServer | None = None
         self._last_health: dict[str, Any] = {"ready": False, "checks": {"started": False}}
@@ -234,6 +236,7 @@ class Runtime:
             publish_event=self.publish_later,
             recorder=self.recorder,
             telemetry=self.metrics,
+            action_cache=self.action_cache,
         )
         if self.settings.deferred_pins > 0:
             self.deferred_pins = DeferredPins(self.store, capacity=self.settings.deferred_pins)
@@ -580,4 +583,5 @@ class Runtime:
             await self.pool.aclose()
         if self.deferred_pins is not None:
             await self.deferred_pins.aclose()  # (a last write of what it holds)
+        await self.action_cache.aclose()
         await self.store.aclose()

@@ -4,7 +4,14 @@ service does; Auth0's ``event`` built from the request, its ``api`` calls in the
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -378,7 +385,7 @@ async def test_the_exports_decide_where_it_attaches_and_gaps_are_named(
 ) -> None:
     await api.call(tenant, "actions.create", name="login")
     await api.call(
-        tenant, "actions.publish", name="login", source=post_login("api.cache.get('k');")
+        tenant, "actions.publish", name="login", source=post_login("api.prompt.render('consent');")
     )
     with pytest.raises(ValidationFailed) as info:
         await api.call(
@@ -397,7 +404,7 @@ async def test_the_exports_decide_where_it_attaches_and_gaps_are_named(
     reply = await trigger(nc, tenant, request())
     assert reply["decision"] == "block"
     assert reply["reason"] == "action_error"
-    assert "api.cache is not supported by gatehook" in reply["message"]
+    assert "api.prompt is not supported by gatehook" in reply["message"]
 
     # an npm package is refused at publish, by name
     await api.call(tenant, "actions.create", name="npm")
@@ -422,3 +429,122 @@ async def test_the_exports_decide_where_it_attaches_and_gaps_are_named(
         tenant, "actions.publish", name="keyed", source=src, secrets={"K": "2"}
     )
     assert (first["version"]["version"], changed["version"]["version"]) == ("1.0.0", "1.0.1")
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwt(claims: dict[str, Any], secret: str) -> str:
+    """An HS256 token as the redirect's target makes one (Python's own HMAC)."""
+    head = _b64url(b'{"alg":"HS256","typ":"JWT"}') + "." + _b64url(json.dumps(claims).encode())
+    sig = hmac.new(secret.encode(), head.encode(), hashlib.sha256).digest()
+    return head + "." + _b64url(sig)
+
+
+async def test_redirect_round_trip_through_on_continue_post_login(
+    worker: Worker, nc: NATS, api: AdminClient, tenant: str
+) -> None:
+    """encodeToken's token checks out with Python's HMAC at the redirect's target; the target
+    sends its own token back with the continue request, validateToken reads it in
+    onContinuePostLogin; a tampered or expired token fails the action, closed."""
+    secret = "shared-secret-of-acme-ü"
+    await _attach(
+        api,
+        tenant,
+        "verify",
+        "exports.onExecutePostLogin = async (event, api) => {\n"
+        "  const token = api.redirect.encodeToken({secret: event.secrets.SECRET,\n"
+        "    expiresInSeconds: 120, payload: {email: event.user.email}});\n"
+        "  api.redirect.sendUserTo('https://verify.acme.com/start', {query: {session_token: token}});\n"
+        "};\n"
+        "exports.onContinuePostLogin = async (event, api) => {\n"
+        "  const payload = api.redirect.validateToken({secret: event.secrets.SECRET});\n"
+        "  api.idToken.setCustomClaim('verified', payload.verified);\n"
+        "  api.user.setAppMetadata('verified_at', payload.iat);\n"
+        "};",
+        secrets={"SECRET": secret},
+    )
+    first = await trigger(nc, tenant, request())
+    assert first["decision"] == "redirect", first
+    url = urlsplit(first["redirect_url"])
+    assert (url.scheme, url.netloc, url.path) == ("https", "verify.acme.com", "/start")
+    token = parse_qs(url.query)["session_token"][0]
+    head, body, sig = token.split(".")
+    want = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    assert _b64url(want) == sig  # the sandbox's HMAC-SHA-256 is the standard one
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    assert claims["email"] == "ann@acme.com"
+    assert (claims["sub"], claims["iss"]) == ("u1", tenant)
+    assert claims["exp"] - claims["iat"] == 120
+
+    now = int(time.time())
+
+    async def come_back(token: str, where: str = "query") -> dict[str, Any]:
+        body = request(context={"continue": True}, request={where: {"session_token": token}})
+        return await trigger(nc, tenant, body)
+
+    back = await come_back(_jwt({"verified": True, "iat": now, "exp": now + 60}, secret))
+    assert back["decision"] == "continue", back
+    assert back["claims"] == {"verified": True}
+    assert back["user_updates"] == {"app_metadata": {"verified_at": now}}
+    posted = await come_back(_jwt({"verified": "form", "exp": now + 60}, secret), "body")
+    assert posted["claims"] == {"verified": "form"}
+
+    good = _jwt({"verified": True, "exp": now + 60}, secret)
+    tampered = good.rsplit(".", 1)[0][:-2] + "xx." + good.rsplit(".", 1)[1]
+    for bad, why in (
+        (tampered, "signature is invalid"),
+        (_jwt({"verified": True, "exp": now + 60}, "another secret"), "signature is invalid"),
+        (_jwt({"verified": True, "exp": now - 5}, secret), "has expired"),
+        ("not-a-token", "not a JWT"),
+    ):
+        reply = await come_back(bad)
+        assert reply["decision"] == "block", (why, reply)
+        assert reply["reason"] == "action_error"
+        assert why in reply["message"], reply["message"]
+
+
+async def test_cache_is_shared_across_runs_within_auth0s_bounds(
+    worker: Worker, nc: NATS, api: AdminClient, tenant: str
+) -> None:
+    version = await _attach(
+        api,
+        tenant,
+        "counter",
+        post_login(
+            "const r = api.cache.get('n');\n"
+            "const n = r ? Number(r.value) + 1 : 1;\n"
+            "const res = api.cache.set('n', String(n), {ttl: 60000});\n"
+            "api.idToken.setCustomClaim('n', n);\n"
+            "api.idToken.setCustomClaim('set', res.type);\n"
+            "api.idToken.setCustomClaim('read_back', api.cache.get('n').value);\n"
+            "api.idToken.setCustomClaim('big', api.cache.set('big', 'x'.repeat(5000)).code);\n"
+            "api.idToken.setCustomClaim('past',"
+            " api.cache.set('p', 'v', {expires_at: Date.now() - 1}).code);\n"
+            "const codes = [];\n"
+            "for (let i = 0; i < 20; i++) codes.push(api.cache.set('k' + i, 'v').type);\n"
+            "api.idToken.setCustomClaim('codes', codes);\n"
+            "if (n === 2) api.cache.delete('n');"
+        ),
+    )
+    assert version["uses_cache"] is True
+
+    async def run_until(n: int) -> dict[str, Any]:
+        deadline = time.monotonic() + 10
+        while True:  # the writes are stored after the reply: wait for the first to land
+            claims: dict[str, Any] = (await trigger(nc, tenant, request()))["claims"]
+            if claims["n"] == n or time.monotonic() > deadline:
+                return claims
+            await asyncio.sleep(0.05)
+
+    first = await trigger(nc, tenant, request())
+    claims = first["claims"]
+    assert (claims["n"], claims["set"], claims["read_back"]) == (1, "success", "1")
+    assert (claims["big"], claims["past"]) == ("CacheValueSizeExceeded", "ItemAlreadyExpired")
+    # 'n' and 19 more fit; the twentieth other key is past Auth0's 20 entries
+    assert claims["codes"] == ["success"] * 19 + ["error"]
+    second = await run_until(2)
+    assert second["n"] == 2
+    third = await run_until(1)  # the second run deleted it
+    assert third["n"] == 1

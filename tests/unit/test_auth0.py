@@ -45,11 +45,14 @@ def test_the_runtime_picks_the_handler_the_domain_names() -> None:
         ctx = ScriptContext(EngineLimits(), source, "auto", "act")
         assert ctx.style == "auth0"
         assert set(ctx.exports) == set(exports)
-        for trigger, protocol in itertools.product(Trigger, (None, CLIENT_CREDENTIALS)):
-            context = {"transaction": {"protocol": protocol}} if protocol else {}
+        cases = itertools.product(Trigger, (None, CLIENT_CREDENTIALS), (False, True))
+        for trigger, protocol, resuming in cases:
+            context: dict[str, object] = {"transaction": {"protocol": protocol}} if protocol else {}
+            if resuming:
+                context["continue"] = True
             inp = {"tenant": "t", "trigger": trigger.value, "user": {}, "request": {}}
             out = ctx.call(json.dumps({**inp, "context": context}), time.monotonic() + 5)
-            want = handler_for(trigger.value, exports, protocol)
+            want = handler_for(trigger.value, exports, protocol, resuming)
             if want is None:
                 assert out.error is not None
                 assert "exports no handler for the " + trigger.value in out.error["message"]

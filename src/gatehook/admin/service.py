@@ -401,6 +401,11 @@ class AdminService:
             language=lang,
             style=compiled.style if compiled else None,
             exports=list(compiled.exports) if compiled else [],
+            uses_cache=bool(
+                compiled
+                and compiled.style is ScriptStyle.AUTH0
+                and _CACHE.search(source or "") is not None
+            ),
             source=source,
             compiled=compiled.code if compiled else None,
             timeout_ms=draft.timeout_ms or self._default_timeout_ms,
@@ -627,6 +632,7 @@ class AdminService:
         return new_event(type_, tenant, actor, **fields)
 
 
+_CACHE = re.compile(r"\bcache\b")  # api.cache, or an alias of it: read before each run
 _SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _MAX_SECRETS = 32
 _MAX_SECRET_BYTES = 4096

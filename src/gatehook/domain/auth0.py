@@ -50,13 +50,21 @@ def compatible_triggers(exports: Iterable[str]) -> list[Trigger]:
     return [tr for tr in Trigger if have.intersection(HANDLERS.get(tr, ()))]
 
 
-def handler_for(trigger: str, exports: Iterable[str], protocol: object = None) -> str | None:
-    """The handler that runs at ``trigger`` (None: the script exports none for it)."""
+def handler_for(
+    trigger: str, exports: Iterable[str], protocol: object = None, resuming: bool = False
+) -> str | None:
+    """The handler that runs at ``trigger`` (None: the script exports none for it).
+
+    ``protocol`` is the request's ``context.transaction.protocol``; ``resuming``, whether the
+    request carries ``context.continue`` (the sign-in came back from a redirect): then an
+    action with ``onContinuePostLogin`` resumes there."""
     try:
         names = HANDLERS[Trigger(trigger)]
     except ValueError:
         return None
     have = set(exports)
+    if resuming and POST_LOGIN in names and CONTINUE_POST_LOGIN in have:
+        return CONTINUE_POST_LOGIN
     exchange = CREDENTIALS_EXCHANGE in names and CREDENTIALS_EXCHANGE in have
     if exchange and (protocol == CLIENT_CREDENTIALS or POST_LOGIN not in have):
         return CREDENTIALS_EXCHANGE

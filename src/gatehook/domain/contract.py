@@ -163,6 +163,11 @@ class ActionInput(BaseModel):
     secrets: dict[str, str] = Field(
         default_factory=dict, description="the custom action's secrets (Auth0: event.secrets)"
     )
+    cache: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Auth0 Actions that use api.cache: its live entries, key -> {value,"
+        " expires_at}, as the run began",
+    )
 
 
 class MetadataEntry(BaseModel):
@@ -181,6 +186,17 @@ class UserGrant(BaseModel):
 
     project_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     roles: list[str] = Field(default_factory=list)
+
+
+class CacheWrite(BaseModel):
+    """One change an Auth0 Action made to its cache (``api.cache.set`` / ``delete``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    op: Literal["set", "delete"]
+    key: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    value: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    expires_at: int | None = Field(default=None, description="ms since the epoch")
 
 
 class ScopeChanges(BaseModel):
@@ -232,6 +248,12 @@ class ActionOutput(BaseModel):
     access_token_claims: dict[str, Any] = Field(default_factory=dict)
     access_token_scopes: ScopeChanges = Field(default_factory=ScopeChanges)
     mfa: MfaRequest | None = None
+    cache: list[CacheWrite] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Auth0 style: the action's cache writes, stored after the run (not in"
+        " the reply)",
+    )
 
     @field_validator("redirect_url")
     @classmethod

@@ -82,6 +82,9 @@ class ActionVersion(BaseModel):
     exports: list[str] = Field(
         default_factory=list, description="Auth0 style: the handlers the script exports"
     )
+    uses_cache: bool = Field(
+        default=False, description="Auth0 style: the script names api.cache (read before a run)"
+    )
     source: str | None = None
     compiled: str | None = None
     timeout_ms: int = 1000

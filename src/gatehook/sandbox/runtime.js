@@ -229,11 +229,161 @@
   var AUTH0_EXPORTS = ['onExecutePostLogin', 'onContinuePostLogin', 'onExecutePreUserRegistration',
     'onExecutePostUserRegistration', 'onExecuteCredentialsExchange'];
 
+  // HS256 (HMAC-SHA-256) for api.redirect.encodeToken and validateToken: the engine has no
+  // crypto, so it is here, on byte arrays.
+  var K256 = [
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2
+  ];
+
+  function sha256(msg) {
+    var h = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c,
+      0x1f83d9ab, 0x5be0cd19];
+    var bytes = msg.slice();
+    var bits = msg.length * 8;
+    bytes.push(0x80);
+    while (bytes.length % 64 !== 56) bytes.push(0);
+    var hi = Math.floor(bits / 0x100000000), lo = bits >>> 0;
+    bytes.push(hi >>> 24 & 255, hi >>> 16 & 255, hi >>> 8 & 255, hi & 255,
+      lo >>> 24 & 255, lo >>> 16 & 255, lo >>> 8 & 255, lo & 255);
+    var w = new Array(64), i;
+    for (var off = 0; off < bytes.length; off += 64) {
+      for (i = 0; i < 16; i++) {
+        w[i] = (bytes[off + 4 * i] << 24) | (bytes[off + 4 * i + 1] << 16) |
+          (bytes[off + 4 * i + 2] << 8) | bytes[off + 4 * i + 3];
+      }
+      for (i = 16; i < 64; i++) {
+        var x = w[i - 15], y = w[i - 2];
+        var s0 = (x >>> 7 | x << 25) ^ (x >>> 18 | x << 14) ^ (x >>> 3);
+        var s1 = (y >>> 17 | y << 15) ^ (y >>> 19 | y << 13) ^ (y >>> 10);
+        w[i] = (w[i - 16] + s0 + w[i - 7] + s1) | 0;
+      }
+      var a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
+      for (i = 0; i < 64; i++) {
+        var t1 = (k + ((e >>> 6 | e << 26) ^ (e >>> 11 | e << 21) ^ (e >>> 25 | e << 7)) +
+          ((e & f) ^ (~e & g)) + K256[i] + w[i]) | 0;
+        var t2 = (((a >>> 2 | a << 30) ^ (a >>> 13 | a << 19) ^ (a >>> 22 | a << 10)) +
+          ((a & b) ^ (a & c) ^ (b & c))) | 0;
+        k = g; g = f; f = e; e = (d + t1) | 0; d = c; c = b; b = a; a = (t1 + t2) | 0;
+      }
+      h[0] = (h[0] + a) | 0; h[1] = (h[1] + b) | 0; h[2] = (h[2] + c) | 0;
+      h[3] = (h[3] + d) | 0; h[4] = (h[4] + e) | 0; h[5] = (h[5] + f) | 0;
+      h[6] = (h[6] + g) | 0; h[7] = (h[7] + k) | 0;
+    }
+    var out = [];
+    for (i = 0; i < 8; i++) out.push(h[i] >>> 24 & 255, h[i] >>> 16 & 255, h[i] >>> 8 & 255, h[i] & 255);
+    return out;
+  }
+
+  function hmac256(key, msg) {
+    var k = key.length > 64 ? sha256(key) : key.slice();
+    while (k.length < 64) k.push(0);
+    var inner = [], outer = [];
+    for (var i = 0; i < 64; i++) { inner.push(k[i] ^ 0x36); outer.push(k[i] ^ 0x5c); }
+    return sha256(outer.concat(sha256(inner.concat(msg))));
+  }
+
+  function utf8(str) {
+    var out = [];
+    for (var i = 0; i < str.length; i++) {
+      var c = str.charCodeAt(i);
+      if (c >= 0xd800 && c < 0xdc00 && i + 1 < str.length) {
+        var d = str.charCodeAt(i + 1);
+        if (d >= 0xdc00 && d < 0xe000) {
+          i++;
+          c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+          out.push(0xf0 | c >> 18, 0x80 | (c >> 12 & 63), 0x80 | (c >> 6 & 63), 0x80 | (c & 63));
+          continue;
+        }
+      }
+      if (c < 0x80) out.push(c);
+      else if (c < 0x800) out.push(0xc0 | c >> 6, 0x80 | (c & 63));
+      else out.push(0xe0 | c >> 12, 0x80 | (c >> 6 & 63), 0x80 | (c & 63));
+    }
+    return out;
+  }
+
+  function fromUtf8(bytes) {
+    var s = '';
+    for (var i = 0; i < bytes.length; i++) s += '%' + (bytes[i] < 16 ? '0' : '') + bytes[i].toString(16);
+    return decodeURIComponent(s);
+  }
+
+  var B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  function b64url(bytes) {
+    var out = '';
+    for (var i = 0; i < bytes.length; i += 3) {
+      var n = (bytes[i] << 16) | ((bytes[i + 1] || 0) << 8) | (bytes[i + 2] || 0);
+      out += B64[n >> 18 & 63] + B64[n >> 12 & 63];
+      if (i + 1 < bytes.length) out += B64[n >> 6 & 63];
+      if (i + 2 < bytes.length) out += B64[n & 63];
+    }
+    return out;
+  }
+  function fromB64url(str) {
+    var bytes = [], bits = 0, acc = 0;
+    for (var i = 0; i < str.length; i++) {
+      var v = B64.indexOf(str[i]);
+      if (v < 0) throw new Error('the token is not base64url');
+      acc = (acc << 6) | v; bits += 6;
+      if (bits >= 8) { bits -= 8; bytes.push(acc >> bits & 255); }
+    }
+    return bytes;
+  }
+
+  function encodeToken(event, options) {
+    var o = options && typeof options === 'object' ? options : {};
+    if (typeof o.secret !== 'string' || !o.secret) throw new Error('encodeToken: a secret is required');
+    var ttl = o.expiresInSeconds === undefined ? 900 : Number(o.expiresInSeconds);
+    var now = Math.floor(Date.now() / 1000);
+    var claims = { iss: event.tenant.id, sub: event.user.user_id, iat: now, exp: now + ttl };
+    var payload = o.payload && typeof o.payload === 'object' ? o.payload : {};
+    for (var k in payload) if (hasOwn.call(payload, k)) claims[k] = payload[k];
+    var head = b64url(utf8(stringify({ alg: 'HS256', typ: 'JWT' }))) + '.' +
+      b64url(utf8(stringify(claims)));
+    return head + '.' + b64url(hmac256(utf8(o.secret), utf8(head)));
+  }
+
+  function validateToken(event, options) {
+    var o = options && typeof options === 'object' ? options : {};
+    if (typeof o.secret !== 'string' || !o.secret) throw new Error('validateToken: a secret is required');
+    var param = typeof o.tokenParameterName === 'string' ? o.tokenParameterName : 'session_token';
+    var req = event.request || {};
+    var token = (req.query && req.query[param]) || (req.body && req.body[param]);
+    if (typeof token !== 'string') throw new Error('validateToken: no ' + param + ' in the request');
+    var parts = token.split('.');
+    if (parts.length !== 3) throw new Error('validateToken: the token is not a JWT');
+    var header = parse(fromUtf8(fromB64url(parts[0])));
+    if (!header || header.alg !== 'HS256') throw new Error('validateToken: the token is not HS256');
+    var want = hmac256(utf8(o.secret), utf8(parts[0] + '.' + parts[1]));
+    var got = fromB64url(parts[2]);
+    var diff = want.length ^ got.length;
+    for (var i = 0; i < want.length; i++) diff |= want[i] ^ (got[i] || 0);
+    if (diff !== 0) throw new Error('validateToken: the token\'s signature is invalid');
+    var claims = parse(fromUtf8(fromB64url(parts[1])));
+    if (!claims || typeof claims !== 'object') throw new Error('validateToken: the token has no claims');
+    if (typeof claims.exp !== 'number' || claims.exp <= Math.floor(Date.now() / 1000)) {
+      throw new Error('validateToken: the token has expired');
+    }
+    return claims;
+  }
+
   function auth0Handler(input) {
     var names = limits.auth0[input.trigger] || [];
     var h = loaded.handlers;
     var ctx = input.context || {};
     var protocol = ctx.transaction && ctx.transaction.protocol;
+    // The login service's request after a redirect came back (`context.continue`): an
+    // action with onContinuePostLogin resumes there, the others run as before.
+    if (ctx['continue'] && h.onContinuePostLogin && names.indexOf('onExecutePostLogin') >= 0) {
+      return 'onContinuePostLogin';
+    }
     if (names.indexOf('onExecuteCredentialsExchange') >= 0 && h.onExecuteCredentialsExchange &&
         (protocol === 'oauth2-client-credentials' || !h.onExecutePostLogin)) {
       return 'onExecuteCredentialsExchange';
@@ -299,8 +449,53 @@
     return base + (base.indexOf('?') >= 0 ? '&' : '?') + parts.join('&') + frag;
   }
 
-  function auth0Api(handler, out) {
-    var api = {};
+  // api.cache: the entries as the run began (input.cache), changed in place by set and
+  // delete, whose writes leave with the output (the worker stores them). Auth0's bounds.
+  var CACHE_ENTRIES = 20, CACHE_VALUE_BYTES = 4096, CACHE_KEY_CHARS = 256;
+  var CACHE_TTL_MS = 15 * 60 * 1000, CACHE_MAX_TTL_MS = 24 * 3600 * 1000;
+  function cacheApi(entries, out) {
+    var view = copyOf(entries);
+    function live(key, now) {
+      var r = hasOwn.call(view, key) ? view[key] : null;
+      return r && r.expires_at > now ? r : null;
+    }
+    return strict({
+      get: function (key) {
+        var r = live(String(key), Date.now());
+        return r ? { value: r.value, expires_at: r.expires_at } : undefined;
+      },
+      set: function (key, value, options) {
+        var k = String(key), v = String(value), now = Date.now();
+        if (!k.length || k.length > CACHE_KEY_CHARS) return { type: 'error', code: 'CacheKeySizeExceeded' };
+        if (utf8(v).length > CACHE_VALUE_BYTES) return { type: 'error', code: 'CacheValueSizeExceeded' };
+        var count = 0;
+        for (var other in view) if (other !== k && live(other, now)) count++;
+        if (count >= CACHE_ENTRIES) return { type: 'error', code: 'CacheSizeExceeded' };
+        if (out.cache.length >= 100) return { type: 'error', code: 'MaxSideEffectsExceeded' };
+        var o = options && typeof options === 'object' ? options : {};
+        var at = Infinity;
+        if (o.ttl !== undefined) at = now + Number(o.ttl);
+        if (o.expires_at !== undefined) at = Math.min(at, Number(o.expires_at));
+        if (at === Infinity) at = now + CACHE_TTL_MS;
+        if (at !== at) return { type: 'error', code: 'InvalidExpiry' };
+        if (at <= now) return { type: 'error', code: 'ItemAlreadyExpired' };
+        at = Math.floor(Math.min(at, now + CACHE_MAX_TTL_MS));
+        view[k] = { value: v, expires_at: at };
+        out.cache.push({ op: 'set', key: k, value: v, expires_at: at });
+        return { type: 'success', record: { value: v, expires_at: at } };
+      },
+      'delete': function (key) {
+        var k = String(key);
+        if (!k.length || k.length > CACHE_KEY_CHARS) return { type: 'error', code: 'CacheKeySizeExceeded' };
+        delete view[k];
+        out.cache.push({ op: 'delete', key: k });
+        return { type: 'success' };
+      }
+    }, 'api.cache');
+  }
+
+  function auth0Api(handler, out, event, entries) {
+    var api = { cache: cacheApi(entries, out) };
     var self = null;
     function chain(fn) { return function () { fn.apply(null, arguments); return self; }; }
     function deny(reason, message) {
@@ -379,7 +574,9 @@
         sendUserTo: chain(function (url, options) {
           out.redirect_url = queryString(String(url), options && options.query);
         }),
-        canRedirect: function () { return true; }
+        canRedirect: function () { return true; },
+        encodeToken: function (options) { return encodeToken(event, options); },
+        validateToken: function (options) { return validateToken(event, options); }
       }, 'api.redirect');
       api.samlResponse = strict({
         setAttribute: chain(function (name, value) {
@@ -417,9 +614,10 @@
     var out = {
       denied: false, reason: null, message: null, redirect_url: null, mfa: null,
       claims: {}, user_updates: {}, saml_attributes: {}, access_token_claims: {},
-      access_token_scopes: { add: [], remove: [] }
+      access_token_scopes: { add: [], remove: [] }, cache: []
     };
-    var ret = loaded.handlers[handler](auth0Event(input), auth0Api(handler, out));
+    var event = auth0Event(input);
+    var ret = loaded.handlers[handler](event, auth0Api(handler, out, event, input.cache));
     function collect() {
       var kind = out.denied ? 'block' : (out.mfa ? 'demand_mfa'
         : (out.redirect_url !== null ? 'redirect' : 'continue'));
@@ -427,7 +625,7 @@
         kind: kind, reason: out.reason, message: out.message, claims: out.claims,
         user_updates: out.user_updates, saml_attributes: out.saml_attributes,
         access_token_claims: out.access_token_claims,
-        access_token_scopes: out.access_token_scopes, mfa: out.mfa
+        access_token_scopes: out.access_token_scopes, mfa: out.mfa, cache: out.cache
       };
       if (kind === 'redirect') result.redirect_url = out.redirect_url;
       return result;

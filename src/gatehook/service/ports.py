@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from gatehook.domain.catalogue import FlowType
 from gatehook.domain.contract import ActionOutput, AuditEvent
@@ -56,6 +56,16 @@ class ScriptRunner(Protocol):
         child in one write, and their replies come back in one); in-process scripts are a
         function call each, run in turn."""
         ...
+
+
+class ActionCacheStore(Protocol):
+    """Where Auth0 Actions' ``api.cache`` entries live (MongoStore: the action's document)."""
+
+    async def action_cache(self, tenant: str, name: str) -> dict[str, dict[str, Any]]: ...
+
+    async def write_action_cache(
+        self, tenant: str, name: str, writes: list[dict[str, Any]], now_ms: int
+    ) -> None: ...
 
 
 class Recorder(Protocol):

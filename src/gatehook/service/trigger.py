@@ -46,6 +46,7 @@ from gatehook.errors import (
 from gatehook.process.deadlines import Deadlines
 from gatehook.sandbox.pool import ScriptJob, ScriptRun
 from gatehook.service import safe_change
+from gatehook.service.action_cache import ActionCaches
 from gatehook.service.cache import Lru
 from gatehook.service.call import Call, EarlyRun
 from gatehook.service.encoding import (
@@ -119,8 +120,10 @@ class TriggerService:
         shadows: ShadowGate | None = None,
         publish_event: Callable[[AuditEvent], None] | None = None,
         recorder: Recorder | None = None,
+        action_cache: ActionCaches | None = None,
     ) -> None:
         self._flows = flows
+        self._action_cache = action_cache
         self._targets = targets
         self._rollouts = rollouts
         self._shadows = shadows
@@ -503,12 +506,19 @@ class TriggerService:
                 raise ScriptError(f"template {version.template} failed: {exc}") from exc
         early = call.early.pop((version.action, version.version), None) if call.early else None
         if early is not None:
-            return _script_output((await early.run).output)
-        return _script_output((await self._run_script(call, version, config_json)).output)
+            output = _script_output((await early.run).output)
+        else:
+            output = _script_output((await self._run_script(call, version, config_json)).output)
+        if output.cache and version.uses_cache and self._action_cache is not None and not dry_run:
+            self._action_cache.write(call.tenant, version.action, output.cache)
+        return output
 
     async def _run_script(
         self, call: Call, version: ActionVersion, config_json: bytes, affinity: str = ""
     ) -> ScriptRun:
+        if version.uses_cache and self._action_cache is not None:
+            cache = await self._action_cache.snapshot(call.tenant, version.action, call.deadline)
+            config_json += b',"cache":' + cache
         job = self._job(call, version, config_json, affinity)
         # A tenant flooding the sandbox (endless loops, memory hogs) waits for its own slots,
         # never for the whole pool: other tenants keep a child to run on.

@@ -502,6 +502,52 @@ class MongoStore:
                 role["differed"][kind] = role["differed"].get(kind, 0) + int(n)
         return out
 
+    # -- an Auth0 Action's api.cache: entries on the action's document --------------------
+    async def action_cache(self, tenant: str, name: str) -> dict[str, dict[str, Any]]:
+        """``key -> {"value", "expires_at"}`` of one action's cache (expired ones too)."""
+        key = action_id(tenant, name)
+        doc = await self._guard(
+            lambda: self.bucket("actions", tenant).find_one({"_id": key}, {"cache": 1})
+        )
+        entries = (doc or {}).get("cache") or {}
+        return {
+            str(e["k"]): {"value": e.get("v"), "expires_at": e.get("e")}
+            for e in entries.values()
+            if isinstance(e, dict) and "k" in e
+        }
+
+    async def write_action_cache(
+        self, tenant: str, name: str, writes: list[dict[str, Any]], now_ms: int
+    ) -> None:
+        """Apply ``writes`` (``{"op": "set"|"delete", "key", "value", "expires_at"}``) in
+        order, and drop entries expired by ``now_ms``. Each key is one field of the
+        document (its name the key's hex, so any key is a valid field), so concurrent
+        writers of different keys do not overwrite each other."""
+        fields: dict[str, Any] = {}
+        for w in writes:
+            field = "cache." + str(w["key"]).encode().hex()
+            fields[field] = (
+                {"k": w["key"], "v": w.get("value"), "e": w.get("expires_at")}
+                if w["op"] == "set"
+                else None
+            )
+        stale = await self.action_cache(tenant, name)
+        for k, entry in stale.items():
+            field = "cache." + k.encode().hex()
+            if field not in fields and int(entry.get("expires_at") or 0) <= now_ms:
+                fields[field] = None
+        update: dict[str, Any] = {}
+        kept = {f: v for f, v in fields.items() if v is not None}
+        gone = {f: "" for f, v in fields.items() if v is None}
+        if kept:
+            update["$set"] = kept
+        if gone:
+            update["$unset"] = gone
+        if update:
+            key = action_id(tenant, name)
+            coll = self.bucket("actions", tenant)
+            await self._guard(lambda: coll.update_one({"_id": key}, update))
+
     async def set_latest_version(self, tenant: str, name: str, version: str) -> None:
         """Record the newest published version on the action."""
         key = action_id(tenant, name)
