@@ -10,15 +10,19 @@ import hashlib
 import hmac
 import json
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 from nats.aio.client import Client as NATS
 
 from gatehook.admin.client import AdminClient
 from gatehook.errors import ValidationFailed
+from gatehook.settings import Settings
 from tests.conftest import Worker
+from tests.e2e.test_cli import cli
 from tests.helpers import request, trigger
 
 PA = {"flow_type": "external_authentication", "trigger": "post_authentication"}
@@ -548,3 +552,95 @@ async def test_cache_is_shared_across_runs_within_auth0s_bounds(
     assert second["n"] == 2
     third = await run_until(1)  # the second run deleted it
     assert third["n"] == 1
+
+
+async def test_a_deploy_cli_export_imports_into_a_file_apply_takes(
+    worker: Worker, nc: NATS, settings: Settings, tenant: str, tmp_path: Path
+) -> None:
+    """An Auth0 Deploy CLI export written by hand (directory format: actions/*.json with
+    their code.js, triggers/triggers.json) -> `gatehook import auth0` -> `gatehook apply`."""
+    export = tmp_path / "auth0-export"
+    (export / "actions" / "Add Roles").mkdir(parents=True)
+    (export / "actions" / "Domain allowlist").mkdir(parents=True)
+    (export / "actions" / "Phone Hook").mkdir(parents=True)
+    (export / "triggers").mkdir()
+    (export / "actions" / "Add Roles" / "code.js").write_text(
+        post_login(
+            "const ns = 'https://acme.com';\n"
+            "if (event.authorization) api.idToken.setCustomClaim(`${ns}/roles`,"
+            " event.authorization.roles);"
+        )
+    )
+    (export / "actions" / "Domain allowlist" / "code.js").write_text(
+        "exports.onExecutePreUserRegistration = async (event, api) => {\n"
+        "  const ok = event.secrets.ALLOWED_DOMAINS.split(',');\n"
+        "  if (!ok.includes(event.user.email.split('@')[1]))\n"
+        "    api.access.deny('invalid_domain', 'Email domain is prohibited');\n"
+        "};"
+    )
+    (export / "actions" / "Phone Hook" / "code.js").write_text(
+        "exports.onExecuteSendPhoneMessage = async (event, api) => {};"
+    )
+
+    def meta(name: str, trigger_id: str, **extra: Any) -> None:
+        body = {
+            "name": name,
+            "code": f"./actions/{name}/code.js",
+            "runtime": "node18",
+            "status": "built",
+            "dependencies": [],
+            "secrets": [],
+            "supported_triggers": [{"id": trigger_id, "version": "v3"}],
+            "deployed": True,
+            **extra,
+        }
+        (export / "actions" / f"{name}.json").write_text(json.dumps(body, indent=2))
+
+    meta("Add Roles", "post-login")
+    meta(
+        "Domain allowlist",
+        "pre-user-registration",
+        secrets=[{"name": "ALLOWED_DOMAINS"}],
+        dependencies=[{"name": "lodash", "version": "4.17.21"}],
+    )
+    meta("Phone Hook", "send-phone-message")
+    bound = {
+        "post-login": [{"action_name": "Add Roles", "display_name": "Add Roles"}],
+        "pre-user-registration": [{"action_name": "Domain allowlist", "display_name": "D"}],
+        "send-phone-message": [{"action_name": "Phone Hook", "display_name": "Phone Hook"}],
+        "post-change-password": [],
+    }
+    (export / "triggers" / "triggers.json").write_text(json.dumps(bound))
+
+    out = tmp_path / "tenant.yaml"
+    done = await cli(settings, "import", "auth0", str(export), "-o", str(out), "-t", tenant)
+    assert "wrote" in done.stdout
+    text = out.read_text()
+    assert "domain-allowlist: npm dependencies are not supported" in text  # the header says
+    assert "lodash@4.17.21" in text
+    assert "phone-hook: not imported, no gatehook trigger for send-phone-message" in text
+    assert "trigger send-phone-message has no gatehook slot; not bound: Phone Hook" in text
+    doc = yaml.safe_load(text)
+    assert [a["name"] for a in doc["actions"]] == ["add-roles", "domain-allowlist"]
+    assert doc["actions"][1]["secrets"] == {"ALLOWED_DOMAINS": "FILL-ME"}
+    assert doc["flows"]["external_authentication"]["post_authentication"] == ["add-roles@latest"]
+    assert doc["flows"]["internal_authentication"]["pre_creation"] == ["domain-allowlist@latest"]
+
+    out.write_text(text.replace("FILL-ME", "acme.com"))
+    applied = await cli(settings, "apply", "-f", str(out))
+    assert "publish add-roles 1.0.0" in applied.stdout, applied.stdout
+    body = request(context={"authorization": {"roles": ["admin"]}})
+    reply = await trigger(nc, tenant, body)
+    assert reply["claims"] == {"https://acme.com/roles": ["admin"]}, reply
+    for flow_type in ("external_authentication", "internal_authentication"):
+        eve = request(user={"id": "u2", "email": "eve@evil.test"})
+        denied = await trigger(nc, tenant, eve, flow_type, "pre_creation")
+        assert (denied["decision"], denied["message"]) == ("block", "Email domain is prohibited")
+        ann = request(user={"id": "u3", "email": "ann@acme.com"})
+        assert (await trigger(nc, tenant, ann, flow_type, "pre_creation"))["decision"] == "continue"
+
+    broken = tmp_path / "not-an-export"
+    broken.mkdir()
+    refused = await cli(settings, "import", "auth0", str(broken), check=False)
+    assert refused.returncode == 2
+    assert "no actions/ folder" in refused.stderr

@@ -101,6 +101,10 @@ def actions_publish(
         str | None, typer.Option(help="target: HMAC key (default: keep, or generate once)")
     ] = None,
     header: Annotated[list[str] | None, typer.Option(help="target: NAME=VALUE")] = None,
+    secret: Annotated[
+        list[str] | None,
+        typer.Option(help="custom actions: NAME=VALUE, repeatable ('********' keeps one)"),
+    ] = None,
 ) -> None:
     """Publish a new version (patch bump by default; unchanged content publishes nothing).
 
@@ -114,6 +118,12 @@ def actions_publish(
         "bump": "major" if major else "minor" if minor else "patch",
         "version": version,
     }
+    if secret:
+        named = [s.split("=", 1) for s in secret]
+        if any(len(p) != 2 for p in named):
+            err.print("[red]error:[/red] --secret takes NAME=VALUE")
+            raise typer.Exit(2)
+        body["secrets"] = dict(named)
     if file is not None:
         body["source"] = file.read_text()
         body["language"] = "ts" if file.suffix in (".ts", ".mts") else "js"

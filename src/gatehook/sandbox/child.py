@@ -269,7 +269,12 @@ class Child:
                     what = {
                         "module": "export function execute(input)",
                         "zitadel": f"function {h['name']}(ctx, api)",
-                    }.get(want, f"export function execute(input) or function {h['name']}(ctx, api)")
+                        "auth0": "exports.onExecutePostLogin (or another Auth0 handler)",
+                    }.get(
+                        want,
+                        f"export function execute(input), function {h['name']}(ctx, api)"
+                        " or an Auth0 handler (exports.onExecutePostLogin...)",
+                    )
                     err = {"type": "compile", "message": f"no {what} found"}
                 else:
                     err = {"type": "compile", "message": err["message"]}
