@@ -644,3 +644,66 @@ async def test_a_deploy_cli_export_imports_into_a_file_apply_takes(
     refused = await cli(settings, "import", "auth0", str(broken), check=False)
     assert refused.returncode == 2
     assert "no actions/ folder" in refused.stderr
+
+
+async def test_public_template_shapes_behave_as_auth0_documents(
+    worker: Worker, nc: NATS, api: AdminClient, tenant: str
+) -> None:
+    """Written after three of Auth0's public templates (opensource-marketplace):
+    require-mfa-once-per-session, add-country (namespace from a secret) and email-verified."""
+    mfa, country, verified = f"{tenant}-mfa", f"{tenant}-geo", f"{tenant}-ver"
+    await _attach(
+        api,
+        mfa,
+        "mfa-once",
+        post_login(
+            "const methods = event.authentication && event.authentication.methods;\n"
+            "if (!Array.isArray(methods) || !methods.find((m) => m.name === 'mfa'))\n"
+            "  api.multifactor.enable('any');"
+        ),
+    )
+    fresh = await trigger(
+        nc, mfa, request(context={"authentication": {"methods": [{"name": "pwd"}]}})
+    )
+    assert (fresh["decision"], fresh["mfa"]["provider"]) == ("demand_mfa", "any")
+    done = {"authentication": {"methods": [{"name": "pwd"}, {"name": "mfa"}]}}
+    assert (await trigger(nc, mfa, request(context=done)))["decision"] == "continue"
+
+    await _attach(
+        api,
+        country,
+        "add-country",
+        post_login(
+            "let ns = event.secrets.ID_TOKEN_NAMESPACE || '';\n"
+            "if (ns && !ns.endsWith('/')) ns += '/';\n"
+            "if (event.request.geoip) {\n"
+            "  api.idToken.setCustomClaim(ns + 'country', event.request.geoip.countryName);\n"
+            "  api.idToken.setCustomClaim(ns + 'timezone', event.request.geoip.timeZone);\n"
+            "}"
+        ),
+        secrets={"ID_TOKEN_NAMESPACE": "https://acme.com"},
+    )
+    geo = {"geoip": {"countryName": "Germany", "timeZone": "Europe/Berlin"}}
+    reply = await trigger(nc, country, request(request=geo))
+    assert reply["claims"] == {
+        "https://acme.com/country": "Germany",
+        "https://acme.com/timezone": "Europe/Berlin",
+    }
+    assert (await trigger(nc, country, request()))["claims"] == {}  # no geoip: nothing
+
+    await _attach(
+        api,
+        verified,
+        "email-verified",
+        post_login(
+            "if (!event.user.email_verified)\n"
+            "  api.access.deny('Please verify your email before logging in.');"
+        ),
+    )
+    unverified = await trigger(nc, verified, request(user={"id": "u", "email_verified": False}))
+    assert (unverified["decision"], unverified["message"]) == (
+        "block",
+        "Please verify your email before logging in.",
+    )
+    ok = await trigger(nc, verified, request(user={"id": "u", "email_verified": True}))
+    assert ok["decision"] == "continue"

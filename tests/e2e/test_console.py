@@ -323,6 +323,34 @@ async def test_target_action_form_shows_the_key_once(
     assert shown_key not in await page.content()
 
 
+async def test_custom_action_secrets_are_set_masked_and_kept(
+    console: str, page: Page, nc: NATS, worker: Worker, tenant: str
+) -> None:
+    api = AdminClient(nc, actor="setup")
+    await api.call(tenant, "actions.create", name="keyed")
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/actions/keyed")
+    publish = page.get_by_test_id("publish")
+    await publish.get_by_test_id("source").fill(
+        "exports.onExecutePostLogin = async (event, api) => {\n"
+        "  api.idToken.setCustomClaim('k', event.secrets.API_KEY);\n};"
+    )
+    await publish.get_by_test_id("secrets").fill("API_KEY=sk_live_console-secret")
+    await publish.locator("button:has-text('Publish')").click()
+    await expect(page.locator(".flash")).to_have_text("published 1.0.0")
+    assert "sk_live_console-secret" not in await page.content()
+    await expect(page.get_by_test_id("secrets")).to_have_value("API_KEY=********")
+    await page.locator("input[name='timeout_ms']").fill("1500")
+    await page.locator("button:has-text('Publish')").click()
+    await expect(page.locator(".flash")).to_have_text("published 1.0.1")
+    kept = await worker.runtime.store.get_version(tenant, "keyed", "1.0.1")
+    assert kept is not None
+    assert kept.secrets == {"API_KEY": "sk_live_console-secret"}
+    await page.get_by_test_id("secrets").fill("API_KEY")
+    await page.locator("button:has-text('Publish')").click()
+    await expect(error_for(page, "secrets")).to_contain_text("one NAME=value a line")
+
+
 async def test_kill_switch_and_rollout_buttons(
     console: str, page: Page, nc: NATS, worker: Worker, tenant: str
 ) -> None:

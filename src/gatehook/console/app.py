@@ -394,6 +394,14 @@ def build_app(settings: Settings, token: str) -> Starlette:
             body["allowed_hosts"] = [
                 h.strip() for h in str(form.get("allowed_hosts", "")).splitlines() if h.strip()
             ]
+            named = [
+                line.split("=", 1)
+                for line in str(form.get("secrets", "")).splitlines()
+                if line.strip()
+            ]
+            if any(len(p) != 2 for p in named):
+                errors["secrets"] = "one NAME=value a line"
+            body["secrets"] = {k.strip(): v for k, v in (p for p in named if len(p) == 2)}
         if not errors:
             try:
                 result = await api.call(tenant, "actions.publish", **body)

@@ -161,6 +161,10 @@ async def action_page(
             "allowed_hosts": form.get(
                 "allowed_hosts", "\n".join((current or {}).get("allowed_hosts") or [])
             ),
+            "secrets": form.get(
+                "secrets",
+                "\n".join(f"{k}={v}" for k, v in ((current or {}).get("secrets") or {}).items()),
+            ),
             "bump": form.get("bump", "patch"),
             "endpoint": form.get("endpoint", target.get("endpoint", "")),
             "target_type": form.get("target_type", target.get("type", "call")),
