@@ -187,10 +187,9 @@ async def run_dev(settings: Settings, file: Path, *, once: bool, console: Consol
         token, _ = console_token(dev_settings, host)
         web = console_server(dev_settings, token, host, port)
         web_task = asyncio.create_task(web.serve())
-        console.print(
-            f"\nThe console: http://{host}:{port}/  (any name; operator token {token})",
-            soft_wrap=True,
-        )
+        # the token on a line of its own, never wrapped: it is copied whole
+        console.print(f"\nThe console: http://{host}:{port}/  (any name; the operator token:)")
+        console.print(token, soft_wrap=True, markup=False, highlight=False)
         console.print(
             "\nThe worker keeps running. Try, in another shell (as the tenant's login service,"
             " then as its operator):\n"

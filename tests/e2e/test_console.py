@@ -16,7 +16,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import uvicorn
@@ -29,6 +29,7 @@ from gatehook.console.auth import Session, Sessions
 from gatehook.console.security import CSP
 from gatehook.console.server import ConsoleRefused, console_token
 from gatehook.devservers import free_port
+from gatehook.domain.contract import AuditEventType
 from gatehook.settings import ConsoleSettings, Settings
 from tests.conftest import Worker
 from tests.helpers import audit_events, request, trigger
@@ -321,6 +322,51 @@ async def test_target_action_form_shows_the_key_once(
     assert newer.target is not None
     assert newer.target.signing_key == shown_key
     assert shown_key not in await page.content()
+
+
+async def test_a_starter_to_a_published_attached_action(
+    console: str, page: Page, nc: NATS, worker: Worker, tenant: str
+) -> None:
+    """New action -> a TypeScript starter -> the editor opens with it -> published as is ->
+    attached -> it decides; the kill switch appears only once there is something to switch."""
+    api = AdminClient(nc, actor="checker")
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/actions")
+    create = page.get_by_test_id("create-action")
+    await expect(create.get_by_test_id("starter")).to_have_value("empty")
+    await create.locator("input[name=name]").fill("domains")
+    await create.get_by_test_id("starter").select_option("block-domain")
+    await create.locator("button").click()
+    await expect(page.locator("h1")).to_contain_text("domains")
+    publish = page.get_by_test_id("publish")
+    await expect(publish.locator("select[name=language]")).to_have_value("ts")
+    await expect(publish.get_by_test_id("source")).to_contain_text("domain_not_allowed")
+    await expect(publish.locator("input[name=timeout_ms]")).to_have_value("1000")
+    await expect(page.get_by_test_id("kill-switch")).to_have_count(0)
+    await publish.locator("button:has-text('Publish')").click()
+    await expect(page.locator(".flash")).to_have_text("published 1.0.0")
+    await expect(page.get_by_test_id("kill-switch")).to_have_count(1)
+    await api.call(
+        tenant,
+        "flows.attach",
+        flow_type="external_authentication",
+        trigger="post_authentication",
+        action="domains",
+        version="1.0.0",
+    )
+    blocked = await trigger(nc, tenant, request(user={"id": "u", "email": "eve@evil.test"}))
+    assert (blocked["decision"], blocked["reason"]) == ("block", "domain_not_allowed")
+    ok = await trigger(nc, tenant, request(user={"id": "u", "email": "ann@acme.com"}))
+    assert ok["decision"] == "continue"
+
+
+async def test_the_audit_filter_lists_every_event_type(
+    console: str, page: Page, tenant: str
+) -> None:
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/audit")
+    listed = await page.locator("select[name=type] option").all_inner_texts()
+    assert set(listed) == {"all", *get_args(AuditEventType)}
 
 
 async def test_custom_action_secrets_are_set_masked_and_kept(

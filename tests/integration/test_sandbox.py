@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from gatehook.console.starters import STARTERS, Starter
+from gatehook.domain.contract import ActionOutput
 from gatehook.errors import (
     CompileError,
     InvalidResult,
@@ -833,3 +835,25 @@ async def test_a_script_that_runs_to_its_timeout_moves_to_the_slow_lane(pool: Sa
         assert lanes.slow_calls == 2
     finally:
         await lanes.aclose()
+
+
+@pytest.mark.parametrize("begin", STARTERS, ids=lambda s: s.id)
+async def test_every_console_starter_compiles_and_runs(pool: SandboxPool, begin: Starter) -> None:
+    """The sources the console's editor opens with are actions that publish and run as they
+    are (TypeScript's transpiler, the engine, a valid result)."""
+    compiled = await pool.compile(
+        begin.for_action("starterAct"), language=begin.language, name="starterAct"
+    )
+    assert compiled.style.value == ("zitadel" if begin.id == "zitadel" else "module")
+    if begin.allowed_hosts:
+        return  # it calls its API: run where the host answers (the targets' tests)
+    job = ScriptJob(
+        f"t{uuid.uuid4().hex[:8]}",
+        "starterAct",
+        "1.0.0",
+        compiled.code,
+        compiled.style.value,
+        json.dumps({**INPUT, "secrets": {}}).encode(),
+        1000,
+    )
+    ActionOutput.model_validate_json((await pool.run(job)).output)

@@ -15,7 +15,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlencode
 
 from starlette.applications import Starlette
@@ -40,8 +40,9 @@ from gatehook.console.pages import (
     texts,
 )
 from gatehook.console.security import SecurityHeaders
+from gatehook.console.starters import STARTERS, starter
 from gatehook.domain.catalogue import TENANT_RE
-from gatehook.domain.contract import AuditEvent
+from gatehook.domain.contract import AuditEvent, AuditEventType
 from gatehook.errors import GatehookError
 from gatehook.security.connections import connect_nats
 from gatehook.service.cache import Lru
@@ -52,13 +53,7 @@ __all__ = ["build_app"]
 log = logging.getLogger("gatehook.console")
 
 
-EVENT_TYPES = [
-    "flow.action_published",
-    "flow.action_attached",
-    "flow.action_detached",
-    "flow.action_updated",
-    "flow.action_executed",
-]
+EVENT_TYPES: list[str] = list(get_args(AuditEventType))  # every type the stream carries
 AUDIT_ROWS = 200  # newest events on the audit page
 FIRST_VISITS_KEPT = 10_000  # (session, tenant) pairs remembered as audited
 AUDIT_MAX_SCAN = 200_000  # stream sequence numbers looked at, at most, for one page
@@ -309,12 +304,13 @@ def build_app(settings: Settings, token: str) -> Starlette:
         tenant = request.path_params["tenant"]
         api = env.api(operator)
         errors: dict[str, str] = {}
-        values = {"name": "", "template": ""}
+        values = {"name": "", "template": "", "starter": "empty"}
         if request.method == "POST":
             form = await request.form()
             values = {
                 "name": str(form.get("name", "")).strip(),
                 "template": str(form.get("template", "")),
+                "starter": str(form.get("starter", "empty")),
             }
             kind = "target" if values["template"] == "@target" else None
             try:
@@ -328,8 +324,11 @@ def build_app(settings: Settings, token: str) -> Starlette:
             except GatehookError as exc:
                 errors = errors_of(exc, default="name")
             else:
+                query = {"msg": "created"}
+                if not values["template"] and starter(values["starter"]) is not None:
+                    query["starter"] = values["starter"]  # the editor opens with it
                 return RedirectResponse(
-                    f"/t/{tenant}/actions/{values['name']}?" + urlencode({"msg": "created"}), 303
+                    f"/t/{tenant}/actions/{values['name']}?" + urlencode(query), 303
                 )
         rows, templates = await asyncio.gather(
             api.call(tenant, "actions.list"), api.call(tenant, "templates.list")
@@ -341,6 +340,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
             400 if errors else 200,
             rows=rows,
             templates=templates,
+            starters=STARTERS,
             errors=errors,
             values=values,
         )

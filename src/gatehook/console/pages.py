@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse, Response
 from gatehook.admin.client import AdminClient
 from gatehook.console import forms
 from gatehook.console.auth import Sessions
+from gatehook.console.starters import STARTERS, starter
 from gatehook.domain.catalogue import TRIGGERS
 from gatehook.domain.semver import Version
 from gatehook.errors import GatehookError, ValidationFailed
@@ -120,6 +121,8 @@ async def action_page(
     current = next(
         (v for v in versions if v["version"] == wanted), versions[0] if versions else None
     )
+    # a new action's editor opens with the starter picked (TypeScript's empty one by default)
+    begin = starter(request.query_params.get("starter")) or STARTERS[0]
     template = None
     fields: list[forms.Field] = []
     if act["kind"] == "template":
@@ -150,16 +153,20 @@ async def action_page(
         fields=fields,
         errors=errors or {},
         form={
-            "source": form.get("source", (current or {}).get("source") or _STARTER),
-            "language": form.get("language", (current or {}).get("language") or "js"),
-            "timeout_ms": form.get("timeout_ms", str((current or {}).get("timeout_ms") or "")),
+            "source": form.get("source", (current or {}).get("source") or begin.for_action(name)),
+            "language": form.get("language", (current or {}).get("language") or begin.language),
+            "timeout_ms": form.get(
+                "timeout_ms",
+                str((current or {}).get("timeout_ms") or env.settings.sandbox.default_timeout_ms),
+            ),
             "allowed_to_fail": (
                 form.get("allowed_to_fail") == "on"
                 if submitted is not None
                 else bool((current or {}).get("allowed_to_fail"))
             ),
             "allowed_hosts": form.get(
-                "allowed_hosts", "\n".join((current or {}).get("allowed_hosts") or [])
+                "allowed_hosts",
+                "\n".join((current or {}).get("allowed_hosts") or begin.allowed_hosts),
             ),
             "secrets": form.get(
                 "secrets",
@@ -193,13 +200,6 @@ def _refill(fields: list[forms.Field], submitted: dict[str, str]) -> list[forms.
             forms.Field(f.name, f.label, f.widget, value, f.required, f.help, f.options, f.secret)
         )
     return out
-
-
-_STARTER = """export async function execute(input) {
-  // input.user, input.request, input.context, input.state, input.config
-  return { kind: 'continue', claims: {} };
-}
-"""
 
 
 async def flows_page(
