@@ -488,6 +488,9 @@ async def test_redirect_round_trip_through_on_continue_post_login(
         body = request(context={"continue": True}, request={where: {"session_token": token}})
         return await trigger(nc, tenant, body)
 
+    own = await come_back(token)  # encodeToken's own token checks out in validateToken
+    assert own["decision"] == "continue", own
+    assert own["user_updates"] == {"app_metadata": {"verified_at": claims["iat"]}}
     back = await come_back(_jwt({"verified": True, "iat": now, "exp": now + 60}, secret))
     assert back["decision"] == "continue", back
     assert back["claims"] == {"verified": True}

@@ -202,11 +202,13 @@ async def test_no_host_function_is_reachable(scripts: Scripts) -> None:
         scripts,
         module(
             "return {claims: {names: Object.getOwnPropertyNames(globalThis)"
-            ".filter(k => /python|fetch|dukpy/i.test(k))}};"
+            ".filter(k => /python|fetch|dukpy/i.test(k)),"
+            " native: String(globalThis.fetch).includes('native code')}};"
         ),
         hosts=("127.0.0.1",),
     )
-    assert names["claims"]["names"] == []
+    # the global fetch is the runtime's own function over the closure's guarded call
+    assert names["claims"] == {"names": ["fetch"], "native": False}
 
 
 async def test_global_pollution_is_invisible_to_other_tenants_and_versions(
@@ -518,6 +520,29 @@ async def test_fetch_is_off_without_allowed_hosts(scripts: Scripts, http_server:
         await run(scripts, FETCH, name="fetcher", input_=inp)
     with pytest.raises(ScriptThrew, match="not in the action's allowed hosts"):
         await run(scripts, FETCH, name="fetcher", hosts=("example.com",), input_=inp)
+
+
+AUTH0_FETCH = """
+exports.onExecutePostLogin = async (event, api) => {
+  const res = await fetch(event.request.query.url, {headers: {Accept: 'application/json'}});
+  const body = await res.json();
+  api.idToken.setCustomClaim('status', res.status);
+  api.idToken.setCustomClaim('path', body.path);
+  api.idToken.setCustomClaim('type', res.headers.get('Content-Type'));
+};
+"""
+
+
+async def test_global_fetch_reaches_allowed_hosts_only(scripts: Scripts, http_server: str) -> None:
+    """Auth0 Actions' global fetch (WHATWG's shape): an allowed host answers; without allowed
+    hosts, or to another host, the call is refused."""
+    inp = dict(INPUT, request={"query": {"url": http_server + "/who?x=1"}})
+    out = await run(scripts, AUTH0_FETCH, hosts=("127.0.0.1",), input_=inp)
+    assert out["claims"] == {"status": 200, "path": "/who?x=1", "type": "application/json"}
+    with pytest.raises(ScriptThrew, match="not allowed"):
+        await run(scripts, AUTH0_FETCH, input_=inp)
+    with pytest.raises(ScriptThrew, match="not in the action's allowed hosts"):
+        await run(scripts, AUTH0_FETCH, hosts=("example.com",), input_=inp)
 
 
 async def test_fetch_to_private_address_is_refused(http_server: str) -> None:

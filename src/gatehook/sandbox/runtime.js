@@ -88,6 +88,34 @@
   }
   var http = Object.freeze({ fetch: fetch });
 
+  // The global fetch of Auth0 Actions (and Node): WHATWG's shape over the same guarded call,
+  // so only an action's allowed hosts are reachable, and none without them.
+  function globalFetch(url, init) {
+    var o = init && typeof init === 'object' ? init : {};
+    var opts = {};
+    if (o.method !== undefined) opts.method = String(o.method);
+    if (o.body !== undefined && o.body !== null) opts.body = String(o.body);
+    if (o.headers && typeof o.headers === 'object') {
+      opts.headers = {};
+      for (var k in o.headers) if (hasOwn.call(o.headers, k)) opts.headers[k] = String(o.headers[k]);
+    }
+    return new Promise(function (resolve) {
+      var res = fetch(String(url && url.href !== undefined ? url.href : url), opts);
+      var lower = {};
+      var raw = res.headers || {};
+      for (var name in raw) if (hasOwn.call(raw, name)) lower[name.toLowerCase()] = raw[name];
+      resolve(Object.freeze({
+        ok: res.ok, status: res.status, url: String(url),
+        headers: Object.freeze({
+          get: function (n) { var v = lower[String(n).toLowerCase()]; return v === undefined ? null : v; },
+          has: function (n) { return hasOwn.call(lower, String(n).toLowerCase()); }
+        }),
+        text: function () { return pResolve(res.body); },
+        json: function () { return new Promise(function (ok) { ok(parse(res.body)); }); }
+      }));
+    });
+  }
+
   var modules = { 'zitadel/log': log, 'zitadel/uuid': uuid, 'zitadel/http': http };
   function require(id) {
     if (hasOwn.call(modules, id)) return modules[id];
@@ -100,6 +128,7 @@
     warn: logger('warn'), error: logger('error')
   });
   G.require = require;
+  G.fetch = globalFetch;
 
   function describe(e) {
     try {
