@@ -360,6 +360,58 @@ async def test_a_starter_to_a_published_attached_action(
     assert ok["decision"] == "continue"
 
 
+async def test_a_custom_action_s_config_form(
+    console: str, page: Page, nc: NATS, worker: Worker, tenant: str
+) -> None:
+    """A custom action with a config schema gets the form templates have; the config it
+    publishes is validated and reaches the script."""
+    api = AdminClient(nc, actor="setup")
+    schema = {
+        "type": "object",
+        "properties": {
+            "greeting": {"type": "string", "minLength": 1, "title": "Greeting"},
+            "times": {"type": "integer", "minimum": 1, "default": 1},
+        },
+        "required": ["greeting"],
+    }
+    await api.call(
+        tenant,
+        "actions.create",
+        name="greet",
+        display_name="Greeter",
+        triggers=["external_authentication.post_authentication"],
+        config_schema=schema,
+    )
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/actions/greet")
+    await expect(page.get_by_test_id("display-name")).to_have_text("Greeter")
+    await expect(page.get_by_test_id("compatible")).to_contain_text(
+        "external_authentication.post_authentication"
+    )
+    publish = page.get_by_test_id("publish")
+    await publish.get_by_test_id("source").fill(
+        "export function execute(input: any) {\n"
+        "  return {kind: 'continue', claims: {g: input.config.greeting.repeat(input.config.times)}};\n}"
+    )
+    await publish.locator("input[name='config.times']").fill("0")
+    await publish.locator("input[name='config.greeting']").fill("hi")
+    await publish.locator("button:has-text('Publish')").click()
+    await expect(error_for(page, "times")).to_contain_text("at least 1")
+    publish = page.get_by_test_id("publish")
+    await publish.locator("input[name='config.times']").fill("2")
+    await publish.locator("button:has-text('Publish')").click()
+    await expect(page.locator(".flash")).to_have_text("published 1.0.0")
+    await api.call(
+        tenant,
+        "flows.attach",
+        flow_type="external_authentication",
+        trigger="post_authentication",
+        action="greet",
+        version="1.0.0",
+    )
+    assert (await trigger(nc, tenant, request()))["claims"] == {"g": "hihi"}
+
+
 async def test_the_audit_filter_lists_every_event_type(
     console: str, page: Page, tenant: str
 ) -> None:

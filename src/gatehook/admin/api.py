@@ -227,7 +227,14 @@ class AdminApi:
     # -- actions -----------------------------------------------------------------------------
     async def _create(self, tenant: str, req: CreateAction) -> Any:
         action = await self._service.create_action(
-            tenant, req.name, template=req.template, triggers=req.triggers, kind=req.kind
+            tenant,
+            req.name,
+            template=req.template,
+            triggers=req.triggers,
+            kind=req.kind,
+            display_name=req.display_name,
+            description=req.description,
+            config_schema=req.config_schema,
         )
         return action.model_dump(mode="json")
 
@@ -267,7 +274,8 @@ class AdminApi:
                 "name": r.action.name,
                 "kind": r.action.kind.value,
                 "template": r.action.template,
-                "triggers": [t.value for t in r.action.triggers],
+                "triggers": r.action.slots or [t.value for t in r.action.triggers],
+                "display_name": r.action.display_name,
                 "latest_version": r.action.latest_version,
                 "attached": r.attached,
                 "disabled": r.action.disabled.model_dump(mode="json")

@@ -161,8 +161,11 @@ def _creation(spec: ActionSpec) -> dict[str, Any]:
     """How ``spec``'s action is created (template, triggers, kind)."""
     return {
         "template": spec.template,
-        "triggers": [t.value for t in spec.triggers] if spec.triggers else None,
+        "triggers": list(spec.triggers) if spec.triggers else None,
         "kind": "target" if spec.target is not None else None,
+        "display_name": spec.display_name,
+        "description": spec.description,
+        "config_schema": spec.config_schema,
     }
 
 
@@ -213,11 +216,12 @@ async def _validate(
                                 " nor stored"
                             ) from None
                         actions[name] = action
-                    if tr not in action.triggers:
+                    slot = f"{ft.value}.{tr.value}"
+                    if tr not in action.triggers or (action.slots and slot not in action.slots):
+                        compatible = action.slots or [t.value for t in action.triggers]
                         raise ValidationFailed(
-                            f"{ft.value}.{tr.value}: action {name} is not compatible with"
-                            f" {tr.value} (compatible:"
-                            f" {', '.join(t.value for t in action.triggers)})",
+                            f"{slot}: action {name} is not compatible with {slot}"
+                            f" (compatible: {', '.join(compatible)})",
                             field="trigger",
                         )
                     if version == "latest":

@@ -29,9 +29,20 @@ class CreateAction(_Req):
 
     name: str
     template: str | None = None
-    triggers: list[str] | None = None
+    triggers: list[str] | None = Field(
+        default=None,
+        description="compatible triggers (post_authentication) or slots"
+        " (external_authentication.post_authentication); default: every one",
+    )
     kind: Literal["custom", "target"] | None = Field(
         default=None, description="target: a tenant's HTTP endpoint (default: custom script)"
+    )
+    display_name: str | None = Field(default=None, max_length=100)
+    description: str | None = Field(default=None, max_length=2000)
+    config_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="custom actions: their config form (the JSON Schema subset templates"
+        " use); each published config is validated against it",
     )
 
 

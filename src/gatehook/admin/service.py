@@ -23,7 +23,15 @@ from pydantic import ValidationError
 
 from gatehook.admin.slot_events import SlotChange, new_event, slot_events
 from gatehook.domain.auth0 import compatible_triggers
-from gatehook.domain.catalogue import ACTION_NAME_RE, TENANT_RE, TRIGGERS, FlowType, Trigger
+from gatehook.domain.catalogue import (
+    ACTION_NAME_RE,
+    TENANT_RE,
+    TRIGGERS,
+    FlowType,
+    Trigger,
+    is_valid_slot,
+)
+from gatehook.domain.config_schema import SchemaError, check_schema, validate
 from gatehook.domain.contract import AuditEvent
 from gatehook.domain.ingress import IngressSpec, masked, merge_masked
 from gatehook.domain.model import (
@@ -136,10 +144,22 @@ class AdminService:
         template: str | None = None,
         triggers: list[str] | None = None,
         kind: Literal["custom", "target"] | None = None,
+        display_name: str | None = None,
+        description: str | None = None,
+        config_schema: dict[str, Any] | None = None,
     ) -> ActionDef:
         """Create a custom action (no template), a target action (``kind="target"``: a
         tenant's HTTP endpoint), or one based on a platform template."""
-        action = self.new_action(tenant, name, template=template, triggers=triggers, kind=kind)
+        action = self.new_action(
+            tenant,
+            name,
+            template=template,
+            triggers=triggers,
+            kind=kind,
+            display_name=display_name,
+            description=description,
+            config_schema=config_schema,
+        )
         await self._store.insert_action(action)
         return action
 
@@ -151,10 +171,40 @@ class AdminService:
         template: str | None = None,
         triggers: list[str] | None = None,
         kind: Literal["custom", "target"] | None = None,
+        display_name: str | None = None,
+        description: str | None = None,
+        config_schema: dict[str, Any] | None = None,
     ) -> ActionDef:
-        """The action ``create_action`` would create, validated, not stored."""
+        """The action ``create_action`` would create, validated, not stored.
+
+        ``triggers`` names the compatible triggers (``post_authentication``) or slots
+        (``external_authentication.post_authentication``); a custom action may bring a
+        ``config_schema``."""
         _check_tenant(tenant)
         _check_name(name)
+        if display_name is not None and len(display_name) > 100:
+            raise ValidationFailed("display_name: at most 100 characters", field="display_name")
+        if description is not None and len(description) > 2000:
+            raise ValidationFailed("description: at most 2000 characters", field="description")
+        if config_schema is not None:
+            if template is not None or kind == "target":
+                raise ValidationFailed(
+                    "a config schema belongs to custom actions", field="config_schema"
+                )
+            try:
+                check_schema(config_schema)
+            except SchemaError as exc:
+                raise ValidationFailed(f"config_schema: {exc}", field="config_schema") from None
+        slots: list[str] = []
+        if triggers and any("." in t for t in triggers):
+            for t in triggers:
+                ft, _, tr = t.partition(".")
+                if not is_valid_slot(ft, tr):
+                    raise ValidationFailed(
+                        f"{t} is not a slot of the catalogue (flow_type.trigger)", field="triggers"
+                    )
+            slots = sorted(set(triggers))
+            triggers = sorted({t.partition(".")[2] for t in triggers})
         if template is not None and kind is not None:
             raise ValidationFailed("a template action has no other kind", field="kind")
         if template is not None:
@@ -183,6 +233,10 @@ class AdminService:
             else (ActionKind.TARGET if kind == "target" else ActionKind.CUSTOM),
             template=template,
             triggers=chosen,
+            slots=slots,
+            display_name=display_name,
+            description=description,
+            config_schema=config_schema,
             created_at=datetime.now(UTC),
         )
 
@@ -261,8 +315,16 @@ class AdminService:
         else:
             if not source:
                 raise ValidationFailed("a custom action needs a script", field="source")
-            if cfg:
-                raise ValidationFailed("config belongs to template actions", field="config")
+            if action.config_schema is not None:
+                try:
+                    cfg = validate(action.config_schema, cfg)
+                except SchemaError as exc:
+                    raise ValidationFailed(f"config: {exc}", field=exc.path or "config") from None
+            elif cfg:
+                raise ValidationFailed(
+                    "config belongs to template actions and custom actions with a config_schema",
+                    field="config",
+                )
             lang = lang or "js"
             secrets = await self._secrets(tenant, name, secrets)
         canonical = Draft(
@@ -473,10 +535,13 @@ class AdminService:
             action = await self._store.get_action(tenant, att.action)
             if action is None:
                 raise NotFound(f"action {att.action} not found")
-            if tr not in action.triggers:
+            if tr not in action.triggers or (
+                action.slots and f"{ft.value}.{tr.value}" not in action.slots
+            ):
+                compatible = action.slots or [t.value for t in action.triggers]
                 raise ValidationFailed(
-                    f"action {att.action} is not compatible with {trigger} "
-                    f"(compatible: {', '.join(t.value for t in action.triggers)})",
+                    f"action {att.action} is not compatible with {ft.value}.{trigger} "
+                    f"(compatible: {', '.join(compatible)})",
                     field="trigger",
                 )
             wanted = [att.version]

@@ -66,13 +66,29 @@ def actions_create(
     tenant: TenantOpt,
     name: str,
     template: Annotated[str | None, typer.Option(help="base it on a platform template")] = None,
-    trigger: Annotated[list[str] | None, typer.Option(help="compatible triggers")] = None,
+    trigger: Annotated[
+        list[str] | None,
+        typer.Option(help="compatible trigger or slot (flow_type.trigger), repeatable"),
+    ] = None,
     kind: Annotated[
         str | None, typer.Option(help="custom (a script, the default) or target (an endpoint)")
     ] = None,
+    display_name: Annotated[str | None, typer.Option()] = None,
+    description: Annotated[str | None, typer.Option()] = None,
+    config_schema: Annotated[
+        Path | None, typer.Option(help="custom actions: their config form, a JSON Schema file")
+    ] = None,
 ) -> None:
     """Create a custom action, a target action (--kind target), or one from a template."""
-    body: dict[str, Any] = {"name": name, "template": template, "triggers": trigger}
+    body: dict[str, Any] = {
+        "name": name,
+        "template": template,
+        "triggers": trigger,
+        "display_name": display_name,
+        "description": description,
+    }
+    if config_schema is not None:
+        body["config_schema"] = json.loads(config_schema.read_text())
     if kind is not None:
         body["kind"] = kind
     print_json(run(with_admin(lambda c: c.call(tenant, "actions.create", **body))))

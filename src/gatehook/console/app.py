@@ -401,6 +401,11 @@ def build_app(settings: Settings, token: str) -> Starlette:
             ]
             if any(len(p) != 2 for p in named):
                 errors["secrets"] = "one NAME=value a line"
+            if shown["action"].get("config_schema"):
+                try:
+                    body["config"] = forms.parse(shown["action"]["config_schema"], texts(form))
+                except forms.FormErrors as exc:
+                    errors.update(exc.errors)
             body["secrets"] = {k.strip(): v for k, v in (p for p in named if len(p) == 2)}
         if not errors:
             try:

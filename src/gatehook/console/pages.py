@@ -131,12 +131,17 @@ async def action_page(
         fields = forms.fields(template["config_schema"], config)
         if submitted is not None:
             fields = _refill(fields, submitted)
+    elif act.get("config_schema"):
+        fields = forms.fields(act["config_schema"], (current or {}).get("config") or {})
+        if submitted is not None:
+            fields = _refill(fields, submitted)
     slots = [
         f"{ft}.{tr.value}"
         for ft_enum, triggers in TRIGGERS.items()
         for ft in [ft_enum.value]
         for tr in triggers
-        if not act["triggers"] or tr.value in act["triggers"]
+        if (not act["triggers"] or tr.value in act["triggers"])
+        and (not act.get("slots") or f"{ft}.{tr.value}" in act["slots"])
     ]
     form = submitted or {}
     status = 400 if errors else 200

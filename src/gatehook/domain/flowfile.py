@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from gatehook.domain.catalogue import TRIGGERS, FlowType, Trigger
+from gatehook.domain.catalogue import TRIGGERS, FlowType, Trigger, is_valid_slot
 from gatehook.domain.ingress import IngressSpec
 from gatehook.domain.targets import TargetSpec
 
@@ -43,7 +43,16 @@ class ActionSpec(BaseModel):
     timeout_ms: int | None = Field(default=None, ge=1, le=30_000)
     allowed_to_fail: bool = False
     allowed_hosts: list[str] = Field(default_factory=list)
-    triggers: list[Trigger] | None = None
+    triggers: list[str] | None = Field(
+        default=None,
+        description="compatible triggers (post_authentication) or slots"
+        " (external_authentication.post_authentication); default: every one",
+    )
+    display_name: str | None = Field(default=None, max_length=100)
+    description: str | None = Field(default=None, max_length=2000)
+    config_schema: dict[str, Any] | None = Field(
+        default=None, description="a custom action's config form (JSON Schema subset)"
+    )
     secrets: dict[str, str] = Field(
         default_factory=dict,
         description="a custom action's secrets by name ('********' keeps the stored value)",
@@ -58,8 +67,15 @@ class ActionSpec(BaseModel):
             raise ValueError(
                 f"action {self.name}: give exactly one of template, file, source or target"
             )
-        if self.template is None and self.config:
-            raise ValueError(f"action {self.name}: config belongs to template actions")
+        if self.template is None and self.config and self.config_schema is None:
+            raise ValueError(
+                f"action {self.name}: config belongs to template actions and custom actions"
+                " with a config_schema"
+            )
+        for t in self.triggers or []:
+            ft, dot, tr = t.partition(".")
+            if not (is_valid_slot(ft, tr) if dot else t in {x.value for x in Trigger}):
+                raise ValueError(f"action {self.name}: {t} is not a trigger or slot")
         return self
 
 

@@ -61,6 +61,18 @@ class ActionDef(BaseModel):
     kind: ActionKind
     template: str | None = None
     triggers: list[Trigger]
+    slots: list[str] = Field(
+        default_factory=list,
+        description="the compatible slots as flow_type.trigger (empty: every slot of"
+        " `triggers`); attaching elsewhere is refused",
+    )
+    display_name: str | None = None
+    description: str | None = None
+    config_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="a custom action's config form (the JSON Schema subset templates use);"
+        " each published config is validated against it and reaches the script as input.config",
+    )
     latest_version: str | None = None
     created_at: datetime
     disabled: Disabled | None = None
