@@ -359,6 +359,25 @@ async def test_a_starter_to_a_published_attached_action(
     ok = await trigger(nc, tenant, request(user={"id": "u", "email": "ann@acme.com"}))
     assert ok["decision"] == "continue"
 
+    # the page says where each version is attached, and what changed between two
+    await page.goto(f"{console}/t/{tenant}/actions/domains")
+    publish = page.get_by_test_id("publish")
+    source = await publish.get_by_test_id("source").input_value()
+    await publish.get_by_test_id("source").fill(source.replace("'acme.com'", "'acme.org'"))
+    await publish.locator("button:has-text('Publish')").click()
+    await expect(page.locator(".flash")).to_have_text("published 1.0.1")
+    rows = page.get_by_test_id("versions")
+    await expect(rows.locator("tr[data-version='1.0.0'] [data-testid=attached-at]")).to_have_text(
+        "external_authentication.post_authentication"
+    )
+    await expect(rows.locator("tr[data-version='1.0.1'] [data-testid=attached-at]")).to_have_text(
+        "—"
+    )
+    await rows.locator("tr[data-version='1.0.1'] [data-testid=diff-link]").click()
+    diff = page.get_by_test_id("diff")
+    await expect(diff).to_contain_text("-const ALLOWED = ['acme.com'];")
+    await expect(diff).to_contain_text("+const ALLOWED = ['acme.org'];")
+
 
 async def test_a_custom_action_s_config_form(
     console: str, page: Page, nc: NATS, worker: Worker, tenant: str

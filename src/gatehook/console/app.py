@@ -59,6 +59,13 @@ FIRST_VISITS_KEPT = 10_000  # (session, tenant) pairs remembered as audited
 AUDIT_MAX_SCAN = 200_000  # stream sequence numbers looked at, at most, for one page
 
 
+def _named_lines(text: str) -> tuple[dict[str, str], bool]:
+    """``NAME=VALUE`` lines of a text area as a mapping, and whether every line had one."""
+    pairs = [line.split("=", 1) for line in text.splitlines() if line.strip()]
+    named = {p[0].strip(): p[1].strip() for p in pairs if len(p) == 2}
+    return named, all(len(p) == 2 for p in pairs)
+
+
 def build_app(settings: Settings, token: str) -> Starlette:
     """The console's ASGI app; it connects to NATS when it starts and drains when it stops."""
     env = Env(settings, Sessions(token, settings.console.session_ttl_s))
@@ -367,12 +374,8 @@ def build_app(settings: Settings, token: str) -> Starlette:
             except ValueError:
                 errors["timeout_ms"] = f"{timeout!r} is not a whole number of milliseconds"
         if kind == "target":
-            pairs = [
-                line.split("=", 1)
-                for line in str(form.get("headers", "")).splitlines()
-                if line.strip()
-            ]
-            if any(len(p) != 2 for p in pairs):
+            headers, well_formed = _named_lines(str(form.get("headers", "")))
+            if not well_formed:
                 errors["target.headers"] = "one NAME=VALUE a line"
             key = str(form.get("signing_key", "")).strip()
             body["target"] = {
@@ -380,7 +383,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
                 "type": str(form.get("target_type") or "call"),
                 "payload": str(form.get("payload") or "zitadel"),
                 "signing_key": key or None,
-                "headers": {k.strip(): v.strip() for k, v in (p for p in pairs if len(p) == 2)},
+                "headers": headers,
             }
         elif kind == "template":
             tpl = await api.call(tenant, "templates.show", name=shown["action"]["template"])
@@ -394,19 +397,14 @@ def build_app(settings: Settings, token: str) -> Starlette:
             body["allowed_hosts"] = [
                 h.strip() for h in str(form.get("allowed_hosts", "")).splitlines() if h.strip()
             ]
-            named = [
-                line.split("=", 1)
-                for line in str(form.get("secrets", "")).splitlines()
-                if line.strip()
-            ]
-            if any(len(p) != 2 for p in named):
+            body["secrets"], well_formed = _named_lines(str(form.get("secrets", "")))
+            if not well_formed:
                 errors["secrets"] = "one NAME=value a line"
             if shown["action"].get("config_schema"):
                 try:
                     body["config"] = forms.parse(shown["action"]["config_schema"], texts(form))
                 except forms.FormErrors as exc:
                     errors.update(exc.errors)
-            body["secrets"] = {k.strip(): v for k, v in (p for p in named if len(p) == 2)}
         if not errors:
             try:
                 result = await api.call(tenant, "actions.publish", **body)

@@ -4,6 +4,7 @@ action, a flow type): rendering, form values, API errors keyed by field."""
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 from typing import Any
 
@@ -101,6 +102,48 @@ def render(
     return HTMLResponse(html, status_code=status)
 
 
+async def _attached_at(api: Any, tenant: str, name: str) -> dict[str, list[str]]:
+    """Version -> the slots of the current flows where it is pinned (as the entry's version,
+    or its canary or shadow)."""
+    flows = await asyncio.gather(
+        *(api.call(tenant, "flows.show", flow_type=ft) for ft in FLOW_TYPES)
+    )
+    where: dict[str, list[str]] = {}
+    for ft, flow in zip(FLOW_TYPES, flows, strict=True):
+        for tr, entries in ((flow or {}).get("slots") or {}).items():
+            for entry in entries:
+                if entry["action"] != name:
+                    continue
+                rollout = entry.get("rollout") or {}
+                for role, version in (
+                    ("", entry["version"]),
+                    (" (canary)", rollout.get("canary")),
+                    (" (shadow)", rollout.get("shadow")),
+                ):
+                    if version:
+                        where.setdefault(version, []).append(f"{ft}.{tr}{role}")
+    return where
+
+
+def _diff(versions: list[dict[str, Any]], wanted: str | None) -> dict[str, Any] | None:
+    """``?diff=A..B``: the unified diff of two versions' sources (or configs, endpoints)."""
+    if not wanted or ".." not in wanted:
+        return None
+    a, _, b = wanted.partition("..")
+    by = {v["version"]: v for v in versions}
+    if a not in by or b not in by:
+        return None
+
+    def text(v: dict[str, Any]) -> list[str]:
+        body = v.get("source")
+        if body is None:
+            body = json.dumps({"config": v.get("config"), "target": v.get("target")}, indent=2)
+        return str(body).splitlines(keepends=True)
+
+    lines = difflib.unified_diff(text(by[a]), text(by[b]), fromfile=a, tofile=b)
+    return {"from": a, "to": b, "text": "".join(lines) or "(no difference)"}
+
+
 async def action_page(
     env: Env,
     request: Request,
@@ -143,6 +186,8 @@ async def action_page(
         if (not act["triggers"] or tr.value in act["triggers"])
         and (not act.get("slots") or f"{ft}.{tr.value}" in act["slots"])
     ]
+    attached = await _attached_at(api, tenant, name)
+    diff = _diff(versions, request.query_params.get("diff"))
     form = submitted or {}
     status = 400 if errors else 200
     target = (current or {}).get("target") or {}
@@ -154,6 +199,8 @@ async def action_page(
         act=act,
         versions=versions,
         current=current,
+        attached=attached,
+        diff=diff,
         template=template,
         fields=fields,
         errors=errors or {},
