@@ -431,6 +431,28 @@ async def test_a_custom_action_s_config_form(
     assert (await trigger(nc, tenant, request()))["claims"] == {"g": "hihi"}
 
 
+async def test_a_draft_is_tested_before_it_is_published(
+    console: str, page: Page, nc: NATS, worker: Worker, tenant: str
+) -> None:
+    api = AdminClient(nc, actor="setup")
+    await api.call(tenant, "actions.create", name="drafty")
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/actions/drafty")
+    publish = page.get_by_test_id("publish")
+    draft = "export function execute(input: any) {\n  return {kind: 'continue', claims: {d: 1}};\n}"
+    await publish.get_by_test_id("source").fill(draft)
+    await publish.get_by_test_id("test-draft").click()
+    result = page.get_by_test_id("test-result")
+    await expect(result).to_contain_text('"d": 1')
+    await expect(result).to_contain_text("draft-")
+    await expect(page.get_by_test_id("source")).to_have_value(draft)  # still in the editor
+    assert (await api.call(tenant, "actions.show", name="drafty"))["versions"] == []
+    broken = "export function execute(input: any) {\n  return {kind: ;\n}"
+    await page.get_by_test_id("source").fill(broken)
+    await page.get_by_test_id("test-draft").click()
+    await expect(error_for(page, "source")).to_contain_text("line 2")
+
+
 async def test_the_audit_filter_lists_every_event_type(
     console: str, page: Page, tenant: str
 ) -> None:

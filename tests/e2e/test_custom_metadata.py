@@ -84,6 +84,26 @@ async def test_metadata_config_schema_and_compatible_slots(
             language="ts",
             config={"domains": ["acme.com"], "extra": 1},
         )
+    # an unsaved draft runs as its publish would make it (config checked, defaults in)
+    tried = await api.call(
+        tenant,
+        "actions.test",
+        name="domains",
+        draft={"source": SOURCE, "language": "ts", "config": {"domains": ["acme.com"]}},
+        request=request(),
+    )
+    assert tried["ok"], tried
+    assert tried["version"].startswith("draft-")
+    assert tried["output"]["claims"] == {"strict": True, "limit": 3}
+    with pytest.raises(ValidationFailed, match="domains: is required"):
+        await api.call(
+            tenant,
+            "actions.test",
+            name="domains",
+            draft={"source": SOURCE, "language": "ts"},
+            request=request(),
+        )
+    assert (await api.call(tenant, "actions.show", name="domains"))["versions"] == []
     done = await api.call(
         tenant,
         "actions.publish",

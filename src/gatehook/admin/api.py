@@ -307,11 +307,18 @@ class AdminApi:
             err = exc.errors()[0]
             where = ".".join(["request", *(str(p) for p in err["loc"])])
             raise ValidationFailed(f"{where}: {err['msg']}", field=where) from None
-        concrete = await self._concrete(tenant, req.name, req.version)
-        versions = {v.version: v for v in await self._service.versions(tenant, req.name)}
-        version = versions.get(concrete)
-        if version is None:
-            raise NotFound(f"{req.name}@{concrete} not found")
+        if req.draft is not None:
+            version = await self._service.draft_version(
+                tenant, req.name, Draft(**req.draft.model_dump())
+            )
+            concrete = version.version
+        else:
+            concrete = await self._concrete(tenant, req.name, req.version)
+            versions = {v.version: v for v in await self._service.versions(tenant, req.name)}
+            found = versions.get(concrete)
+            if found is None:
+                raise NotFound(f"{req.name}@{concrete} not found")
+            version = found
         run = await self._tester(tenant, req.flow_type, req.trigger, request, version)
         return {
             "version": concrete,

@@ -122,12 +122,31 @@ class Reorder(_Req):
     order: list[str]
 
 
+class DraftBody(BaseModel):
+    """An unsaved version (``actions.test``'s ``draft``): what ``actions.publish`` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str | None = None
+    language: Literal["js", "ts"] | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    timeout_ms: int | None = None
+    allowed_hosts: list[str] = Field(default_factory=list)
+    secrets: dict[str, str] = Field(default_factory=dict)
+
+
 class TryAction(_Req):
-    """``actions.test``: run a stored version on a sample trigger request (a dry run: no
-    audit event, no sign-in decision; the action itself runs for real)."""
+    """``actions.test``: run a stored version, or an unsaved ``draft``, on a sample trigger
+    request (a dry run: no audit event, no sign-in decision; the action itself runs for
+    real)."""
 
     name: str
     version: str = "latest"
+    draft: DraftBody | None = Field(
+        default=None,
+        description="run this unsaved version instead of a stored one (compiled and checked"
+        " as a publish would, not stored)",
+    )
     flow_type: str = "external_authentication"
     trigger: str = "post_authentication"
     request: dict[str, Any] = Field(description="a trigger request as in docs/contract.md")

@@ -404,6 +404,51 @@ class AdminService:
         latest = max(existing, key=lambda v: Version.parse(v.version))
         return latest if latest.content_hash == digest else None
 
+    async def draft_version(self, tenant: str, name: str, draft: Draft) -> ActionVersion:
+        """``draft`` as the version a publish would make, compiled, not stored: for running
+        an unsaved draft (``actions.test``). Its version is ``draft-<digest>``, so that no
+        warm interpreter of another draft is taken for it."""
+        action, draft, digest = await self._normalise(tenant, name, draft)
+        return await self._version_of(
+            action, draft, digest, version=f"draft-{digest[:12]}", actor="draft"
+        )
+
+    async def _version_of(
+        self, action: ActionDef, draft: Draft, digest: str, *, version: str, actor: str
+    ) -> ActionVersion:
+        """The version record of a normalised ``draft``, its script compiled."""
+        source, lang = draft.source, draft.language
+        compiled: Compiled | None = None
+        if source is not None and lang is not None:
+            _refuse_packages(source)
+            compiled = await self._compiler.compile(source, language=lang, name=action.name)
+        return ActionVersion(
+            tenant=action.tenant,
+            action=action.name,
+            version=version,
+            kind=action.kind,
+            template=action.template,
+            config=draft.config,
+            language=lang,
+            style=compiled.style if compiled else None,
+            exports=list(compiled.exports) if compiled else [],
+            uses_cache=bool(
+                compiled
+                and compiled.style is ScriptStyle.AUTH0
+                and _CACHE.search(source or "") is not None
+            ),
+            source=source,
+            compiled=compiled.code if compiled else None,
+            timeout_ms=draft.timeout_ms or self._default_timeout_ms,
+            allowed_to_fail=draft.allowed_to_fail,
+            allowed_hosts=draft.allowed_hosts,
+            target=TargetSpec.model_validate(draft.target) if draft.target else None,
+            secrets=draft.secrets,
+            content_hash=digest,
+            created_at=datetime.now(UTC),
+            created_by=actor,
+        )
+
     async def publish(
         self,
         tenant: str,
@@ -426,8 +471,6 @@ class AdminService:
         """
         given_key = (draft.target or {}).get("signing_key")
         action, draft, digest = await self._normalise(tenant, name, draft)
-        source, lang, cfg = draft.source, draft.language, draft.config
-        compiled: Compiled | None = None
         existing = await self._store.list_versions(tenant, name)
         made_key = (
             action.kind is ActionKind.TARGET
@@ -450,35 +493,7 @@ class AdminService:
                 )
         else:
             wanted = newest.bump(bump) if newest is not None else Version(1, 0, 0)
-        if source is not None and lang is not None:
-            _refuse_packages(source)
-            compiled = await self._compiler.compile(source, language=lang, name=name)
-        record = ActionVersion(
-            tenant=tenant,
-            action=name,
-            version=str(wanted),
-            kind=action.kind,
-            template=action.template,
-            config=cfg,
-            language=lang,
-            style=compiled.style if compiled else None,
-            exports=list(compiled.exports) if compiled else [],
-            uses_cache=bool(
-                compiled
-                and compiled.style is ScriptStyle.AUTH0
-                and _CACHE.search(source or "") is not None
-            ),
-            source=source,
-            compiled=compiled.code if compiled else None,
-            timeout_ms=draft.timeout_ms or self._default_timeout_ms,
-            allowed_to_fail=draft.allowed_to_fail,
-            allowed_hosts=draft.allowed_hosts,
-            target=TargetSpec.model_validate(draft.target) if draft.target else None,
-            secrets=draft.secrets,
-            content_hash=digest,
-            created_at=datetime.now(UTC),
-            created_by=actor,
-        )
+        record = await self._version_of(action, draft, digest, version=str(wanted), actor=actor)
         await self._store.insert_version(record)
         event = self._event(
             "flow.action_published", tenant, actor, action=name, version=record.version

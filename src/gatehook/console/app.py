@@ -32,8 +32,10 @@ from gatehook.console.oidc import Oidc, SignInRefused
 from gatehook.console.pages import (
     COOKIE,
     FLOW_TYPES,
+    SAMPLE_REQUEST,
     Env,
     action_page,
+    compatible_slots,
     errors_of,
     flows_page,
     render,
@@ -405,6 +407,8 @@ def build_app(settings: Settings, token: str) -> Starlette:
                     body["config"] = forms.parse(shown["action"]["config_schema"], texts(form))
                 except forms.FormErrors as exc:
                     errors.update(exc.errors)
+        if not errors and kind == "custom" and form.get("draft") == "1":
+            return await test_draft(request, operator, shown["action"], body, texts(form))
         if not errors:
             try:
                 result = await api.call(tenant, "actions.publish", **body)
@@ -422,6 +426,48 @@ def build_app(settings: Settings, token: str) -> Starlette:
                 query = urlencode({"msg": msg, "version": version})
                 return RedirectResponse(f"/t/{tenant}/actions/{name}?{query}", 303)
         return await action_page(env, request, operator, errors=errors, submitted=texts(form))
+
+    async def test_draft(
+        request: Request,
+        operator: str,
+        act: dict[str, Any],
+        body: dict[str, Any],
+        form: dict[str, str],
+    ) -> Response:
+        """The publish form's "Test this draft": the editor's source run as a publish would
+        make it, on the sample request, nothing stored; the editor keeps what it holds."""
+        tenant, name = request.path_params["tenant"], request.path_params["name"]
+        slots = compatible_slots(act)
+        flow_type, _, trigger = (slots[0] if slots else "").partition(".")
+        fields = ("source", "language", "config", "timeout_ms", "allowed_hosts", "secrets")
+        draft = {k: body[k] for k in fields if k in body}
+        errors: dict[str, str] = {}
+        result: Any = None
+        try:
+            result = await env.api(operator).call(
+                tenant,
+                "actions.test",
+                name=name,
+                draft=draft,
+                flow_type=flow_type,
+                trigger=trigger,
+                request=SAMPLE_REQUEST,
+            )
+        except GatehookError as exc:
+            errors = errors_of(exc, default="source")
+        test_form = {
+            "request": json.dumps(SAMPLE_REQUEST, indent=2),
+            "slot": slots[0] if slots else "",
+        }
+        return await action_page(
+            env,
+            request,
+            operator,
+            errors=errors,
+            submitted=form,
+            test_form=test_form,
+            test_result=result,
+        )
 
     async def switch(request: Request, operator: str) -> Response:
         """The kill switch buttons of the action page."""

@@ -26,8 +26,10 @@ from gatehook.settings import Settings
 __all__ = [
     "COOKIE",
     "FLOW_TYPES",
+    "SAMPLE_REQUEST",
     "Env",
     "action_page",
+    "compatible_slots",
     "errors_of",
     "flows_page",
     "render",
@@ -100,6 +102,17 @@ def render(
         **context,
     )
     return HTMLResponse(html, status_code=status)
+
+
+def compatible_slots(act: dict[str, Any]) -> list[str]:
+    """The slots (``flow_type.trigger``) an action (as ``actions.show`` gives it) may run at."""
+    return [
+        f"{ft.value}.{tr.value}"
+        for ft, triggers in TRIGGERS.items()
+        for tr in triggers
+        if (not act["triggers"] or tr.value in act["triggers"])
+        and (not act.get("slots") or f"{ft.value}.{tr.value}" in act["slots"])
+    ]
 
 
 async def _attached_at(api: Any, tenant: str, name: str) -> dict[str, list[str]]:
@@ -178,14 +191,7 @@ async def action_page(
         fields = forms.fields(act["config_schema"], (current or {}).get("config") or {})
         if submitted is not None:
             fields = _refill(fields, submitted)
-    slots = [
-        f"{ft}.{tr.value}"
-        for ft_enum, triggers in TRIGGERS.items()
-        for ft in [ft_enum.value]
-        for tr in triggers
-        if (not act["triggers"] or tr.value in act["triggers"])
-        and (not act.get("slots") or f"{ft}.{tr.value}" in act["slots"])
-    ]
+    slots = compatible_slots(act)
     attached = await _attached_at(api, tenant, name)
     diff = _diff(versions, request.query_params.get("diff"))
     form = submitted or {}
