@@ -30,6 +30,7 @@ from gatehook.console.security import CSP
 from gatehook.console.server import ConsoleRefused, console_token
 from gatehook.devservers import free_port
 from gatehook.domain.contract import AuditEventType
+from gatehook.errors import Conflict
 from gatehook.settings import ConsoleSettings, Settings
 from tests.conftest import Worker
 from tests.helpers import audit_events, request, trigger
@@ -529,6 +530,42 @@ async def test_kill_switch_and_rollout_buttons(
     assert (await trigger(nc, tenant, request()))["decision"] == "continue"
     off = await audit_events(nc, tenant, "flow.action_disabled")
     assert off[0]["details"] == {"reason": "incident 7", "fallback": "block"}
+
+
+async def test_a_canary_is_started_and_aborted_from_the_flows_page(
+    console: str, page: Page, nc: NATS, worker: Worker, tenant: str
+) -> None:
+    api = AdminClient(nc, actor="setup")
+    await api.call(tenant, "actions.create", name="gate")
+    for n in (1, 2):
+        await api.call(
+            tenant,
+            "actions.publish",
+            name="gate",
+            source=f"export async function execute(i) {{ return {{kind: 'continue', claims: {{v: {n}}}}}; }}",
+        )
+    await api.call(tenant, "flows.attach", action="gate", version="1.0.0", **PA)
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/flows/{PA['flow_type']}")
+    start = page.get_by_test_id("start-rollout")
+    await start.locator("summary").click()
+    await start.locator("select[name=rollout_version]").select_option("1.0.1")
+    await start.locator("input[name=percent]").fill("100")
+    await start.locator("input[name=min_runs]").fill("20")
+    await start.locator("button:has-text('Start')").click()
+    await expect(page.get_by_test_id("rollout")).to_contain_text("canary @1.0.1 for 100%")
+    assert (await trigger(nc, tenant, request(signin_id="s1")))["claims"] == {"v": 2}
+    started = await audit_events(nc, tenant, "flow.rollout_started")
+    assert started[0]["actor"] == "console:olivia"
+    flow = await api.call(tenant, "flows.show", flow_type=PA["flow_type"])
+    rollout = flow["slots"][PA["trigger"]][0]["rollout"]
+    assert (rollout["canary"], rollout["percent"], rollout["min_runs"]) == ("1.0.1", 100, 20)
+    # a second one on the same entry is refused while this one runs
+    with pytest.raises(Conflict):
+        await api.call(tenant, "rollouts.start", action="gate", shadow="1.0.1", **PA)
+    await page.locator("button:has-text('Abort')").click()
+    await expect(page.get_by_test_id("rollout")).to_contain_text("aborted")
+    assert (await trigger(nc, tenant, request(signin_id="s2")))["claims"] == {"v": 1}
 
 
 async def test_sign_in_is_required_and_checked(

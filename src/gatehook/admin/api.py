@@ -37,6 +37,7 @@ from gatehook.admin.requests import (
     ReplayReq,
     Rollback,
     RolloutRef,
+    RolloutStart,
     Switch,
     TryAction,
     admin_subject,
@@ -126,6 +127,7 @@ class AdminApi:
             "actions.disable": self._disable,
             "actions.enable": self._enable,
             "rollouts.status": self._rollout_status,
+            "rollouts.start": self._rollout_start,
             "rollouts.promote": self._promote,
             "rollouts.abort": self._abort,
             "recordings.set": self._recording,
@@ -384,6 +386,27 @@ class AdminApi:
         slot = f"{req.flow_type}.{req.trigger}"
         report = await self._replayer(tenant, slot, since, (name, version), req.limit)
         return {"slot": slot, "with": f"{name}@{version}", **report}
+
+    async def _rollout_start(self, tenant: str, req: RolloutStart) -> Any:
+        versions: dict[str, str | None] = {}
+        for role in ("canary", "shadow"):
+            wanted = getattr(req, role)
+            versions[role] = (
+                None if wanted is None else await self._concrete(tenant, req.action, wanted)
+            )
+        flow = await self._rollouts.start(
+            tenant,
+            req.flow_type,
+            req.trigger,
+            req.action,
+            canary=versions["canary"],
+            percent=req.percent,
+            shadow=versions["shadow"],
+            error_rate=req.error_rate,
+            min_runs=req.min_runs,
+            actor=req.actor,
+        )
+        return {"flow": _flow_view(flow)}
 
     async def _promote(self, tenant: str, req: RolloutRef) -> Any:
         return await self._end(tenant, req, "promoted")

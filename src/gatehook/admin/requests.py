@@ -170,6 +170,19 @@ class RolloutRef(_Req):
     action: str | None = Field(default=None, description="promote/abort: the slot entry")
 
 
+class RolloutStart(_Req):
+    """``rollouts.start``: a canary and/or a shadow on one slot entry."""
+
+    flow_type: str
+    trigger: str
+    action: str
+    canary: str | None = Field(default=None, description="a version of the action, or latest")
+    percent: int = Field(default=10, ge=0, le=100)
+    shadow: str | None = Field(default=None, description="a version of the action, or latest")
+    error_rate: float = Field(default=0.05, ge=0, le=1, description="rolled back past it")
+    min_runs: int = Field(default=50, ge=1, description="canary runs before it is judged")
+
+
 class Recording(_Req):
     """``recordings.set``: record a slot's trigger inputs for replay (or stop)."""
 
@@ -238,6 +251,7 @@ OPERATIONS: dict[str, type[_Req]] = {
     "actions.disable": Switch,
     "actions.enable": Switch,
     "rollouts.status": RolloutRef,
+    "rollouts.start": RolloutStart,
     "rollouts.promote": RolloutRef,
     "rollouts.abort": RolloutRef,
     "recordings.set": Recording,

@@ -10,6 +10,7 @@ commits and the other finds it done).
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -74,6 +75,59 @@ class RolloutAdmin:
         await self._service.changed(tenant)
 
     # -- rollouts ----------------------------------------------------------------------------
+    async def start(
+        self,
+        tenant: str,
+        flow_type: str,
+        trigger: str,
+        action: str,
+        *,
+        canary: str | None,
+        percent: int,
+        shadow: str | None,
+        error_rate: float,
+        min_runs: int,
+        actor: str,
+    ) -> FlowRevision | None:
+        """Start a canary (``percent`` of sign-ins, rolled back past ``error_rate`` after
+        ``min_runs``) and/or a shadow on the slot entry of ``action``: a new revision, audited
+        ``flow.rollout_started``, as the same entry in a flows file would."""
+        ft, tr = _slot(flow_type, trigger)
+        if canary is None and shadow is None:
+            raise ValidationFailed("give a canary or a shadow version", field="canary")
+        if canary is not None and percent <= 0:
+            raise ValidationFailed("a canary needs a percent above 0", field="percent")
+        current = await self._store.latest_flow(tenant, ft)
+        entries = current.slot(tr) if current else []
+        found = next((a for a in entries if a.action == action), None)
+        if found is None:
+            raise NotFound(f"{action} is not attached at {flow_type}.{trigger}")
+        if found.rollout is not None and found.rollout.live:
+            raise Conflict(f"{action} has a rollout running at {flow_type}.{trigger}")
+        for role, version in (("canary", canary), ("shadow", shadow)):
+            if version is None:
+                continue
+            if version == found.version:
+                raise ValidationFailed(f"the {role} is the stable version {version}", field=role)
+            if await self._store.get_version(tenant, action, version) is None:
+                raise NotFound(f"version {version} of {action} not found")
+        rollout = Rollout(
+            id=uuid.uuid4().hex,
+            canary=canary,
+            percent=percent if canary else 0,
+            error_rate=error_rate,
+            min_runs=min_runs,
+            shadow=shadow,
+            started_at=datetime.now(UTC),
+        )
+        wanted = [
+            Attachment(action=a.action, version=a.version, rollout=rollout)
+            if a.action == action
+            else a
+            for a in entries
+        ]
+        return await self._service.set_slot(tenant, flow_type, trigger, wanted, actor=actor)
+
     async def end(
         self,
         tenant: str,

@@ -558,6 +558,21 @@ def build_app(settings: Settings, token: str) -> Starlette:
                     tenant, f"rollouts.{op}", action=form.get("action", ""), **slot
                 )
                 result["changed"] = True
+            elif op == "rollout":
+                mode = form.get("mode", "canary")
+                version = form.get("rollout_version") or None
+                result = await api.call(
+                    tenant,
+                    "rollouts.start",
+                    action=form.get("action", ""),
+                    canary=version if mode == "canary" else None,
+                    shadow=version if mode == "shadow" else None,
+                    percent=int(form.get("percent") or "10"),
+                    error_rate=float(form.get("error_rate") or "0.05"),
+                    min_runs=int(form.get("min_runs") or "50"),
+                    **slot,
+                )
+                result["changed"] = True
             elif op == "rollback":
                 revision = int(form.get("revision", "0"))
                 result = await api.call(
