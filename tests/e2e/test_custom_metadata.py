@@ -12,7 +12,7 @@ from nats.aio.client import Client as NATS
 from gatehook.admin.client import AdminClient
 from gatehook.errors import ValidationFailed
 from tests.conftest import Worker
-from tests.helpers import request, trigger
+from tests.helpers import audit_events, request, trigger
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -169,6 +169,30 @@ async def test_the_same_in_flows_as_code(worker: Worker, nc: NATS, tenant: str) 
     }
     with pytest.raises(ValidationFailed, match="not compatible with internal_authentication"):
         await api.call(tenant, "apply", file=refused)
+    # metadata changed in the file changes the stored action (audited); unchanged, nothing
+    spec = dict(file["actions"][0])  # type: ignore[index]
+    wider = {
+        **spec,
+        "display_name": "Domains",
+        "triggers": [f"{EA}.post_authentication", "pre_creation"],
+    }
+    plan = await api.call(tenant, "apply", file={**file, "actions": [wider]})
+    assert "update action domains: display_name, slots, triggers" in plan["changes"], plan
+    shown = (await api.call(tenant, "actions.show", name="domains"))["action"]
+    assert shown["display_name"] == "Domains"
+    assert shown["slots"] == [  # a trigger named alone: each of its slots
+        f"{EA}.post_authentication",
+        f"{EA}.pre_creation",
+        "internal_authentication.pre_creation",
+    ]
+    assert shown["triggers"] == ["post_authentication", "pre_creation"]
+    again = await api.call(tenant, "apply", file={**file, "actions": [wider]})
+    assert not any(c.startswith("update action") for c in again["changes"])
+    updated = await audit_events(nc, tenant, "admin.action_updated")
+    assert updated[0]["details"]["fields"] == ["display_name", "slots", "triggers"]
+    narrower = {**spec, "triggers": ["pre_creation"]}
+    with pytest.raises(ValidationFailed, match="detach it first"):
+        await api.call(tenant, "apply", file={**file, "actions": [narrower]})
     bad = {"actions": [{**file["actions"][0], "config": {"domains": []}}]}  # type: ignore[index]
     with pytest.raises(ValidationFailed, match="needs at least 1 items"):
         await api.call(tenant, "apply", file=bad)

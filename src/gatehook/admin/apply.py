@@ -120,6 +120,13 @@ async def apply_file(
                 plan.changes.append(f"publish {spec.name} 1.0.0")
                 continue
             await admin.create_action(target, spec.name, **_creation(spec))
+        if action is not None:
+            meta = {k: v for k, v in _creation(spec).items() if k not in ("template", "kind")}
+            changed = await admin.update_action(
+                target, spec.name, actor=actor, dry_run=dry_run, **meta
+            )
+            if changed:
+                plan.changes.append(f"update action {spec.name}: {', '.join(changed)}")
         current = await admin.unchanged(target, spec.name, draft) if action else None
         if current is not None:
             newest[spec.name] = current.version
@@ -189,6 +196,10 @@ async def _validate(
                 f"action {spec.name} exists with another kind; rename it in the file",
                 field=spec.name,
             )
+        else:
+            meta = {k: v for k, v in _creation(spec).items() if k not in ("template", "kind")}
+            await admin.update_action(tenant, spec.name, actor="", dry_run=True, **meta)
+            action = admin.merged_action(action, **meta)
         try:
             await admin.check_draft(action, _draft(spec, sources))
         except ValidationFailed as exc:

@@ -197,14 +197,20 @@ class AdminService:
                 raise ValidationFailed(f"config_schema: {exc}", field="config_schema") from None
         slots: list[str] = []
         if triggers and any("." in t for t in triggers):
+            # slots given: each as is, and a trigger named alone stands for all its slots
+            wanted: set[str] = set()
             for t in triggers:
-                ft, _, tr = t.partition(".")
-                if not is_valid_slot(ft, tr):
+                ft, dot, tr = t.partition(".")
+                if dot and not is_valid_slot(ft, tr):
                     raise ValidationFailed(
                         f"{t} is not a slot of the catalogue (flow_type.trigger)", field="triggers"
                     )
-            slots = sorted(set(triggers))
-            triggers = sorted({t.partition(".")[2] for t in triggers})
+                if dot:
+                    wanted.add(t)
+                else:
+                    wanted |= {f"{f.value}.{t}" for f, trs in TRIGGERS.items() if t in trs}
+            slots = sorted(wanted)
+            triggers = sorted({t.partition(".")[2] for t in wanted})
         if template is not None and kind is not None:
             raise ValidationFailed("a template action has no other kind", field="kind")
         if template is not None:
@@ -239,6 +245,94 @@ class AdminService:
             config_schema=config_schema,
             created_at=datetime.now(UTC),
         )
+
+    def merged_action(
+        self,
+        action: ActionDef,
+        *,
+        triggers: list[str] | None = None,
+        display_name: str | None = None,
+        description: str | None = None,
+        config_schema: dict[str, Any] | None = None,
+    ) -> ActionDef:
+        """``action`` with the metadata given (None: as stored), validated as at create."""
+        kind: Literal["custom", "target"] | None = (
+            "target" if action.kind is ActionKind.TARGET else None
+        )
+        stored_triggers = action.slots or [t.value for t in action.triggers]
+        merged = self.new_action(
+            action.tenant,
+            action.name,
+            template=action.template,
+            kind=kind,
+            triggers=triggers if triggers is not None else stored_triggers,
+            display_name=display_name if display_name is not None else action.display_name,
+            description=description if description is not None else action.description,
+            config_schema=config_schema if config_schema is not None else action.config_schema,
+        )
+        return merged.model_copy(
+            update={
+                "created_at": action.created_at,
+                "latest_version": action.latest_version,
+                "disabled": action.disabled,
+            }
+        )
+
+    async def update_action(
+        self,
+        tenant: str,
+        name: str,
+        *,
+        actor: str,
+        triggers: list[str] | None = None,
+        display_name: str | None = None,
+        description: str | None = None,
+        config_schema: dict[str, Any] | None = None,
+        dry_run: bool = False,
+    ) -> list[str]:
+        """Change an action's own metadata where a value is given (None: left as stored);
+        the names of the fields that changed. Audited ``admin.action_updated``. Narrowing
+        the compatible slots is refused while the action is attached outside them."""
+        action = await self.action(tenant, name)
+        wanted = self.merged_action(
+            action,
+            triggers=triggers,
+            display_name=display_name,
+            description=description,
+            config_schema=config_schema,
+        )
+        names = ("triggers", "slots", "display_name", "description", "config_schema")
+        fields = {f: getattr(wanted, f) for f in names if getattr(wanted, f) != getattr(action, f)}
+        if not fields:
+            return []
+        for ft in FlowType:
+            flow = await self._store.latest_flow(tenant, ft)
+            for tr, entries in (flow.slots if flow else {}).items():
+                slot = f"{ft.value}.{tr.value}"
+                if any(a.action == name for a in entries) and (
+                    tr not in wanted.triggers or (wanted.slots and slot not in wanted.slots)
+                ):
+                    raise ValidationFailed(
+                        f"{name} is attached at {slot}, which its new compatible triggers"
+                        " leave out: detach it first",
+                        field="triggers",
+                    )
+        if dry_run:
+            return sorted(fields)
+        stored = {k: [t.value for t in v] if k == "triggers" else v for k, v in fields.items()}
+        await self._store.set_action_metadata(tenant, name, stored)
+        event = self._event(
+            "admin.action_updated", tenant, actor, action=name, details={"fields": sorted(fields)}
+        )
+        try:
+            await self._audit.publish([event])
+        except GatehookError:
+            before = {k: getattr(action, k) for k in fields}
+            undo = {k: [t.value for t in v] if k == "triggers" else v for k, v in before.items()}
+            await self._store.set_action_metadata(tenant, name, undo)
+            raise
+        await self.changed(tenant)
+        return sorted(fields)
 
     async def action(self, tenant: str, name: str) -> ActionDef:
         """One action of the tenant; ``NotFound`` otherwise (also for other tenants' actions)."""

@@ -346,6 +346,7 @@ AuditEventType = Literal[
     "flow.action_disabled",
     "flow.action_enabled",
     "admin.refused",
+    "admin.action_updated",
     "console.signed_in",
     "console.refused",
     "ingress.updated",

@@ -447,6 +447,14 @@ class MongoStore:
         found = await asyncio.gather(*(self.get_action(tenant, n) for n in names))
         return [a for a in found if a is not None]
 
+    async def set_action_metadata(self, tenant: str, name: str, fields: dict[str, Any]) -> None:
+        """Replace some of an action's own metadata (display name, description, compatible
+        triggers and slots, config schema)."""
+        key = action_id(tenant, name)
+        await self._guard(
+            lambda: self.bucket("actions", tenant).update_one({"_id": key}, {"$set": fields})
+        )
+
     async def set_disabled(self, tenant: str, name: str, disabled: Disabled | None) -> None:
         """Throw (or, with None, release) an action's kill switch."""
         value = None if disabled is None else disabled.model_dump(mode="json")
