@@ -276,7 +276,7 @@ class AdminApi:
                 "name": r.action.name,
                 "kind": r.action.kind.value,
                 "template": r.action.template,
-                "triggers": r.action.slots or [t.value for t in r.action.triggers],
+                "triggers": r.action.compatible(),
                 "display_name": r.action.display_name,
                 "latest_version": r.action.latest_version,
                 "attached": r.attached,

@@ -228,11 +228,10 @@ async def _validate(
                             ) from None
                         actions[name] = action
                     slot = f"{ft.value}.{tr.value}"
-                    if tr not in action.triggers or (action.slots and slot not in action.slots):
-                        compatible = action.slots or [t.value for t in action.triggers]
+                    if not action.fits(ft.value, tr.value):
                         raise ValidationFailed(
                             f"{slot}: action {name} is not compatible with {slot}"
-                            f" (compatible: {', '.join(compatible)})",
+                            f" (compatible: {', '.join(action.compatible())})",
                             field="trigger",
                         )
                     if version == "latest":

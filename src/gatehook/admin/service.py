@@ -259,7 +259,7 @@ class AdminService:
         kind: Literal["custom", "target"] | None = (
             "target" if action.kind is ActionKind.TARGET else None
         )
-        stored_triggers = action.slots or [t.value for t in action.triggers]
+        stored_triggers = action.compatible()
         merged = self.new_action(
             action.tenant,
             action.name,
@@ -309,9 +309,7 @@ class AdminService:
             flow = await self._store.latest_flow(tenant, ft)
             for tr, entries in (flow.slots if flow else {}).items():
                 slot = f"{ft.value}.{tr.value}"
-                if any(a.action == name for a in entries) and (
-                    tr not in wanted.triggers or (wanted.slots and slot not in wanted.slots)
-                ):
+                if any(a.action == name for a in entries) and (not wanted.fits(ft.value, tr.value)):
                     raise ValidationFailed(
                         f"{name} is attached at {slot}, which its new compatible triggers"
                         " leave out: detach it first",
@@ -644,13 +642,10 @@ class AdminService:
             action = await self._store.get_action(tenant, att.action)
             if action is None:
                 raise NotFound(f"action {att.action} not found")
-            if tr not in action.triggers or (
-                action.slots and f"{ft.value}.{tr.value}" not in action.slots
-            ):
-                compatible = action.slots or [t.value for t in action.triggers]
+            if not action.fits(ft.value, tr.value):
                 raise ValidationFailed(
                     f"action {att.action} is not compatible with {ft.value}.{trigger} "
-                    f"(compatible: {', '.join(compatible)})",
+                    f"(compatible: {', '.join(action.compatible())})",
                     field="trigger",
                 )
             wanted = [att.version]

@@ -455,18 +455,8 @@ def build_app(settings: Settings, token: str) -> Starlette:
             )
         except GatehookError as exc:
             errors = errors_of(exc, default="source")
-        test_form = {
-            "request": json.dumps(SAMPLE_REQUEST, indent=2),
-            "slot": slots[0] if slots else "",
-        }
         return await action_page(
-            env,
-            request,
-            operator,
-            errors=errors,
-            submitted=form,
-            test_form=test_form,
-            test_result=result,
+            env, request, operator, errors=errors, submitted=form, test_result=result
         )
 
     async def switch(request: Request, operator: str) -> Response:

@@ -18,7 +18,8 @@ from gatehook.admin.client import AdminClient
 from gatehook.console import forms
 from gatehook.console.auth import Sessions
 from gatehook.console.starters import STARTERS, starter
-from gatehook.domain.catalogue import TRIGGERS
+from gatehook.domain.catalogue import TRIGGERS, all_slots
+from gatehook.domain.model import ActionDef
 from gatehook.domain.semver import Version
 from gatehook.errors import GatehookError, ValidationFailed
 from gatehook.settings import Settings
@@ -106,13 +107,8 @@ def render(
 
 def compatible_slots(act: dict[str, Any]) -> list[str]:
     """The slots (``flow_type.trigger``) an action (as ``actions.show`` gives it) may run at."""
-    return [
-        f"{ft.value}.{tr.value}"
-        for ft, triggers in TRIGGERS.items()
-        for tr in triggers
-        if (not act["triggers"] or tr.value in act["triggers"])
-        and (not act.get("slots") or f"{ft.value}.{tr.value}" in act["slots"])
-    ]
+    action = ActionDef.model_validate(act)
+    return [f"{ft.value}.{tr.value}" for ft, tr in all_slots() if action.fits(ft.value, tr.value)]
 
 
 async def _attached_at(api: Any, tenant: str, name: str) -> dict[str, list[str]]:

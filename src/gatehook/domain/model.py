@@ -77,6 +77,16 @@ class ActionDef(BaseModel):
     created_at: datetime
     disabled: Disabled | None = None
 
+    def fits(self, flow_type: str, trigger: str) -> bool:
+        """Whether the action may be attached at ``flow_type.trigger``."""
+        return any(t.value == trigger for t in self.triggers) and (
+            not self.slots or f"{flow_type}.{trigger}" in self.slots
+        )
+
+    def compatible(self) -> list[str]:
+        """Its compatible slots, or triggers when it names no slot (for messages)."""
+        return self.slots or [t.value for t in self.triggers]
+
 
 class ActionVersion(BaseModel):
     """An immutable published version of an action, compiled where it is a script."""

@@ -232,29 +232,25 @@ class Child:
             if exc.discard:
                 self.compiler = None
                 self.collect = True
-            if exc.error["type"] == "timeout":
-                return {
-                    "ok": False,
-                    "error": {"type": "timeout", "message": "compiling timed out"},
-                }, b""
-            if exc.error["type"] == "compile":
+            if exc.error["type"] in ("compile", "timeout"):  # the pool words a timeout
                 return {"ok": False, "error": exc.error}, b""
-            return {
-                "ok": False,
-                "error": {"type": "threw", "message": "compiler failed: " + exc.error["message"]},
-            }, b""
+            return self._compiler_failed(exc.error["message"])
         except Exception as exc:
             self.compiler = None
             self.collect = True
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            return {
-                "ok": False,
-                "error": {"type": "threw", "message": "compiler failed: " + message},
-            }, b""
+            text = str(exc).strip()
+            return self._compiler_failed(text.splitlines()[0] if text else repr(exc))
         if isinstance(out, Diagnostic):
             error = {"type": "compile", "message": out.message}
             return {"ok": False, "error": {**error, "line": out.line, "column": out.column}}, b""
         return self._probe(h, out)
+
+    @staticmethod
+    def _compiler_failed(message: str) -> tuple[dict[str, Any], bytes]:
+        return {
+            "ok": False,
+            "error": {"type": "threw", "message": "compiler failed: " + message},
+        }, b""
 
     def _probe(self, h: dict[str, Any], compiled: str) -> tuple[dict[str, Any], bytes]:
         """Load ``compiled`` once in a throwaway context: the engine's own syntax check, and

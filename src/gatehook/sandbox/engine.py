@@ -178,7 +178,7 @@ class ScriptContext:
         self._meta = ctx.eval("__gh.meta")
         self._output = ctx.eval("__gh.output")
         self._result = ctx.eval("__gh.result")
-        self._settled = ctx.eval("(function (box) { return box.settled; })")
+        self._settled = ctx.eval("__gh.settled")
         self._leftover = False  # the last call's script left promise jobs running
 
     @property

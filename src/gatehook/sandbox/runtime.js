@@ -760,6 +760,7 @@
   // concatenation makes): [logs, error, settled] as JSON, and the output's JSON text.
   function meta(box) { return stringify([box.logs, box.error, box.settled]); }
   function output(box) { return box.out; }
+  function settled(box) { return box.settled; }
   // The common case in one crossing: the output when the call settled well and logged
   // nothing, else null (then the host asks for meta and output).
   function result(box) {
@@ -769,7 +770,7 @@
   Object.defineProperty(G, '__gh', {
     value: Object.freeze({
       define: define, start: start, meta: meta, output: output, result: result,
-      exports: exportsOf
+      settled: settled, exports: exportsOf
     }),
     writable: false, configurable: false, enumerable: false
   });
