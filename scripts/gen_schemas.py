@@ -1,4 +1,5 @@
-"""Generate schemas/ (JSON Schema) from the contract models; --check fails on drift."""
+"""Generate schemas/ (JSON Schema, and the actions' TypeScript declarations gatehook.d.ts) from
+the contract models; --check fails on drift."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from gatehook.domain.contract import (
     TriggerRequest,
 )
 from gatehook.domain.flowfile import FlowsFile
+from gatehook.domain.typescript import declarations
 from gatehook.templates import default_registry
 
 ROOT = Path(__file__).resolve().parent.parent / "schemas"
@@ -64,7 +66,9 @@ def main() -> int:
     args = parser.parse_args()
     docs = documents()
     wanted = {ROOT / f"{name}.json": render(doc) for name, doc in docs.items()}
-    present = set(ROOT.rglob("*.json")) if ROOT.exists() else set()
+    # the console's editor serves the same text (gatehook.domain.typescript)
+    wanted[ROOT / "gatehook.d.ts"] = declarations(docs["action-input"], docs["action-output"])
+    present = set(ROOT.rglob("*.json")) | set(ROOT.rglob("*.d.ts")) if ROOT.exists() else set()
     drift = [p for p, text in wanted.items() if not p.exists() or p.read_text() != text]
     stale = sorted(present - set(wanted))
     if args.check:

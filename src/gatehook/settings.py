@@ -176,6 +176,11 @@ class ConsoleSettings(BaseModel):
     session_ttl_s: float = Field(default=12 * 3600, gt=0)
     secure_cookie: bool = Field(default=False, description="set when served behind HTTPS")
     oidc: OidcSettings = Field(default_factory=lambda: OidcSettings())
+    editor_assets: Path | None = Field(
+        default=None,
+        description="the Monaco editor's min/vs folder (default: the one scripts/bootstrap"
+        " installs in src/gatehook/console/editor); missing: scripts in plain text areas",
+    )
 
 
 class CacheSettings(BaseModel):

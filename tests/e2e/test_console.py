@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from gatehook.admin.client import AdminClient
 from gatehook.console.app import build_app
 from gatehook.console.auth import Session, Sessions
+from gatehook.console.script_editor import EDITOR_CSP
 from gatehook.console.security import CSP
 from gatehook.console.server import ConsoleRefused, console_token
 from gatehook.devservers import free_port
@@ -36,7 +38,8 @@ from tests.conftest import Worker
 from tests.helpers import audit_events, request, trigger
 
 TOKEN = "operator-token-for-tests-0123456789"
-SHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "build" / "screenshots"
 PA = {"flow_type": "external_authentication", "trigger": "post_authentication"}
 CHROMIUM_FLAGS = [
     "--disable-gpu",
@@ -122,6 +125,18 @@ def error_for(page: Page, field: str) -> Any:
     return page.locator(f"[data-error-for='{field}']")
 
 
+async def write_source(page: Page, text: str) -> None:
+    """Put ``text`` in the publish form's script as a tenant does: in the editor when the
+    console serves it (which writes it to the form's text area), else in the text area."""
+    area = page.get_by_test_id("publish").get_by_test_id("source")
+    if await area.get_attribute("data-editor") is None:
+        await area.fill(text)
+        return
+    await expect(page.get_by_test_id("editor")).to_have_attribute("data-ready", "true")
+    await page.evaluate("text => window.gatehookEditor.setValue(text)", text)
+    await expect(area).to_have_value(text)
+
+
 async def test_console_manages_actions_and_flows_end_to_end(
     console: str, page: Page, nc: NATS, tenant: str
 ) -> None:
@@ -162,8 +177,9 @@ async def test_console_manages_actions_and_flows_end_to_end(
     await create.locator("button").click()
     publish = page.get_by_test_id("publish")
     await publish.locator("select[name=language]").select_option("ts")
-    await publish.locator("textarea[name=source]").fill(
-        "export function execute(input: any) {\n  return { kind: 'continue', claims: { v: 1 }\n"
+    await write_source(
+        page,
+        "export function execute(input: any) {\n  return { kind: 'continue', claims: { v: 1 }\n",
     )
     await publish.locator("button:has-text('Publish')").click()
     await expect(error_for(page, "source")).to_contain_text("line")
@@ -174,7 +190,7 @@ async def test_console_manages_actions_and_flows_end_to_end(
         "  return { kind: 'continue', claims: { v: VERSION, uid: input.user.id } };\n"
         "}\n"
     )
-    await publish.locator("textarea[name=source]").fill(ts.replace("VERSION", "1"))
+    await write_source(page, ts.replace("VERSION", "1"))
     await publish.locator("input[name=timeout_ms]").fill("500")
     await publish.locator("button:has-text('Publish')").click()
     await expect(page.locator(".flash")).to_have_text("published 1.0.0")
@@ -216,7 +232,7 @@ async def test_console_manages_actions_and_flows_end_to_end(
     await page.goto(f"{console}/t/{tenant}/actions/add-claims")
     publish = page.get_by_test_id("publish")
     await expect(publish.locator("select[name=language]")).to_have_value("ts")
-    await publish.locator("textarea[name=source]").fill(ts.replace("VERSION", "2"))
+    await write_source(page, ts.replace("VERSION", "2"))
     await publish.locator("button:has-text('Publish')").click()
     await expect(page.locator(".flash")).to_have_text("published 1.0.1")
     await page.goto(f"{console}/t/{tenant}/flows/external_authentication")
@@ -364,7 +380,7 @@ async def test_a_starter_to_a_published_attached_action(
     await page.goto(f"{console}/t/{tenant}/actions/domains")
     publish = page.get_by_test_id("publish")
     source = await publish.get_by_test_id("source").input_value()
-    await publish.get_by_test_id("source").fill(source.replace("'acme.com'", "'acme.org'"))
+    await write_source(page, source.replace("'acme.com'", "'acme.org'"))
     await publish.locator("button:has-text('Publish')").click()
     await expect(page.locator(".flash")).to_have_text("published 1.0.1")
     rows = page.get_by_test_id("versions")
@@ -409,9 +425,10 @@ async def test_a_custom_action_s_config_form(
         "external_authentication.post_authentication"
     )
     publish = page.get_by_test_id("publish")
-    await publish.get_by_test_id("source").fill(
+    await write_source(
+        page,
         "export function execute(input: any) {\n"
-        "  return {kind: 'continue', claims: {g: input.config.greeting.repeat(input.config.times)}};\n}"
+        "  return {kind: 'continue', claims: {g: input.config.greeting.repeat(input.config.times)}};\n}",
     )
     await publish.locator("input[name='config.times']").fill("0")
     await publish.locator("input[name='config.greeting']").fill("hi")
@@ -441,7 +458,7 @@ async def test_a_draft_is_tested_before_it_is_published(
     await page.goto(f"{console}/t/{tenant}/actions/drafty")
     publish = page.get_by_test_id("publish")
     draft = "export function execute(input: any) {\n  return {kind: 'continue', claims: {d: 1}};\n}"
-    await publish.get_by_test_id("source").fill(draft)
+    await write_source(page, draft)
     await publish.get_by_test_id("test-draft").click()
     result = page.get_by_test_id("test-result")
     await expect(result).to_contain_text('"d": 1')
@@ -449,9 +466,110 @@ async def test_a_draft_is_tested_before_it_is_published(
     await expect(page.get_by_test_id("source")).to_have_value(draft)  # still in the editor
     assert (await api.call(tenant, "actions.show", name="drafty"))["versions"] == []
     broken = "export function execute(input: any) {\n  return {kind: ;\n}"
-    await page.get_by_test_id("source").fill(broken)
+    await write_source(page, broken)
     await page.get_by_test_id("test-draft").click()
     await expect(error_for(page, "source")).to_contain_text("line 2")
+
+
+async def markers(page: Page) -> list[dict[str, Any]]:
+    """The editor's markers (the TypeScript worker's diagnostics and a publish error)."""
+    found: list[dict[str, Any]] = await page.evaluate(
+        "() => monaco.editor.getModelMarkers({}).map(m => ({message: m.message,"
+        " line: m.startLineNumber, column: m.startColumn, owner: m.owner}))"
+    )
+    return found
+
+
+async def test_the_editor_knows_the_contract(
+    console: str, page: Page, nc: NATS, worker: Worker, tenant: str
+) -> None:
+    """The script editor is Monaco served by the console (under its own CSP, nothing from
+    elsewhere), with the contract's types: a misspelt input field and a wrong result kind are
+    marked while typing, a correct starter has no marker, and a publish error is marked at
+    its line."""
+    outside: list[str] = []
+    page.on(
+        "request",
+        lambda r: (
+            outside.append(r.url) if not r.url.startswith((console, "blob:", "data:")) else None
+        ),
+    )
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/actions")
+    create = page.get_by_test_id("create-action")
+    await create.locator("input[name=name]").fill("typed")
+    await create.get_by_test_id("starter").select_option("mfa-risk")
+    await create.locator("button").click()
+    editor = page.get_by_test_id("editor")
+    await expect(editor).to_have_attribute("data-ready", "true")
+    await expect(page.get_by_test_id("source")).to_be_hidden()
+    shown = await page.request.get(page.url)
+    assert shown.headers["content-security-policy"] == EDITOR_CSP
+    types = await page.request.get(f"{console}/editor/gatehook.d.ts")
+    assert await types.text() == (ROOT / "schemas" / "gatehook.d.ts").read_text()
+
+    # the starter as it opens: the worker has checked it and found nothing
+    await page.wait_for_function("() => window.gatehookEditor.getModel().getValue().length > 0")
+    await asyncio.sleep(1.5)  # the TypeScript worker's diagnostics come after a short delay
+    assert await markers(page) == []
+
+    # a tenant types a wrong field into the editor
+    await editor.locator(".view-lines").click()
+    await page.keyboard.press("Control+End")
+    await page.keyboard.type("\nexport const who = (i: gatehook.Input) => i.usr;\n")
+    await page.keyboard.type("export const bad: gatehook.Result = { kind: 'blok' };\n")
+    await expect(editor.locator(".squiggly-error").first).to_be_visible()
+    found = await markers(page)
+    assert any("'usr' does not exist on type 'Input'" in m["message"] for m in found), found
+    assert any('"blok"' in m["message"] for m in found), found
+    squiggle = await editor.locator(".squiggly-error").first.bounding_box()
+    assert squiggle is not None
+    await page.mouse.move(squiggle["x"] + squiggle["width"] / 2, squiggle["y"] + 4)
+    await expect(page.locator(".monaco-hover").first).to_contain_text("usr")
+    await shot(page, "action-editor")
+    await page.get_by_test_id("publish").screenshot(path=str(SHOTS / "action-editor-form.png"))
+    # what was typed is what the form posts
+    assert "i.usr" in await page.get_by_test_id("source").input_value()
+
+    # a syntax error at publish comes back marked at its line and column
+    await write_source(
+        page, "export function execute(input: gatehook.Input) {\n  return {kind: ;\n}"
+    )
+    await page.get_by_test_id("publish").locator("button:has-text('Publish')").click()
+    await expect(error_for(page, "source")).to_contain_text("line 2")
+    await expect(page.get_by_test_id("editor")).to_have_attribute("data-ready", "true")
+    said = re.search(r"\(line (\d+), column (\d+)\)", await error_for(page, "source").inner_text())
+    assert said is not None
+    published = [m for m in await markers(page) if m["owner"] == "publish"]
+    assert [(m["line"], m["column"]) for m in published] == [(2, int(said[2]))], published
+    assert outside == [], outside
+    assert refused == [], refused
+
+
+async def test_without_the_editor_the_script_is_a_text_area(
+    worker: Worker, settings: Settings, page: Page, nc: NATS, tenant: str, tmp_path: Path
+) -> None:
+    """A console installed without the editor's assets serves plain text areas, the
+    console's own strict policy, and publishes as well."""
+    bare = settings.model_copy(
+        update={"console": settings.console.model_copy(update={"editor_assets": tmp_path})}
+    )
+    async with running_console(bare) as url:
+        await AdminClient(nc, actor="setup").call(tenant, "actions.create", name="plain")
+        await sign_in(page, url)
+        await page.goto(f"{url}/t/{tenant}/actions/plain")
+        area = page.get_by_test_id("source")
+        await expect(area).to_be_visible()
+        assert await area.get_attribute("data-editor") is None
+        assert (await page.request.get(page.url)).headers["content-security-policy"] == CSP
+        await write_source(page, "export function execute() {\n  return {kind: 'continue'};\n}")
+        await page.get_by_test_id("publish").locator("button:has-text('Publish')").click()
+        await expect(page.locator(".flash")).to_have_text("published 1.0.0")
 
 
 async def test_the_audit_filter_lists_every_event_type(
@@ -471,9 +589,10 @@ async def test_custom_action_secrets_are_set_masked_and_kept(
     await sign_in(page, console)
     await page.goto(f"{console}/t/{tenant}/actions/keyed")
     publish = page.get_by_test_id("publish")
-    await publish.get_by_test_id("source").fill(
+    await write_source(
+        page,
         "exports.onExecutePostLogin = async (event, api) => {\n"
-        "  api.idToken.setCustomClaim('k', event.secrets.API_KEY);\n};"
+        "  api.idToken.setCustomClaim('k', event.secrets.API_KEY);\n};",
     )
     await publish.get_by_test_id("secrets").fill("API_KEY=sk_live_console-secret")
     await publish.locator("button:has-text('Publish')").click()
@@ -566,6 +685,43 @@ async def test_a_canary_is_started_and_aborted_from_the_flows_page(
     await page.locator("button:has-text('Abort')").click()
     await expect(page.get_by_test_id("rollout")).to_contain_text("aborted")
     assert (await trigger(nc, tenant, request(signin_id="s2")))["claims"] == {"v": 1}
+
+
+async def test_a_flow_offers_compatible_actions_and_refuses_others(
+    console: str, page: Page, nc: NATS, worker: Worker, tenant: str
+) -> None:
+    """The flows page offers a slot only the actions compatible with it; an attach of another
+    (a page older than the action's metadata, or a hand-made form) is refused with the rule."""
+    api = AdminClient(nc, actor="setup")
+    source = "export async function execute(i) { return {kind: 'continue'}; }"
+    for name, slots in (
+        ("external-only", ["external_authentication.post_authentication"]),
+        ("internal-only", ["internal_authentication.post_authentication"]),
+        ("anywhere", []),
+    ):
+        await api.call(tenant, "actions.create", name=name, triggers=slots)
+        await api.call(tenant, "actions.publish", name=name, source=source)
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/flows/{PA['flow_type']}")
+    slot = page.locator(f"section[data-trigger={PA['trigger']}]")
+    offered = await slot.locator("select[name=action] option").evaluate_all(
+        "options => options.map(o => o.value)"
+    )
+    assert sorted(offered) == ["anywhere", "external-only"]
+    # the form as a stale page or a hand-made post would send it
+    await slot.locator("select[name=action]").evaluate(
+        "s => { s.add(new Option('internal-only', 'internal-only')); s.value = 'internal-only'; }"
+    )
+    await slot.locator("button:has-text('Add')").click()
+    refusal = page.locator(f"section[data-trigger={PA['trigger']}] .err").first
+    await expect(refusal).to_contain_text("internal_authentication.post_authentication")
+    flow = await api.call(tenant, "flows.show", flow_type=PA["flow_type"])
+    assert not (flow or {}).get("slots", {}).get(PA["trigger"])
+    await slot.locator("select[name=action]").select_option("external-only")
+    await page.locator(f"section[data-trigger={PA['trigger']}] button:has-text('Add')").click()
+    await expect(
+        page.locator(f"section[data-trigger={PA['trigger']}] li[data-action]")
+    ).to_have_count(1)
 
 
 async def test_sign_in_is_required_and_checked(

@@ -80,6 +80,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         env.nc = await connect_nats(settings, name="gatehook-console")
+        env.editor.announce()
         try:
             yield
         finally:
@@ -645,6 +646,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
         Route("/t/{tenant}/flows/{flow_type}/{op}", page(flow_change), methods=["POST"]),
         Route("/t/{tenant}/audit", page(audit)),
         Mount("/static", StaticFiles(packages=[("gatehook.console", "static")]), name="static"),
+        *env.editor.routes(),
     ]
 
     async def api_error(request: Request, exc: Exception) -> Response:

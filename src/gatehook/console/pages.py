@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from gatehook.admin.client import AdminClient
 from gatehook.console import forms
 from gatehook.console.auth import Sessions
+from gatehook.console.script_editor import EDITOR_CSP, ScriptEditor
 from gatehook.console.starters import STARTERS, starter
 from gatehook.domain.catalogue import TRIGGERS, all_slots
 from gatehook.domain.model import ActionDef
@@ -67,6 +68,7 @@ class Env:
             undefined=jinja2.StrictUndefined,
         )
         self.jinja.filters["pretty"] = lambda v: json.dumps(v, indent=2, default=str)
+        self.editor = ScriptEditor(settings.console.editor_assets)
 
     def api(self, operator: str) -> AdminClient:
         assert self.nc is not None
@@ -193,11 +195,13 @@ async def action_page(
     form = submitted or {}
     status = 400 if errors else 200
     target = (current or {}).get("target") or {}
-    return render(
+    editor = env.editor.page_context() if act["kind"] == "custom" else {}
+    response = render(
         env,
         request,
         "action.html",
         status,
+        editor=editor,
         act=act,
         versions=versions,
         current=current,
@@ -242,6 +246,15 @@ async def action_page(
         or {"request": json.dumps(SAMPLE_REQUEST, indent=2), "slot": slots[0] if slots else ""},
         test_result=test_result,
     )
+    if editor:
+        response.headers["content-security-policy"] = EDITOR_CSP
+    return response
+
+
+def _offered(compatible: list[str], flow_type: str, trigger: str) -> bool:
+    """Whether an action whose compatible slots or triggers (``actions.list``'s
+    ``triggers``) are ``compatible`` is offered at ``flow_type.trigger``."""
+    return not compatible or trigger in compatible or f"{flow_type}.{trigger}" in compatible
 
 
 def _refill(fields: list[forms.Field], submitted: dict[str, str]) -> list[forms.Field]:
@@ -299,7 +312,7 @@ async def flows_page(
                     for r in rows
                     if r["name"] not in names
                     and r["latest_version"]
-                    and (not r["triggers"] or tr.value in r["triggers"])
+                    and _offered(r["triggers"], flow_type, tr.value)
                 ],
             }
         )

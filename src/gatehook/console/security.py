@@ -2,7 +2,8 @@
 every state-changing request comes from the console's own pages (Origin, else Referer).
 
 The pages hold no script and no inline style, so the Content-Security-Policy allows only the
-console's own stylesheet and images; frames are refused (no clickjacking), referrers are not
+console's own stylesheet and images (pages with the script editor carry the editor's policy,
+``console.script_editor.EDITOR_CSP``); frames are refused (no clickjacking), referrers are not
 sent to other sites, and content types are not sniffed. The CSRF token of every form stays:
 the origin check is a second, independent defence (a token leaked in a log does not suffice).
 """
@@ -53,7 +54,10 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *_HEADERS]
+                # a page that sets its own policy (the script editor's) keeps it
+                own = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(name, value) for name, value in _HEADERS if name not in own]
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         if scope["method"] not in _SAFE and not same_origin(

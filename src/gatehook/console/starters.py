@@ -7,31 +7,9 @@ from dataclasses import dataclass
 
 __all__ = ["STARTERS", "Starter", "starter"]
 
-_TYPES = """// What the action gets and returns (docs/contract.md, "Actions programming model").
-interface Input {
-  tenant: string;
-  flow_type: string;
-  trigger: string;
-  request_id: string;
-  signin_id?: string | null;
-  user: { id?: string; username?: string; email?: string; email_verified?: boolean;
-          groups: string[]; metadata: Record<string, unknown>; [field: string]: unknown };
-  request: { ip?: string; user_agent?: string; application_id?: string; risk_score?: number;
-             [field: string]: unknown };
-  state: Record<string, unknown>;
-  context: Record<string, unknown>;
-  config: Record<string, unknown>;
-  secrets: Record<string, string>;
-}
-interface Result {
-  kind: 'continue' | 'block' | 'demand_mfa' | 'redirect';
-  reason?: string;
-  message?: string;
-  redirect_url?: string;
-  claims?: Record<string, unknown>;
-  user_updates?: Record<string, unknown>;
-  metadata?: { key: string; value: unknown }[];
-}
+# gatehook.Input and gatehook.Result are declared by the editor (schemas/gatehook.d.ts, from
+# the contract's models); TypeScript's types are erased when the action is published.
+_TYPES = """// input: what the action gets; the result: what it decides (docs/contract.md).
 """
 
 
@@ -56,7 +34,7 @@ STARTERS: tuple[Starter, ...] = (
         "Empty Action",
         _TYPES
         + """
-export async function execute(input: Input): Promise<Result> {
+export async function execute(input: gatehook.Input): Promise<gatehook.Result> {
   return { kind: 'continue' };
 }
 """,
@@ -68,7 +46,7 @@ export async function execute(input: Input): Promise<Result> {
         + """
 const ALLOWED = ['acme.com'];
 
-export async function execute(input: Input): Promise<Result> {
+export async function execute(input: gatehook.Input): Promise<gatehook.Result> {
   const domain = (input.user.email ?? '').split('@')[1] ?? '';
   if (!ALLOWED.includes(domain.toLowerCase())) {
     return { kind: 'block', reason: 'domain_not_allowed', message: 'Use your company account.' };
@@ -82,7 +60,7 @@ export async function execute(input: Input): Promise<Result> {
         "Add a claim to the token",
         _TYPES
         + """
-export async function execute(input: Input): Promise<Result> {
+export async function execute(input: gatehook.Input): Promise<gatehook.Result> {
   const tier = String(input.user.metadata['tier'] ?? 'free');
   return { kind: 'continue', claims: { 'https://acme.com/tier': tier } };
 }
@@ -95,7 +73,7 @@ export async function execute(input: Input): Promise<Result> {
         + """
 const THRESHOLD = 0.7;
 
-export async function execute(input: Input): Promise<Result> {
+export async function execute(input: gatehook.Input): Promise<gatehook.Result> {
   if ((input.request.risk_score ?? 0) >= THRESHOLD) {
     return { kind: 'demand_mfa', reason: 'risky_signin' };
   }
@@ -108,7 +86,7 @@ export async function execute(input: Input): Promise<Result> {
         "Redirect a group to its own page",
         _TYPES
         + """
-export async function execute(input: Input): Promise<Result> {
+export async function execute(input: gatehook.Input): Promise<gatehook.Result> {
   if ((input.user.groups ?? []).includes('contractors')) {
     return { kind: 'redirect', redirect_url: 'https://acme.com/contractor-terms' };
   }
@@ -124,7 +102,7 @@ export async function execute(input: Input): Promise<Result> {
 // The host must be in the action's allowed hosts; the call counts against its timeout.
 const http = require('zitadel/http');
 
-export async function execute(input: Input): Promise<Result> {
+export async function execute(input: gatehook.Input): Promise<gatehook.Result> {
   const res = http.fetch('https://api.acme.com/users/' + encodeURIComponent(input.user.id ?? ''));
   if (!res.ok) return { kind: 'continue' };  // no answer: let the sign-in through
   const profile = res.json() as { plan?: string };
