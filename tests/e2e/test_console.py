@@ -610,9 +610,8 @@ async def test_custom_action_secrets_are_set_masked_and_kept(
     await expect(error_for(page, "secrets")).to_contain_text("one NAME=value a line")
 
 
-async def test_kill_switch_and_rollout_buttons(
-    console: str, page: Page, nc: NATS, worker: Worker, tenant: str
-) -> None:
+async def gate_with_two_versions(nc: NATS, tenant: str) -> AdminClient:
+    """An action ``gate`` with 1.0.0 (claims v: 1) and 1.0.1 (v: 2); the client that made it."""
     api = AdminClient(nc, actor="setup")
     await api.call(tenant, "actions.create", name="gate")
     for n in (1, 2):
@@ -622,6 +621,13 @@ async def test_kill_switch_and_rollout_buttons(
             name="gate",
             source=f"export async function execute(i) {{ return {{kind: 'continue', claims: {{v: {n}}}}}; }}",
         )
+    return api
+
+
+async def test_kill_switch_and_rollout_buttons(
+    console: str, page: Page, nc: NATS, worker: Worker, tenant: str
+) -> None:
+    api = await gate_with_two_versions(nc, tenant)
     entry = {"use": "gate@1.0.0", "canary": "gate@1.0.1", "percent": 30, "shadow": "gate@1.0.1"}
     await api.call(tenant, "apply", file={"flows": {PA["flow_type"]: {PA["trigger"]: [entry]}}})
     await sign_in(page, console)
@@ -654,15 +660,7 @@ async def test_kill_switch_and_rollout_buttons(
 async def test_a_canary_is_started_and_aborted_from_the_flows_page(
     console: str, page: Page, nc: NATS, worker: Worker, tenant: str
 ) -> None:
-    api = AdminClient(nc, actor="setup")
-    await api.call(tenant, "actions.create", name="gate")
-    for n in (1, 2):
-        await api.call(
-            tenant,
-            "actions.publish",
-            name="gate",
-            source=f"export async function execute(i) {{ return {{kind: 'continue', claims: {{v: {n}}}}}; }}",
-        )
+    api = await gate_with_two_versions(nc, tenant)
     await api.call(tenant, "flows.attach", action="gate", version="1.0.0", **PA)
     await sign_in(page, console)
     await page.goto(f"{console}/t/{tenant}/flows/{PA['flow_type']}")
