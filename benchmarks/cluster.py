@@ -1,5 +1,6 @@
 """The cluster phase: one worker on a single nats-server next to two workers on two nodes of
-a 3-node cluster (every stream at 3 replicas), same run, same custom-JS flow.
+a 3-node cluster (every stream at 3 replicas), with one write lane and with three (one led by
+each node: GATEHOOK_AUDIT__LANES), same run, same custom-JS flow.
 
     .venv/bin/python benchmarks/cluster.py         # ~2 minutes on 2 cores
 
@@ -24,7 +25,9 @@ from run import PA, TENANTS, Result, loadgen, measure, set_up_tenants, stop, wai
 PY = sys.executable
 
 
-def worker(nats_url: str, mongo_url: str, name: str, replicas: int) -> subprocess.Popen[bytes]:
+def worker(
+    nats_url: str, mongo_url: str, name: str, replicas: int, lanes: int
+) -> subprocess.Popen[bytes]:
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOOK_")}
@@ -34,13 +37,14 @@ def worker(nats_url: str, mongo_url: str, name: str, replicas: int) -> subproces
         GATEHOOK_MONGODB_DATABASE="bench",
         GATEHOOK_WORKER_NAME=name,
         GATEHOOK_AUDIT__REPLICAS=str(replicas),
+        GATEHOOK_AUDIT__LANES=str(lanes),
     )
     return subprocess.Popen([PY, "-m", "gatehook", "worker", "--log-level", "WARNING"], env=env)
 
 
 def phase(label: str, urls: list[str], mongo: Server, replicas: int, args: argparse.Namespace,
-          servers: list[Server]) -> Result:  # fmt: skip
-    procs = [worker(u, mongo.url, f"{label}-{i}", replicas) for i, u in enumerate(urls)]
+          servers: list[Server], lanes: int = 1) -> Result:  # fmt: skip
+    procs = [worker(u, mongo.url, f"{label}-{i}", replicas, lanes) for i, u in enumerate(urls)]
     try:
         uvloop.run(wait_ready(urls[0], len(procs)))
         uvloop.run(set_up_tenants(urls[0], "http://127.0.0.1:9/"))
@@ -70,25 +74,19 @@ def main() -> None:
             rows.append(phase("single node, 1 worker", [single.url], mongo, 1, args, [single]))
         finally:
             single.stop()
-        nodes = start_nats_cluster(3)
-        try:
-            rows.append(
-                phase(
-                    "3-node cluster R3, 2 workers on 2 nodes",
-                    [nodes[0].url, nodes[1].url],
-                    mongo,
-                    3,
-                    args,
-                    nodes,
-                )
-            )
-        finally:
-            for n in nodes:
-                n.stop()
+        for lanes in (1, 3):
+            nodes = start_nats_cluster(3)
+            try:
+                label = f"3-node cluster R3, {lanes} write lane{'s' if lanes > 1 else ''}"
+                urls = [nodes[0].url, nodes[1].url]
+                rows.append(phase(label, urls, mongo, 3, args, nodes, lanes))
+            finally:
+                for n in nodes:
+                    n.stop()
     finally:
         mongo.stop()
-    head = "| setup | workers | closed-loop req/s | p50 ms at 500 req/s | p99 ms at 500 req/s "
-    print(head + "| errors |")
+    print("| setup | workers | closed-loop req/s | p50 ms at 500 req/s | p99 ms at 500 req/s "
+          "| errors |")  # fmt: skip
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         s = r.steady[500]

@@ -217,6 +217,18 @@ class _Snapshot(Collector):
             for result in ("deferred", "written", "dropped"):
                 done.add_metric([result], pins[result])
             yield done
+        lanes = snap.get("audit_lanes")
+        if lanes is not None:
+            yield GaugeMetricFamily(
+                "gatehook_audit_lanes_down",
+                "Audit lanes skipped because they do not acknowledge (probed until they do)",
+                value=lanes["down"],
+            )
+            yield CounterMetricFamily(
+                "gatehook_audit_failovers",
+                "Decisions' writes sent to another lane after no acknowledgement in time",
+                value=lanes["failovers"],
+            )
         deps = GaugeMetricFamily(
             "gatehook_dependency_up",
             "1 while a dependency answers (as of the last health check), else 0",

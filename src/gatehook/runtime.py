@@ -48,9 +48,15 @@ from gatehook.storage import MongoStore
 from gatehook.storage.keys import BUCKETS
 from gatehook.templates import TemplateRegistry, default_registry
 from gatehook.templates.base import CounterStore, Delivery
-from gatehook.transport.jetstream import AuditPublisher, JsReplyStore
-from gatehook.transport.journal import JsJournal
+from gatehook.transport.jetstream import (
+    AuditPublisher,
+    lane_audit_prefix,
+    lane_audit_stream,
+    lane_replies,
+)
+from gatehook.transport.journal import JsJournal, Lane
 from gatehook.transport.lean import LeanNats
+from gatehook.transport.placement import LeaderPlacement
 from gatehook.transport.recordings import JsRecorder
 from gatehook.transport.targets import CircuitChange, TargetCaller
 from gatehook.transport.trigger_server import TriggerServer
@@ -139,6 +145,7 @@ class Runtime:
         self._ingress: IngressApi | None = None
         self.audit: AuditPublisher | None = None
         self.journal: JsJournal | None = None
+        self.placement: LeaderPlacement | None = None
         self.lean: LeanNats | None = None
         self.deferred_pins: DeferredPins | None = None
         self._up: dict[str, bool] = {}  # each dependency's last health check
@@ -196,8 +203,16 @@ class Runtime:
             )
             self._metrics_server.start()
         js = self.broker.connection.jetstream()
-        self.audit = AuditPublisher(js, self.settings.audit)
-        replies = JsReplyStore(js, self.settings.dedupe_window_s, self.settings.audit.replicas)
+        audit = self.settings.audit
+        self.audit = AuditPublisher(js, audit)
+        lanes = [
+            Lane(
+                i,
+                lane_replies(js, audit, self.settings.dedupe_window_s, i),
+                lane_audit_prefix(audit, i),
+            )
+            for i in range(audit.lanes)
+        ]
         self.recorder = JsRecorder(
             self.broker.connection,
             js,
@@ -205,12 +220,26 @@ class Runtime:
             self.settings.audit.replicas,
         )
         await self._wait_for_streams(
-            [self.audit.ensure_stream, replies.ensure_stream, self.recorder.ensure_stream]
+            [
+                self.audit.ensure_stream,
+                *(lane.replies.ensure_stream for lane in lanes),
+                self.recorder.ensure_stream,
+            ]
         )
         # the decision path's messages skip nats-py's per-message machinery (transport.lean)
         self.lean = LeanNats(self.broker.connection)
-        self.journal = JsJournal(self.lean, replies, self.audit, self.deadlines)
+        self.journal = JsJournal(
+            self.lean, lanes, self.audit, self.deadlines, audit.failover_ms / 1000
+        )
         await self.journal.start()
+        if audit.lanes > 1:
+            self.placement = LeaderPlacement(
+                self.broker.connection,
+                js,
+                [[lane.replies.stream, lane_audit_stream(audit, lane.index)] for lane in lanes],
+                audit.rebalance_s,
+            )
+            self.placement.start()
         await self.delivery.start()
         await self.targets.start()
         service = AdminService(
@@ -528,6 +557,13 @@ class Runtime:
                 "written": self.deferred_pins.written,
                 "dropped": self.deferred_pins.dropped,
             },
+            "audit_lanes": None
+            if self.journal is None
+            else {
+                "lanes": len(self.journal.lanes),
+                "down": self.journal.lanes_down,
+                "failovers": self.journal.failovers,
+            },
             "dependencies": {
                 name: value is True
                 for name, value in (self._last_health.get("checks") or {}).items()
@@ -564,6 +600,8 @@ class Runtime:
         await self.flush_activity()
         if self._metrics_server is not None:
             self._metrics_server.stop()
+        if self.placement is not None:
+            await self.placement.aclose()
         if self.journal is not None:
             await self.journal.aclose()
         if self.lean is not None:

@@ -208,13 +208,40 @@ class WarmSettings(BaseModel):
 
 
 class AuditSettings(BaseModel):
-    """The JetStream stream that receives audit events."""
+    """The JetStream streams that receive audit events and reply records."""
 
     stream: str = "GATEHOOK_AUDIT"
     max_age_s: float = 30 * 24 * 3600
     max_bytes: int = Field(default=-1, description="size limit of the stream (-1: none)")
     duplicate_window_s: float = 600.0
     replicas: int = 1
+    lanes: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="pairs of streams a decision's writes go to (reply record and audit"
+        " events); on a cluster one per node, each pair led by another node, so that a"
+        " node's death costs a failover, not a leader election (docs/deployment.md)",
+    )
+    failover_ms: int = Field(
+        default=250,
+        ge=20,
+        le=5000,
+        description="with several lanes: a batch not acknowledged within this long is sent"
+        " to the next lane",
+    )
+    lane_max_age_s: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="how long a lane keeps its events after the audit stream has sourced"
+        " them (the longest outage of the audit stream's own leader that loses nothing)",
+    )
+    rebalance_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="how often a worker checks that each lane's leaders sit on their own"
+        " node, and moves them there by step-down",
+    )
 
 
 class NatsSettings(BaseModel):

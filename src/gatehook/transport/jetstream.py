@@ -4,6 +4,14 @@ Audit events go to ``GATEHOOK_AUDIT`` with ``Nats-Msg-Id`` = event id, so the st
 retried request's second copy within its duplicate window. Replies are remembered on
 ``GATEHOOK_REPLIES`` whose messages expire with its max age (JetStream does the expiry;
 nothing depends on MongoDB TTL indexes).
+
+With several lanes (``GATEHOOK_AUDIT__LANES``) the decision path writes to lane ``i``'s pair
+``GATEHOOK_REPLIES_<i>`` and ``GATEHOOK_AUDIT_<i>`` instead (subjects
+``gatehook.v1.lane.<i>.replies.<key>`` and ``gatehook.v1.lane.<i>.audit.<tenant>.<event>``),
+and ``GATEHOOK_AUDIT`` sources every lane's events with their subjects mapped back to
+``gatehook.v1.audit.<tenant>.<event>``. A sourced message keeps its ``Nats-Msg-Id``, and the
+audit stream deduplicates on it: an event stored by two lanes (a write that failed over after
+its first lane had stored it) is in the audit stream once.
 """
 
 from __future__ import annotations
@@ -21,19 +29,51 @@ from gatehook.service.ports import EncodedEvent
 from gatehook.settings import AuditSettings
 
 __all__ = [
+    "AUDIT_PREFIX",
     "AUDIT_SUBJECTS",
     "REPLIES_STREAM",
     "AuditPublisher",
     "JsReplyStore",
     "audit_subject",
     "encode_event",
+    "lane_audit_prefix",
+    "lane_audit_stream",
+    "lane_replies",
 ]
 
 log = logging.getLogger("gatehook.audit")
 
-AUDIT_SUBJECTS = "gatehook.v1.audit.>"
+AUDIT_PREFIX = "gatehook.v1.audit."
+AUDIT_SUBJECTS = AUDIT_PREFIX + ">"
 REPLIES_STREAM = "GATEHOOK_REPLIES"
-REPLIES_SUBJECTS = "gatehook.v1.replies.>"
+REPLIES_PREFIX = "gatehook.v1.replies."
+
+
+def lane_audit_stream(settings: AuditSettings, lane: int) -> str:
+    """The name of lane ``lane``'s audit stream (the audit stream itself with one lane)."""
+    return settings.stream if settings.lanes == 1 else f"{settings.stream}_{lane}"
+
+
+def lane_audit_prefix(settings: AuditSettings, lane: int) -> str:
+    """The subject prefix of lane ``lane``'s audit events (``<tenant>.<event>`` follows)."""
+    return AUDIT_PREFIX if settings.lanes == 1 else f"gatehook.v1.lane.{lane}.audit."
+
+
+def lane_replies(
+    js: JetStreamContext, settings: AuditSettings, window_s: float, lane: int
+) -> JsReplyStore:
+    """Lane ``lane``'s reply store."""
+    if settings.lanes == 1:
+        return JsReplyStore(js, window_s, settings.replicas)
+    return JsReplyStore(
+        js,
+        window_s,
+        settings.replicas,
+        stream=f"{REPLIES_STREAM}_{lane}",
+        prefix=f"gatehook.v1.lane.{lane}.replies.",
+    )
+
+
 _JS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
 
 
@@ -69,10 +109,33 @@ class AuditPublisher:
         self._settings = settings
 
     async def ensure_stream(self) -> None:
-        """Create the audit stream, or bring its configuration up to date (idempotent)."""
+        """Create the audit stream (and the lanes' audit streams it sources), or bring their
+        configuration up to date (idempotent)."""
         s = self._settings
+        sources = None
+        if s.lanes > 1:
+            sources = []
+            for lane in range(s.lanes):
+                name = lane_audit_stream(s, lane)
+                await ensure_stream(
+                    self._js,
+                    api.StreamConfig(
+                        name=name,
+                        subjects=[lane_audit_prefix(s, lane) + ">"],
+                        storage=api.StorageType.FILE,
+                        retention=api.RetentionPolicy.LIMITS,
+                        max_age=min(s.lane_max_age_s, s.max_age_s),
+                        duplicate_window=s.duplicate_window_s,
+                        num_replicas=s.replicas,
+                    ),
+                )
+                transform = api.SubjectTransform(
+                    src=lane_audit_prefix(s, lane) + ">", dest=AUDIT_SUBJECTS
+                )
+                sources.append(api.StreamSource(name=name, subject_transforms=[transform]))
         config = api.StreamConfig(
             name=s.stream,
+            # written directly too: management events, and workers with one lane
             subjects=[AUDIT_SUBJECTS],
             storage=api.StorageType.FILE,
             retention=api.RetentionPolicy.LIMITS,
@@ -80,6 +143,7 @@ class AuditPublisher:
             max_bytes=s.max_bytes,
             duplicate_window=s.duplicate_window_s,
             num_replicas=s.replicas,
+            sources=sources,
         )
         await ensure_stream(self._js, config)
 
@@ -89,6 +153,20 @@ class AuditPublisher:
             await self._js.stream_info(self._settings.stream)
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             raise TransportError(f"the audit stream does not answer: {exc}") from None
+
+    async def lane_answers(self, lane: int, timeout: float) -> bool:
+        """Whether lane ``lane``'s audit stream answers within ``timeout`` and has a leader
+        (a stream found missing is created again, and does not answer yet)."""
+        try:
+            info = await asyncio.wait_for(
+                self._js.stream_info(lane_audit_stream(self._settings, lane)), timeout
+            )
+        except nats.js.errors.NotFoundError:
+            await self.ensure_stream()
+            return False
+        except _JS_ERRORS:
+            return False
+        return info.cluster is None or bool(info.cluster.leader)
 
     async def publish_encoded(self, events: list[EncodedEvent]) -> None:
         """``publish`` for events already encoded (the trigger path's)."""
@@ -131,16 +209,26 @@ class JsReplyStore:
     common case (a new request) costs one publish, sent together with the audit events.
     """
 
-    def __init__(self, js: JetStreamContext, window_s: float, replicas: int = 1) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        window_s: float,
+        replicas: int = 1,
+        *,
+        stream: str = REPLIES_STREAM,
+        prefix: str = REPLIES_PREFIX,
+    ) -> None:
         self._js = js
         self._window = window_s
         self._replicas = replicas
+        self.stream = stream
+        self.prefix = prefix
 
     async def ensure_stream(self) -> None:
         """Create the replies stream, or bring its configuration up to date."""
         config = api.StreamConfig(
-            name=REPLIES_STREAM,
-            subjects=[REPLIES_SUBJECTS],
+            name=self.stream,
+            subjects=[self.prefix + ">"],
             storage=api.StorageType.FILE,
             retention=api.RetentionPolicy.LIMITS,
             max_age=self._window,
@@ -150,15 +238,14 @@ class JsReplyStore:
         )
         await ensure_stream(self._js, config)
 
-    @staticmethod
-    def subject(key: str) -> str:
+    def subject(self, key: str) -> str:
         """The subject a reply record is stored on."""
-        return f"gatehook.v1.replies.{key}"
+        return self.prefix + key
 
     async def first(self, key: str) -> bytes | None:
         """The reply stored for ``key`` (None: none, or it expired)."""
         try:
-            earlier = await self._js.get_last_msg(REPLIES_STREAM, self.subject(key))
+            earlier = await self._js.get_last_msg(self.stream, self.subject(key))
         except nats.js.errors.NotFoundError:
             return None
         except _JS_ERRORS as exc:
@@ -172,12 +259,12 @@ class JsReplyStore:
             try:
                 ack = await self._publish(subject, key, reply)
             except nats.js.errors.NoStreamResponseError:
-                log.warning("replies stream missing; creating it again")
+                log.warning("replies stream %s missing; creating it again", self.stream)
                 await self.ensure_stream()
                 ack = await self._publish(subject, key, reply)
             if not ack.duplicate:
                 return None
-            earlier = await self._js.get_last_msg(REPLIES_STREAM, subject)
+            earlier = await self._js.get_last_msg(self.stream, subject)
         except nats.js.errors.NotFoundError:
             return None  # expired between the two calls: ours stands
         except _JS_ERRORS as exc:
@@ -187,9 +274,20 @@ class JsReplyStore:
     async def forget(self, key: str) -> None:
         """Drop a remembered reply (its decision was not given after all). Best effort."""
         try:
-            await self._js.purge_stream(REPLIES_STREAM, subject=f"gatehook.v1.replies.{key}")
+            await self._js.purge_stream(self.stream, subject=self.subject(key))
         except _JS_ERRORS as exc:
             log.warning("could not forget reply %s: %r", key, exc)
+
+    async def answers(self, timeout: float) -> bool:
+        """Whether the stream answers within ``timeout`` and has a leader."""
+        try:
+            info = await asyncio.wait_for(self._js.stream_info(self.stream), timeout)
+        except nats.js.errors.NotFoundError:
+            await self.ensure_stream()  # gone (an operator, a lost store): create it again
+            return False
+        except _JS_ERRORS:
+            return False
+        return info.cluster is None or bool(info.cluster.leader)
 
     async def _publish(self, subject: str, key: str, reply: bytes) -> api.PubAck:
         future = await self._js.publish_async(

@@ -1,0 +1,278 @@
+"""A 3-node cluster with three write lanes (``GATEHOOK_AUDIT__LANES=3``, every stream at 3
+replicas) and two workers pinned to two nodes: a lane's leader node killed, its leaders moved
+by step-down, its node cut off (stopped), each under 200 req/s from a login service on the
+nodes, costs no unanswered request, no gap in answers over a second, and no audit event lost
+or stored twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from gatehook.admin.client import AdminClient
+from gatehook.devservers import Server, start_nats_cluster
+from gatehook.sandbox import SandboxPool
+from gatehook.settings import AuditSettings, Settings
+from tests.conftest import Worker, start_worker, stop_worker
+from tests.e2e.test_cluster import GATE_FILE, SUBJECT
+from tests.helpers import request
+
+LANES = 3
+STREAMS = [f"{kind}_{i}" for i in range(LANES) for kind in ("GATEHOOK_REPLIES", "GATEHOOK_AUDIT")]
+
+
+@pytest.fixture
+def cluster() -> Iterator[list[Server]]:
+    nodes = start_nats_cluster(3)
+    yield nodes
+    for node in nodes:
+        node.stop()
+
+
+@pytest.fixture
+async def workers(
+    cluster: list[Server], settings: Settings, pool: SandboxPool
+) -> AsyncIterator[list[Worker]]:
+    """Two workers, the first connected to n0 and the second to n1 (each learns the other
+    nodes from the cluster), writing to three lanes whose leaders are rebalanced every 1 s."""
+    started: list[Worker] = []
+    for i in range(2):
+        s = settings.model_copy(
+            update={
+                "nats_url": cluster[i].url,
+                "worker_name": f"w{i}",
+                "audit": AuditSettings(replicas=3, lanes=LANES, rebalance_s=1.0),
+                "request_budget_ms": 8000,
+            }
+        )
+        runtime, broker = await asyncio.wait_for(start_worker(s, pool), 90)
+        started.append(Worker(runtime, broker))
+    yield started
+    for w in started:
+        await stop_worker(w.runtime, w.broker)
+
+
+async def leaders(nc: NATS, streams: list[str]) -> dict[str, str | None]:
+    js = nc.jetstream(timeout=5)
+    found: dict[str, str | None] = {}
+    for stream in streams:
+        try:
+            info = await js.stream_info(stream)
+        except (TimeoutError, nats.errors.Error):
+            found[stream] = None
+            continue
+        found[stream] = info.cluster.leader if info.cluster else None
+    return found
+
+
+async def placed(nc: NATS) -> dict[str, str | None]:
+    """Wait until the rebalance has lane i's two streams led by n<i>; the leaders."""
+    want = {s: f"n{s[-1]}" for s in STREAMS}
+    deadline = time.monotonic() + 60
+    while True:
+        now = await leaders(nc, STREAMS)
+        if now == want:
+            return now
+        assert time.monotonic() < deadline, f"lane leaders not placed: {now}"
+        await asyncio.sleep(0.5)
+
+
+async def move(nc: NATS, stream: str, to: str) -> None:
+    """Step ``stream``'s leader down in favour of ``to``, and wait until ``to`` leads it."""
+    deadline = time.monotonic() + 30
+    while (await leaders(nc, [stream]))[stream] != to:
+        assert time.monotonic() < deadline, f"{stream} not led by {to}"
+        body = json.dumps({"placement": {"preferred": to}}).encode()
+        with contextlib.suppress(nats.errors.TimeoutError):
+            await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", body, timeout=5)
+        await asyncio.sleep(0.5)
+
+
+class LoginService:
+    """Trigger requests at a steady rate over one connection per node given, round robin;
+    each retried with its request_id (2 s timeout, up to 8 attempts). Records when every
+    answer came."""
+
+    def __init__(self, conns: list[NATS], tenant: str) -> None:
+        self.conns = conns
+        self.tenant = tenant
+        self.answered_at: list[float] = []
+        self.unanswered: list[str] = []
+        self.attempts = 0
+
+    async def decide(self, nc: NATS, rid: str) -> dict[str, Any] | None:
+        body = json.dumps(request(request_id=rid)).encode()
+        for _ in range(8):
+            self.attempts += 1
+            try:
+                msg = await nc.request(SUBJECT.format(self.tenant), body, timeout=2)
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+                await asyncio.sleep(0.1)
+                continue
+            reply: dict[str, Any] = json.loads(msg.data)
+            if reply["error"] is None or not reply["error"]["retryable"]:
+                self.answered_at.append(time.monotonic())
+                return reply
+            await asyncio.sleep(0.2)
+        self.unanswered.append(rid)
+        return None
+
+    async def run(
+        self, seconds: float, rate: float, during: Callable[[], Awaitable[None]]
+    ) -> dict[str, dict[str, Any] | None]:
+        tasks: dict[str, asyncio.Task[dict[str, Any] | None]] = {}
+        started = time.monotonic()
+        fired = False
+        n = 0
+        while time.monotonic() - started < seconds:
+            if not fired and time.monotonic() - started > seconds / 3:
+                fired = True
+                await during()
+            rid = f"f-{uuid.uuid4().hex[:16]}"
+            tasks[rid] = asyncio.create_task(self.decide(self.conns[n % len(self.conns)], rid))
+            n += 1
+            await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
+        return {rid: await t for rid, t in tasks.items()}
+
+    def longest_gap(self) -> float:
+        times = sorted(self.answered_at)
+        return max(b - a for a, b in itertools.pairwise(times))
+
+
+async def audited(nc: NATS, tenant: str, expected: set[str]) -> list[str]:
+    """The request ids of the tenant's ``flow.action_executed`` events in ``GATEHOOK_AUDIT``,
+    read once the audit stream has sourced every lane (its own leader, and some lanes', were
+    elected anew: sourcing resumes after that), waiting up to 60 s for ``expected``."""
+    subject = f"gatehook.v1.audit.{tenant}.flow.action_executed"
+    deadline = time.monotonic() + 60
+    ids: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            js = nc.jetstream(timeout=5)
+            info = await js.stream_info("GATEHOOK_AUDIT", subjects_filter=subject)
+            total = (info.state.subjects or {}).get(subject, 0)
+            if total >= len(expected):
+                ids = []
+                seq = 0
+                for _ in range(total):
+                    msg = await js.get_msg("GATEHOOK_AUDIT", seq + 1, subject=subject, next=True)
+                    seq = msg.seq
+                    ids.append(json.loads(msg.data or b"{}")["request_id"])
+                if set(ids) >= expected:
+                    return ids
+        except (TimeoutError, nats.errors.Error):
+            pass
+        await asyncio.sleep(1)
+    return ids
+
+
+async def login_service(cluster: list[Server], nodes: list[int]) -> list[NATS]:
+    conns = []
+    for i in nodes:  # each prefers its own node, then the others
+        urls = [cluster[i].url, *(n.url for n in cluster if n is not cluster[i])]
+        conns.append(await nats.connect(urls, dont_randomize=True, max_reconnect_attempts=-1))
+    return conns
+
+
+def check(service: LoginService, answers: dict[str, dict[str, Any] | None]) -> None:
+    assert len(answers) > 1000
+    assert service.unanswered == []
+    assert all(r is not None and r["decision"] == "continue" for r in answers.values())
+    gap = service.longest_gap()
+    print(f"{len(answers)} requests, {service.attempts} attempts, longest gap {gap:.3f} s")
+    assert gap < 1.0
+
+
+async def test_a_lane_leaders_node_killed_and_a_step_down_under_load(
+    cluster: list[Server], workers: list[Worker], tenant: str
+) -> None:
+    conns = await login_service(cluster, [0, 1, 2])
+    ops = await nats.connect([cluster[1].url, cluster[2].url], max_reconnect_attempts=-1)
+    try:
+        await AdminClient(ops, actor="ops", timeout=30).call(tenant, "apply", file=GATE_FILE)
+        await placed(ops)  # the rebalance put lane i on n<i>
+        for stream in ("GATEHOOK_AUDIT", "GATEHOOK_RECORDINGS"):  # the worst case: all on n0
+            await move(ops, stream, "n0")
+        assert workers[0].broker.connection.connected_url.port == cluster[0].port
+
+        service = LoginService(conns, tenant)
+
+        async def kill() -> None:
+            cluster[0].kill()
+
+        answers = await service.run(9.0, 200, kill)
+        check(service, answers)
+        assert sum(w.runtime.journal.failovers for w in workers if w.runtime.journal) > 0
+        ids = await audited(ops, tenant, set(answers))
+        assert len(ids) == len(set(ids))  # no event twice
+        assert set(ids) == set(answers)  # every decided request's event stored
+
+        cluster[0].restart()  # back; the rebalance gives it lane 0 again
+        await placed(ops)
+        service = LoginService(conns, tenant)
+
+        async def step_down() -> None:
+            for stream in ("GATEHOOK_REPLIES_1", "GATEHOOK_AUDIT_1", "GATEHOOK_AUDIT"):
+                await ops.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=5)
+
+        more = await service.run(6.0, 200, step_down)
+        check(service, more)
+        ids = await audited(ops, tenant, set(answers) | set(more))
+        assert len(ids) == len(set(ids))
+        assert set(ids) == set(answers) | set(more)
+    finally:
+        for nc in [*conns, ops]:
+            await nc.close()
+
+
+async def test_a_lane_leaders_node_cut_off_under_load(
+    cluster: list[Server], workers: list[Worker], tenant: str
+) -> None:
+    """n2 (lane 2's leader, and the audit stream's) stops answering for 8 s: neither worker
+    nor the login service is connected to it, but its peers hear nothing from it (a
+    partition); when it comes back it finds the cluster has moved on."""
+    conns = await login_service(cluster, [0, 1])
+    ops = await nats.connect([cluster[0].url, cluster[1].url], max_reconnect_attempts=-1)
+    cut = cluster[2]
+    try:
+        await AdminClient(ops, actor="ops", timeout=30).call(tenant, "apply", file=GATE_FILE)
+        await placed(ops)
+        await move(ops, "GATEHOOK_AUDIT", "n2")
+        service = LoginService(conns, tenant)
+        assert cut.proc is not None
+        stopped = asyncio.Event()
+
+        async def stop() -> None:
+            assert cut.proc is not None
+            cut.proc.send_signal(signal.SIGSTOP)
+            stopped.set()
+
+        async def resume_later() -> None:
+            await stopped.wait()
+            await asyncio.sleep(8)
+            assert cut.proc is not None
+            cut.proc.send_signal(signal.SIGCONT)
+
+        resuming = asyncio.create_task(resume_later())
+        answers = await service.run(12.0, 200, stop)
+        await resuming
+        check(service, answers)
+        ids = await audited(ops, tenant, set(answers))
+        assert len(ids) == len(set(ids))
+        assert set(ids) == set(answers)
+    finally:
+        if cut.proc is not None and cut.proc.poll() is None:
+            cut.proc.send_signal(signal.SIGCONT)
+        for nc in [*conns, ops]:
+            await nc.close()
