@@ -294,8 +294,8 @@ def start_worker(
     extra: dict[str, str] | None = None,
     event_loop: str = "uvloop",
 ) -> subprocess.Popen[bytes]:
-    """``gatehook worker`` (options left out at their defaults, so an older gatehook put on
-    PYTHONPATH through ``extra`` runs too: the "before" column of BENCHMARKS.md)."""
+    """``gatehook worker`` (options left out at their defaults, so that another gatehook put
+    on PYTHONPATH through ``extra`` runs too, to compare two versions in one run)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOOK_")}
     env.update(extra or {})
     env.update(

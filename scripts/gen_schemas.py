@@ -1,5 +1,5 @@
 """Generate schemas/ (JSON Schema, and the actions' TypeScript declarations gatehook.d.ts) from
-the contract models; --check fails on drift."""
+the contract models, and docs/configuration.md from the settings; --check fails on drift."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from gatehook.domain.contract import (
 )
 from gatehook.domain.flowfile import FlowsFile
 from gatehook.domain.typescript import declarations
+from gatehook.settings_reference import reference
 from gatehook.templates import default_registry
 
 ROOT = Path(__file__).resolve().parent.parent / "schemas"
@@ -68,6 +69,8 @@ def main() -> int:
     wanted = {ROOT / f"{name}.json": render(doc) for name, doc in docs.items()}
     # the console's editor serves the same text (gatehook.domain.typescript)
     wanted[ROOT / "gatehook.d.ts"] = declarations(docs["action-input"], docs["action-output"])
+    # the settings' reference page, generated so that it cannot fall behind the settings
+    wanted[ROOT.parent / "docs" / "configuration.md"] = reference()
     present = set(ROOT.rglob("*.json")) | set(ROOT.rglob("*.d.ts")) if ROOT.exists() else set()
     drift = [p for p, text in wanted.items() if not p.exists() or p.read_text() != text]
     stale = sorted(present - set(wanted))
@@ -77,14 +80,14 @@ def main() -> int:
                 print(f"schema drift: {p.relative_to(ROOT.parent)}", file=sys.stderr)
             print("run: python scripts/gen_schemas.py", file=sys.stderr)
             return 1
-        print(f"schemas/ up to date ({len(wanted)} files)")
+        print(f"schemas/ and docs/configuration.md up to date ({len(wanted)} files)")
         return 0
     for p, text in wanted.items():
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
     for p in stale:
         p.unlink()
-    print(f"wrote {len(wanted)} schemas to {ROOT}")
+    print(f"wrote {len(wanted)} files: schemas/ and docs/configuration.md")
     return 0
 
 

@@ -229,6 +229,12 @@ class _Snapshot(Collector):
                 "Decisions' writes sent to another lane after no acknowledgement in time",
                 value=lanes["failovers"],
             )
+            yield CounterMetricFamily(
+                "gatehook_audit_write_backs_dropped",
+                "Failed-over reply records not written back to their home lane (too many"
+                " waiting): a retry of those requests is decided again",
+                value=lanes["write_backs_dropped"],
+            )
         deps = GaugeMetricFamily(
             "gatehook_dependency_up",
             "1 while a dependency answers (as of the last health check), else 0",

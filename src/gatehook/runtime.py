@@ -563,6 +563,7 @@ class Runtime:
                 "lanes": len(self.journal.lanes),
                 "down": self.journal.lanes_down,
                 "failovers": self.journal.failovers,
+                "write_backs_dropped": self.journal.write_backs_dropped,
             },
             "dependencies": {
                 name: value is True

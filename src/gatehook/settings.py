@@ -42,7 +42,7 @@ class SandboxSettings(BaseModel):
         default="process",
         description="where scripts run: 'process' in the supervised sandbox children; 'worker'"
         " in the worker process itself (scripts with allowed_hosts still in children); see"
-        " the README's Security section",
+        " docs/sandbox.md",
     )
     context_memory_mb: int = Field(
         default=32, ge=1, le=1024, description="heap limit of one script context (the engine's)"
@@ -60,8 +60,17 @@ class SandboxSettings(BaseModel):
         description="isolation 'worker': how long a script may hold the event loop before it"
         " runs again (from the start, in a fresh context) in the sandbox children",
     )
-    pool_size: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=64)
-    memory_mb: int = Field(default=512, ge=64)
+    pool_size: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        le=64,
+        description="sandbox child processes (fewer lowers the tail on a machine shared with"
+        " nats-server; more isolates tenants' slow scripts)",
+        json_schema_extra={"doc_default": "the CPU count"},
+    )
+    memory_mb: int = Field(
+        default=512, ge=64, description="address-space cap of each sandbox child (RLIMIT_AS)"
+    )
     interpreters_per_child: int = Field(
         default=4096, ge=1, description="warm interpreters a child holds at most (by count)"
     )
@@ -71,14 +80,33 @@ class SandboxSettings(BaseModel):
         description="memory a child's warm interpreters may hold (least recently used dropped"
         " past it); keep it well under memory_mb",
     )
-    default_timeout_ms: int = Field(default=1000, ge=1, le=30_000)
-    max_input_bytes: int = Field(default=256 * 1024, ge=1024)
-    max_output_bytes: int = Field(default=256 * 1024, ge=1024)
-    max_log_bytes: int = Field(default=8 * 1024, ge=0)
-    max_script_bytes: int = Field(default=256 * 1024, ge=1024)
-    http_max_response_bytes: int = Field(default=1024 * 1024, ge=1024)
-    http_allow_private: bool = False
-    grace_ms: int = Field(default=40, ge=5)
+    default_timeout_ms: int = Field(
+        default=1000, ge=1, le=30_000, description="an action's timeout unless it sets one"
+    )
+    max_input_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="an execution's input at most"
+    )
+    max_output_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="an execution's result (larger: invalid_result)"
+    )
+    max_log_bytes: int = Field(
+        default=8 * 1024, ge=0, description="an execution's logs (truncated with a marker)"
+    )
+    max_script_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="a script's source (larger: refused at publish)"
+    )
+    http_max_response_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="a response body zitadel/http reads at most"
+    )
+    http_allow_private: bool = Field(
+        default=False, description="let zitadel/http reach private addresses (tests only)"
+    )
+    grace_ms: int = Field(
+        default=40,
+        ge=5,
+        description="a script call is answered with timeout by its deadline plus this, whatever"
+        " the script does",
+    )
     per_tenant_concurrency: int | None = Field(
         default=None,
         ge=1,
@@ -90,13 +118,19 @@ class SandboxSettings(BaseModel):
 class WebhookSettings(BaseModel):
     """Outbound deliveries of the webhook-emit and slack-notify templates."""
 
-    allow_private: bool = False
-    queue_size: int = Field(default=1000, ge=1)
-    senders: int = Field(default=4, ge=1, le=64)
-    max_attempts: int = Field(default=4, ge=1, le=20)
-    backoff_s: float = Field(default=0.5, gt=0)
-    timeout_ms: int = Field(default=3000, ge=10)
-    max_response_bytes: int = Field(default=64 * 1024, ge=1024)
+    allow_private: bool = Field(
+        default=False, description="let webhook templates reach private addresses"
+    )
+    queue_size: int = Field(
+        default=1000, ge=1, description="background deliveries waiting (more are dropped, counted)"
+    )
+    senders: int = Field(default=4, ge=1, le=64, description="deliveries at once per worker")
+    max_attempts: int = Field(default=4, ge=1, le=20, description="tries of one delivery")
+    backoff_s: float = Field(default=0.5, gt=0, description="first wait between tries (doubling)")
+    timeout_ms: int = Field(default=3000, ge=10, description="one try's timeout")
+    max_response_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="a response body read at most"
+    )
     ca_file: str | None = Field(default=None, description="PEM file of extra trusted CAs")
 
 
@@ -106,11 +140,17 @@ class TargetSettings(BaseModel):
     allow_private: bool = Field(
         default=False, description="let targets reach private addresses (tests, on-premise)"
     )
-    max_response_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_response_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="a target's answer (larger: the call fails)"
+    )
     connections: int = Field(default=256, ge=1, description="pooled connections per worker")
-    connections_per_host: int = Field(default=32, ge=1)
+    connections_per_host: int = Field(
+        default=32, ge=1, description="pooled connections per endpoint host"
+    )
     breaker_failures: int = Field(default=5, ge=1, description="consecutive failures to open")
-    breaker_cooldown_s: float = Field(default=10.0, gt=0)
+    breaker_cooldown_s: float = Field(
+        default=10.0, gt=0, description="how long an open breaker skips calls before a probe"
+    )
     async_in_flight: int = Field(
         default=256, ge=1, description="async targets in flight; more are dropped and counted"
     )
@@ -135,9 +175,13 @@ class RolloutSettings(BaseModel):
 class MetricsSettings(BaseModel):
     """The Prometheus/health HTTP port (off unless a port is given)."""
 
-    port: int | None = Field(default=None, ge=0, le=65535)
-    host: str = "127.0.0.1"
-    tenant_labels: bool = False
+    port: int | None = Field(
+        default=None, ge=0, le=65535, description="serve /metrics and /healthz on this port"
+    )
+    host: str = Field(default="127.0.0.1", description="the address the port listens on")
+    tenant_labels: bool = Field(
+        default=False, description="label request metrics by tenant (cardinality: tenants)"
+    )
 
 
 class OidcSettings(BaseModel):
@@ -149,14 +193,18 @@ class OidcSettings(BaseModel):
     """
 
     issuer: str | None = Field(default=None, description="https://login.example.com")
-    client_id: str = "gatehook-console"
+    client_id: str = Field(default="gatehook-console", description="the console's client")
     client_secret: SecretStr | None = Field(default=None, description="unset: a public client")
     redirect_url: str | None = Field(
         default=None, description="the console's /oidc/callback as the browser reaches it"
     )
-    scopes: str = "openid profile"
-    name_claim: str = "preferred_username"
-    roles_claim: str = "gatehook_roles"
+    scopes: str = Field(default="openid profile", description="the scopes asked for")
+    name_claim: str = Field(
+        default="preferred_username", description="the ID token claim naming the operator"
+    )
+    roles_claim: str = Field(
+        default="gatehook_roles", description="the claim with the operator's roles per tenant"
+    )
     token_sign_in: bool = Field(
         default=True, description="also offer the shared token (off: OpenID Connect only)"
     )
@@ -169,11 +217,17 @@ class ConsoleSettings(BaseModel):
     on a non-loopback address; on loopback it makes a random one and prints it.
     """
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8089, ge=0, le=65535)
-    token: SecretStr | None = None
+    host: str = Field(default="127.0.0.1", description="where gatehook console listens")
+    port: int = Field(default=8089, ge=0, le=65535, description="its port")
+    token: SecretStr | None = Field(
+        default=None,
+        description="the shared operator token, at least 16 characters (unset: a random one,"
+        " loopback only)",
+    )
     tenants: list[str] = Field(default_factory=list, description="tenants offered by the picker")
-    session_ttl_s: float = Field(default=12 * 3600, gt=0)
+    session_ttl_s: float = Field(
+        default=12 * 3600, gt=0, description="how long a console session lasts"
+    )
     secure_cookie: bool = Field(default=False, description="set when served behind HTTPS")
     oidc: OidcSettings = Field(default_factory=lambda: OidcSettings())
     editor_assets: Path | None = Field(
@@ -188,9 +242,11 @@ class CacheSettings(BaseModel):
     cache drops its least recently used past its size)."""
 
     tenants: int = Field(default=100_000, ge=1, description="tenants' current revisions")
-    flow_revisions: int = Field(default=20_000, ge=1)
+    flow_revisions: int = Field(default=20_000, ge=1, description="flow revisions")
     action_versions: int = Field(default=40_000, ge=1, description="versions (and configs)")
-    signin_pins: int = Field(default=100_000, ge=1)
+    signin_pins: int = Field(
+        default=100_000, ge=1, description="sign-ins' pinned revisions (~300 bytes each)"
+    )
 
 
 class WarmSettings(BaseModel):
@@ -210,11 +266,17 @@ class WarmSettings(BaseModel):
 class AuditSettings(BaseModel):
     """The JetStream streams that receive audit events and reply records."""
 
-    stream: str = "GATEHOOK_AUDIT"
-    max_age_s: float = 30 * 24 * 3600
+    stream: str = Field(default="GATEHOOK_AUDIT", description="the audit stream's name")
+    max_age_s: float = Field(
+        default=30 * 24 * 3600, description="how long the audit stream keeps events"
+    )
     max_bytes: int = Field(default=-1, description="size limit of the stream (-1: none)")
-    duplicate_window_s: float = 600.0
-    replicas: int = 1
+    duplicate_window_s: float = Field(
+        default=600.0, description="how long the streams deduplicate message ids"
+    )
+    replicas: int = Field(
+        default=1, description="replicas of every stream gatehook creates (3 on a cluster)"
+    )
     lanes: int = Field(
         default=1,
         ge=1,
@@ -233,8 +295,9 @@ class AuditSettings(BaseModel):
     lane_max_age_s: float = Field(
         default=24 * 3600.0,
         gt=0,
-        description="how long a lane keeps its events after the audit stream has sourced"
-        " them (the longest outage of the audit stream's own leader that loses nothing)",
+        description="how long a lane's audit stream keeps events (the audit stream sources"
+        " them within milliseconds: this is the longest outage of its leader that loses"
+        " nothing)",
     )
     rebalance_s: float = Field(
         default=30.0,
@@ -253,8 +316,8 @@ class NatsSettings(BaseModel):
     tls_key_file: Path | None = Field(default=None, description="PEM key of the client cert")
     tls_hostname: str | None = Field(default=None, description="the name the cert must carry")
     creds_file: Path | None = Field(default=None, description="a .creds file (JWT + nkey)")
-    user: str | None = None
-    password: SecretStr | None = None
+    user: str | None = Field(default=None, description="NATS user (or in the URL)")
+    password: SecretStr | None = Field(default=None, description="its password")
     principal: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9_\-]+$",
@@ -278,24 +341,28 @@ class NatsSettings(BaseModel):
 class MongoSettings(BaseModel):
     """TLS of the MongoDB connection (options of the URL work too)."""
 
-    tls: bool = False
+    tls: bool = Field(default=False, description="TLS to MongoDB")
     tls_ca_file: Path | None = Field(default=None, description="PEM CA the server is checked with")
     tls_cert_key_file: Path | None = Field(
         default=None, description="PEM client certificate and key, one file"
     )
-    tls_allow_invalid_hostnames: bool = False
+    tls_allow_invalid_hostnames: bool = Field(
+        default=False, description="accept a server certificate issued for another host name"
+    )
 
 
 class GatewaySettings(BaseModel):
     """``gatehook http``: the HTTP front identity providers call (ZITADEL, Kratos, Okta)."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8090, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="where gatehook http listens")
+    port: int = Field(default=8090, ge=0, le=65535, description="its port")
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="larger bodies: 413")
     zitadel_deadline_ms: int = Field(
         default=4500, ge=50, le=60_000, description="answer ZITADEL by then (its target timeout)"
     )
-    kratos_deadline_ms: int = Field(default=2500, ge=50, le=60_000)
+    kratos_deadline_ms: int = Field(
+        default=2500, ge=50, le=60_000, description="answer Ory Kratos by then"
+    )
     okta_deadline_ms: int = Field(
         default=2500, ge=50, le=60_000, description="Okta waits 3 s for an inline hook"
     )
@@ -345,10 +412,16 @@ class Settings(BaseSettings):
         default="nats://127.0.0.1:4222",
         description="a NATS server, or a comma-separated list of a cluster's servers",
     )
-    queue_group: str = "gatehook-workers"
-    mongodb_url: str = "mongodb://127.0.0.1:27017"
-    mongodb_database: str = "gatehook"
-    mongodb_timeout_ms: int = Field(default=2000, ge=50)
+    queue_group: str = Field(default="gatehook-workers", description="the workers' queue group")
+    mongodb_url: str = Field(
+        default="mongodb://127.0.0.1:27017", description="MongoDB (or FerretDB), a replica set's"
+    )
+    mongodb_database: str = Field(default="gatehook", description="the database's name")
+    mongodb_timeout_ms: int = Field(
+        default=2000,
+        ge=50,
+        description="server selection and connect timeout (fail fast: unavailable replies)",
+    )
     nats: NatsSettings = NatsSettings()
     mongodb: MongoSettings = MongoSettings()
     sandbox: SandboxSettings = SandboxSettings()
@@ -362,8 +435,14 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     cache: CacheSettings = CacheSettings()
     warm: WarmSettings = WarmSettings()
-    log_format: Literal["text", "json"] = "text"
-    worker_name: str = Field(default_factory=lambda: f"worker-{os.getpid()}")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object a line, with request_id, tenant, ..."
+    )
+    worker_name: str = Field(
+        default_factory=lambda: f"worker-{os.getpid()}",
+        description="the actor of execution events; worker i of --processes adds -<i>",
+        json_schema_extra={"doc_default": "worker-<pid>"},
+    )
     concurrency: int = Field(default=256, ge=1, description="trigger requests in flight per worker")
     trigger_transport: Literal["lean", "faststream"] = Field(
         default="lean", description="raw nats-py subscription (lean) or a FastStream subscriber"
@@ -373,7 +452,12 @@ class Settings(BaseSettings):
         description="freeze the start-up heap and collect young objects less often"
         " (gatehook.process.loop); off only to compare",
     )
-    request_budget_ms: int = Field(default=2000, ge=10, le=60_000)
+    request_budget_ms: int = Field(
+        default=2000,
+        ge=10,
+        le=60_000,
+        description="a reply is sent within this (a request may carry a shorter deadline_ms)",
+    )
     trusted_principals: list[str] = Field(
         default_factory=lambda: ["gatehook-console"],
         description="NATS users whose management calls name the operator they act for (the"
@@ -386,7 +470,9 @@ class Settings(BaseSettings):
         description="on SIGTERM, how long in-flight requests get to finish (keep the"
         " orchestrator's grace period longer)",
     )
-    pin_ttl_s: float = Field(default=3600.0, gt=0)
+    pin_ttl_s: float = Field(
+        default=3600.0, gt=0, description="how long a sign-in stays on its flow revisions"
+    )
     pin_wait_ms: int = Field(
         default=500,
         ge=1,
@@ -397,7 +483,9 @@ class Settings(BaseSettings):
     deferred_pins: int = Field(
         default=10_000, ge=0, description="pins a worker holds for MongoDB's return (0: none)"
     )
-    dedupe_window_s: float = Field(default=600.0, gt=0)
+    dedupe_window_s: float = Field(
+        default=600.0, gt=0, description="how long a reply is remembered for its request_id"
+    )
     flow_cache_ttl_s: float = Field(
         default=300.0,
         gt=0,
@@ -410,7 +498,9 @@ class Settings(BaseSettings):
         le=1024,
         description="storage reads at once for requests whose flows are not cached",
     )
-    max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_payload_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="larger trigger requests get bad_request"
+    )
 
     @property
     def nats_servers(self) -> list[str]:

@@ -132,3 +132,25 @@ async def test_the_local_stack_runs_the_production_roles() -> None:
     assert "ann@acme.com signs in through Okta -> continue" in out.stdout
     assert "eve@evil.example signs in -> block (domain_not_allowed)" in out.stdout
     assert "-> demand_mfa (risk_elevated)" in out.stdout
+
+
+def test_a_bad_setting_ends_a_command_with_its_name() -> None:
+    env = {
+        **os.environ,
+        "GATEHOOK_SANDBOX__POOL_SIZE": "0",
+        "GATEHOOK_LOG_FORMAT": "xml",
+        "COLUMNS": "200",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "gatehook", "worker"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2
+    assert "GATEHOOK_SANDBOX__POOL_SIZE: Input should be greater than or equal to 1" in out.stderr
+    assert "(got '0')" in out.stderr
+    assert "GATEHOOK_LOG_FORMAT: Input should be 'text' or 'json'" in out.stderr
+    assert "Traceback" not in out.stderr

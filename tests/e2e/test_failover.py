@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import signal
 import time
 import uuid
@@ -185,6 +186,13 @@ async def login_service(cluster: list[Server], nodes: list[int]) -> list[NATS]:
     return conns
 
 
+def failovers(metrics: str) -> float:
+    """``gatehook_audit_failovers_total`` of a worker's metrics."""
+    found = re.search(r"^gatehook_audit_failovers_total (\S+)$", metrics, re.M)
+    assert found is not None, metrics
+    return float(found.group(1))
+
+
 def check(service: LoginService, answers: dict[str, dict[str, Any] | None]) -> None:
     assert len(answers) > 1000
     assert service.unanswered == []
@@ -214,6 +222,8 @@ async def test_a_lane_leaders_node_killed_and_a_step_down_under_load(
         answers = await service.run(9.0, 200, kill)
         check(service, answers)
         assert sum(w.runtime.journal.failovers for w in workers if w.runtime.journal) > 0
+        exported = [failovers(w.runtime.metrics.render().decode()) for w in workers]
+        assert sum(exported) > 0, exported
         ids = await audited(ops, tenant, set(answers))
         assert len(ids) == len(set(ids))  # no event twice
         assert set(ids) == set(answers)  # every decided request's event stored

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from gatehook.admin.client import AdminClient
@@ -47,7 +48,18 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of tab
 
 
 def load_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; a bad value ends the command with its variable's
+    name and what is wrong (exit code 2)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for problem in exc.errors():
+            name = "GATEHOOK_" + "__".join(str(part).upper() for part in problem["loc"])
+            given = problem.get("input")
+            secret = any(word in name for word in ("PASSWORD", "TOKEN", "KEY", "SECRET"))
+            shown = "" if secret or isinstance(given, dict) else f" (got {given!r})"
+            err.print(f"[red]error:[/red] {name}: {problem['msg']}{shown}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 def run(coro: Awaitable[T]) -> T:

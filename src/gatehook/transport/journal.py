@@ -293,6 +293,13 @@ class JsJournal:
 
     def _write_back(self, lane: Lane, key: str, reply: bytes) -> None:
         if len(lane.write_backs) >= _MAX_WRITE_BACKS:
+            if not self.write_backs_dropped:
+                log.warning(
+                    "audit lane %d has %d reply records waiting to be written back: further"
+                    " ones are dropped (a retry of their request is decided again)",
+                    lane.index,
+                    _MAX_WRITE_BACKS,
+                )
             self.write_backs_dropped += 1
             return
         lane.write_backs[key] = reply
