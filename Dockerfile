@@ -14,5 +14,5 @@ COPY src ./src
 COPY --from=editor /editor/node_modules/monaco-editor/min/vs ./editor/vs
 RUN pip install . && useradd --system --uid 10001 gatehook
 USER gatehook
-# Liveness: the process answers; readiness is a NATS request (see README, Operations).
+# Liveness: the process answers; readiness is a NATS request (docs/operations.md).
 CMD ["gatehook", "worker"]

@@ -186,7 +186,7 @@ class Runtime:
         await self.store.check_sealed()  # refuses sealed secrets this worker cannot open
         if self.sealer is None:
             log.warning(
-                "tenants' secrets are stored in clear: set GATEHOOK_SECRETS__KEY (README, Security)"
+                "tenants' secrets are stored in clear: set GATEHOOK_SECRETS__KEY (docs/security.md)"
             )
         if self._owns_pool:
             await self.pool.start()

@@ -1,4 +1,4 @@
-"""A 3-node cluster with three write lanes (``GATEHOOK_AUDIT__LANES=3``, every stream at 3
+"""Write lanes. A 3-node cluster with three write lanes (``GATEHOOK_AUDIT__LANES=3``, every stream at 3
 replicas) and two workers pinned to two nodes: a lane's leader node killed, its leaders moved
 by step-down, its node cut off (stopped), each under 200 req/s from a login service on the
 nodes, costs no unanswered request, no gap in answers over a second, and no audit event lost
@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import re
 import signal
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -286,3 +288,48 @@ async def test_a_lane_leaders_node_cut_off_under_load(
             cut.proc.send_signal(signal.SIGCONT)
         for nc in [*conns, ops]:
             await nc.close()
+
+
+def home_lane(tenant: str, request_id: str) -> int:
+    """The lane a request's records go to first (the journal's rule, from the reply key)."""
+    digest = hashlib.sha256(request_id.encode()).hexdigest()[:40]
+    key = f"{tenant}.external_authentication.post_authentication.{digest}"
+    return zlib.crc32(key.encode()) % LANES
+
+
+async def test_a_retry_finds_its_reply_after_its_first_went_to_another_lane(
+    settings: Settings, pool: SandboxPool, nc: NATS, tenant: str
+) -> None:
+    """One node, three lanes: the home lane's reply stream is gone (deleted: no responders),
+    so the request's records go to the next lane; the lane comes back (created again), the
+    reply record is written back to it, and a retry of the request gets the first reply,
+    not a second decision; the audit stream holds the event once."""
+    s = settings.model_copy(update={"audit": AuditSettings(lanes=LANES)})
+    runtime, broker = await start_worker(s, pool)
+    try:
+        await AdminClient(nc, actor="ops", timeout=30).call(tenant, "apply", file=GATE_FILE)
+        rid = next(r for r in (uuid.uuid4().hex for _ in range(100)) if home_lane(tenant, r) == 0)
+        js = nc.jetstream()
+        await js.delete_stream("GATEHOOK_REPLIES_0")
+        body = json.dumps(request(request_id=rid)).encode()
+        first = json.loads((await nc.request(SUBJECT.format(tenant), body, timeout=10)).data)
+        assert first["error"] is None
+        journal = runtime.journal
+        assert journal is not None
+        assert journal.failovers == 1
+        deadline = time.monotonic() + 20
+        while journal.lanes_down or journal.lanes[0].write_backs:
+            assert time.monotonic() < deadline, "lane 0 not back"
+            await asyncio.sleep(0.1)
+        digest = hashlib.sha256(rid.encode()).hexdigest()[:40]
+        subject = f"gatehook.v1.lane.0.replies.{tenant}.external_authentication."
+        stored = await js.get_last_msg(
+            "GATEHOOK_REPLIES_0", subject + f"post_authentication.{digest}"
+        )
+        assert json.loads(stored.data or b"{}")["request_id"] == rid
+        again = json.loads((await nc.request(SUBJECT.format(tenant), body, timeout=10)).data)
+        assert again == first  # the stored reply, durations and all: not decided again
+        ids = await audited(nc, tenant, {rid})
+        assert ids == [rid]
+    finally:
+        await stop_worker(runtime, broker)
