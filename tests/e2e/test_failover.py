@@ -24,6 +24,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from gatehook.admin.client import AdminClient
+from gatehook.audit.reader import latest_events, read_events
 from gatehook.devservers import Server, start_nats_cluster
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import AuditSettings, Settings
@@ -331,5 +332,10 @@ async def test_a_retry_finds_its_reply_after_its_first_went_to_another_lane(
         assert again == first  # the stored reply, durations and all: not decided again
         ids = await audited(nc, tenant, {rid})
         assert ids == [rid]
+        # the readers (gatehook audit, the console's audit page) see it once too
+        kind = "flow.action_executed"
+        tail = [e async for e in read_events(js, tenant=tenant, event_type=kind)]
+        page = await latest_events(js, tenant=tenant, event_type=kind)
+        assert [e.request_id for e in tail] == [e.request_id for e in page] == [rid]
     finally:
         await stop_worker(runtime, broker)
