@@ -339,3 +339,30 @@ async def test_a_retry_finds_its_reply_after_its_first_went_to_another_lane(
         assert [e.request_id for e in tail] == [e.request_id for e in page] == [rid]
     finally:
         await stop_worker(runtime, broker)
+
+
+async def test_a_worker_with_fewer_lanes_keeps_the_audit_streams_sources(
+    settings: Settings, pool: SandboxPool, nc: NATS, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Workers that disagree on the lane count (a misconfiguration, or lanes reduced) must not
+    cut lanes off from GATEHOOK_AUDIT: a worker with one lane keeps the sources the others
+    added, says so, and events written to a lane still reach the audit stream."""
+    three = settings.model_copy(update={"audit": AuditSettings(lanes=LANES)})
+    runtime, broker = await start_worker(three, pool)
+    try:
+        await AdminClient(nc, actor="ops", timeout=30).call(tenant, "apply", file=GATE_FILE)
+        one = settings.model_copy(update={"audit": AuditSettings(lanes=1), "worker_name": "w1"})
+        with caplog.at_level("WARNING", logger="gatehook.audit"):
+            other, other_broker = await start_worker(one, pool)
+        await stop_worker(other, other_broker)
+        info = await nc.jetstream().stream_info("GATEHOOK_AUDIT")
+        names = sorted(source.name for source in info.config.sources or [])
+        assert names == [f"GATEHOOK_AUDIT_{i}" for i in range(LANES)]
+        assert "give every worker the same lane count" in caplog.text
+        rid = uuid.uuid4().hex
+        body = json.dumps(request(request_id=rid)).encode()
+        reply = json.loads((await nc.request(SUBJECT.format(tenant), body, timeout=10)).data)
+        assert reply["error"] is None
+        assert await audited(nc, tenant, {rid}) == [rid]  # written to a lane, sourced
+    finally:
+        await stop_worker(runtime, broker)

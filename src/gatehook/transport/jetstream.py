@@ -133,6 +133,7 @@ class AuditPublisher:
                     src=lane_audit_prefix(s, lane) + ">", dest=AUDIT_SUBJECTS
                 )
                 sources.append(api.StreamSource(name=name, subject_transforms=[transform]))
+        sources = await self._kept_sources(sources or [])
         config = api.StreamConfig(
             name=s.stream,
             # written directly too: management events, and workers with one lane
@@ -143,9 +144,33 @@ class AuditPublisher:
             max_bytes=s.max_bytes,
             duplicate_window=s.duplicate_window_s,
             num_replicas=s.replicas,
-            sources=sources,
+            sources=sources or None,
         )
         await ensure_stream(self._js, config)
+
+    async def _kept_sources(self, wanted: list[api.StreamSource]) -> list[api.StreamSource]:
+        """``wanted`` and every source the audit stream has already. A source is never
+        dropped: a worker configured with fewer lanes than the others (or none) would
+        otherwise cut the others' lanes off from the audit stream, and their events would
+        wait there unread until they expire."""
+        try:
+            info = await self._js.stream_info(self._settings.stream)
+        except nats.js.errors.NotFoundError:
+            return wanted
+        except _JS_ERRORS as exc:
+            raise TransportError(f"cannot set up stream {self._settings.stream}: {exc!r}") from exc
+        have = list(info.config.sources or [])
+        names = {source.name for source in wanted}
+        kept = [source for source in have if source.name not in names]
+        if kept and self._settings.lanes < len(have):
+            log.warning(
+                "%s sources %d lane streams and this worker has GATEHOOK_AUDIT__LANES=%d: the"
+                " sources are kept; give every worker the same lane count",
+                self._settings.stream,
+                len(have),
+                self._settings.lanes,
+            )
+        return [*wanted, *kept]
 
     async def ping(self) -> None:
         """The audit stream answers (it has a leader); ``TransportError`` otherwise."""
