@@ -26,8 +26,10 @@ PY = sys.executable
 
 
 def worker(
-    nats_url: str, mongo_url: str, name: str, replicas: int, lanes: int
+    nats_url: str, mongo_url: str, name: str, replicas: int, lanes: int, **extra: str
 ) -> subprocess.Popen[bytes]:
+    """``gatehook worker`` on ``nats_url`` with the given replicas and lanes (``extra``: more
+    GATEHOOK_* settings), only this process's other environment kept."""
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOOK_")}
@@ -38,6 +40,7 @@ def worker(
         GATEHOOK_WORKER_NAME=name,
         GATEHOOK_AUDIT__REPLICAS=str(replicas),
         GATEHOOK_AUDIT__LANES=str(lanes),
+        **extra,
     )
     return subprocess.Popen([PY, "-m", "gatehook", "worker", "--log-level", "WARNING"], env=env)
 

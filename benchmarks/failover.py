@@ -19,8 +19,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
-import subprocess
 import sys
 import time
 import uuid
@@ -31,26 +29,12 @@ import nats
 from nats.aio.client import Client as NATS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cluster import worker
 from gatehook.devservers import Server, start_mongo, start_nats_cluster
 from run import PA, TENANTS, set_up_tenants, stop, wait_ready
 
-PY = sys.executable
 TENANT = TENANTS["custom JS"][0]
 SUBJECT = f"gatehook.v1.trigger.{TENANT}.{PA}"
-
-
-def worker(nats_url: str, mongo_url: str, name: str, lanes: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOOK_")}
-    env.update(
-        GATEHOOK_NATS_URL=nats_url,
-        GATEHOOK_MONGODB_URL=mongo_url,
-        GATEHOOK_MONGODB_DATABASE="bench",
-        GATEHOOK_WORKER_NAME=name,
-        GATEHOOK_AUDIT__REPLICAS="3",
-        GATEHOOK_AUDIT__LANES=str(lanes),
-        GATEHOOK_AUDIT__REBALANCE_S="1",
-    )
-    return subprocess.Popen([PY, "-m", "gatehook", "worker", "--log-level", "ERROR"], env=env)
 
 
 async def leader(nc: NATS, stream: str) -> str | None:
@@ -199,7 +183,17 @@ def main() -> None:
     try:
         for lanes in args.lanes:
             nodes = start_nats_cluster(3)
-            procs = [worker(nodes[i].url, mongo.url, f"fo-{lanes}-{i}", lanes) for i in (0, 1)]
+            procs = [
+                worker(
+                    nodes[i].url,
+                    mongo.url,
+                    f"fo-{lanes}-{i}",
+                    3,
+                    lanes,
+                    GATEHOOK_AUDIT__REBALANCE_S="1",
+                )
+                for i in (0, 1)
+            ]
             try:
                 asyncio.run(wait_ready(nodes[1].url, len(procs)))
                 asyncio.run(set_up_tenants(nodes[1].url, "http://127.0.0.1:9/"))

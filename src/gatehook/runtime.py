@@ -382,16 +382,26 @@ class Runtime:
         backoff = 0.5
         pending = list(steps)
         while pending:
-            try:
-                await pending[0]()
-            except TransportError as exc:
-                reason = f"waiting for JetStream: {exc.message}"
+            # at once: a new replicated stream takes its group's leader election to answer,
+            # and those elections overlap instead of adding up
+            results = await asyncio.gather(*(step() for step in pending), return_exceptions=True)
+            failed = [
+                (step, result)
+                for step, result in zip(pending, results, strict=True)
+                if isinstance(result, BaseException)
+            ]
+            for _, result in failed:
+                if not isinstance(result, TransportError):
+                    raise result
+            pending = [step for step, _ in failed]
+            if pending:
+                first = failed[0][1]
+                assert isinstance(first, TransportError)
+                reason = f"waiting for JetStream: {first.message}"
                 self._last_health = {"ready": False, "checks": {"jetstream": reason}}
                 log.warning("%s; trying again in %.1f s", reason, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-                continue
-            pending.pop(0)
         self._last_health = {"ready": False, "checks": {"jetstream": True, "started": False}}
 
     async def replay(

@@ -9,7 +9,7 @@ import json
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
@@ -18,7 +18,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from gatehook.admin.client import AdminClient
-from gatehook.devservers import Server, start_nats_cluster
+from gatehook.devservers import Server
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import AuditSettings, Settings
 from tests.conftest import Worker, start_worker, stop_worker
@@ -34,14 +34,6 @@ GATE_FILE = {  # one script that lets everyone in, in post_authentication
     ],
     "flows": {"external_authentication": {"post_authentication": ["gate@latest"]}},
 }
-
-
-@pytest.fixture
-def cluster() -> Iterator[list[Server]]:
-    nodes = start_nats_cluster(3)
-    yield nodes
-    for node in nodes:
-        node.stop()
 
 
 @pytest.fixture

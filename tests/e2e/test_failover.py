@@ -16,7 +16,7 @@ import signal
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import nats
@@ -25,7 +25,7 @@ from nats.aio.client import Client as NATS
 
 from gatehook.admin.client import AdminClient
 from gatehook.audit.reader import latest_events, read_events
-from gatehook.devservers import Server, start_nats_cluster
+from gatehook.devservers import Server
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import AuditSettings, Settings
 from tests.conftest import Worker, start_worker, stop_worker
@@ -34,14 +34,6 @@ from tests.helpers import request
 
 LANES = 3
 STREAMS = [f"{kind}_{i}" for i in range(LANES) for kind in ("GATEHOOK_REPLIES", "GATEHOOK_AUDIT")]
-
-
-@pytest.fixture
-def cluster() -> Iterator[list[Server]]:
-    nodes = start_nats_cluster(3)
-    yield nodes
-    for node in nodes:
-        node.stop()
 
 
 @pytest.fixture

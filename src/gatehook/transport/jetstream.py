@@ -115,10 +115,10 @@ class AuditPublisher:
         sources = None
         if s.lanes > 1:
             sources = []
+            lanes = []
             for lane in range(s.lanes):
                 name = lane_audit_stream(s, lane)
-                await ensure_stream(
-                    self._js,
+                lanes.append(
                     api.StreamConfig(
                         name=name,
                         subjects=[lane_audit_prefix(s, lane) + ">"],
@@ -127,12 +127,14 @@ class AuditPublisher:
                         max_age=min(s.lane_max_age_s, s.max_age_s),
                         duplicate_window=s.duplicate_window_s,
                         num_replicas=s.replicas,
-                    ),
+                    )
                 )
                 transform = api.SubjectTransform(
                     src=lane_audit_prefix(s, lane) + ">", dest=AUDIT_SUBJECTS
                 )
                 sources.append(api.StreamSource(name=name, subject_transforms=[transform]))
+            # at once: each new stream waits for its own leader election
+            await asyncio.gather(*(ensure_stream(self._js, config) for config in lanes))
         sources = await self._kept_sources(sources or [])
         config = api.StreamConfig(
             name=s.stream,
