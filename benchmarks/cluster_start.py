@@ -19,36 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-import nats
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import worker
 from gatehook.devservers import start_mongo, start_nats_cluster
-from run import stop
-
-
-async def all_answer(url: str, workers: int, started: float, limit_s: float = 300) -> float:
-    """Seconds from ``started`` until ``workers`` processes answer ``$SRV.PING.gatehook``."""
-    nc = await nats.connect(url)
-    try:
-        while time.monotonic() - started < limit_s:
-            inbox = nc.new_inbox()
-            sub = await nc.subscribe(inbox)
-            await nc.publish("$SRV.PING.gatehook", b"", reply=inbox)
-            seen = 0
-            try:
-                while seen < workers:
-                    await sub.next_msg(timeout=0.3)
-                    seen += 1
-            except nats.errors.TimeoutError:
-                pass
-            await sub.unsubscribe()
-            if seen >= workers:
-                return time.monotonic() - started
-            await asyncio.sleep(0.2)
-        raise TimeoutError(f"not every worker answered within {limit_s} s")
-    finally:
-        await nc.close()
+from run import stop, wait_ready
 
 
 def once(lanes: int, workers: int) -> float:
@@ -59,7 +33,8 @@ def once(lanes: int, workers: int) -> float:
         urls = ",".join(n.url for n in nodes)
         started = time.monotonic()
         procs = [worker(urls, mongo.url, f"start-{i}", 3, lanes) for i in range(workers)]
-        return asyncio.run(all_answer(nodes[1].url, workers, started))
+        asyncio.run(wait_ready(nodes[1].url, workers))  # every one answers a ping and the API
+        return time.monotonic() - started
     finally:
         for p in procs:
             stop(p)

@@ -385,19 +385,17 @@ class Runtime:
             # at once: a new replicated stream takes its group's leader election to answer,
             # and those elections overlap instead of adding up
             results = await asyncio.gather(*(step() for step in pending), return_exceptions=True)
-            failed = [
-                (step, result)
-                for step, result in zip(pending, results, strict=True)
-                if isinstance(result, BaseException)
-            ]
-            for _, result in failed:
-                if not isinstance(result, TransportError):
+            waiting: list[TransportError] = []
+            again = []
+            for step, result in zip(pending, results, strict=True):
+                if isinstance(result, TransportError):
+                    waiting.append(result)
+                    again.append(step)
+                elif isinstance(result, BaseException):
                     raise result
-            pending = [step for step, _ in failed]
-            if pending:
-                first = failed[0][1]
-                assert isinstance(first, TransportError)
-                reason = f"waiting for JetStream: {first.message}"
+            pending = again
+            if waiting:
+                reason = f"waiting for JetStream: {waiting[0].message}"
                 self._last_health = {"ready": False, "checks": {"jetstream": reason}}
                 log.warning("%s; trying again in %.1f s", reason, backoff)
                 await asyncio.sleep(backoff)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import nats.errors
 import nats.js.errors
@@ -39,6 +40,7 @@ __all__ = [
     "lane_audit_prefix",
     "lane_audit_stream",
     "lane_replies",
+    "stream_led",
 ]
 
 log = logging.getLogger("gatehook.audit")
@@ -89,6 +91,25 @@ async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
         await js.update_stream(config)
     except _JS_ERRORS as exc:
         raise TransportError(f"cannot set up stream {config.name}: {exc!r}") from exc
+
+
+async def stream_led(
+    js: JetStreamContext,
+    stream: str,
+    timeout: float,
+    recreate: Callable[[], Awaitable[None]],
+) -> bool:
+    """Whether ``stream`` answers within ``timeout`` and has a leader. One found missing (an
+    operator deleted it, a store was lost) is created again by ``recreate`` and does not count
+    as answering yet."""
+    try:
+        info = await asyncio.wait_for(js.stream_info(stream), timeout)
+    except nats.js.errors.NotFoundError:
+        await recreate()
+        return False
+    except _JS_ERRORS:
+        return False
+    return info.cluster is None or bool(info.cluster.leader)
 
 
 def audit_subject(event: AuditEvent) -> str:
@@ -184,16 +205,8 @@ class AuditPublisher:
     async def lane_answers(self, lane: int, timeout: float) -> bool:
         """Whether lane ``lane``'s audit stream answers within ``timeout`` and has a leader
         (a stream found missing is created again, and does not answer yet)."""
-        try:
-            info = await asyncio.wait_for(
-                self._js.stream_info(lane_audit_stream(self._settings, lane)), timeout
-            )
-        except nats.js.errors.NotFoundError:
-            await self.ensure_stream()
-            return False
-        except _JS_ERRORS:
-            return False
-        return info.cluster is None or bool(info.cluster.leader)
+        stream = lane_audit_stream(self._settings, lane)
+        return await stream_led(self._js, stream, timeout, self.ensure_stream)
 
     async def publish_encoded(self, events: list[EncodedEvent]) -> None:
         """``publish`` for events already encoded (the trigger path's)."""
@@ -306,15 +319,9 @@ class JsReplyStore:
             log.warning("could not forget reply %s: %r", key, exc)
 
     async def answers(self, timeout: float) -> bool:
-        """Whether the stream answers within ``timeout`` and has a leader."""
-        try:
-            info = await asyncio.wait_for(self._js.stream_info(self.stream), timeout)
-        except nats.js.errors.NotFoundError:
-            await self.ensure_stream()  # gone (an operator, a lost store): create it again
-            return False
-        except _JS_ERRORS:
-            return False
-        return info.cluster is None or bool(info.cluster.leader)
+        """Whether the stream answers within ``timeout`` and has a leader (a stream found
+        missing is created again, and does not answer yet)."""
+        return await stream_led(self._js, self.stream, timeout, self.ensure_stream)
 
     async def _publish(self, subject: str, key: str, reply: bytes) -> api.PubAck:
         future = await self._js.publish_async(
