@@ -404,7 +404,9 @@ def _admin(runtime: Runtime, pool: SandboxPool, nc: NATS, settings: Settings) ->
 
 
 async def _pinned_in_mongodb(runtime: Runtime, tenant: str, signin: str, within: float) -> None:
-    """Wait (at most ``within`` s) for the deferred pin to be stored."""
+    """Wait (at most ``within`` s) for the deferred pin to be stored, and counted (the writer
+    counts a batch once MongoDB has acknowledged it: the document can be read a moment
+    before the count moves)."""
     deadline = time.monotonic() + within
     while (
         await runtime.store.bucket("pins", tenant).find_one({"_id": f"{tenant}/{signin}"}) is None
@@ -412,6 +414,9 @@ async def _pinned_in_mongodb(runtime: Runtime, tenant: str, signin: str, within:
         assert time.monotonic() < deadline, "the deferred pin never reached MongoDB"
         await asyncio.sleep(0.1)
     assert runtime.deferred_pins is not None
+    while runtime.deferred_pins.written < 1:
+        assert time.monotonic() < deadline, "the deferred pin was stored but never counted"
+        await asyncio.sleep(0.05)
     assert runtime.deferred_pins.written >= 1
 
 
