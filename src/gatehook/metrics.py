@@ -217,6 +217,12 @@ class _Snapshot(Collector):
             for result in ("deferred", "written", "dropped"):
                 done.add_metric([result], pins[result])
             yield done
+        yield CounterMetricFamily(
+            "gatehook_last_heads_served",
+            "Requests decided on a tenant's last loaded flows: a change invalidated them and"
+            " MongoDB did not answer their reload in time",
+            value=snap.get("last_heads_served", 0),
+        )
         lanes = snap.get("audit_lanes")
         if lanes is not None:
             yield GaugeMetricFamily(

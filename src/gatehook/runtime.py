@@ -565,6 +565,7 @@ class Runtime:
                 "written": self.deferred_pins.written,
                 "dropped": self.deferred_pins.dropped,
             },
+            "last_heads_served": triggers.lookup.last_heads_served if triggers else 0,
             "audit_lanes": None
             if self.journal is None
             else {

@@ -246,6 +246,7 @@ async def test_metrics_and_healthz(
             assert f'gatehook_dependency_up{{dependency="{dependency}"}} 1.0' in text, text
         assert "gatehook_deferred_pins 0.0" in text
         assert 'gatehook_deferred_pins_total{result="dropped"} 0.0' in text
+        assert "gatehook_last_heads_served_total 0.0" in text
         assert "gatehook_audit_lanes_down 0.0" in text
         assert "gatehook_audit_failovers_total 0.0" in text
     finally:

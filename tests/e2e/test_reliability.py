@@ -26,6 +26,7 @@ from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.templates import default_registry
 from gatehook.transport.jetstream import AuditPublisher
+from gatehook.transport.worker import changes_subject
 from tests.conftest import Worker, start_worker, stop_worker
 from tests.helpers import attach, audit_events, custom, request, trigger
 
@@ -466,6 +467,68 @@ async def test_a_hung_mongodb_never_holds_a_reply_past_its_deadline(
             executed = await audit_events(nc, tenant, "flow.action_executed")
             deferred = [e for e in executed if e["request_id"] == new["request_id"]]
             assert [e["details"] for e in deferred] == [{"pin_deferred": True}]
+        finally:
+            await stop_worker(runtime, broker)
+    finally:
+        mongo.stop()
+
+
+async def test_a_change_that_reaches_a_worker_while_mongodb_hangs_keeps_its_sign_ins_decided(
+    settings: Settings, pool: SandboxPool, nc: NATS, tenant: str
+) -> None:
+    """A change is stored just before MongoDB hangs, and its broadcast reaches the worker
+    after (as a broadcast may overtake nothing and arrive late): the tenant's requests, a new
+    sign-in and one without a sign-in, are decided by their deadline on the flows the worker
+    last loaded, and counted; once MongoDB is back the next request runs on the change."""
+    mongo = start_mongo()
+    try:
+        local = settings.model_copy(update={"mongodb_url": mongo.url})
+        runtime, broker = await start_worker(local, pool)
+        try:
+            admin = _admin(runtime, pool, nc, local)
+            v1 = await custom(
+                admin, tenant, "c", "export function execute() { return {claims: {c: 1}}; }"
+            )
+            await attach(admin, tenant, [("c", v1)])
+            warm = await trigger(nc, tenant, request(signin_id="pinned"))
+            assert warm["claims"] == {"c": 1}, warm
+
+            held: list[str] = []
+
+            async def hold(t: str) -> None:
+                held.append(t)
+
+            late = _admin(runtime, pool, nc, local)
+            late._notify = hold  # the broadcast goes out below, once MongoDB hangs
+            v2 = await custom(
+                late, tenant, "c", "export function execute() { return {claims: {c: 2}}; }"
+            )
+            await attach(late, tenant, [("c", v2)])
+            assert held == [tenant]
+            lookup = runtime.triggers.lookup
+            assert lookup.cached_heads(tenant) is not None
+            assert mongo.proc is not None
+            mongo.proc.send_signal(signal.SIGSTOP)
+            try:
+                await nc.publish(changes_subject(tenant), b"")
+                deadline = time.monotonic() + 10
+                while lookup.cached_heads(tenant) is not None:  # the broadcast is handled
+                    assert time.monotonic() < deadline, "the change broadcast never arrived"
+                    await asyncio.sleep(0.01)
+                wait = 0.6 + 1.0  # the deadline, and a second, as a login page would wait
+                fresh = await trigger(
+                    nc, tenant, request(signin_id="new-signin", deadline_ms=600), timeout=wait
+                )
+                assert fresh["claims"] == {"c": 1}, fresh  # the last loaded flows
+                assert fresh["pin_deferred"] is True
+                bare = await trigger(nc, tenant, request(deadline_ms=600), timeout=wait)
+                assert bare["claims"] == {"c": 1}, bare
+                assert lookup.last_heads_served == 2
+            finally:
+                mongo.proc.send_signal(signal.SIGCONT)
+            after = await trigger(nc, tenant, request())
+            assert after["claims"] == {"c": 2}, after
+            assert lookup.last_heads_served == 2
         finally:
             await stop_worker(runtime, broker)
     finally:

@@ -133,6 +133,31 @@ async def test_stale_heads_are_served_while_one_refresh_runs() -> None:
     assert (await service.lookup.heads("acme"))[FlowType.EXTERNAL_AUTHENTICATION] == 2
 
 
+async def test_a_reload_mongodb_does_not_answer_falls_back_on_the_last_heads() -> None:
+    flows = _Flows()
+    flows.gate.set()
+    service = _service(flows)
+    lookup = service.lookup
+    assert (await lookup.heads("acme"))[FlowType.EXTERNAL_AUTHENTICATION] == 1
+    flows.gate.clear()  # MongoDB hangs
+    flows.revision = 2
+    service.invalidate("acme")
+    deadline = time.monotonic() + 0.2
+    heads = await lookup.heads("acme", deadline)  # waits half of what is left, then the last
+    assert heads[FlowType.EXTERNAL_AUTHENTICATION] == 1
+    assert time.monotonic() < deadline
+    assert lookup.last_heads_served == 1
+    assert lookup.disabled("acme") == {}  # the kill switches of the heads served
+    unbounded = asyncio.create_task(lookup.heads("acme"))  # no deadline: the reload itself
+    await asyncio.sleep(0.01)
+    assert not unbounded.done()
+    assert flows.queries == 2  # one reload for both
+    flows.gate.set()
+    assert (await unbounded)[FlowType.EXTERNAL_AUTHENTICATION] == 2
+    assert (await lookup.heads("acme", time.monotonic() + 1))[FlowType.EXTERNAL_AUTHENTICATION] == 2
+    assert lookup.last_heads_served == 1
+
+
 def _request(**extra: Any) -> TriggerRequest:
     body = {
         "request_id": "r-1",

@@ -49,17 +49,20 @@ class Lru(Generic[K, V]):
 class Heads:
     """Each tenant's ``TenantHeads``, least recently used evicted past ``capacity`` tenants.
 
-    Changes are broadcast to every worker, which drops the tenant's entry (``invalidate``);
-    ``ttl_s`` is only a safety net for a broadcast that never arrived, so the background
-    reloads it causes stay a trickle however many tenants there are. After a reconnect (when
-    broadcasts may have been missed) ``expire_all`` makes every entry stale: each is reloaded
-    once, at its next use, while the stale one is served.
+    Changes are broadcast to every worker, which stops serving the tenant's entry
+    (``invalidate``) but keeps it as the tenant's last loaded heads: a request may fall back
+    on them when MongoDB does not answer the reload in time (``last``). ``ttl_s`` is only a
+    safety net for a broadcast that never arrived, so the background reloads it causes stay a
+    trickle however many tenants there are. After a reconnect (when broadcasts may have been
+    missed) ``expire_all`` makes every entry stale: each is reloaded once, at its next use,
+    while the stale one is served.
     """
 
     def __init__(self, ttl_s: float, capacity: int = 100_000) -> None:
         self._ttl = ttl_s
         self._capacity = capacity
-        self._data: OrderedDict[str, tuple[float, TenantHeads]] = OrderedDict()
+        # tenant -> (fresh until, heads, current: False once invalidated)
+        self._data: OrderedDict[str, tuple[float, TenantHeads, bool]] = OrderedDict()
         self._generation: dict[str, int] = {}
 
     def lookup(self, tenant: str) -> tuple[TenantHeads | None, bool]:
@@ -67,17 +70,23 @@ class Heads:
         invalidated. Stale heads stay until replaced: a caller may serve them while it
         reloads."""
         entry = self._data.get(tenant)
-        if entry is None:
+        if entry is None or not entry[2]:
             return None, False
         self._data.move_to_end(tenant)
         return entry[1], entry[0] >= time.monotonic()
 
     def peek(self, tenant: str) -> tuple[TenantHeads | None, bool]:
-        """``lookup`` without making the entry recent."""
+        """The heads a request of ``tenant`` runs on, current or last loaded (fresh: False),
+        without making the entry recent."""
         entry = self._data.get(tenant)
         if entry is None:
             return None, False
-        return entry[1], entry[0] >= time.monotonic()
+        return entry[1], entry[2] and entry[0] >= time.monotonic()
+
+    def last(self, tenant: str) -> TenantHeads | None:
+        """The last heads loaded for ``tenant``, even when a change has invalidated them."""
+        entry = self._data.get(tenant)
+        return entry[1] if entry is not None else None
 
     def generation(self, tenant: str) -> int:
         """Bumped by every invalidation; a load started before one must not be stored."""
@@ -86,17 +95,19 @@ class Heads:
     def put(self, tenant: str, heads: TenantHeads, generation: int) -> None:
         """Store heads loaded at ``generation`` (ignored if invalidated since)."""
         if self._generation.get(tenant, 0) == generation:
-            self._data[tenant] = (time.monotonic() + self._ttl, heads)
+            self._data[tenant] = (time.monotonic() + self._ttl, heads, True)
             self._data.move_to_end(tenant)
             while len(self._data) > self._capacity:
                 self._data.popitem(last=False)
 
     def invalidate(self, tenant: str) -> None:
-        """Drop ``tenant``'s heads (a change was broadcast)."""
-        self._data.pop(tenant, None)
+        """Stop serving ``tenant``'s heads (a change was broadcast); they stay as its last."""
+        entry = self._data.get(tenant)
+        if entry is not None:
+            self._data[tenant] = (0.0, entry[1], False)
         self._generation[tenant] = self._generation.get(tenant, 0) + 1
 
     def expire_all(self) -> None:
         """Make every entry stale (served while it is reloaded once)."""
-        for tenant, (_, heads) in self._data.items():
-            self._data[tenant] = (0.0, heads)
+        for tenant, (_, heads, current) in self._data.items():
+            self._data[tenant] = (0.0, heads, current)

@@ -45,6 +45,8 @@ class FlowLookup:
         )
         self._cold = asyncio.Semaphore(settings.cold_reads)  # storage reads at once
         self.deferred: DeferredPins | None = None  # set by the composition root
+        self.last_heads_served = 0  # requests run on a tenant's heads a change invalidated
+        self._said = float("-inf")  # when that was last logged (monotonic)
 
     def invalidate(self, tenant: str) -> None:
         """A change was broadcast for ``tenant``: reload its current revisions on next use."""
@@ -76,18 +78,19 @@ class FlowLookup:
             )
         }
 
-    async def heads(self, tenant: str) -> Pin:
+    async def heads(self, tenant: str, deadline: float | None = None) -> Pin:
         """The tenant's current revisions, cached. Past the TTL the cached ones are served
         while one load refreshes them; after a change broadcast, requests wait for that one
-        load (never one query per waiting request)."""
-        return (await self.tenant_heads(tenant)).revisions  # (shared: read only)
+        load (never one query per waiting request), those with a ``deadline`` at most as long
+        as a sign-in's pin (``_wait``): then they run on the last loaded ones."""
+        return (await self.tenant_heads(tenant, deadline)).revisions  # (shared: read only)
 
     def cached_heads(self, tenant: str) -> TenantHeads | None:
         """The tenant's heads if cached and fresh (no load)."""
         heads, fresh = self.heads_cache.peek(tenant)
         return heads if fresh else None
 
-    async def tenant_heads(self, tenant: str) -> TenantHeads:
+    async def tenant_heads(self, tenant: str, deadline: float | None = None) -> TenantHeads:
         """``heads`` with the kill switches and recorded slots."""
         heads, fresh = self.heads_cache.lookup(tenant)
         if heads is not None:
@@ -95,7 +98,32 @@ class FlowLookup:
                 self._load_heads(tenant)
             return heads
         loading = self._loading.get(tenant) or self._load_heads(tenant)
-        return await asyncio.shield(loading)
+        last = self.heads_cache.last(tenant) if deadline is not None else None
+        if last is None or deadline is None:
+            return await asyncio.shield(loading)
+        # A change was broadcast, and MongoDB holds the new heads. If it does not answer in
+        # time (down, hung, failing over) the request runs on the last ones, as a worker the
+        # broadcast has not reached yet would: a change never fails a tenant's sign-ins.
+        try:
+            async with asyncio.timeout(self._wait(deadline)):
+                return await asyncio.shield(loading)
+        except (StorageUnavailable, TimeoutError):
+            self.last_heads_served += 1
+            now = time.monotonic()
+            if now - self._said >= 60:  # at most once a minute, however often it happens
+                self._said = now
+                log.warning(
+                    "MongoDB did not answer a reload of a tenant's flows after a change:"
+                    " %d requests decided on the last loaded flows so far",
+                    self.last_heads_served,
+                )
+            return last
+
+    def _wait(self, deadline: float) -> float:
+        """How long a request waits for MongoDB before it runs on what is cached: the
+        sign-in pin's wait, at most half the time left."""
+        remaining = max(deadline - time.monotonic(), 0.0)
+        return min(self._settings.pin_wait_ms / 1000, remaining / 2)
 
     def _load_heads(self, tenant: str) -> asyncio.Future[TenantHeads]:
         """Start the one load of ``tenant``'s heads (registered before this returns)."""
@@ -163,17 +191,16 @@ class FlowLookup:
         self, tenant: str, ft: FlowType, signin_id: str | None, deadline: float
     ) -> tuple[int | None, bool]:
         if signin_id is None:
-            return (await self.heads(tenant)).get(ft), False
+            return (await self.heads(tenant, deadline)).get(ft), False
         now = datetime.now(UTC)
         cached = self._pins.get((tenant, signin_id))
         if cached is not None and cached[1] > now:
             return cached[0][_FT_INDEX[ft]], False
-        heads = await self.heads(tenant)
+        heads = await self.heads(tenant, deadline)
         ttl = timedelta(seconds=self._settings.pin_ttl_s)
         deferred = False
         try:
-            remaining = max(deadline - time.monotonic(), 0.0)
-            wait = min(self._settings.pin_wait_ms / 1000, remaining / 2)
+            wait = self._wait(deadline)
             pin_write = self._flows.pin_signin(tenant, signin_id, heads, ttl)  # grouped
             if self.deferred is None:
                 pin, expires = await pin_write

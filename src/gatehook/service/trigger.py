@@ -406,7 +406,7 @@ class TriggerService:
         """Rollouts running in the tenant's current flow: a sign-in pinned to an older
         revision stops running a canary as soon as it has been rolled back."""
         if call.live_rollouts is None:
-            head = (await self.lookup.heads(call.tenant)).get(call.flow_type)
+            head = (await self.lookup.heads(call.tenant, call.deadline)).get(call.flow_type)
             flow = await self.lookup.flow(call.tenant, call.flow_type, head) if head else None
             call.live_rollouts = {
                 a.rollout.id
