@@ -8,11 +8,29 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 
-__all__ = ["JsonFormatter", "configure"]
+__all__ = ["JsonFormatter", "Sparse", "configure"]
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class Sparse:
+    """A condition that may recur on every request is logged at most once per ``every_s``,
+    however often it happens (its count goes in the line)."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self._every = every_s
+        self._said = float("-inf")  # when it was last logged (monotonic)
+
+    def due(self) -> bool:
+        """Whether to log it now (and, if so, not again for ``every_s``)."""
+        now = time.monotonic()
+        if now - self._said < self._every:
+            return False
+        self._said = now
+        return True
 
 
 class JsonFormatter(logging.Formatter):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import nats
@@ -351,57 +352,70 @@ async def _events(nc: NATS, tenant: str) -> AsyncIterator[dict[str, Any]]:
         yield e.model_dump(mode="json")
 
 
-async def test_cached_flows_keep_serving_while_mongodb_is_down(
-    settings: Settings, pool: SandboxPool, nc: NATS, tenant: str
-) -> None:
+def _admin(
+    runtime: Runtime,
+    pool: SandboxPool,
+    nc: NATS,
+    settings: Settings,
+    notify: Callable[[str], Awaitable[None]] | None = None,
+) -> AdminService:
+    """The management use cases on ``runtime``'s own store (a MongoDB of the test's own),
+    broadcasting changes as the worker does unless told otherwise."""
+    return AdminService(
+        store=runtime.store,
+        compiler=pool,
+        templates=default_registry(),
+        audit=AuditPublisher(nc.jetstream(), settings.audit),
+        notify=notify or runtime.notify_change,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _own_mongodb(
+    settings: Settings, pool: SandboxPool, nc: NATS, **update: Any
+) -> AsyncIterator[tuple[Server, Runtime, AdminService]]:
+    """A MongoDB of the test's own (to stop, kill and restart), a worker on it with
+    ``update`` to its settings, and the management use cases on it."""
     mongo = start_mongo()
     try:
-        local = settings.model_copy(
-            update={"mongodb_url": mongo.url, "mongodb_timeout_ms": 500, "flow_cache_ttl_s": 60.0}
-        )
+        local = settings.model_copy(update={"mongodb_url": mongo.url, **update})
         runtime, broker = await start_worker(local, pool)
         try:
-            admin = _admin(runtime, pool, nc, local)
-            v = await custom(
-                admin,
-                tenant,
-                "c",
-                "export function execute() { return {kind: 'continue', claims: {c: 1}}; }",
-            )
-            await attach(admin, tenant, [("c", v)])
-            deadline = time.monotonic() + 10
-            while (
-                runtime.triggers.lookup.heads_cache.generation(tenant) == 0
-            ):  # the change broadcast is in
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.01)
-            assert (await trigger(nc, tenant, request()))["claims"] == {"c": 1}  # warms the caches
-            mongo.kill()
-            cached = await trigger(nc, tenant, request())
-            assert cached["claims"] == {"c": 1}, cached["error"]  # no MongoDB for a cached flow
-            # a new sign-in is decided on the cached revisions; its pin waits for MongoDB
-            pinned = await trigger(nc, tenant, request(signin_id="new-signin"))
-            assert pinned["claims"] == {"c": 1}, pinned
-            assert pinned["pin_deferred"] is True
-            again = await trigger(nc, tenant, request(signin_id="new-signin"))
-            assert again["pin_deferred"] is False  # its next trigger finds the pin here
-            mongo.restart()
-            await _pinned_in_mongodb(runtime, tenant, "new-signin", 20)
+            yield mongo, runtime, _admin(runtime, pool, nc, local)
         finally:
             await stop_worker(runtime, broker)
     finally:
         mongo.stop()
 
 
-def _admin(runtime: Runtime, pool: SandboxPool, nc: NATS, settings: Settings) -> AdminService:
-    """The management use cases on ``runtime``'s own store (a MongoDB of the test's own)."""
-    return AdminService(
-        store=runtime.store,
-        compiler=pool,
-        templates=default_registry(),
-        audit=AuditPublisher(nc.jetstream(), settings.audit),
-        notify=runtime.notify_change,
-    )
+async def test_cached_flows_keep_serving_while_mongodb_is_down(
+    settings: Settings, pool: SandboxPool, nc: NATS, tenant: str
+) -> None:
+    own = _own_mongodb(settings, pool, nc, mongodb_timeout_ms=500, flow_cache_ttl_s=60.0)
+    async with own as (mongo, runtime, admin):
+        v = await custom(
+            admin,
+            tenant,
+            "c",
+            "export function execute() { return {kind: 'continue', claims: {c: 1}}; }",
+        )
+        await attach(admin, tenant, [("c", v)])
+        deadline = time.monotonic() + 10
+        while runtime.triggers.lookup.heads_cache.generation(tenant) == 0:  # the broadcast is in
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        assert (await trigger(nc, tenant, request()))["claims"] == {"c": 1}  # warms the caches
+        mongo.kill()
+        cached = await trigger(nc, tenant, request())
+        assert cached["claims"] == {"c": 1}, cached["error"]  # no MongoDB for a cached flow
+        # a new sign-in is decided on the cached revisions; its pin waits for MongoDB
+        pinned = await trigger(nc, tenant, request(signin_id="new-signin"))
+        assert pinned["claims"] == {"c": 1}, pinned
+        assert pinned["pin_deferred"] is True
+        again = await trigger(nc, tenant, request(signin_id="new-signin"))
+        assert again["pin_deferred"] is False  # its next trigger finds the pin here
+        mongo.restart()
+        await _pinned_in_mongodb(runtime, tenant, "new-signin", 20)
 
 
 async def _pinned_in_mongodb(runtime: Runtime, tenant: str, signin: str, within: float) -> None:
@@ -429,48 +443,39 @@ async def test_a_hung_mongodb_never_holds_a_reply_past_its_deadline(
     tenant not cached gets ``unavailable``, retryable, by its deadline, never silence; after
     SIGCONT the deferred pin is in MongoDB. The client waits the deadline plus a second, as
     a login page would."""
-    mongo = start_mongo()
-    try:
-        local = settings.model_copy(update={"mongodb_url": mongo.url})
-        runtime, broker = await start_worker(local, pool)
+    async with _own_mongodb(settings, pool, nc) as (mongo, runtime, admin):
+        for t in (tenant, tenant + "-cold"):
+            v = await custom(
+                admin, t, "c", "export function execute() { return {claims: {c: 1}}; }"
+            )
+            await attach(admin, t, [("c", v)])
+        warm = await trigger(nc, tenant, request(signin_id="pinned"))
+        assert warm["claims"] == {"c": 1}, warm
+        assert mongo.proc is not None
+        mongo.proc.send_signal(signal.SIGSTOP)
         try:
-            admin = _admin(runtime, pool, nc, local)
-            for t in (tenant, tenant + "-cold"):
-                v = await custom(
-                    admin, t, "c", "export function execute() { return {claims: {c: 1}}; }"
-                )
-                await attach(admin, t, [("c", v)])
-            warm = await trigger(nc, tenant, request(signin_id="pinned"))
-            assert warm["claims"] == {"c": 1}, warm
-            assert mongo.proc is not None
-            mongo.proc.send_signal(signal.SIGSTOP)
-            try:
-                deadline_ms = 600
-                wait = deadline_ms / 1000 + 1.0
-                pinned = await trigger(
-                    nc, tenant, request(signin_id="pinned", deadline_ms=deadline_ms), timeout=wait
-                )
-                assert pinned["claims"] == {"c": 1}, pinned  # cached pin and flow: decided
-                assert pinned["pin_deferred"] is False
-                new = request(signin_id="new-signin", deadline_ms=deadline_ms)
-                fresh = await trigger(nc, tenant, new, timeout=wait)  # answered, in time
-                assert fresh["claims"] == {"c": 1}, fresh
-                assert fresh["pin_deferred"] is True
-                cold = await trigger(
-                    nc, tenant + "-cold", request(deadline_ms=deadline_ms), timeout=wait
-                )
-                assert cold["error"]["code"] == "unavailable", cold
-                assert cold["error"]["retryable"] is True
-            finally:
-                mongo.proc.send_signal(signal.SIGCONT)
-            await _pinned_in_mongodb(runtime, tenant, "new-signin", 20)
-            executed = await audit_events(nc, tenant, "flow.action_executed")
-            deferred = [e for e in executed if e["request_id"] == new["request_id"]]
-            assert [e["details"] for e in deferred] == [{"pin_deferred": True}]
+            deadline_ms = 600
+            wait = deadline_ms / 1000 + 1.0
+            pinned = await trigger(
+                nc, tenant, request(signin_id="pinned", deadline_ms=deadline_ms), timeout=wait
+            )
+            assert pinned["claims"] == {"c": 1}, pinned  # cached pin and flow: decided
+            assert pinned["pin_deferred"] is False
+            new = request(signin_id="new-signin", deadline_ms=deadline_ms)
+            fresh = await trigger(nc, tenant, new, timeout=wait)  # answered, in time
+            assert fresh["claims"] == {"c": 1}, fresh
+            assert fresh["pin_deferred"] is True
+            cold = await trigger(
+                nc, tenant + "-cold", request(deadline_ms=deadline_ms), timeout=wait
+            )
+            assert cold["error"]["code"] == "unavailable", cold
+            assert cold["error"]["retryable"] is True
         finally:
-            await stop_worker(runtime, broker)
-    finally:
-        mongo.stop()
+            mongo.proc.send_signal(signal.SIGCONT)
+        await _pinned_in_mongodb(runtime, tenant, "new-signin", 20)
+        executed = await audit_events(nc, tenant, "flow.action_executed")
+        deferred = [e for e in executed if e["request_id"] == new["request_id"]]
+        assert [e["details"] for e in deferred] == [{"pin_deferred": True}]
 
 
 async def test_a_change_that_reaches_a_worker_while_mongodb_hangs_keeps_its_sign_ins_decided(
@@ -480,59 +485,49 @@ async def test_a_change_that_reaches_a_worker_while_mongodb_hangs_keeps_its_sign
     after (as a broadcast may overtake nothing and arrive late): the tenant's requests, a new
     sign-in and one without a sign-in, are decided by their deadline on the flows the worker
     last loaded, and counted; once MongoDB is back the next request runs on the change."""
-    mongo = start_mongo()
-    try:
-        local = settings.model_copy(update={"mongodb_url": mongo.url})
-        runtime, broker = await start_worker(local, pool)
+    async with _own_mongodb(settings, pool, nc) as (mongo, runtime, admin):
+        v1 = await custom(
+            admin, tenant, "c", "export function execute() { return {claims: {c: 1}}; }"
+        )
+        await attach(admin, tenant, [("c", v1)])
+        warm = await trigger(nc, tenant, request(signin_id="pinned"))
+        assert warm["claims"] == {"c": 1}, warm
+
+        held: list[str] = []
+
+        async def hold(t: str) -> None:
+            held.append(t)
+
+        late = _admin(runtime, pool, nc, settings, notify=hold)  # broadcast below
+        v2 = await custom(
+            late, tenant, "c", "export function execute() { return {claims: {c: 2}}; }"
+        )
+        await attach(late, tenant, [("c", v2)])
+        assert held == [tenant]
+        lookup = runtime.triggers.lookup
+        assert lookup.cached_heads(tenant) is not None
+        assert mongo.proc is not None
+        mongo.proc.send_signal(signal.SIGSTOP)
         try:
-            admin = _admin(runtime, pool, nc, local)
-            v1 = await custom(
-                admin, tenant, "c", "export function execute() { return {claims: {c: 1}}; }"
+            await nc.publish(changes_subject(tenant), b"")
+            deadline = time.monotonic() + 10
+            while lookup.cached_heads(tenant) is not None:  # the broadcast is handled
+                assert time.monotonic() < deadline, "the change broadcast never arrived"
+                await asyncio.sleep(0.01)
+            wait = 0.6 + 1.0  # the deadline, and a second, as a login page would wait
+            fresh = await trigger(
+                nc, tenant, request(signin_id="new-signin", deadline_ms=600), timeout=wait
             )
-            await attach(admin, tenant, [("c", v1)])
-            warm = await trigger(nc, tenant, request(signin_id="pinned"))
-            assert warm["claims"] == {"c": 1}, warm
-
-            held: list[str] = []
-
-            async def hold(t: str) -> None:
-                held.append(t)
-
-            late = _admin(runtime, pool, nc, local)
-            late._notify = hold  # the broadcast goes out below, once MongoDB hangs
-            v2 = await custom(
-                late, tenant, "c", "export function execute() { return {claims: {c: 2}}; }"
-            )
-            await attach(late, tenant, [("c", v2)])
-            assert held == [tenant]
-            lookup = runtime.triggers.lookup
-            assert lookup.cached_heads(tenant) is not None
-            assert mongo.proc is not None
-            mongo.proc.send_signal(signal.SIGSTOP)
-            try:
-                await nc.publish(changes_subject(tenant), b"")
-                deadline = time.monotonic() + 10
-                while lookup.cached_heads(tenant) is not None:  # the broadcast is handled
-                    assert time.monotonic() < deadline, "the change broadcast never arrived"
-                    await asyncio.sleep(0.01)
-                wait = 0.6 + 1.0  # the deadline, and a second, as a login page would wait
-                fresh = await trigger(
-                    nc, tenant, request(signin_id="new-signin", deadline_ms=600), timeout=wait
-                )
-                assert fresh["claims"] == {"c": 1}, fresh  # the last loaded flows
-                assert fresh["pin_deferred"] is True
-                bare = await trigger(nc, tenant, request(deadline_ms=600), timeout=wait)
-                assert bare["claims"] == {"c": 1}, bare
-                assert lookup.last_heads_served == 2
-            finally:
-                mongo.proc.send_signal(signal.SIGCONT)
-            after = await trigger(nc, tenant, request())
-            assert after["claims"] == {"c": 2}, after
+            assert fresh["claims"] == {"c": 1}, fresh  # the last loaded flows
+            assert fresh["pin_deferred"] is True
+            bare = await trigger(nc, tenant, request(deadline_ms=600), timeout=wait)
+            assert bare["claims"] == {"c": 1}, bare
             assert lookup.last_heads_served == 2
         finally:
-            await stop_worker(runtime, broker)
-    finally:
-        mongo.stop()
+            mongo.proc.send_signal(signal.SIGCONT)
+        after = await trigger(nc, tenant, request())
+        assert after["claims"] == {"c": 2}, after
+        assert lookup.last_heads_served == 2
 
 
 async def test_noisy_tenant_cannot_take_the_whole_sandbox(
@@ -571,77 +566,68 @@ async def test_a_mongodb_outage_under_load_leaves_no_request_unanswered(
     for the network): MongoDB hung (SIGSTOP) for 6 s, then dead (SIGKILL) for 4 s, then
     started again on its files. Every request is answered by its deadline and decided; the
     new sign-ins decided meanwhile are pinned in MongoDB once it is back."""
-    mongo = start_mongo()
-    try:
-        local = settings.model_copy(update={"mongodb_url": mongo.url, "mongodb_timeout_ms": 500})
-        runtime, broker = await start_worker(local, pool)
-        try:
-            admin = _admin(runtime, pool, nc, local)
-            v = await custom(
-                admin, tenant, "c", "export function execute() { return {claims: {c: 1}}; }"
+    async with _own_mongodb(settings, pool, nc, mongodb_timeout_ms=500) as (mongo, runtime, admin):
+        v = await custom(
+            admin, tenant, "c", "export function execute() { return {claims: {c: 1}}; }"
+        )
+        await attach(admin, tenant, [("c", v)])
+        pinned = [f"pinned-{i}" for i in range(20)]
+        for s in pinned:  # pinned in MongoDB and cached, before the outage
+            assert (await trigger(nc, tenant, request(signin_id=s)))["claims"] == {"c": 1}
+        replies: list[tuple[str, dict[str, Any] | None]] = []
+        new_signins: list[str] = []
+
+        async def one(kind: str, i: int) -> None:
+            fields: dict[str, Any] = {"deadline_ms": 2000}
+            if kind == "pinned":
+                fields["signin_id"] = pinned[i % len(pinned)]
+            elif kind == "new":
+                fields["signin_id"] = f"new-{i}"
+            try:
+                reply = await trigger(nc, tenant, request(**fields), timeout=2.25)
+            except nats.errors.TimeoutError:
+                reply = None
+            replies.append((kind, reply))
+            if kind == "new" and reply is not None and reply.get("pin_deferred"):
+                new_signins.append(fields["signin_id"])
+
+        async def load(seconds: float) -> None:
+            tasks, start = [], time.monotonic()
+            for i in range(int(seconds * 100)):
+                await asyncio.sleep(max(0.0, start + i / 100 - time.monotonic()))
+                kind = ("pinned", "unpinned", "new")[i % 3]
+                tasks.append(asyncio.create_task(one(kind, i)))
+            await asyncio.gather(*tasks)
+
+        assert mongo.proc is not None
+        running = asyncio.create_task(load(12.0))
+        await asyncio.sleep(1.0)
+        mongo.proc.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(6.0)
+        await asyncio.to_thread(mongo.kill)  # (a stopped process dies of SIGKILL too)
+        await asyncio.sleep(4.0)
+        await asyncio.to_thread(mongo.restart)
+        back = time.monotonic()
+        await running
+        unanswered = [k for k, r in replies if r is None]
+        undecided = [(k, r) for k, r in replies if r is not None and r["claims"] != {"c": 1}]
+        assert len(replies) == 1200
+        assert not unanswered, f"{len(unanswered)} unanswered: {unanswered[:5]}"
+        assert not undecided, undecided[:3]
+        assert new_signins, "no new sign-in was decided while MongoDB was away"
+        pins = runtime.store.bucket("pins", tenant)
+        while True:
+            stored = await pins.count_documents(
+                {"_id": {"$in": [f"{tenant}/{s}" for s in new_signins]}}
             )
-            await attach(admin, tenant, [("c", v)])
-            pinned = [f"pinned-{i}" for i in range(20)]
-            for s in pinned:  # pinned in MongoDB and cached, before the outage
-                assert (await trigger(nc, tenant, request(signin_id=s)))["claims"] == {"c": 1}
-            replies: list[tuple[str, dict[str, Any] | None]] = []
-            new_signins: list[str] = []
-
-            async def one(kind: str, i: int) -> None:
-                fields: dict[str, Any] = {"deadline_ms": 2000}
-                if kind == "pinned":
-                    fields["signin_id"] = pinned[i % len(pinned)]
-                elif kind == "new":
-                    fields["signin_id"] = f"new-{i}"
-                try:
-                    reply = await trigger(nc, tenant, request(**fields), timeout=2.25)
-                except nats.errors.TimeoutError:
-                    reply = None
-                replies.append((kind, reply))
-                if kind == "new" and reply is not None and reply.get("pin_deferred"):
-                    new_signins.append(fields["signin_id"])
-
-            async def load(seconds: float) -> None:
-                tasks, start = [], time.monotonic()
-                for i in range(int(seconds * 100)):
-                    await asyncio.sleep(max(0.0, start + i / 100 - time.monotonic()))
-                    kind = ("pinned", "unpinned", "new")[i % 3]
-                    tasks.append(asyncio.create_task(one(kind, i)))
-                await asyncio.gather(*tasks)
-
-            assert mongo.proc is not None
-            running = asyncio.create_task(load(12.0))
-            await asyncio.sleep(1.0)
-            mongo.proc.send_signal(signal.SIGSTOP)
-            await asyncio.sleep(6.0)
-            await asyncio.to_thread(mongo.kill)  # (a stopped process dies of SIGKILL too)
-            await asyncio.sleep(4.0)
-            await asyncio.to_thread(mongo.restart)
-            back = time.monotonic()
-            await running
-            unanswered = [k for k, r in replies if r is None]
-            undecided = [(k, r) for k, r in replies if r is not None and r["claims"] != {"c": 1}]
-            assert len(replies) == 1200
-            assert not unanswered, f"{len(unanswered)} unanswered: {unanswered[:5]}"
-            assert not undecided, undecided[:3]
-            assert new_signins, "no new sign-in was decided while MongoDB was away"
-            pins = runtime.store.bucket("pins", tenant)
-            while True:
-                stored = await pins.count_documents(
-                    {"_id": {"$in": [f"{tenant}/{s}" for s in new_signins]}}
-                )
-                if stored == len(new_signins):
-                    break
-                assert time.monotonic() - back < 30, f"{stored} of {len(new_signins)} pinned"
-                await asyncio.sleep(0.1)
-            print(
-                f"\n{len(replies)} requests, {len(new_signins)} new sign-ins decided on deferred"
-                f" pins, all pinned in MongoDB {time.monotonic() - back:.2f} s after its return"
-            )
-        finally:
-            await stop_worker(runtime, broker)
-    finally:
-        mongo.stop()
+            if stored == len(new_signins):
+                break
+            assert time.monotonic() - back < 30, f"{stored} of {len(new_signins)} pinned"
+            await asyncio.sleep(0.1)
+        print(
+            f"\n{len(replies)} requests, {len(new_signins)} new sign-ins decided on deferred"
+            f" pins, all pinned in MongoDB {time.monotonic() - back:.2f} s after its return"
+        )
 
 
 async def test_nats_restart_under_load_answers_or_refuses_and_loses_no_audit(

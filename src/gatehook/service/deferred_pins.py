@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from datetime import datetime
 from typing import Protocol
 
 from gatehook.domain.catalogue import FlowType
 from gatehook.errors import GatehookError
+from gatehook.logs import Sparse
 
 __all__ = ["DeferredPins", "PinWriter"]
 
@@ -48,7 +48,7 @@ class DeferredPins:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._warned = False
-        self._said = float("-inf")  # when a deferral was last logged (monotonic)
+        self._say_deferred = Sparse()
         self.deferred = 0  # pins decided without MongoDB
         self.written = 0  # of those, written later
         self.dropped = 0  # not kept: the queue was full
@@ -72,9 +72,7 @@ class DeferredPins:
                     self._capacity,
                 )
             return
-        now = time.monotonic()
-        if now - self._said >= 60:  # at most once a minute, however often it happens
-            self._said = now
+        if self._say_deferred.due():
             log.warning(
                 "MongoDB did not store sign-in pins in time: %d new sign-ins decided on cached"
                 " revisions so far, their pins written when it is back",

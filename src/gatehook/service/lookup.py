@@ -13,6 +13,7 @@ from typing import Any
 from gatehook.domain.catalogue import FlowType
 from gatehook.domain.model import ActionKind, ActionVersion, Disabled, FlowRevision, TenantHeads
 from gatehook.errors import StorageUnavailable
+from gatehook.logs import Sparse
 from gatehook.service.cache import Heads, Lru
 from gatehook.service.deferred_pins import DeferredPins
 from gatehook.service.encoding import dumps
@@ -46,7 +47,7 @@ class FlowLookup:
         self._cold = asyncio.Semaphore(settings.cold_reads)  # storage reads at once
         self.deferred: DeferredPins | None = None  # set by the composition root
         self.last_heads_served = 0  # requests run on a tenant's heads a change invalidated
-        self._said = float("-inf")  # when that was last logged (monotonic)
+        self._say_last = Sparse()
 
     def invalidate(self, tenant: str) -> None:
         """A change was broadcast for ``tenant``: reload its current revisions on next use."""
@@ -109,9 +110,7 @@ class FlowLookup:
                 return await asyncio.shield(loading)
         except (StorageUnavailable, TimeoutError):
             self.last_heads_served += 1
-            now = time.monotonic()
-            if now - self._said >= 60:  # at most once a minute, however often it happens
-                self._said = now
+            if self._say_last.due():
                 log.warning(
                     "MongoDB did not answer a reload of a tenant's flows after a change:"
                     " %d requests decided on the last loaded flows so far",
