@@ -9,6 +9,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from gatehook.admin.client import AdminClient
+from gatehook.domain.catalogue import all_slots
 from gatehook.errors import GatehookError, NotFound, ValidationFailed
 from gatehook.storage import MongoStore
 from tests.conftest import Worker
@@ -114,6 +115,8 @@ async def test_actions_list_and_show(worker: Worker, api: AdminClient, tenant: s
     assert rows["staff"]["attached"] == 2
     assert rows["custom"]["attached"] == 0
     assert "pre_access_token_creation" in rows["custom"]["triggers"]
+    every_slot = [f"{ft}.{tr}" for ft, tr in all_slots()]
+    assert rows["custom"]["slots"] == every_slot  # a script naming no trigger fits them all
     shown = await api.call(tenant, "actions.show", name="custom")
     assert shown["versions"][0]["style"] == "module"
     assert "compiled" not in shown["versions"][0]

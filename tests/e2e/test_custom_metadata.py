@@ -141,6 +141,7 @@ async def test_metadata_config_schema_and_compatible_slots(
 
     listed = {r["name"]: r for r in await api.call(tenant, "actions.list")}
     assert listed["domains"]["triggers"] == made["slots"]
+    assert listed["domains"]["slots"] == made["slots"]  # the slots it fits, named in full
     assert listed["domains"]["display_name"] == "Company domains only"
 
 

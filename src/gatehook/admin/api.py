@@ -277,6 +277,7 @@ class AdminApi:
                 "kind": r.action.kind.value,
                 "template": r.action.template,
                 "triggers": r.action.compatible(),
+                "slots": r.action.fitting_slots(),
                 "display_name": r.action.display_name,
                 "latest_version": r.action.latest_version,
                 "attached": r.attached,

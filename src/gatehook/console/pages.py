@@ -251,12 +251,6 @@ async def action_page(
     return response
 
 
-def _offered(compatible: list[str], flow_type: str, trigger: str) -> bool:
-    """Whether an action whose compatible slots or triggers (``actions.list``'s
-    ``triggers``) are ``compatible`` is offered at ``flow_type.trigger``."""
-    return not compatible or trigger in compatible or f"{flow_type}.{trigger}" in compatible
-
-
 def _refill(fields: list[forms.Field], submitted: dict[str, str]) -> list[forms.Field]:
     """The fields showing what was submitted (after an error), not what is stored."""
     out = []
@@ -312,7 +306,7 @@ async def flows_page(
                     for r in rows
                     if r["name"] not in names
                     and r["latest_version"]
-                    and _offered(r["triggers"], flow_type, tr.value)
+                    and f"{flow_type}.{tr.value}" in r["slots"]
                 ],
             }
         )

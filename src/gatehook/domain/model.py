@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gatehook.domain.catalogue import FlowType, Trigger
+from gatehook.domain.catalogue import FlowType, Trigger, all_slots
 from gatehook.domain.targets import TargetSpec
 
 __all__ = [
@@ -86,6 +86,10 @@ class ActionDef(BaseModel):
     def compatible(self) -> list[str]:
         """Its compatible slots, or triggers when it names no slot (for messages)."""
         return self.slots or [t.value for t in self.triggers]
+
+    def fitting_slots(self) -> list[str]:
+        """Every slot of the catalogue it may be attached at (``fits``), as flow_type.trigger."""
+        return [f"{ft}.{tr}" for ft, tr in all_slots() if self.fits(ft, tr)]
 
 
 class ActionVersion(BaseModel):
