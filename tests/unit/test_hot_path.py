@@ -17,6 +17,7 @@ from gatehook.domain.catalogue import FlowType, Trigger
 from gatehook.domain.contract import ActionOutput, AuditEvent, TriggerReply, TriggerRequest
 from gatehook.domain.decide import Step, decide, reply_fields
 from gatehook.domain.model import ActionKind, ActionVersion, ScriptStyle, TenantHeads
+from gatehook.errors import StorageUnavailable
 from gatehook.process.deadlines import Deadlines
 from gatehook.sandbox.pool import ScriptJob, ScriptRun
 from gatehook.service.encoding import encode_reply
@@ -81,7 +82,9 @@ class _Flows:
         return TenantHeads(revisions=dict.fromkeys(FlowType, self.revision))
 
     async def get_flow(self, *args: Any) -> None:
-        return None
+        self.queries += 1
+        await self.gate.wait()
+        return
 
     async def get_version(self, *args: Any) -> None:
         return None
@@ -156,6 +159,18 @@ async def test_a_reload_mongodb_does_not_answer_falls_back_on_the_last_heads() -
     assert (await unbounded)[FlowType.EXTERNAL_AUTHENTICATION] == 2
     assert (await lookup.heads("acme", time.monotonic() + 1))[FlowType.EXTERNAL_AUTHENTICATION] == 2
     assert lookup.last_heads_served == 1
+
+
+async def test_a_flow_or_version_read_gives_up_by_the_deadline() -> None:
+    flows = _Flows()  # MongoDB hangs
+    lookup = _service(flows).lookup
+    ft = FlowType.EXTERNAL_AUTHENTICATION
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable, match="flow revision external_authentication#3"):
+        await lookup.flow("acme", ft, 3, started + 0.05)
+    assert time.monotonic() - started < 1.0
+    flows.gate.set()
+    assert await lookup.flow("acme", ft, 3, time.monotonic() + 1) is None  # answered: no flow
 
 
 def _request(**extra: Any) -> TriggerRequest:

@@ -5,8 +5,10 @@ revisions pinned per sign-in, flow revisions, action versions and their parsed c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -215,11 +217,14 @@ class FlowLookup:
         self._pins.put((tenant, signin_id), (tuple(pin.get(f) for f in FlowType), expires))
         return pin.get(ft), deferred
 
-    async def flow(self, tenant: str, ft: FlowType, revision: int) -> FlowRevision | None:
+    async def flow(
+        self, tenant: str, ft: FlowType, revision: int, deadline: float | None = None
+    ) -> FlowRevision | None:
+        """One flow revision, cached; a load must be done by ``deadline`` (``_read``)."""
         key = (tenant, ft, revision)
         flow = self._revisions.get(key)
         if flow is None:
-            async with self._cold:
+            async with self._read(deadline, f"flow revision {ft}#{revision}"):
                 flow = await self._flows.get_flow(tenant, ft, revision)
             if flow is not None:
                 self._revisions.put(key, flow)
@@ -228,22 +233,29 @@ class FlowLookup:
     async def version(
         self, tenant: str, action: str, wanted: str, deadline: float | None = None
     ) -> ActionVersion | None:
-        """One action version, cached; a load must be done by ``deadline`` (monotonic), else
-        ``StorageUnavailable`` (retryable), as ``resolve``'s reads."""
+        """One action version, cached; a load must be done by ``deadline`` (``_read``)."""
         key = (tenant, action, wanted)
         version = self._versions.get(key)
         if version is None:
-            budget = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            try:
-                async with asyncio.timeout(budget), self._cold:
-                    version = await self._flows.get_version(tenant, action, wanted)
-            except TimeoutError:
-                raise StorageUnavailable(
-                    f"version {action}@{wanted} could not be read within the request's deadline"
-                ) from None
+            async with self._read(deadline, f"version {action}@{wanted}"):
+                version = await self._flows.get_version(tenant, action, wanted)
             if version is not None:
                 self._versions.put(key, version)
         return version
+
+    @contextlib.asynccontextmanager
+    async def _read(self, deadline: float | None, what: str) -> AsyncIterator[None]:
+        """A storage read on the decision path: one of ``GATEHOOK_COLD_READS`` at once, done
+        by ``deadline`` (monotonic), else ``StorageUnavailable`` (retryable), as
+        ``resolve``'s reads."""
+        budget = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        try:
+            async with asyncio.timeout(budget), self._cold:
+                yield
+        except TimeoutError:
+            raise StorageUnavailable(
+                f"{what} could not be read within the request's deadline"
+            ) from None
 
     def cached_version(self, tenant: str, action: str, wanted: str) -> ActionVersion | None:
         """The version if it is cached (no load; not counted as a hit or a miss)."""

@@ -407,7 +407,11 @@ class TriggerService:
         revision stops running a canary as soon as it has been rolled back."""
         if call.live_rollouts is None:
             head = (await self.lookup.heads(call.tenant, call.deadline)).get(call.flow_type)
-            flow = await self.lookup.flow(call.tenant, call.flow_type, head) if head else None
+            flow = (
+                await self.lookup.flow(call.tenant, call.flow_type, head, call.deadline)
+                if head
+                else None
+            )
             call.live_rollouts = {
                 a.rollout.id
                 for a in (flow.slot(call.trigger) if flow else [])
