@@ -506,7 +506,7 @@ async def test_a_change_that_reaches_a_worker_while_mongodb_hangs_keeps_its_sign
             late, tenant, "c", "export function execute() { return {claims: {c: 2}}; }"
         )
         await attach(late, tenant, [("c", v2)])
-        assert held and set(held) == {tenant}
+        assert held == [tenant]  # the attach broadcasts once
         lookup = runtime.triggers.lookup
         assert lookup.cached_heads(tenant) is not None
         assert mongo.proc is not None
