@@ -9,10 +9,10 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     GATEHOOK_CONSOLE__EDITOR_ASSETS=/app/editor/vs
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY src ./src
 COPY --from=editor /editor/node_modules/monaco-editor/min/vs ./editor/vs
-RUN pip install . && useradd --system --uid 10001 gatehook
+RUN pip install -c constraints.txt . && useradd --system --uid 10001 gatehook
 USER gatehook
 # Liveness: the process answers; readiness is a NATS request (docs/operations.md).
 CMD ["gatehook", "worker"]
