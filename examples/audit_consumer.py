@@ -1,6 +1,10 @@
 """An external audit consumer: a durable pull consumer with explicit acks, at least once.
 
-    python examples/audit_consumer.py nats://127.0.0.1:4222 acme [--durable siem-export]
+    python examples/audit_consumer.py nats://acme-audit:audit-secret@127.0.0.1:4222 acme
+
+Run as the tenant's audit role of deploy/nats-roles.conf (acme-audit), it may use one
+durable consumer, ``<tenant>-audit-export``, filtered on its own tenant's events; its replies
+come to the role's own inbox prefix, ``_INBOX.<user>``.
 
 It reads a tenant's audit events, hands each to ``deliver`` (write to your SIEM, a database,
 ...) and acks it only afterwards, so a crash re-delivers what was not acked. Redelivery means
@@ -15,6 +19,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -27,20 +32,27 @@ async def consume(
     tenant: str,
     deliver: Deliver,
     *,
-    durable: str = "audit-export",
+    durable: str | None = None,
     batch: int = 100,
     idle_rounds: int | None = None,
     ack_wait_s: float = 30,
 ) -> int:
     """Pull and deliver events until ``idle_rounds`` empty fetches (None: forever)."""
-    nc = await nats.connect(url)
+    user = urlsplit(url).username
+    nc = await nats.connect(url, inbox_prefix=f"_INBOX.{user}" if user else "_INBOX")
     js = nc.jetstream()
+    durable = durable or f"{tenant}-audit-export"
     sub = await js.pull_subscribe(
         f"gatehook.v1.audit.{tenant}.>",
         durable=durable,
         stream="GATEHOOK_AUDIT",
         config=ConsumerConfig(
-            ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1000, ack_wait=ack_wait_s
+            # named: created on the subject that carries its filter, the one a tenant's
+            # audit role may use
+            name=durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            max_ack_pending=1000,
+            ack_wait=ack_wait_s,
         ),
     )
     delivered, idle = 0, 0
@@ -65,7 +77,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("url")
     parser.add_argument("tenant")
-    parser.add_argument("--durable", default="audit-export")
+    parser.add_argument("--durable", help="the consumer's name (default: <tenant>-audit-export)")
     args = parser.parse_args()
     seen: set[str] = set()
 

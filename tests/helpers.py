@@ -11,8 +11,17 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from gatehook.admin.service import AdminService, Draft
 from gatehook.domain.model import Attachment
+from gatehook.storage import MongoStore
 
-__all__ = ["attach", "audit_events", "custom", "request", "template", "trigger"]
+__all__ = [
+    "attach",
+    "audit_events",
+    "custom",
+    "request",
+    "template",
+    "tenant_state",
+    "trigger",
+]
 
 
 def request(**fields: Any) -> dict[str, Any]:
@@ -115,3 +124,30 @@ async def audit_events(nc: NATS, tenant: str, type_: str = "*") -> list[dict[str
     finally:
         await sub.unsubscribe()
     return events
+
+
+def _pruned(value: Any) -> Any:
+    """``value`` without empty lists, objects and None (an upserted tenant document that
+    holds nothing, or a list emptied again, is no change of state)."""
+    if isinstance(value, dict):
+        kept = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (None, [], {})}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
+
+
+async def tenant_state(store: MongoStore, tenant: str) -> dict[str, Any]:
+    """Every document the store holds for ``tenant`` (its actions, versions, flows, tenant
+    document and ingress; not its sign-in pins, which serving writes), for comparing the
+    state before and after an operation."""
+    state: dict[str, Any] = {}
+    for kind in ("tenants", "actions", "versions", "flows"):
+        found = (
+            await store.bucket(kind, tenant).find({"_id": {"$regex": f"^{tenant}(/|$)"}}).to_list()
+        )
+        docs = {str(d["_id"]): _pruned(d) for d in found}
+        state[kind] = {k: v for k, v in docs.items() if set(v) != {"_id"}}
+    ingress = await store.ingress.find_one({"_id": tenant})
+    state["ingress"] = _pruned(ingress) if ingress else None
+    return state

@@ -77,12 +77,13 @@ def _show(console: Console, title: str, reply: dict[str, Any]) -> None:
     console.print(f"  flow revision {reply.get('flow_revision')}")
 
 
-ROLES_FILE = Path(__file__).resolve().parents[2] / "deploy" / "nats.conf"
+NATS_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nats.conf"
+ROLES_FILE = NATS_CONF.with_name("nats-roles.conf")
 
 
 def role_passwords(path: Path = ROLES_FILE) -> dict[str, str]:
-    """The users and (example) passwords of a nats.conf (empty when it is not there: an
-    installed package without the repository's deploy/)."""
+    """The users and (example) passwords of deploy/nats-roles.conf (empty when it is not
+    there: an installed package without the repository's deploy/)."""
     try:
         text = path.read_text()
     except OSError:
@@ -124,7 +125,7 @@ async def run_dev(settings: Settings, file: Path, *, once: bool, console: Consol
     try:
         if "nats_url" not in settings.model_fields_set:
             roles = role_passwords()
-            server = start_nats(config=str(ROLES_FILE) if roles else None)
+            server = start_nats(config=str(NATS_CONF) if roles else None)
             started.append(server)
             nats_url = server.url
             said = f" with the roles of {ROLES_FILE.name}" if roles else ""

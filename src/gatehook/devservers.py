@@ -178,9 +178,10 @@ def start_nats(
     log_path = os.path.join(workdir, "nats.log")
     args = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", os.path.join(workdir, "js")]
     if config is not None:
-        # The file's own store_dir and ports are replaced by this run's.
+        # The file's own store_dir and ports are replaced by this run's; the files it
+        # includes (named relative to it) are put in its place.
         store = json.dumps(os.path.join(workdir, "js"))
-        text = re.sub(r"store_dir:\s*\S+", f"store_dir: {store}", Path(config).read_text())
+        text = re.sub(r"store_dir:\s*\S+", f"store_dir: {store}", _with_includes(Path(config)))
         local = os.path.join(workdir, "nats.conf")
         Path(local).write_text(text)
         args = [binary, "-c", local, "-a", "127.0.0.1", "-p", str(port), "-m", str(free_port())]
@@ -192,6 +193,17 @@ def start_nats(
         server.stop()
         raise
     return server
+
+
+def _with_includes(config: Path) -> str:
+    """A nats-server configuration's text with each ``include <file>`` replaced by the
+    file's text."""
+    return re.sub(
+        r"^include\s+(\S+)\s*$",
+        lambda m: _with_includes(config.parent / m[1].strip("'\"")),
+        config.read_text(),
+        flags=re.M,
+    )
 
 
 def start_nats_cluster(size: int = 3, timeout: float = 20.0) -> list[Server]:

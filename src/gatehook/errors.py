@@ -112,11 +112,19 @@ class CompileError(ScriptError):
     kind = "compile"
     code = "invalid"
 
-    def __init__(self, message: str, *, line: int | None = None, column: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        line: int | None = None,
+        column: int | None = None,
+        modules: tuple[tuple[str, int, int], ...] = (),
+    ) -> None:
         where = f" (line {line}, column {column})" if line is not None else ""
         super().__init__(f"{message}{where}")
         self.line = line
         self.column = column
+        self.modules = modules  # what the script names in its syntax: (name, line, column)
 
 
 class ScriptTimeout(ScriptError):

@@ -163,7 +163,7 @@ class Metrics(Telemetry):
 
     def add_gauges(self, read: Callable[[], dict[str, Any]]) -> None:
         """Export values read at scrape time (pool size, restarts, caches, webhooks...)."""
-        self.registry.register(_Snapshot(read))
+        self.registry.register(_Snapshot(read, self._tenant))
 
     def render(self) -> bytes:
         """The exposition text."""
@@ -171,8 +171,9 @@ class Metrics(Telemetry):
 
 
 class _Snapshot(Collector):
-    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, read: Callable[[], dict[str, Any]], tenant_labels: bool = False) -> None:
         self._read = read
+        self._tenant = tenant_labels
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         snap = self._read()
@@ -249,6 +250,31 @@ class _Snapshot(Collector):
         for dependency, up in (snap.get("dependencies") or {}).items():
             deps.add_metric([dependency], 1.0 if up else 0.0)
         yield deps
+        admission = snap.get("admission")
+        if admission is not None:
+            yield from self._admission(admission)
+
+    def _admission(self, admission: dict[str, Any]) -> Iterable[Any]:
+        """Requests refused at admission, and in flight: per tenant with tenant labels."""
+        labels = ["tenant", "reason"] if self._tenant else ["reason"]
+        refused = CounterMetricFamily(
+            "gatehook_admission_refused",
+            "Trigger requests refused at admission: a tenant over its share (tenant_share), or"
+            " every slot taken (worker_full)",
+            labels=labels,
+        )
+        for (tenant, reason), n in admission["refused"].items():
+            refused.add_metric([tenant, reason] if self._tenant else [reason], n)
+        yield refused
+        if self._tenant:
+            flight = GaugeMetricFamily(
+                "gatehook_tenant_in_flight",
+                "Trigger requests in flight, by tenant",
+                labels=["tenant"],
+            )
+            for tenant, n in admission["in_flight"].items():
+                flight.add_metric([tenant], n)
+            yield flight
 
 
 class MetricsServer:

@@ -39,6 +39,7 @@ from gatehook.sandbox.lanes import SLOW_NICE, Lanes
 from gatehook.security.connections import mongo_options
 from gatehook.security.sealing import sealer_from
 from gatehook.service.action_cache import ActionCaches
+from gatehook.service.admission import admission_for
 from gatehook.service.deferred_pins import DeferredPins
 from gatehook.service.rollouts import RolloutCounter, RolloutKey, ShadowGate
 from gatehook.service.trigger import TriggerService
@@ -482,7 +483,7 @@ class Runtime:
             self.triggers.handle,
             subject="gatehook.v1.trigger.*.*.*" if lean else "",
             queue=self.settings.queue_group,
-            concurrency=self.settings.concurrency,
+            admission=admission_for(self.settings.concurrency, self.settings.admission),
             on_change=self.triggers.invalidate,
         )
         await self._server.start()
@@ -555,6 +556,14 @@ class Runtime:
             "sandbox_restarts": self.pool.restarts,
             "in_flight": server.in_flight if server else 0,
             "shed": server.shed if server else 0,
+            "admission": None
+            if server is None
+            else {
+                "refused": server.admission.refused_by(self.settings.metrics.tenant_labels),
+                "in_flight": server.admission.in_flight_by_tenant()
+                if self.settings.metrics.tenant_labels
+                else {},
+            },
             "caches": triggers.cache_stats() if triggers else {},
             "webhooks": dict(self.delivery.outcomes),
             "deferred_pins": None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gatehook.errors import ConfigError
@@ -369,11 +369,55 @@ class GatewaySettings(BaseModel):
     keys_ttl_s: float = Field(
         default=30.0, gt=0, description="how long a tenant's provider secrets are cached"
     )
+    concurrency: int = Field(
+        default=512,
+        ge=1,
+        description="provider calls in flight (admitted per tenant as GATEHOOK_ADMISSION__* says)",
+    )
+    idle_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="a connection without a complete request this long is closed (idle, or"
+        " headers trickled); a body must arrive by the route's deadline",
+    )
     refused_audit_per_s: float = Field(
         default=20.0, gt=0, description="refusals audited per second at most (the rest counted)"
     )
     tls_cert_file: Path | None = Field(default=None, description="PEM certificate: serve HTTPS")
     tls_key_file: Path | None = Field(default=None, description="PEM key of the certificate")
+
+
+class AdmissionSettings(BaseModel):
+    """Admission per tenant, before the shared limit (``service.admission``): of a worker's
+    ``GATEHOOK_CONCURRENCY`` slots, and of the gateway's ``GATEHOOK_GATEWAY__CONCURRENCY``,
+    each tenant with work in flight may hold its fair share (the slots split by weight between
+    the tenants with work in flight), at most ``max_share`` of them when alone; a tenant over
+    its share is refused at once (retryable), the others keep being served."""
+
+    max_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="the part of the slots one tenant may hold when no other has work in flight",
+    )
+    floor: int = Field(
+        default=4,
+        ge=1,
+        description="requests a tenant is always admitted (into a reserve past the shared limit"
+        " when others have filled it)",
+    )
+    weights: dict[str, float] = Field(
+        default_factory=dict,
+        description='tenant -> weight of its share (default 1), e.g. {"acme": 2}',
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [t for t, w in value.items() if not w > 0]
+        if bad:
+            raise ValueError(f"weights must be above 0 (not for {', '.join(bad[:5])})")
+        return value
 
 
 class SecretsSettings(BaseModel):
@@ -444,6 +488,7 @@ class Settings(BaseSettings):
         json_schema_extra={"doc_default": "worker-<pid>"},
     )
     concurrency: int = Field(default=256, ge=1, description="trigger requests in flight per worker")
+    admission: AdmissionSettings = AdmissionSettings()
     trigger_transport: Literal["lean", "faststream"] = Field(
         default="lean", description="raw nats-py subscription (lean) or a FastStream subscriber"
     )

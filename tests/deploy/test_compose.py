@@ -80,7 +80,7 @@ def test_compose_config_can_fail() -> None:
 
 
 def _nats_users() -> dict[str, str]:
-    text = (ROOT / "deploy" / "nats.conf").read_text()
+    text = (ROOT / "deploy" / "nats-roles.conf").read_text()
     return dict(re.findall(r"user:\s*(\S+)\s+password:\s*(\S+)", text))
 
 
@@ -93,6 +93,7 @@ def test_compose_file_is_consistent() -> None:
     assert all("healthcheck" in s for s in services.values())
     assert "alpine" in services["nats"]["image"]  # has wget, which its health check runs
     assert "./deploy/nats.conf:/etc/nats/nats.conf:ro" in services["nats"]["volumes"]
+    assert "./deploy/nats-roles.conf:/etc/nats/nats-roles.conf:ro" in services["nats"]["volumes"]
     users = _nats_users()
     for name in ("worker", "console", "gateway"):
         env = services[name]["environment"]
@@ -151,7 +152,9 @@ def test_cluster_compose_and_config_are_consistent() -> None:
     assert env["GATEHOOK_METRICS__PORT"] in " ".join(services["worker"]["healthcheck"]["test"])
     for name in ("nats-1", "nats-2", "nats-3"):
         assert services[name]["environment"]["NATS_SERVER_NAME"] == name
-        assert "./deploy/nats-cluster.conf:/etc/nats/nats.conf:ro" in services[name]["volumes"]
+        volumes = services[name]["volumes"]
+        assert "./deploy/nats-cluster.conf:/etc/nats/nats.conf:ro" in volumes
+        assert "./deploy/nats-roles.conf:/etc/nats/nats-roles.conf:ro" in volumes
         assert "alpine" in services[name]["image"]  # has wget for the health check
     binary = find_binary("nats-server")
     assert binary is not None

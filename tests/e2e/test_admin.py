@@ -13,7 +13,7 @@ from gatehook.domain.catalogue import all_slots
 from gatehook.errors import GatehookError, NotFound, ValidationFailed
 from gatehook.storage import MongoStore
 from tests.conftest import Worker
-from tests.helpers import audit_events, request, trigger
+from tests.helpers import audit_events, request, tenant_state, trigger
 
 PA = {"flow_type": "external_authentication", "trigger": "post_authentication"}
 
@@ -377,25 +377,57 @@ async def test_oversized_requests_get_clear_errors(
     assert (await api.call(tenant, "actions.show", name="big"))["versions"] == []
 
 
+AUTH0_LOGIN = "exports.onExecutePostLogin = async (event, api) => {};"
+
+
+# Each refusal comes last in its file (the last action, the last slot entry, the ingress), so
+# that everything before it would be written if the checks ran during the writes.
 @pytest.mark.parametrize(
-    ("third", "slot", "fragment"),
+    ("third", "slot", "extra", "fragment"),
     [
         # the third action's template config is invalid
-        ({"name": "c", "template": "domain-allowlist", "config": {"domains": []}}, None, "c:"),
+        ({"name": "c", "template": "domain-allowlist", "config": {"domains": []}}, None, {}, "c:"),
         # the third action's script does not compile
-        ({"name": "c", "source": "export function execute( {", "language": "js"}, None, "c"),
+        ({"name": "c", "source": "export function execute( {", "language": "js"}, None, {}, "c"),
+        # the third action's script requires an npm package
+        (
+            {"name": "c", "source": "const axios = require('axios');\n" + AUTH0_LOGIN},
+            None,
+            {},
+            r"requires 'axios' \(line 1, column 15\)",
+        ),
+        # the third action's secrets are misnamed
+        ({"name": "c", "source": claim_v(4), "secrets": {"9x": "value"}}, None, {}, "secret name"),
         # the third action is a target whose endpoint is no URL
-        ({"name": "c", "target": {"endpoint": "not a url"}}, None, "target"),
+        ({"name": "c", "target": {"endpoint": "not a url"}}, None, {}, "target"),
+        # the third action's own config schema is not one
+        (
+            {"name": "c", "source": claim_v(4), "config_schema": {"type": "array"}},
+            None,
+            {},
+            "config_schema",
+        ),
         # the slot names an action that exists nowhere
-        (None, ["a@latest", "ghost@latest"], "ghost"),
+        (None, ["a@latest", "ghost@latest"], {}, "ghost"),
         # the slot pins a version that does not exist
-        (None, ["a@latest", "b@9.9.9"], "9.9.9"),
+        (None, ["a@latest", "b@9.9.9"], {}, "9.9.9"),
+        # the slot takes the latest version of a stored action that has none
+        (None, ["a@latest", "empty@latest"], {}, "no published version"),
+        # the slot lists an action twice
+        (None, ["a@latest", "b@latest", "a@latest"], {}, "more than once"),
         # a template attached where it cannot run
         (
             {"name": "c", "template": "decorate-token", "config": {"claims": {"a": {"value": 1}}}},
             ["a@latest", "c@latest"],
+            {},
             "not compatible",
         ),
+        # an Auth0 Action attached where none of its handlers runs
+        ({"name": "c", "source": AUTH0_LOGIN}, ["a@latest", "c@latest"], {}, "cannot run at"),
+        # the ingress keeps a secret that was never stored
+        (None, None, {"ingress": {"kratos": {"api_keys": ["********"]}}}, "masked, none"),
+        # the file itself is not one (an unknown key)
+        (None, None, {"bogus": True}, "Extra inputs"),
     ],
 )
 async def test_a_refused_apply_changes_nothing(
@@ -406,11 +438,15 @@ async def test_a_refused_apply_changes_nothing(
     tenant: str,
     third: dict[str, Any] | None,
     slot: list[str] | None,
+    extra: dict[str, Any],
     fragment: str,
 ) -> None:
+    """docs/contract.md: a refused file changes nothing, and --dry-run refuses it the same
+    way; the only trace is the refusal's audit event."""
     await api.call(tenant, "actions.create", name="b")
     await api.call(tenant, "actions.publish", name="b", source=claim_v(1))  # stored: 1.0.0
-    before = await _counts(store, store._db.name)
+    await api.call(tenant, "actions.create", name="empty")  # stored, no version
+    before = await tenant_state(store, tenant)
     events = await audit_events(nc, tenant)
     actions: list[dict[str, Any]] = [
         {"name": "a", "source": claim_v(2), "language": "js"},
@@ -421,10 +457,12 @@ async def test_a_refused_apply_changes_nothing(
     file = {
         "actions": actions,
         "flows": {"internal_authentication": {"pre_creation": slot or ["a@latest", "b@latest"]}},
+        **extra,
     }
-    with pytest.raises((ValidationFailed, NotFound), match=fragment):
-        await api.call(tenant, "apply", file=file)
-    assert await _counts(store, store._db.name) == before  # nothing created, published, set
+    for dry_run in (True, False):
+        with pytest.raises((ValidationFailed, NotFound), match=fragment):
+            await api.call(tenant, "apply", file=file, dry_run=dry_run)
+    assert await tenant_state(store, tenant) == before  # nothing created, published, set
     after = await audit_events(nc, tenant)
-    assert [e["type"] for e in after[len(events) :]] == ["admin.refused"]  # the refusal alone
-    assert [a["name"] for a in await api.call(tenant, "actions.list")] == ["b"]
+    assert [e["type"] for e in after[len(events) :]] == ["admin.refused"] * 2  # the refusals
+    assert [a["name"] for a in await api.call(tenant, "actions.list")] == ["b", "empty"]

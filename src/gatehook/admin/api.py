@@ -237,6 +237,7 @@ class AdminApi:
             display_name=req.display_name,
             description=req.description,
             config_schema=req.config_schema,
+            actor=req.actor,
         )
         return action.model_dump(mode="json")
 
@@ -364,10 +365,9 @@ class AdminApi:
             )
         slot = f"{req.flow_type}.{req.trigger}"
         redact = [p.strip() for p in req.redact if p.strip()]
-        await self._service.store.set_recording(
-            tenant, slot, redact if req.enabled else None, req.actor
+        await self._service.set_recording(
+            tenant, req.flow_type, req.trigger, redact if req.enabled else None, actor=req.actor
         )
-        await self._service.changed(tenant)
         return {"slot": slot, "recording": req.enabled, "redact": redact}
 
     async def _replay(self, tenant: str, req: ReplayReq) -> Any:

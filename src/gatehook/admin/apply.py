@@ -16,12 +16,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from gatehook.admin.service import AdminService, Draft
-from gatehook.domain.catalogue import TRIGGERS
+from gatehook.admin.service import AdminService, Draft, check_handlers
+from gatehook.domain.catalogue import TRIGGERS, Trigger
 from gatehook.domain.flowfile import ActionSpec, FlowsFile, SlotEntry, entry_refs, parse_ref
-from gatehook.domain.model import ActionDef, ActionKind, Attachment, Rollout
+from gatehook.domain.model import ActionDef, ActionKind, ActionVersion, Attachment, Rollout
 from gatehook.domain.semver import Version
 from gatehook.errors import NotFound, ValidationFailed
+from gatehook.sandbox.pool import Compiled
 
 __all__ = ["Plan", "apply_file", "load_file"]
 
@@ -119,7 +120,7 @@ async def apply_file(
                 newest[spec.name] = None
                 plan.changes.append(f"publish {spec.name} 1.0.0")
                 continue
-            await admin.create_action(target, spec.name, **_creation(spec))
+            await admin.create_action(target, spec.name, actor=actor, **_creation(spec))
         if action is not None:
             meta = {k: v for k, v in _creation(spec).items() if k not in ("template", "kind")}
             changed = await admin.update_action(
@@ -180,13 +181,18 @@ async def _validate(
     admin: AdminService, doc: FlowsFile, sources: dict[str, str], tenant: str
 ) -> None:
     """Refuse the file (``ValidationFailed``, ``NotFound``) before any write, for anything
-    the writes would refuse."""
+    the writes would refuse: every action's kind, metadata, config, secrets, target and
+    script (compiled, its packages checked); every slot's actions, versions, handlers and
+    duplicates; the ingress."""
     actions: dict[str, ActionDef] = {}
+    # what this apply publishes, by action: the version it becomes and its compiled script
+    publishing: dict[str, tuple[str, Compiled | None]] = {}
     for spec in doc.actions:
         try:
             action: ActionDef | None = await admin.action(tenant, spec.name)
         except NotFound:
             action = None
+        stored: list[ActionVersion] = []
         if action is None:
             action = admin.new_action(tenant, spec.name, **_creation(spec))
         elif (action.template or None) != spec.template or (
@@ -200,17 +206,33 @@ async def _validate(
             meta = {k: v for k, v in _creation(spec).items() if k not in ("template", "kind")}
             await admin.update_action(tenant, spec.name, actor="", dry_run=True, **meta)
             action = admin.merged_action(action, **meta)
+            stored = await admin.versions(tenant, spec.name)
+        draft = _draft(spec, sources)
         try:
-            await admin.check_draft(action, _draft(spec, sources))
+            compiled = await admin.check_draft(action, draft)
         except ValidationFailed as exc:
             raise ValidationFailed(
                 f"action {spec.name}: {exc.message}", field=exc.field or spec.name
             ) from None
         actions[spec.name] = action
+        newest = max((Version.parse(v.version) for v in stored), default=None)
+        unchanged = stored and await admin.unchanged(tenant, spec.name, draft)
+        if not unchanged:
+            version = str(newest.bump("patch") if newest else Version(1, 0, 0))
+            publishing[spec.name] = (version, compiled)
     for ft, slots in doc.flows.items():
         for tr, refs in slots.items():
+            slot = f"{ft.value}.{tr.value}"
             if tr not in TRIGGERS[ft]:
                 raise ValidationFailed(f"{tr.value} is not a trigger of {ft.value}", field=tr.value)
+            names = [parse_ref(entry_refs(entry))[0] for entry in refs]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValidationFailed(
+                    f"{slot}: {', '.join(twice)} listed more than once (an action is attached"
+                    " to a slot once)",
+                    field=slot,
+                )
             for entry in refs:
                 wanted = [entry_refs(entry)]
                 if isinstance(entry, SlotEntry):
@@ -223,29 +245,46 @@ async def _validate(
                             action = await admin.action(tenant, name)
                         except NotFound:
                             raise NotFound(
-                                f"{ft.value}.{tr.value}: action {name} is neither in the file"
-                                " nor stored"
+                                f"{slot}: action {name} is neither in the file nor stored"
                             ) from None
                         actions[name] = action
-                    slot = f"{ft.value}.{tr.value}"
                     if not action.fits(ft.value, tr.value):
                         raise ValidationFailed(
                             f"{slot}: action {name} is not compatible with {slot}"
                             f" (compatible: {', '.join(action.compatible())})",
                             field="trigger",
                         )
-                    if version == "latest":
-                        continue
-                    try:
-                        stored = {v.version for v in await admin.versions(tenant, name)}
-                    except NotFound:  # created by this apply
-                        stored = set()
-                    if any(spec.name == name for spec in doc.actions):
-                        # what this apply publishes: the next patch (or 1.0.0)
-                        newest = max((Version.parse(v) for v in stored), default=None)
-                        stored.add(str(newest.bump("patch") if newest else Version(1, 0, 0)))
-                    if version not in stored:
-                        raise NotFound(f"{ft.value}.{tr.value}: version {version} of {name}")
+                    await _check_version(admin, tenant, slot, tr, name, version, publishing)
+    if doc.ingress is not None:
+        await admin.set_ingress(tenant, doc.ingress, actor="", dry_run=True)
+
+
+async def _check_version(
+    admin: AdminService,
+    tenant: str,
+    slot: str,
+    trigger: Trigger,
+    name: str,
+    version: str,
+    publishing: dict[str, tuple[str, Compiled | None]],
+) -> None:
+    """The version ``name@version`` of a slot entry exists (stored, or published by this
+    apply) and its handlers run at ``trigger``."""
+    made = publishing.get(name)
+    if made is not None and version in ("latest", made[0]):
+        compiled = made[1]
+        if compiled is not None:
+            check_handlers(name, made[0], compiled.style, compiled.exports, trigger)
+        return
+    stored = {v.version: v for v in await admin.versions(tenant, name)}
+    if version == "latest":
+        if not stored:
+            raise NotFound(f"{slot}: action {name} has no published version")
+        version = str(max(Version.parse(v) for v in stored))
+    found = stored.get(version)
+    if found is None:
+        raise NotFound(f"{slot}: version {version} of {name}")
+    check_handlers(name, version, found.style, found.exports, trigger)
 
 
 async def _resolve(

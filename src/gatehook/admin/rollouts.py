@@ -44,7 +44,6 @@ class RolloutAdmin:
         (outcome ``disabled``). Audited ``flow.action_disabled``; every worker within 1 s."""
         await self._service.action(tenant, name)
         switch = Disabled(reason=reason, fallback=fallback, actor=actor, at=datetime.now(UTC))
-        await self._store.set_disabled(tenant, name, switch)
         event = self._service.event(
             "flow.action_disabled",
             tenant,
@@ -52,27 +51,15 @@ class RolloutAdmin:
             action=name,
             details={"reason": reason, "fallback": fallback},
         )
-        try:
-            await self._service.publish_events([event])
-        except Exception:
-            await self._store.set_disabled(tenant, name, None)
-            raise
-        await self._service.changed(tenant)
+        await self._service.set_disabled(tenant, name, switch, event)
         return switch
 
     async def enable(self, tenant: str, name: str, *, reason: str, actor: str) -> None:
         """Turn the kill switch off again. Audited ``flow.action_enabled``."""
-        action = await self._service.action(tenant, name)
-        await self._store.set_disabled(tenant, name, None)
         event = self._service.event(
             "flow.action_enabled", tenant, actor, action=name, details={"reason": reason}
         )
-        try:
-            await self._service.publish_events([event])
-        except Exception:
-            await self._store.set_disabled(tenant, name, action.disabled)
-            raise
-        await self._service.changed(tenant)
+        await self._service.set_disabled(tenant, name, None, event)
 
     # -- rollouts ----------------------------------------------------------------------------
     async def start(

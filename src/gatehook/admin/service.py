@@ -2,9 +2,10 @@
 
 Every change is validated before anything is written, written as a new immutable document
 (an action version, a flow revision), audited on the stream, and broadcast on
-``gatehook.v1.changes.<tenant>`` so workers drop their cached flow heads. If the audit
-stream refuses the event, the write is undone and the caller gets ``unavailable``: no change
-without its audit event.
+``gatehook.v1.changes.<tenant>`` so workers drop their cached flow heads. Writes and their
+audit events go through ``AuditedWrites`` (``admin.audited``): if the audit stream refuses
+the event, the write is undone and the caller gets ``unavailable``: no change without its
+audit event.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
+from gatehook.admin.audited import AuditedWrites, Notify
 from gatehook.admin.slot_events import SlotChange, new_event, slot_events
 from gatehook.domain.auth0 import compatible_triggers
 from gatehook.domain.catalogue import (
@@ -39,20 +41,19 @@ from gatehook.domain.model import (
     ActionKind,
     ActionVersion,
     Attachment,
+    Disabled,
     FlowRevision,
     ScriptStyle,
 )
 from gatehook.domain.semver import Bump, Version
 from gatehook.domain.targets import TargetSpec
-from gatehook.errors import GatehookError, NotFound, ValidationFailed
+from gatehook.errors import CompileError, NotFound, ValidationFailed
 from gatehook.sandbox.pool import Compiled
 from gatehook.service.ports import AuditSink
 from gatehook.storage.mongo import MongoStore
 from gatehook.templates.registry import SECRET_MASK, TemplateRegistry
 
-__all__ = ["ActionRow", "AdminService", "Compiler", "Draft"]
-
-Notify = Callable[[str], Awaitable[None]]
+__all__ = ["ActionRow", "AdminService", "Compiler", "Draft", "check_handlers"]
 
 
 class Compiler(Protocol):
@@ -131,8 +132,7 @@ class AdminService:
         self._store = store
         self._compiler = compiler
         self._templates = templates
-        self._audit = audit
-        self._notify = notify
+        self._writes = AuditedWrites(audit, notify)
         self._default_timeout_ms = default_timeout_ms
 
     # -- actions -----------------------------------------------------------------------------
@@ -147,9 +147,11 @@ class AdminService:
         display_name: str | None = None,
         description: str | None = None,
         config_schema: dict[str, Any] | None = None,
+        actor: str = "api",
     ) -> ActionDef:
         """Create a custom action (no template), a target action (``kind="target"``: a
-        tenant's HTTP endpoint), or one based on a platform template."""
+        tenant's HTTP endpoint), or one based on a platform template. Audited
+        ``admin.action_created``."""
         action = self.new_action(
             tenant,
             name,
@@ -160,7 +162,18 @@ class AdminService:
             description=description,
             config_schema=config_schema,
         )
-        await self._store.insert_action(action)
+        event = self._event(
+            "admin.action_created",
+            tenant,
+            actor,
+            action=name,
+            details={"kind": action.kind.value, "template": template},
+        )
+        await self._writes.change(
+            [event],
+            lambda: self._store.insert_action(action),
+            lambda: self._store.delete_action(tenant, name),
+        )
         return action
 
     def new_action(
@@ -317,18 +330,20 @@ class AdminService:
                     )
         if dry_run:
             return sorted(fields)
-        stored = {k: [t.value for t in v] if k == "triggers" else v for k, v in fields.items()}
-        await self._store.set_action_metadata(tenant, name, stored)
+
+        def stored(values: dict[str, Any]) -> dict[str, Any]:
+            return {k: [t.value for t in v] if k == "triggers" else v for k, v in values.items()}
+
         event = self._event(
             "admin.action_updated", tenant, actor, action=name, details={"fields": sorted(fields)}
         )
-        try:
-            await self._audit.publish([event])
-        except GatehookError:
-            before = {k: getattr(action, k) for k in fields}
-            undo = {k: [t.value for t in v] if k == "triggers" else v for k, v in before.items()}
-            await self._store.set_action_metadata(tenant, name, undo)
-            raise
+        await self._writes.change(
+            [event],
+            lambda: self._store.set_action_metadata(tenant, name, stored(fields)),
+            lambda: self._store.set_action_metadata(
+                tenant, name, stored({k: getattr(action, k) for k in fields})
+            ),
+        )
         await self.changed(tenant)
         return sorted(fields)
 
@@ -345,16 +360,26 @@ class AdminService:
         await self.action(tenant, name)
         return await self._store.list_versions(tenant, name)
 
-    async def check_draft(self, action: ActionDef, draft: Draft) -> None:
+    async def check_draft(self, action: ActionDef, draft: Draft) -> Compiled | None:
         """Everything ``publish`` would refuse about ``draft`` for ``action`` (which need not
         be stored yet), found without writing anything: the config, the target, and the
         script compiled (the compiler keeps the result, so the publish that follows does not
-        compile again)."""
+        compile again). The compiled script, if the draft has one."""
         _, canonical, _ = await self._normalise(action.tenant, action.name, draft, action)
-        if canonical.source is not None and canonical.language is not None:
-            await self._compiler.compile(
-                canonical.source, language=canonical.language, name=action.name
-            )
+        if canonical.source is None or canonical.language is None:
+            return None
+        return await self._compile(canonical.source, canonical.language, action.name)
+
+    async def _compile(self, source: str, language: str, name: str) -> Compiled:
+        """``source`` compiled, its packages checked: a package it names is the reason
+        given, also when it made the script fail to load."""
+        try:
+            compiled = await self._compiler.compile(source, language=language, name=name)
+        except CompileError as exc:
+            _refuse_packages(exc.modules)
+            raise
+        _refuse_packages(compiled.modules)
+        return compiled
 
     async def _normalise(
         self, tenant: str, name: str, draft: Draft, action: ActionDef | None = None
@@ -512,8 +537,7 @@ class AdminService:
         source, lang = draft.source, draft.language
         compiled: Compiled | None = None
         if source is not None and lang is not None:
-            _refuse_packages(source)
-            compiled = await self._compiler.compile(source, language=lang, name=action.name)
+            compiled = await self._compile(source, lang, action.name)
         return ActionVersion(
             tenant=action.tenant,
             action=action.name,
@@ -586,15 +610,14 @@ class AdminService:
         else:
             wanted = newest.bump(bump) if newest is not None else Version(1, 0, 0)
         record = await self._version_of(action, draft, digest, version=str(wanted), actor=actor)
-        await self._store.insert_version(record)
         event = self._event(
             "flow.action_published", tenant, actor, action=name, version=record.version
         )
-        try:
-            await self._audit.publish([event])
-        except GatehookError:
-            await self._store.delete_version(tenant, name, record.version)
-            raise
+        await self._writes.change(
+            [event],
+            lambda: self._store.insert_version(record),
+            lambda: self._store.delete_version(tenant, name, record.version),
+        )
         await self._store.set_latest_version(tenant, name, record.version)
         if made_key and generated is not None and record.target is not None:
             generated.append(record.target.signing_key or "")
@@ -655,14 +678,7 @@ class AdminService:
                 found = await self._store.get_version(tenant, att.action, version)
                 if found is None:
                     raise NotFound(f"version {version} of {att.action} not found")
-                fits = compatible_triggers(found.exports)
-                if found.style is ScriptStyle.AUTH0 and tr not in fits:
-                    raise ValidationFailed(
-                        f"{att.action}@{version} is an Auth0 Action exporting"
-                        f" {', '.join(found.exports)}: it cannot run at {trigger}"
-                        f" (compatible: {', '.join(t.value for t in fits) or 'none'})",
-                        field="trigger",
-                    )
+                check_handlers(att.action, version, found.style, found.exports, tr)
         if len({a.action for a in attachments}) != len(attachments):
             raise ValidationFailed("an action can be attached to a slot only once", field="action")
         current = await self._store.latest_flow(tenant, ft)
@@ -720,7 +736,6 @@ class AdminService:
             actor=actor,
             note=note,
         )
-        await self._store.insert_flow(flow)  # Conflict if someone else committed first
         events = []
         for tr, before in befores.items():
             change = SlotChange(tenant, ft, tr, actor, before_rev, flow.revision)
@@ -733,14 +748,13 @@ class AdminService:
                     update={"flow_revision": flow.revision, "flow_revision_before": before_rev}
                 )
             )
-        try:
-            if events:
-                await self._audit.publish(events)
-        except GatehookError:
-            await self._store.delete_flow(tenant, ft, flow.revision)
-            raise
+        await self._writes.change(
+            events,
+            lambda: self._store.insert_flow(flow),  # Conflict if someone else committed first
+            lambda: self._store.delete_flow(tenant, ft, flow.revision),
+        )
         await self._store.advance_flow(tenant, ft, flow.revision, flow)
-        await self._notify(tenant)
+        await self.changed(tenant)
         return flow
 
     async def ingress(self, tenant: str) -> dict[str, dict[str, Any]]:
@@ -765,18 +779,54 @@ class AdminService:
             ", ".join(f"{n} ({len(e['secrets'])} secret(s))" for n, e in wanted.items()) or "none"
         )
         if not dry_run:
-            await self._store.set_ingress(tenant, wanted)
-            await self._audit.publish(
-                [
-                    self._event(
-                        "ingress.updated",
-                        tenant,
-                        actor,
-                        details={"ingress": masked(wanted)},
-                    )
-                ]
+            event = self._event(
+                "ingress.updated", tenant, actor, details={"ingress": masked(wanted)}
+            )
+            await self._writes.change(
+                [event],
+                lambda: self._store.set_ingress(tenant, wanted),
+                lambda: self._store.set_ingress(tenant, stored),
             )
         return change
+
+    async def set_recording(
+        self, tenant: str, flow_type: str, trigger: str, redact: list[str] | None, *, actor: str
+    ) -> bool:
+        """Record the trigger inputs of a slot (``redact``: dotted paths to blank), or stop
+        (None); False when nothing changes. Audited ``flow.recording_changed``."""
+        _check_tenant(tenant)
+        ft, tr = _slot(flow_type, trigger)
+        slot = f"{ft.value}.{tr.value}"
+        before = (await self._store.tenant_heads(tenant)).recordings.get(slot)
+        if before == redact:
+            return False
+        event = self._event(
+            "flow.recording_changed",
+            tenant,
+            actor,
+            flow_type=ft.value,
+            trigger=tr.value,
+            details={"recording": redact is not None, "redact": redact or []},
+        )
+        await self._writes.change(
+            [event],
+            lambda: self._store.set_recording(tenant, slot, redact),
+            lambda: self._store.set_recording(tenant, slot, before),
+        )
+        await self.changed(tenant)
+        return True
+
+    async def set_disabled(
+        self, tenant: str, name: str, switch: Disabled | None, event: AuditEvent
+    ) -> None:
+        """Throw (or, with None, release) an action's kill switch, audited with ``event``."""
+        action = await self.action(tenant, name)
+        await self._writes.change(
+            [event],
+            lambda: self._store.set_disabled(tenant, name, switch),
+            lambda: self._store.set_disabled(tenant, name, action.disabled),
+        )
+        await self.changed(tenant)
 
     @staticmethod
     def event(type_: str, tenant: str, actor: str, **fields: Any) -> AuditEvent:
@@ -784,12 +834,13 @@ class AdminService:
         return AdminService._event(type_, tenant, actor, **fields)
 
     async def publish_events(self, events: list[AuditEvent]) -> None:
-        """Publish management events and wait for the stream's acks."""
-        await self._audit.publish(events)
+        """Publish events that go with no write (a console sign-in, a refusal) and wait for
+        the stream's acks."""
+        await self._writes.record(events)
 
     async def changed(self, tenant: str) -> None:
         """Broadcast that ``tenant``'s flows or actions changed."""
-        await self._notify(tenant)
+        await self._writes.changed(tenant)
 
     @property
     def store(self) -> MongoStore:
@@ -805,17 +856,33 @@ _CACHE = re.compile(r"\bcache\b")  # api.cache, or an alias of it: read before e
 _SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _MAX_SECRETS = 32
 _MAX_SECRET_BYTES = 4096
-_REQUIRE = re.compile(r"""\brequire\s*\(\s*(['"`])([^'"`\n]{1,200})\1\s*\)""")
 _MODULES = ("zitadel/http", "zitadel/log", "zitadel/uuid")
 
 
-def _refuse_packages(source: str) -> None:
-    """npm packages are not available to scripts: a script that requires one is refused at
-    publish, naming it (an Auth0 Action's ``require('axios')``, say), not at its first run."""
-    for match in _REQUIRE.finditer(source):
-        if match.group(2) not in _MODULES:
+def check_handlers(
+    action: str, version: str, style: ScriptStyle | None, exports: Sequence[str], trigger: Trigger
+) -> None:
+    """An Auth0 Action runs only where one of its handlers does: refuse attaching it
+    elsewhere, naming where it fits."""
+    fits = compatible_triggers(list(exports))
+    if style is ScriptStyle.AUTH0 and trigger not in fits:
+        raise ValidationFailed(
+            f"{action}@{version} is an Auth0 Action exporting {', '.join(exports)}: it cannot"
+            f" run at {trigger.value} (compatible: {', '.join(t.value for t in fits) or 'none'})",
+            field="trigger",
+        )
+
+
+def _refuse_packages(modules: Sequence[tuple[str, int, int]]) -> None:
+    """npm packages are not available to scripts: a script whose syntax names one (a
+    ``require('axios')`` call, an ``import`` from it) is refused at publish, naming it and
+    where, not at its first run. The names come from the compiler's syntax tree, so a
+    ``require`` in a string or a comment is none; a name computed at run time is refused by
+    the runtime's ``require``."""
+    for name, line, column in modules:
+        if name not in _MODULES:
             raise ValidationFailed(
-                f"the script requires {match.group(2)!r}: npm packages are not supported"
-                f" (available: {', '.join(_MODULES)})",
+                f"the script requires {name!r} (line {line}, column {column}): npm packages"
+                f" are not supported (available: {', '.join(_MODULES)})",
                 field="source",
             )

@@ -1,9 +1,13 @@
 """Reading the audit stream with ephemeral ordered consumers: forward from a time
-(``gatehook audit tail``), or the latest events backwards in growing windows (the console)."""
+(``gatehook audit tail``), or the latest events backwards in growing windows (the console).
+
+Forward reads need only what deploy/nats.conf gives a tenant's audit role: creating a
+consumer filtered on its own tenant's subjects, its own inbox, and flow control."""
 
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
@@ -15,6 +19,14 @@ from pydantic import ValidationError
 from gatehook.domain.contract import AuditEvent
 
 __all__ = ["latest_events", "read_events", "subject_filter"]
+
+
+def _name() -> str:
+    """A new ephemeral consumer's name. Named, a consumer is created on
+    ``$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>``, the form whose subject carries the
+    filter: a tenant's audit role is allowed exactly its own tenant's filter there
+    (deploy/nats.conf), and the server refuses a request whose body asks for another."""
+    return "gh-read-" + uuid.uuid4().hex[:16]
 
 
 def subject_filter(tenant: str | None, event_type: str | None) -> str:
@@ -36,6 +48,7 @@ async def read_events(
 ) -> AsyncIterator[AuditEvent]:
     """Events in stream order from ``since``; stops when caught up unless ``follow``."""
     config = ConsumerConfig(
+        name=_name(),
         deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,
         opt_start_time=since,
     )
@@ -67,7 +80,9 @@ async def _read_range(
     """Events on ``subject`` with stream sequence in [start, upper]. The filter runs on the
     server (other tenants' events in the window are never sent), and a match at ``upper`` or
     later exists, so the read ends on a sequence number, not on a timeout."""
-    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
+    config = ConsumerConfig(
+        name=_name(), deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
+    )
     sub = await js.subscribe(subject, ordered_consumer=True, config=config, stream=stream)
     events: list[AuditEvent] = []
     try:

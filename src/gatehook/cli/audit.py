@@ -6,17 +6,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
+from nats.aio.client import Client as NATS
 from rich.table import Table
 
-from gatehook.cli.common import (
-    JsonOpt,
-    TenantOpt,
-    app,
-    load_settings,
-    out,
-    run,
-)
-from gatehook.security.connections import connect_nats
+from gatehook.cli.common import JsonOpt, TenantOpt, app, out, run, with_nats
 
 audit_app = typer.Typer(no_args_is_help=True, help="Read the audit stream.")
 app.add_typer(audit_app, name="audit")
@@ -54,32 +47,28 @@ def audit_tail(
 
     start = datetime.now(UTC) - _duration(since)
 
-    async def go() -> None:
-        nc = await connect_nats(load_settings(), connect_timeout=2)
-        try:
-            table = Table("at", "tenant", "type", "action", "version", "outcome", "request/actor")
-            async for e in read_events(
-                nc.jetstream(), tenant=tenant, event_type=event_type, since=start, follow=follow
-            ):
-                if as_json or follow:
-                    print(e.model_dump_json(), flush=True)  # one event a line, never wrapped
-                else:
-                    who = e.request_id or e.actor
-                    table.add_row(
-                        e.at.isoformat(timespec="milliseconds"),
-                        e.tenant,
-                        e.type,
-                        e.action or "",
-                        e.version or "",
-                        e.outcome.value if e.outcome else "",
-                        who,
-                    )
-            if not (as_json or follow):
-                out.print(table)
-        finally:
-            await nc.drain()
+    async def go(nc: NATS) -> None:
+        table = Table("at", "tenant", "type", "action", "version", "outcome", "request/actor")
+        async for e in read_events(
+            nc.jetstream(), tenant=tenant, event_type=event_type, since=start, follow=follow
+        ):
+            if as_json or follow:
+                print(e.model_dump_json(), flush=True)  # one event a line, never wrapped
+            else:
+                who = e.request_id or e.actor
+                table.add_row(
+                    e.at.isoformat(timespec="milliseconds"),
+                    e.tenant,
+                    e.type,
+                    e.action or "",
+                    e.version or "",
+                    e.outcome.value if e.outcome else "",
+                    who,
+                )
+        if not (as_json or follow):
+            out.print(table)
 
-    run(go())
+    run(with_nats(go))
 
 
 @audit_app.command("why")
@@ -95,17 +84,13 @@ def audit_why(
 
     moment, span = _instant(at), _duration(window)
 
-    async def go() -> None:
-        nc = await connect_nats(load_settings(), connect_timeout=2)
-        try:
-            events = [
-                e
-                async for e in read_events(
-                    nc.jetstream(), tenant=tenant, since=moment - span, until=moment + span
-                )
-            ]
-        finally:
-            await nc.drain()
+    async def go(nc: NATS) -> None:
+        events = [
+            e
+            async for e in read_events(
+                nc.jetstream(), tenant=tenant, since=moment - span, until=moment + span
+            )
+        ]
         report = why(events, moment)
         table = Table("action", "version", "before: failed/runs", "after: failed/runs")
         for (action, version), (before, after) in sorted(report.rates.items()):
@@ -126,4 +111,4 @@ def audit_why(
         else:
             out.print(f"[bold]likely culprit:[/bold] {report.culprit.evidence()}")
 
-    run(go())
+    run(with_nats(go))

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
+import nats.errors
+import nats.js.errors
 import typer
+from nats.aio.client import Client as NATS
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from gatehook.admin.client import AdminClient
 from gatehook.errors import GatehookError
-from gatehook.security.connections import connect_nats
+from gatehook.security.connections import Refusals, connect_nats, redact_url
 from gatehook.settings import Settings
 
 __all__ = [
@@ -31,6 +36,7 @@ __all__ = [
     "run",
     "sample_request",
     "with_admin",
+    "with_nats",
 ]
 
 T = TypeVar("T")
@@ -63,26 +69,54 @@ def load_settings() -> Settings:
 
 
 def run(coro: Awaitable[T]) -> T:
+    """Run a command's coroutine; what goes wrong ends it with one line on stderr (exit 2),
+    never a traceback."""
     try:
         return asyncio.run(coro)  # type: ignore[arg-type]
     except GatehookError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(2) from None
+        message = exc.message
+    except (nats.errors.Error, nats.js.errors.Error, OSError, TimeoutError) as exc:
+        message = str(exc) or type(exc).__name__
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+async def with_nats(fn: Callable[[NATS], Awaitable[T]]) -> T:
+    """``fn`` on a NATS connection made from the settings; a call the server refuses (a
+    permissions violation) ends at once with a one-line ``Forbidden``."""
+    s = load_settings()
+    refusals = Refusals(s.nats_principal)
+    try:
+        nc = await connect_nats(
+            s, connect_timeout=2, max_reconnect_attempts=0, error_cb=refusals.on_error
+        )
+    except Exception as exc:
+        raise GatehookError(f"cannot connect to NATS at {_shown_url(s)}: {exc}") from None
+    try:
+        return await refusals.guard(fn(nc))
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.drain()
 
 
 async def with_admin(fn: Callable[[AdminClient], Awaitable[T]], timeout: float = 60.0) -> T:
+    """``fn`` with a management API client (see ``with_nats``)."""
     s = load_settings()
-    try:
-        nc = await connect_nats(s, connect_timeout=2, max_reconnect_attempts=0)
-    except Exception as exc:
-        raise GatehookError(f"cannot connect to NATS at {s.nats_url}: {exc}") from None
-    try:
+
+    async def call(nc: NATS) -> T:
         client = AdminClient(
             nc, actor=os.environ.get("USER", "cli"), timeout=timeout, principal=s.nats_principal
         )
         return await fn(client)
-    finally:
-        await nc.drain()
+
+    return await with_nats(call)
+
+
+def _shown_url(settings: Settings) -> str:
+    """The first server's URL without its password (an error line is not a place for it)."""
+    return redact_url(settings.nats_servers[0]) if settings.nats_servers else "(none)"
 
 
 def print_json(data: Any) -> None:

@@ -152,6 +152,7 @@ def http_cmd(
                 port=port,
                 stop=stop,
                 started=lambda where: out.print(f"gatehook http: serving on {where}"),
+                admission=settings.admission,
             )
         finally:
             await nc.drain()

@@ -13,6 +13,7 @@ import uvicorn
 
 from gatehook.console.app import build_app
 from gatehook.console.auth import is_loopback
+from gatehook.security.connections import redact_url
 from gatehook.settings import Settings
 
 __all__ = ["ConsoleRefused", "console_server", "console_token", "serve_console"]
@@ -69,7 +70,8 @@ async def serve_console(
     port = settings.console.port if port is None else port
     token, generated = console_token(settings, host)
     server = console_server(settings, token, host, port)
-    say(f"gatehook console on http://{host}:{port}/ (NATS {settings.nats_url})")
+    servers = ", ".join(redact_url(u) for u in settings.nats_servers)
+    say(f"gatehook console on http://{host}:{port}/ (NATS {servers})")
     if generated:
         say(f"operator token for this run: {token}")
     loop = asyncio.get_running_loop()

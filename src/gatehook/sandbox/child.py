@@ -214,20 +214,18 @@ class Child:
         self.send(reply)
 
     def compile(self, h: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
+        """Compile a script and read what it names: the engine's load (style, exports) and
+        the modules in its syntax (``modules``, for the publish's package check)."""
         source = body.decode("utf-8")
-        if h.get("language") != "ts" and not _MODULE_SYNTAX.search(source):
-            # A script without import or export (ZITADEL's v1 style, CommonJS) is what the
-            # transpiler would give back: the engine loads it as is, and checks its syntax.
-            reply = self._probe(h, source)
-            if reply[0].get("ok") or reply[0]["error"].get("type") != "compile":
-                return reply
-            # a syntax error: the transpiler's diagnostics say where (line and column)
         try:
-            if self.compiler is None:
-                self.compiler = Transpiler()
-            out = self.compiler.transpile(
+            # read first: a script whose top level requires a package fails to load, and
+            # the package it names is the reason to give
+            refs = self._transpiler().modules(
                 source, h.get("language"), float(h["deadline"]) - time.monotonic()
             )
+            reply, code = self._compile(h, source)
+            reply["modules"] = [[m.name, m.line, m.column] for m in refs]
+            return reply, code
         except TranspileFailed as exc:
             if exc.discard:
                 self.compiler = None
@@ -240,6 +238,23 @@ class Child:
             self.collect = True
             text = str(exc).strip()
             return self._compiler_failed(text.splitlines()[0] if text else repr(exc))
+
+    def _transpiler(self) -> Transpiler:
+        if self.compiler is None:
+            self.compiler = Transpiler()
+        return self.compiler
+
+    def _compile(self, h: dict[str, Any], source: str) -> tuple[dict[str, Any], bytes]:
+        if h.get("language") != "ts" and not _MODULE_SYNTAX.search(source):
+            # A script without import or export (ZITADEL's v1 style, CommonJS) is what the
+            # transpiler would give back: the engine loads it as is, and checks its syntax.
+            reply = self._probe(h, source)
+            if reply[0].get("ok") or reply[0]["error"].get("type") != "compile":
+                return reply
+            # a syntax error: the transpiler's diagnostics say where (line and column)
+        out = self._transpiler().transpile(
+            source, h.get("language"), float(h["deadline"]) - time.monotonic()
+        )
         if isinstance(out, Diagnostic):
             error = {"type": "compile", "message": out.message}
             return {"ok": False, "error": {**error, "line": out.line, "column": out.column}}, b""

@@ -85,6 +85,8 @@ class Compiled:
     code: str
     style: ScriptStyle
     exports: tuple[str, ...] = ()  # Auth0 style: the handlers it exports
+    # the modules the source names in its syntax: (name, line, column), in source order
+    modules: tuple[tuple[str, int, int], ...] = ()
 
 
 _ERRORS: dict[str, type[ScriptError]] = {
@@ -582,14 +584,18 @@ class SandboxPool:
                 )
             except TimeoutError:
                 raise CompileError(f"compiling took longer than {timeout_s:g} s") from None
+        modules = tuple((str(n), int(ln), int(col)) for n, ln, col in reply.get("modules") or ())
         if reply.get("ok"):
             exports = tuple(str(e) for e in reply.get("exports") or ())
-            return Compiled(body.decode(), ScriptStyle(reply["style"]), exports)
+            return Compiled(body.decode(), ScriptStyle(reply["style"]), exports, modules)
         err = reply.get("error") or {}
         if err.get("type") == "timeout":
             raise CompileError(f"compiling took longer than {timeout_s:g} s")
         if err.get("type") == "compile":
             raise CompileError(
-                str(err.get("message")), line=err.get("line"), column=err.get("column")
+                str(err.get("message")),
+                line=err.get("line"),
+                column=err.get("column"),
+                modules=modules,
             )
-        raise CompileError(f"the script could not be loaded: {err.get('message')}")
+        raise CompileError(f"the script could not be loaded: {err.get('message')}", modules=modules)

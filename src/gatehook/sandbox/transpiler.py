@@ -24,7 +24,7 @@ import quickjs
 
 from gatehook.sandbox.engine import classify
 
-__all__ = ["Diagnostic", "TranspileFailed", "Transpiler"]
+__all__ = ["Diagnostic", "ModuleRef", "TranspileFailed", "Transpiler"]
 
 _MEMORY = 512 << 20  # the compiler's heap: ~30 MB loaded, a large script's AST on top
 _STACK = 1 << 20  # below the thread's own stack, so the engine's check fires first
@@ -39,6 +39,36 @@ _TRANSPILE = (
     " })});"
     "})"
 )
+# The modules a script names in its syntax: require('x') and import('x') with a literal name,
+# import/export ... from 'x', import x = require('x'). Strings, comments and template
+# literals are not calls, so a "require('fs')" inside one is not a module reference; a name
+# computed at run time is not seen here and is the runtime's to refuse. Type-only imports are
+# erased by the compiler and load nothing.
+_MODULES = """(function (src, file) {
+  var K = ts.SyntaxKind, out = [];
+  var kind = file.slice(-3) === '.ts' ? ts.ScriptKind.TS : ts.ScriptKind.JS;
+  var sf = ts.createSourceFile(file, src, ts.ScriptTarget.ES2020, true, kind);
+  function lit(n) {
+    return !!n && (n.kind === K.StringLiteral || n.kind === K.NoSubstitutionTemplateLiteral);
+  }
+  function add(n, spec) { out.push({name: spec.text, start: n.getStart(sf)}); }
+  function visit(n) {
+    if (n.kind === K.CallExpression && n.arguments.length && lit(n.arguments[0]) &&
+        ((n.expression.kind === K.Identifier && n.expression.text === 'require') ||
+         n.expression.kind === K.ImportKeyword)) {
+      add(n, n.arguments[0]);
+    } else if ((n.kind === K.ImportDeclaration || n.kind === K.ExportDeclaration) &&
+               lit(n.moduleSpecifier) && !n.isTypeOnly &&
+               !(n.importClause && n.importClause.isTypeOnly)) {
+      add(n, n.moduleSpecifier);
+    } else if (n.kind === K.ExternalModuleReference && lit(n.expression)) {
+      add(n, n.expression);
+    }
+    ts.forEachChild(n, visit);
+  }
+  visit(sf);
+  return JSON.stringify(out);
+})"""
 
 
 def _services() -> Path:
@@ -46,6 +76,15 @@ def _services() -> Path:
     if spec is None or spec.origin is None:
         raise ImportError("dukpy (it ships TypeScript's transpiler) is not installed")
     return Path(spec.origin).parent / "jsmodules" / "typescriptServices.js"
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleRef:
+    """A module a script names in its syntax, and where (1-based line and column)."""
+
+    name: str
+    line: int
+    column: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +116,7 @@ class Transpiler:
         ctx.set_time_limit(_LOAD_S)
         ctx.eval(_services().read_text() + "\n;globalThis.ts = ts; 0")
         self._fn = ctx.eval(_TRANSPILE)
+        self._modules = ctx.eval(_MODULES)
         ctx.set_time_limit(-1)
         self._ctx = ctx
 
@@ -98,7 +138,29 @@ class Transpiler:
         if not res["diags"]:
             return str(res["out"])
         first = res["diags"][0]
-        start = int(first.get("start") or 0)
-        line = source.count("\n", 0, start) + 1
-        column = start - (source.rfind("\n", 0, start) + 1) + 1
+        line, column = _place(source, int(first.get("start") or 0))
         return Diagnostic(str(first["msg"]), line, column)
+
+    def modules(self, source: str, language: str | None, seconds: float) -> list[ModuleRef]:
+        """The modules ``source`` names in its syntax (see ``_MODULES``), in source order.
+        Raises ``TranspileFailed`` as ``transpile`` does."""
+        file = "action." + ("ts" if language == "ts" else "js")
+        self._ctx.set_time_limit(max(seconds, 0.05))
+        try:
+            raw = self._modules(source, file)
+        except (quickjs.JSException, MemoryError) as exc:
+            error = classify(exc)
+            if isinstance(exc, quickjs.StackOverflow):
+                error = {"type": "compile", "message": "the script is nested too deeply"}
+            raise TranspileFailed(error, discard=error["type"] in ("timeout", "memory")) from None
+        finally:
+            self._ctx.set_time_limit(-1)
+        return [
+            ModuleRef(str(m["name"]), *_place(source, int(m["start"]))) for m in json.loads(raw)
+        ]
+
+
+def _place(source: str, start: int) -> tuple[int, int]:
+    """The 1-based line and column of character offset ``start``."""
+    line = source.count("\n", 0, start) + 1
+    return line, start - (source.rfind("\n", 0, start) + 1) + 1

@@ -3,18 +3,32 @@ connection (the worker's broker, the console, the CLI) and the MongoDB client.""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import nats
 from faststream.nats.security import NatsCredentials, NatsSecurity, NatsUserPassword
 from faststream.security import BaseSecurity
 from nats.aio.client import Client as NATS
 
-from gatehook.errors import ConfigError
+from gatehook.errors import ConfigError, Forbidden
 from gatehook.settings import NatsSettings, Settings
 
-__all__ = ["broker_security", "connect_nats", "mongo_options", "nats_options", "nats_tls"]
+__all__ = [
+    "Refusals",
+    "broker_security",
+    "connect_nats",
+    "mongo_options",
+    "nats_options",
+    "nats_tls",
+    "redact_url",
+]
+
+T = TypeVar("T")
 
 
 def nats_tls(nats: NatsSettings) -> ssl.SSLContext | None:
@@ -93,6 +107,59 @@ def mongo_options(settings: Settings) -> dict[str, Any]:
     return opts
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for log lines and error messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
 async def connect_nats(settings: Settings, **kwargs: Any) -> NATS:
     """A NATS connection to the configured servers with the configured TLS and credentials."""
     return await nats.connect(servers=settings.nats_servers, **nats_options(settings), **kwargs)
+
+
+class Refusals:
+    """The permission violations a NATS server reports on one connection, so that a call
+    the server refused ends at once with ``Forbidden`` instead of waiting for a reply that
+    cannot come (a request to a subject the user may not publish to is dropped, and the
+    server says so only on the connection's error channel).
+
+    ``connect_nats(settings, error_cb=refusals.on_error)``, then ``await refusals.guard(...)``.
+    """
+
+    def __init__(self, user: str | None = None) -> None:
+        self._user = user
+        self._seen: list[str] = []
+        self._event = asyncio.Event()
+
+    async def on_error(self, exc: Exception) -> None:
+        """nats-py's ``error_cb``."""
+        text = str(exc)
+        if "permissions violation" in text.lower():
+            self._seen.append(text.removeprefix("nats: "))
+            self._event.set()
+
+    async def guard(self, call: Awaitable[T]) -> T:
+        """``call``'s result; ``Forbidden`` as soon as the server refuses something on this
+        connection while it runs."""
+        task = asyncio.ensure_future(call)
+        refused = asyncio.ensure_future(self._event.wait())
+        try:
+            await asyncio.wait({task, refused}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refused.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            who = f"NATS user {self._user}" if self._user else "this NATS user"
+            raise Forbidden(
+                f"permission denied: the NATS server refused {who} ({self._seen[0]}):"
+                " its role may not do this (deploy/nats-roles.conf)"
+            )
+        return task.result()

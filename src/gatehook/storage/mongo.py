@@ -432,6 +432,16 @@ class MongoStore:
         except DuplicateKeyError as exc:
             raise Conflict(f"action {action.name} exists already") from exc
 
+    async def delete_action(self, tenant: str, name: str) -> None:
+        """Remove an action whose creation was not audited (it has no version yet)."""
+        key = action_id(tenant, name)
+        await self._guard(lambda: self.bucket("actions", tenant).delete_one({"_id": key}))
+        await self._guard(
+            lambda: self.bucket("tenants", tenant).update_one(
+                {"_id": tenant}, {"$pull": {"actions": name}}
+            )
+        )
+
     async def get_action(self, tenant: str, name: str) -> ActionDef | None:
         """One action of ``tenant``, or None."""
         key = action_id(tenant, name)
@@ -473,9 +483,7 @@ class MongoStore:
             lambda: self.bucket("tenants", tenant).update_one({"_id": tenant}, change, upsert=True)
         )
 
-    async def set_recording(
-        self, tenant: str, slot: str, redact: list[str] | None, actor: str
-    ) -> None:
+    async def set_recording(self, tenant: str, slot: str, redact: list[str] | None) -> None:
         """Record a slot's trigger inputs (``redact``: dotted paths), or stop (None).
         ``slot`` is ``flow_type.trigger``: stored nested, flow type then trigger."""
         path = f"recordings.{slot}"

@@ -39,8 +39,9 @@ from gatehook.admin.ingress import ingress_subject
 from gatehook.domain.catalogue import TENANT_RE, is_valid_slot
 from gatehook.domain.ingress import shared_secret_refusal, zitadel_signature_refusal
 from gatehook.domain.providers import Answer, Ask, Malformed, kratos, okta, zitadel
+from gatehook.service.admission import admission_for
 from gatehook.service.encoding import dumps, loads
-from gatehook.settings import GatewaySettings
+from gatehook.settings import AdmissionSettings, GatewaySettings
 
 __all__ = ["Gateway", "serve_gateway"]
 
@@ -72,9 +73,12 @@ class _Refused(Exception):
 class Gateway:
     """The aiohttp application and its NATS connection (see the module)."""
 
-    def __init__(self, settings: GatewaySettings, nc: NATS) -> None:
+    def __init__(
+        self, settings: GatewaySettings, nc: NATS, admission: AdmissionSettings | None = None
+    ) -> None:
         self._settings = settings
         self._nc = nc
+        self.admission = admission_for(settings.concurrency, admission or AdmissionSettings())
         self._keys: dict[tuple[str, str], _Keys] = {}
         self._audit_tokens = settings.refused_audit_per_s
         self._audit_at = time.monotonic()
@@ -207,8 +211,7 @@ class Gateway:
         try:
             if not TENANT_RE.fullmatch(tenant):
                 raise _Refused(404, "not a tenant slug")
-            raw = await request.read()
-            answer = await handle(tenant, raw, deadline)
+            answer = await self._admitted(request, tenant, deadline, handle)
         except _Refused as exc:
             answer = Answer(exc.status, {"error": exc.reason}, "refused")
             if TENANT_RE.fullmatch(tenant):
@@ -238,6 +241,28 @@ class Gateway:
             headers=answer.headers,
             content_type="application/json",
         )
+
+    async def _admitted(
+        self,
+        request: web.Request,
+        tenant: str,
+        deadline: float,
+        handle: Callable[[str, bytes, float], Awaitable[Answer]],
+    ) -> Answer:
+        """``handle`` the call if its tenant is admitted (``service.admission``: a tenant over
+        its share of the gateway is refused at once, before its body is read); the body must
+        arrive by the route's deadline (a trickled body is refused with 408)."""
+        refused = self.admission.enter(tenant)
+        if refused is not None:
+            raise _Unavailable(refused.message(tenant))
+        try:
+            try:
+                raw = await asyncio.wait_for(request.read(), deadline - time.monotonic())
+            except TimeoutError:
+                raise _Refused(408, "the body did not arrive by the route's deadline") from None
+            return await handle(tenant, raw, deadline)
+        finally:
+            self.admission.leave(tenant)
 
     async def _check(
         self,
@@ -437,10 +462,16 @@ async def serve_gateway(
     port: int | None = None,
     stop: asyncio.Event | None = None,
     started: Callable[[str], None] | None = None,
+    admission: AdmissionSettings | None = None,
 ) -> None:
     """Serve until ``stop`` is set (or forever)."""
-    gateway = Gateway(settings, nc)
-    runner = web.AppRunner(gateway.app(), access_log=None)
+    gateway = Gateway(settings, nc, admission)
+    # A connection that sends no complete request within ``idle_timeout_s`` (idle, or its
+    # headers trickled) is closed: aiohttp's keep-alive timer runs from the connection's start
+    # and is not reset by a partial request.
+    runner = web.AppRunner(
+        gateway.app(), access_log=None, keepalive_timeout=settings.idle_timeout_s
+    )
     await runner.setup()
     where = (host or settings.host, settings.port if port is None else port)
     site = web.TCPSite(runner, *where, ssl_context=_ssl(settings))

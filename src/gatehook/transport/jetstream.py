@@ -77,6 +77,7 @@ def lane_replies(
 
 
 _JS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
+_ACK_S = 5.0  # a stream's acknowledgement of a management event or a repaired reply record
 
 
 async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
@@ -231,13 +232,17 @@ class AuditPublisher:
         await self.publish_encoded([encode_event(e) for e in events])
 
     async def _publish(self, events: list[EncodedEvent]) -> None:
-        futures = [
-            await self._js.publish_async(
-                e.subject, e.data, headers={"Nats-Msg-Id": e.event_id}, wait_stall=1.0
+        # One request each, together (not nats-py's publish_async: an error ack, such as
+        # a message over the stream's size limit, raises in its callback and leaves the
+        # future unresolved for ever).
+        await asyncio.gather(
+            *(
+                self._js.publish(
+                    e.subject, e.data, headers={"Nats-Msg-Id": e.event_id}, timeout=_ACK_S
+                )
+                for e in events
             )
-            for e in events
-        ]
-        await asyncio.gather(*futures)
+        )
 
 
 class JsReplyStore:
@@ -324,8 +329,5 @@ class JsReplyStore:
         return await stream_led(self._js, self.stream, timeout, self.ensure_stream)
 
     async def _publish(self, subject: str, key: str, reply: bytes) -> api.PubAck:
-        future = await self._js.publish_async(
-            subject, reply, headers={"Nats-Msg-Id": key}, wait_stall=1.0
-        )
-        ack: api.PubAck = await future
-        return ack
+        # (a request with a timeout: see AuditPublisher._publish)
+        return await self._js.publish(subject, reply, headers={"Nats-Msg-Id": key}, timeout=_ACK_S)

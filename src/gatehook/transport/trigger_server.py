@@ -8,8 +8,11 @@ next largest share. The trigger subject is therefore served here, with the same 
 queue group and settings; FastStream keeps the management API.
 ``GATEHOOK_TRIGGER_TRANSPORT=faststream`` switches back, for comparison.
 
-Each request becomes a task; at most ``concurrency`` run at once, and a request beyond that
-is shed at once with a retryable ``unavailable`` reply instead of queueing without bound.
+Each request becomes a task, admitted per tenant before the shared limit
+(``service.admission``): a tenant over its fair share of the ``concurrency`` slots, or any
+request when every slot is taken, is answered at once with a retryable ``unavailable`` reply
+naming the limit, instead of queueing without bound; a tenant that floods a worker is refused
+while the others keep being served.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from collections.abc import Awaitable, Callable
 from nats.aio.subscription import Subscription
 
 from gatehook.domain.contract import ErrorCode, TriggerReply
+from gatehook.service.admission import Admission, Refusal
 from gatehook.tracing import tracing_enabled
 from gatehook.transport.lean import LeanNats, parse_headers
 
-__all__ = ["OVERLOADED", "TriggerServer", "split_subject"]
+__all__ = ["TriggerServer", "split_subject"]
 
 log = logging.getLogger("gatehook.transport")
 
@@ -36,7 +40,6 @@ def _failure(code: ErrorCode, message: str, *, retryable: bool) -> bytes:
 
 
 # Replies the transport gives itself, encoded once (the same model as every other reply)
-OVERLOADED = _failure("unavailable", "worker overloaded; retry", retryable=True)
 INTERNAL = _failure("internal", "internal error", retryable=True)
 BAD_SUBJECT = _failure(
     "bad_request",
@@ -55,7 +58,7 @@ def split_subject(subject: str) -> tuple[str, str, str] | None:
 
 
 class TriggerServer:
-    """Serves ``gatehook.v1.trigger.*.*.*`` with bounded concurrency and load shedding."""
+    """Serves ``gatehook.v1.trigger.*.*.*`` with admission per tenant and load shedding."""
 
     def __init__(
         self,
@@ -64,7 +67,7 @@ class TriggerServer:
         *,
         subject: str,
         queue: str,
-        concurrency: int,
+        admission: Admission,
         on_change: Callable[[str], None] | None = None,
     ) -> None:
         self._nats = nats
@@ -73,10 +76,11 @@ class TriggerServer:
         self._changes: Subscription | None = None
         self._subject = subject
         self._queue = queue
-        self._limit = concurrency
+        self.admission = admission
         self._tasks: set[asyncio.Task[None]] = set()
         self._sub: Subscription | None = None
-        self.shed = 0
+        self._refusals: dict[tuple[str, bool, int], bytes] = {}  # encoded once per limit
+        self.shed = 0  # requests refused, for any reason of admission
 
     @property
     def in_flight(self) -> int:
@@ -112,28 +116,44 @@ class TriggerServer:
     def _on_msg(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         if not reply:
             return  # a publish, not a request: nobody to answer
-        if len(self._tasks) >= self._limit:
-            self.shed += 1
-            self._answer(reply, OVERLOADED)
-            return
-        task = asyncio.create_task(self._serve(subject, reply, data, headers))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _serve(
-        self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
-    ) -> None:
         parts = split_subject(subject.decode(errors="replace"))
         if parts is None:
             self._answer(reply, BAD_SUBJECT)
             return
+        tenant = parts[0]
+        refused = self.admission.enter(tenant)
+        if refused is not None:
+            self.shed += 1
+            self._answer(reply, self._refusal(tenant, refused))
+            return
+        task = asyncio.create_task(self._serve(parts, reply, data, headers))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _refusal(self, tenant: str, refused: Refusal) -> bytes:
+        """The reply to a request not admitted (encoded once per tenant and limit)."""
+        key = (tenant if refused.tenant else "", refused.tenant, refused.limit)
+        body = self._refusals.get(key)
+        if body is None:
+            if len(self._refusals) > 10_000:
+                self._refusals.clear()
+            body = self._refusals[key] = _failure(
+                "unavailable", refused.message(tenant), retryable=True
+            )
+        return body
+
+    async def _serve(
+        self, parts: tuple[str, str, str], reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
         # headers matter only to tracing (a caller's traceparent): parsed only when it is on
         trace = parse_headers(headers) if headers and tracing_enabled() else None
         try:
             body = await self._handler(*parts, data, trace)
         except Exception:  # the handler answers every failure itself; this is a bug's net
-            log.exception("trigger handler failed on %r", subject)
+            log.exception("trigger handler failed on %s.%s.%s", *parts)
             body = INTERNAL
+        finally:
+            self.admission.leave(parts[0])
         self._answer(reply, body)
 
     def _answer(self, reply: bytes, body: bytes) -> None:

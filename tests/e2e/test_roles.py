@@ -1,0 +1,182 @@
+"""Each role of deploy/nats-roles.conf runs the commands docs/operations.md shows it running,
+as its user would (the `gatehook` command, the example consumer), and a role that may not
+gets one line saying so, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from asyncio.subprocess import PIPE
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from gatehook.admin.client import AdminClient
+from gatehook.devservers import Server, start_nats
+from gatehook.sandbox import SandboxPool
+from gatehook.settings import Settings
+from gatehook.storage import MongoStore
+from tests.conftest import start_worker, stop_worker
+
+ROOT = Path(__file__).resolve().parents[2]
+GATEHOOK = str(Path(sys.executable).with_name("gatehook"))
+PASSWORDS = {
+    "acme-audit": "audit-secret",
+    "acme-operator": "operator-secret",
+    "acme-login": "login-secret",
+    "globex-login": "globex-login-secret",
+    "globex-operator": "globex-operator-secret",
+}
+FILE = {
+    "actions": [
+        {"name": "allow", "template": "domain-allowlist", "config": {"domains": ["acme.com"]}}
+    ],
+    "flows": {"external_authentication": {"post_authentication": ["allow@latest"]}},
+}
+SLOT = "gatehook.v1.trigger.{}.external_authentication.post_authentication"
+
+
+def _url(server: Server, user: str) -> str:
+    return f"nats://{user}:{PASSWORDS.get(user, 'x')}@127.0.0.1:{server.port}"
+
+
+@dataclass(frozen=True)
+class Done:
+    """What a command printed, and its exit code."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def gatehook(server: Server, user: str, *args: str) -> Done:
+    """The `gatehook` command as ``user`` of deploy/nats-roles.conf (a process of its own; the
+    worker it talks to runs on this test's event loop, which must keep running)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOOK_")}
+    env["GATEHOOK_NATS_URL"] = _url(server, user)
+    proc = await asyncio.create_subprocess_exec(GATEHOOK, *args, env=env, stdout=PIPE, stderr=PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode is not None
+    return Done(proc.returncode, out.decode(), err.decode())
+
+
+@pytest.fixture
+async def stack(settings: Settings, pool: SandboxPool, store: MongoStore) -> AsyncIterator[Server]:
+    """NATS under deploy/nats.conf, a worker as gatehook-worker, and acme and globex with
+    a flow applied by their operators and one decision each."""
+    server = start_nats(config=str(ROOT / "deploy" / "nats.conf"))
+    worker_settings = settings.model_copy(
+        update={"nats_url": f"nats://gatehook-worker:worker-secret@127.0.0.1:{server.port}"}
+    )
+    runtime, broker = await start_worker(worker_settings, pool)
+    try:
+        for tenant in ("acme", "globex"):
+            operator = f"{tenant}-operator"
+            nc = await nats.connect(_url(server, operator), inbox_prefix=f"_INBOX.{operator}")
+            await AdminClient(nc, principal=operator).call(tenant, "apply", file=FILE)
+            await nc.close()
+        for tenant in ("acme", "globex"):
+            user = f"{tenant}-login"
+            login = await nats.connect(_url(server, user), inbox_prefix=f"_INBOX.{user}")
+            who = {"id": "u", "email": f"ann@{tenant}.com"}
+            body = json.dumps({"request_id": f"{tenant}-1", "user": who}).encode()
+            reply = await login.request(SLOT.format(tenant), body, timeout=10)
+            assert "decision" in json.loads(reply.data)
+            await login.close()
+        yield server
+    finally:
+        await stop_worker(runtime, broker)
+        server.stop()
+
+
+def _events(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def _one_line_refusal(done: Done) -> str:
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("user", ["acme-audit", "acme-operator"])
+async def test_a_tenants_audit_reader_tails_and_queries_its_own_events(
+    stack: Server, user: str
+) -> None:
+    tail = await gatehook(stack, user, "audit", "tail", "-t", "acme", "--since", "1h", "--json")
+    assert tail.returncode == 0, tail.stderr
+    events = _events(tail.stdout)
+    assert {e["type"] for e in events} >= {"admin.action_created", "flow.action_published"}
+    assert {e["tenant"] for e in events} == {"acme"}
+    typed = await gatehook(
+        stack, user, "audit", "tail", "-t", "acme", "--type", "flow.action_attached", "--json"
+    )
+    assert typed.returncode == 0, typed.stderr
+    assert [e["action"] for e in _events(typed.stdout)] == ["allow"]
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    why = await gatehook(stack, user, "audit", "why", "-t", "acme", "--at", now, "--window", "30m")
+    assert why.returncode == 0, why.stderr
+    assert "change:" in why.stdout
+    assert "allow@1.0.0" in why.stdout
+
+
+@pytest.mark.parametrize(
+    ("user", "args"),
+    [
+        # another tenant's events
+        ("acme-audit", ("audit", "tail", "-t", "globex")),
+        ("acme-operator", ("audit", "tail", "-t", "globex")),
+        # every tenant's
+        ("acme-audit", ("audit", "tail")),
+        # a login service reads no audit
+        ("acme-login", ("audit", "tail", "-t", "acme")),
+        # an operator of another tenant's management API
+        ("acme-operator", ("actions", "list", "-t", "globex")),
+        # the audit role changes nothing
+        ("acme-audit", ("actions", "list", "-t", "acme")),
+    ],
+)
+async def test_a_role_that_may_not_gets_one_line(
+    stack: Server, user: str, args: tuple[str, ...]
+) -> None:
+    line = _one_line_refusal(await gatehook(stack, user, *args))
+    assert line.startswith("error: permission denied"), line
+    assert user in line
+
+
+async def test_an_operator_runs_its_tenants_commands(stack: Server, tmp_path: Path) -> None:
+    listed = await gatehook(stack, "acme-operator", "actions", "list", "-t", "acme", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [a["name"] for a in json.loads(listed.stdout)] == ["allow"]
+    flows = tmp_path / "acme.yaml"
+    changed = json.loads(json.dumps(FILE))
+    changed["actions"][0]["config"]["domains"].append("acme.org")
+    flows.write_text(json.dumps({**changed, "tenant": "acme"}))
+    applied = await gatehook(stack, "acme-operator", "apply", "-f", str(flows))
+    assert applied.returncode == 0, applied.stderr
+    assert "publish allow 1.0.1" in applied.stdout
+
+
+async def test_the_audit_consumer_example_runs_as_the_audit_role(stack: Server) -> None:
+    sys.path.insert(0, str(ROOT / "examples"))
+    from audit_consumer import consume  # type: ignore[import-not-found]
+
+    got: list[dict[str, Any]] = []
+
+    async def deliver(event: dict[str, Any]) -> None:
+        got.append(event)
+
+    delivered = await consume(_url(stack, "acme-audit"), "acme", deliver, idle_rounds=1)
+    assert delivered == len(got) > 0
+    assert {e["tenant"] for e in got} == {"acme"}
+    with pytest.raises(Exception, match=r"(?i)timeout|permissions"):
+        await consume(_url(stack, "acme-audit"), "globex", deliver, idle_rounds=1)
