@@ -11,7 +11,10 @@ call's scheduled time), from this process:
 
 - **NATS**: the trigger request the gateway makes of the call, sent as a login service does;
 - **HTTP**: ZITADEL's signed `function/preuserinfo` call to `POST /zitadel/<tenant>` (the
-  gateway verifies, maps, asks the worker over NATS, maps back).
+  gateway verifies, maps, asks the worker over NATS, maps back);
+- **HTTP, Hydra**: Ory Hydra's token hook call of an authorization code grant (the body
+  Hydra v2.3 sends) to `POST /hydra/<tenant>/token`: two trigger requests at once (the
+  access token's and the ID token's slots), the consent's claims merged back.
 
 Reports throughput, latency percentiles and CPU µs per call of the worker (with its sandbox
 children), the gateway and nats-server (from /proc, over each phase); the load generator's
@@ -44,7 +47,36 @@ from run import cpu_by_kind, pct, start_worker, stop, wait_ready
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 TENANT = "bench-gw"
+HYDRA_TENANT = "bench-hydra"
 KEY = "bench-signing-key-0123456789"
+HYDRA_KEY = "bench-hydra-key-0123456789"
+HYDRA_CALL: dict[str, Any] = {  # as Hydra v2.3 posts it for an authorization code grant
+    "session": {
+        "id_token": {
+            "id_token_claims": {
+                "sub": "user-1",
+                "aud": ["app1"],
+                "ext": {"email": "mini@acme.com", "sid": "s1"},
+            },
+            "subject": "user-1",
+            "username": "",
+        },
+        "extra": {"org": "acme"},
+        "client_id": "app1",
+        "consent_challenge": "c1",
+    },
+    "request": {
+        "client_id": "app1",
+        "requested_scopes": ["openid", "offline"],
+        "granted_scopes": [],
+        "granted_audience": [],
+        "grant_types": ["authorization_code"],
+        "payload": {"grant_type": ["authorization_code"]},
+    },
+}
+TOKEN_SCRIPT = """export function execute(input) {
+  return {kind: 'continue', claims: {tier: 'gold'}};
+}"""
 SCRIPT = """function claims(ctx, api) {
   api.v1.claims.setClaim('dept', ctx.v1.user.getMetadata().metadata[0].value);
   api.v1.claims.setClaim('client', ctx.v1.application.getClientId());
@@ -73,6 +105,20 @@ async def set_up(url: str) -> None:
                 "actions": [{"name": "claims", "source": SCRIPT}],
                 "flows": {"complement_token": {"pre_userinfo_creation": ["claims@latest"]}},
                 "ingress": {"zitadel": {"signing_keys": [KEY]}},
+            },
+        )
+        await AdminClient(nc, actor="bench", timeout=60).call(
+            HYDRA_TENANT,
+            "apply",
+            file={
+                "actions": [{"name": "token", "source": TOKEN_SCRIPT}],
+                "flows": {
+                    "complement_token": {
+                        "pre_userinfo_creation": ["token@latest"],
+                        "pre_access_token_creation": ["token@latest"],
+                    }
+                },
+                "ingress": {"hydra": {"api_keys": [HYDRA_KEY]}},
             },
         )
     finally:
@@ -163,8 +209,21 @@ async def run(args: argparse.Namespace) -> str:
                 assert r.status == 200, body
                 assert body["append_claims"][0] == {"key": "dept", "value": "engineering"}
 
+        hydra_raw = json.dumps(HYDRA_CALL).encode()
+
+        async def over_hydra() -> None:
+            url = f"http://127.0.0.1:{port}/hydra/{HYDRA_TENANT}/token"
+            async with session.post(url, data=hydra_raw, headers={"Authorization": HYDRA_KEY}) as r:
+                body = await r.json()
+                assert r.status == 200, body
+                assert body["session"]["access_token"]["tier"] == "gold", body
+
         pids = [worker.pid, gateway.pid, nats_server.proc.pid if nats_server.proc else 0]
-        paths = (("NATS (trigger request)", over_nats), ("HTTP via gateway", over_http))
+        paths = (
+            ("NATS (trigger request)", over_nats),
+            ("HTTP via gateway (ZITADEL)", over_http),
+            ("HTTP via gateway (Hydra token hook: 2 trigger requests)", over_hydra),
+        )
         for load in ("closed", f"{args.rate:.0f}/s"):
             for name, call in paths:
                 await closed_loop(call, 1.0, args.in_flight)  # warm
@@ -222,15 +281,16 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             + f" | {sum(cpu):.0f} |"
         )
     lines.append("")
-    for nats_row, http_row in zip(rows[::2], rows[1::2], strict=True):
-        total = [sum(r["cpu"].get(k, 0.0) for k in kinds) for r in (nats_row, http_row)]
-        lines.append(
-            f"- {nats_row['load']}: through the gateway p50 "
-            f"+{http_row['p50'] - nats_row['p50']:.2f} ms "
-            f"({http_row['p50'] / nats_row['p50']:.2f}x), CPU per call "
-            f"+{total[1] - total[0]:.0f} µs ({total[1] / total[0]:.2f}x), of which the "
-            f"gateway {http_row['cpu'].get('gateway', 0.0):.0f} µs."
-        )
+    for nats_row in (r for r in rows if r["path"].startswith("NATS")):
+        for http_row in (r for r in rows if r["load"] == nats_row["load"] and r is not nats_row):
+            total = [sum(r["cpu"].get(k, 0.0) for k in kinds) for r in (nats_row, http_row)]
+            lines.append(
+                f"- {nats_row['load']}, {http_row['path']}: p50 "
+                f"+{http_row['p50'] - nats_row['p50']:.2f} ms "
+                f"({http_row['p50'] / nats_row['p50']:.2f}x), CPU per call "
+                f"+{total[1] - total[0]:.0f} µs ({total[1] / total[0]:.2f}x), of which the "
+                f"gateway {http_row['cpu'].get('gateway', 0.0):.0f} µs."
+            )
     text = "\n".join(lines) + "\n"
     out = HERE / "results"
     out.mkdir(exist_ok=True)

@@ -11,7 +11,7 @@ import logging
 import time
 from datetime import UTC, datetime
 
-__all__ = ["JsonFormatter", "Sparse", "configure"]
+__all__ = ["JsonFormatter", "Sparse", "TextFormatter", "configure", "one_line"]
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -31,6 +31,26 @@ class Sparse:
             return False
         self._said = now
         return True
+
+
+_ESCAPES = {i: f"\\x{i:02x}" for i in (*range(0x20), 0x7F) if i not in (0x09,)}
+_ESCAPES |= {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters written as escapes: a log line
+    that quotes what a tenant's script or a caller said (an error, a header) stays one line,
+    and no one can forge the next line of the log."""
+    return text.translate(_ESCAPES)
+
+
+class TextFormatter(logging.Formatter):
+    """``at level logger message``, the message kept on one line (``one_line``); a traceback
+    the record carries follows on its own lines, as tracebacks do."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -57,7 +77,7 @@ def configure(fmt: str, level: str = "INFO") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -485,6 +485,7 @@ class Runtime:
             queue=self.settings.queue_group,
             admission=admission_for(self.settings.concurrency, self.settings.admission),
             on_change=self.triggers.invalidate,
+            refusal_delay_s=self.settings.admission.refusal_delay_ms / 1000,
         )
         await self._server.start()
 

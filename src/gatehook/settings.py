@@ -352,7 +352,8 @@ class MongoSettings(BaseModel):
 
 
 class GatewaySettings(BaseModel):
-    """``gatehook http``: the HTTP front identity providers call (ZITADEL, Kratos, Okta)."""
+    """``gatehook http``: the HTTP front identity providers call (ZITADEL, Kratos, Okta,
+    Hydra)."""
 
     host: str = Field(default="127.0.0.1", description="where gatehook http listens")
     port: int = Field(default=8090, ge=0, le=65535, description="its port")
@@ -365,6 +366,9 @@ class GatewaySettings(BaseModel):
     )
     okta_deadline_ms: int = Field(
         default=2500, ge=50, le=60_000, description="Okta waits 3 s for an inline hook"
+    )
+    hydra_deadline_ms: int = Field(
+        default=2500, ge=50, le=60_000, description="answer Ory Hydra's token hook by then"
     )
     keys_ttl_s: float = Field(
         default=30.0, gt=0, description="how long a tenant's provider secrets are cached"
@@ -409,6 +413,14 @@ class AdmissionSettings(BaseModel):
     weights: dict[str, float] = Field(
         default_factory=dict,
         description='tenant -> weight of its share (default 1), e.g. {"acme": 2}',
+    )
+    refusal_delay_ms: int = Field(
+        default=100,
+        ge=0,
+        le=5000,
+        description="a refused request is answered after this long (0: at once): a flooder"
+        " that retries at once cannot turn refusals into a storm that takes the CPU others"
+        " need",
     )
 
     @field_validator("weights")

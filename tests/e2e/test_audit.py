@@ -174,7 +174,7 @@ async def test_external_consumer_example(
     await consume(settings.nats_url, tenant, idempotent, durable="t", idle_rounds=3, ack_wait_s=1)
     executed = [e for e in stored.values() if e["type"] == "flow.action_executed"]
     assert len(executed) == 3
-    assert len(stored) == 3 + 2  # and the publish and attach events
+    assert len(stored) == 3 + 3  # and the create, publish and attach events
     assert deliveries >= len(stored) - 1
 
 

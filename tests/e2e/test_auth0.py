@@ -419,7 +419,7 @@ async def test_the_exports_decide_where_it_attaches_and_gaps_are_named(
             name="npm",
             source="const axios = require('axios');\n" + post_login(""),
         )
-    assert "requires 'axios': npm packages are not supported" in str(info.value)
+    assert "requires 'axios' (line 1, column 15): npm packages are not supported" in str(info.value)
 
     # changing a secret publishes a new version; the mask keeps the stored value
     await api.call(tenant, "actions.create", name="keyed")
@@ -483,30 +483,57 @@ async def test_redirect_round_trip_through_on_continue_post_login(
     assert claims["exp"] - claims["iat"] == 120
 
     now = int(time.time())
+    # the login service's transaction: the state it sent the browser away with, and got back
+    state = "txn-ann-1"
 
-    async def come_back(token: str, where: str = "query") -> dict[str, Any]:
-        body = request(context={"continue": True}, request={where: {"session_token": token}})
+    async def come_back(
+        token: str, where: str = "query", user: str = "u1", back_with: str | None = state
+    ) -> dict[str, Any]:
+        returned: dict[str, Any] = {"session_token": token}
+        if back_with is not None:
+            returned["state"] = back_with
+        body = request(context={"continue": True}, request={where: returned})
+        body["user"]["id"] = user
         return await trigger(nc, tenant, body)
 
-    own = await come_back(token)  # encodeToken's own token checks out in validateToken
-    assert own["decision"] == "continue", own
-    assert own["user_updates"] == {"app_metadata": {"verified_at": claims["iat"]}}
-    back = await come_back(_jwt({"verified": True, "iat": now, "exp": now + 60}, secret))
+    def issued(**claims: Any) -> str:
+        """A token as the redirect's target issues it: for the user and the state."""
+        return _jwt({"sub": "u1", "state": state, "iat": now, "exp": now + 60, **claims}, secret)
+
+    back = await come_back(issued(verified=True))
     assert back["decision"] == "continue", back
     assert back["claims"] == {"verified": True}
     assert back["user_updates"] == {"app_metadata": {"verified_at": now}}
-    posted = await come_back(_jwt({"verified": "form", "exp": now + 60}, secret), "body")
+    posted = await come_back(issued(verified="form"), "body")
     assert posted["claims"] == {"verified": "form"}
 
-    good = _jwt({"verified": True, "exp": now + 60}, secret)
+    good = issued(verified=True)
     tampered = good.rsplit(".", 1)[0][:-2] + "xx." + good.rsplit(".", 1)[1]
-    for bad, why in (
-        (tampered, "signature is invalid"),
-        (_jwt({"verified": True, "exp": now + 60}, "another secret"), "signature is invalid"),
-        (_jwt({"verified": True, "exp": now - 5}, secret), "has expired"),
-        ("not-a-token", "not a JWT"),
+    head, body_part, signature = good.split(".")
+    # the last character of a 43-character signature holds 4 bits and 2 unused: changed,
+    # the bytes stay the same; a strict decoder refuses the other spelling
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".index(signature[-1])
+    twin = (
+        signature[:-1]
+        + "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[last ^ 1]
+    )
+    for bad, why, kwargs in (
+        (tampered, "signature is invalid", {}),
+        (f"{head}.{body_part}.{twin}", "not base64url", {}),
+        (_jwt({"sub": "u1", "state": state, "exp": now + 60}, "another"), "signature is", {}),
+        (issued(exp=now - 5), "has expired", {}),
+        (issued(nbf=now + 600), "not valid yet", {}),
+        (issued(iat=now + 600), "issued in the future", {}),
+        ("not-a-token", "not a JWT", {}),
+        # a token issued for the attacker's own sign-in does not resume the victim's
+        (issued(sub="attacker"), "sub is not this sign-in's user", {}),
+        (issued(state="txn-of-the-attacker"), "state is not this sign-in's state", {}),
+        (issued(), "sub is not this sign-in's user", {"user": "victim"}),
+        (issued(), "carries no state", {"back_with": None}),
+        # encodeToken's own token names no state: it is the first leg's, not a way back
+        (token, "state is not", {}),
     ):
-        reply = await come_back(bad)
+        reply = await come_back(bad, **kwargs)
         assert reply["decision"] == "block", (why, reply)
         assert reply["reason"] == "action_error"
         assert why in reply["message"], reply["message"]

@@ -128,7 +128,7 @@ async def test_the_local_stack_runs_the_production_roles() -> None:
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr + out.stdout
-    assert "with the roles of nats.conf" in out.stdout
+    assert "with the roles of nats-roles.conf" in out.stdout
     assert "ann@acme.com signs in through Okta -> continue" in out.stdout
     assert "eve@evil.example signs in -> block (domain_not_allowed)" in out.stdout
     assert "-> demand_mfa (risk_elevated)" in out.stdout

@@ -5,6 +5,7 @@ refusal in the tenant's audit stream."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import shutil
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 from nats.aio.client import Client as NATS
 from playwright.async_api import Page, expect
@@ -195,3 +197,62 @@ async def test_admin_requests_the_api_refuses_are_audited(
     assert event["actor"] == "mallory"
     assert event["details"]["operation"] == "actions.create"
     assert event["details"]["code"] == "invalid"
+
+
+async def test_a_flood_of_sign_in_starts_locks_no_operator_out(
+    worker: Worker,
+    settings: Settings,
+    provider: Provider,
+    page: Page,  # noqa: F811
+    tenant: str,
+) -> None:
+    """An outsider (from another address) starts 10,001 sign-ins and keeps starting more
+    while an operator signs in: the outsider's pending sign-ins are bounded, the operator's
+    is not dropped."""
+    async with running_console(
+        oidc_settings(settings, provider, tenant), provider.console_port
+    ) as base:
+        connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0), limit=32)
+        async with aiohttp.ClientSession(connector=connector) as outsider:
+
+            async def start() -> int:
+                async with outsider.get(base + "/oidc/start", allow_redirects=False) as r:
+                    return r.status
+
+            sent = 0
+            while sent < 10_001:
+                statuses = await asyncio.gather(*(start() for _ in range(min(500, 10_001 - sent))))
+                assert set(statuses) == {303}  # every start answered, none refused
+                sent += len(statuses)
+            stop = asyncio.Event()
+
+            async def keep_flooding() -> None:
+                while not stop.is_set():
+                    await asyncio.gather(*(start() for _ in range(50)))
+
+            flood = asyncio.create_task(keep_flooding())
+            try:
+                await sign_in_with_provider(page, base, "ann", f"/t/{tenant}/actions")
+                await expect(page.locator("h1")).to_have_text("Actions")
+            finally:
+                stop.set()
+                await flood
+
+
+async def test_after_sign_in_the_console_stays_on_its_own_site(
+    worker: Worker,
+    settings: Settings,
+    provider: Provider,
+    page: Page,  # noqa: F811
+    tenant: str,
+) -> None:
+    """``next`` that a browser would read as another site (a backslash, a tab, two slashes)
+    lands on the console's home page."""
+    async with running_console(
+        oidc_settings(settings, provider, tenant), provider.console_port
+    ) as base:
+        for sneaky in ("/%5Cevil.example/", "/%09/evil.example/", "//evil.example/"):
+            await page.context.clear_cookies()
+            await sign_in_with_provider(page, base, "ann", f"/login?next={sneaky}")
+            await expect(page.locator("header")).to_contain_text("ann")
+            assert page.url.startswith(base + "/"), page.url

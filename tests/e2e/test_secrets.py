@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from bson import json_util
+from nats.aio.client import Client as NATS
 from pymongo import MongoClient
 
 from gatehook.admin.service import AdminService, Draft
@@ -22,6 +23,7 @@ from gatehook.security.sealing import SealingError, key_id, new_key, parse_key, 
 from gatehook.settings import SecretsSettings, Settings
 from gatehook.storage import MongoStore
 from gatehook.templates import default_registry
+from gatehook.transport.jetstream import AuditPublisher
 from tests.conftest import TEST_SECRETS_KEY
 
 WEBHOOK_SECRET = "whsec_c2VjcmV0LW9mLXRoZS10ZW5hbnQ="
@@ -169,16 +171,18 @@ async def test_rotation_seals_again_under_the_new_key(
 
 
 async def test_secrets_stored_in_clear_are_sealed_by_rotate(
-    admin: AdminService, pool: Any, settings: Settings, tenant: str, store: MongoStore
+    nc: NATS, pool: Any, settings: Settings, tenant: str, store: MongoStore
 ) -> None:
     clear = _store(settings, None)  # as a deployment without a key wrote them
+    audit = AuditPublisher(nc.jetstream(), settings.audit)
+    await audit.ensure_stream()
+
+    async def notify(tenant: str) -> None:
+        del tenant  # no worker here to tell
+
     try:
         plain = AdminService(
-            store=clear,
-            compiler=pool,
-            templates=default_registry(),
-            audit=admin._audit,
-            notify=admin._notify,
+            store=clear, compiler=pool, templates=default_registry(), audit=audit, notify=notify
         )
         await _publish_secrets(plain, tenant)
     finally:

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
+from gatehook.admin.files import load_yaml, read_inside
 from gatehook.admin.service import AdminService, Draft, check_handlers
 from gatehook.domain.catalogue import TRIGGERS, Trigger
 from gatehook.domain.flowfile import ActionSpec, FlowsFile, SlotEntry, entry_refs, parse_ref
@@ -44,8 +44,8 @@ class Plan:
 def load_file(path: Path) -> tuple[FlowsFile, dict[str, str]]:
     """Parse a tenant file and read the scripts it names (paths relative to the file)."""
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        raw = load_yaml(path.read_text())
+    except OSError as exc:
         raise ValidationFailed(f"cannot read {path}: {exc}") from None
     try:
         doc = FlowsFile.model_validate(raw or {})
@@ -56,13 +56,10 @@ def load_file(path: Path) -> tuple[FlowsFile, dict[str, str]]:
     sources: dict[str, str] = {}
     for spec in doc.actions:
         if spec.file is not None:
-            script = (path.parent / spec.file).resolve()
-            try:
-                sources[spec.name] = script.read_text()
-            except OSError as exc:
-                raise ValidationFailed(
-                    f"action {spec.name}: cannot read {spec.file}: {exc}"
-                ) from None
+            # a script's path is relative to the file, and stays in its folder
+            sources[spec.name] = read_inside(
+                path.parent, path.parent / spec.file, f"action {spec.name}"
+            )
         elif spec.source is not None:
             sources[spec.name] = spec.source
     return doc, sources

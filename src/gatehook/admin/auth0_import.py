@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from gatehook.admin.files import read_inside
 from gatehook.domain.catalogue import ACTION_NAME_RE, TENANT_RE
 from gatehook.domain.flowfile import FlowsFile
 from gatehook.errors import ValidationFailed
@@ -100,18 +101,21 @@ def read_export(root: Path) -> tuple[list[dict[str, Any]], dict[str, list[dict[s
 
 
 def _code(root: Path, folder: Path, action: dict[str, Any]) -> str:
-    """The action's code: its ``code`` path as the Deploy CLI wrote it (absolute from where
-    it ran, or relative), else ``actions/<name>/code.js``."""
+    """The action's code: its ``code`` path as the Deploy CLI wrote it (relative to the
+    export; an absolute path from the machine it ran on is looked for by its file name in the
+    action's folder), else ``actions/<name>/code.js``. Only files inside the export are read:
+    a path that leaves it (``..``, an absolute path, a link pointing out) is refused, since an
+    export is someone else's file and must not make the import read ``/proc/self/environ``."""
     given = action.get("code")
     own = folder / str(action["name"])
     candidates: list[Path] = []
     if isinstance(given, str) and given:
         path = Path(given)
-        candidates += [path, own / path.name] if path.is_absolute() else [root / path, path]
+        candidates += [own / path.name] if path.is_absolute() else [root / path]
     candidates.append(own / "code.js")
     for path in candidates:
         if path.is_file():
-            return path.read_text()
+            return read_inside(root, path, f"action {action['name']}")
     raise ValidationFailed(f"action {action['name']}: its code is not in the export ({given!r})")
 
 

@@ -382,9 +382,17 @@ class AdminService:
         return compiled
 
     async def _normalise(
-        self, tenant: str, name: str, draft: Draft, action: ActionDef | None = None
+        self,
+        tenant: str,
+        name: str,
+        draft: Draft,
+        action: ActionDef | None = None,
+        *,
+        stored_secrets: bool = True,
     ) -> tuple[ActionDef, Draft, str]:
-        """Validate a draft against its action; return the canonical draft and its digest."""
+        """Validate a draft against its action; return the canonical draft and its digest.
+        With ``stored_secrets`` False (a draft run, not a publish), a secret sent masked is
+        not replaced by the stored one: it stays the mask, and no stored secret is read."""
         action = action or await self.action(tenant, name)
         timeout = draft.timeout_ms if draft.timeout_ms is not None else self._default_timeout_ms
         if not 1 <= timeout <= 30_000:
@@ -406,7 +414,7 @@ class AdminService:
                 raise ValidationFailed(
                     "a target action takes a target, not a script or config", field="target"
                 )
-            target = await self._target(tenant, name, draft.target)
+            target = await self._target(tenant, name, draft.target, stored_secrets)
             lang = None
         elif action.kind is ActionKind.TEMPLATE:
             if source is not None:
@@ -417,7 +425,7 @@ class AdminService:
             if tpl is None:
                 raise ValidationFailed(f"unknown template {action.template!r}", field="template")
             kept = [k for k in tpl.secret_fields if cfg.get(k) == SECRET_MASK]
-            if kept:
+            if kept and stored_secrets:
                 # A form that showed the secret masked sends the mask back: keep the secret.
                 existing = await self._store.list_versions(tenant, name)
                 if not existing:
@@ -443,7 +451,7 @@ class AdminService:
                     field="config",
                 )
             lang = lang or "js"
-            secrets = await self._secrets(tenant, name, secrets)
+            secrets = await self._secrets(tenant, name, secrets, stored_secrets)
         canonical = Draft(
             source=source,
             language=lang,
@@ -457,12 +465,14 @@ class AdminService:
         content = json.dumps(dataclasses.asdict(canonical), sort_keys=True)
         return action, canonical, hashlib.sha256(content.encode()).hexdigest()
 
-    async def _secrets(self, tenant: str, name: str, given: dict[str, str]) -> dict[str, str]:
+    async def _secrets(
+        self, tenant: str, name: str, given: dict[str, str], stored_secrets: bool = True
+    ) -> dict[str, str]:
         """A custom action's secrets, checked; a value sent as the mask keeps the stored one
-        (a form or a file read back shows them masked)."""
+        (a form or a file read back shows them masked), unless ``stored_secrets`` is False."""
         if len(given) > _MAX_SECRETS:
             raise ValidationFailed(f"at most {_MAX_SECRETS} secrets", field="secrets")
-        kept = [k for k, v in given.items() if v == SECRET_MASK]
+        kept = [k for k, v in given.items() if v == SECRET_MASK] if stored_secrets else []
         stored: dict[str, str] = {}
         if kept:
             existing = await self._store.list_versions(tenant, name)
@@ -475,7 +485,7 @@ class AdminService:
                     f"secret name {key!r}: letters, digits and _, not starting with a digit",
                     field="secrets",
                 )
-            if value == SECRET_MASK:
+            if value == SECRET_MASK and stored_secrets:
                 if key not in stored:
                     raise ValidationFailed(f"{key}: there is no stored secret to keep", field=key)
                 value = stored[key]
@@ -486,14 +496,18 @@ class AdminService:
             out[key] = value
         return dict(sorted(out.items()))
 
-    async def _target(self, tenant: str, name: str, given: dict[str, Any] | None) -> dict[str, Any]:
+    async def _target(
+        self, tenant: str, name: str, given: dict[str, Any] | None, stored_secrets: bool = True
+    ) -> dict[str, Any]:
         """The canonical target of a draft. A signing key left out or sent back masked keeps
         the stored one; the first version without one gets a generated key."""
         if not given:
             raise ValidationFailed("a target action needs a target (endpoint, ...)", field="target")
         data = dict(given)
         key = data.get("signing_key")
-        if key is None or key == SECRET_MASK:
+        if not stored_secrets and (key is None or key == SECRET_MASK):
+            data["signing_key"] = secrets.token_urlsafe(32)  # a draft's own, never the stored
+        elif key is None or key == SECRET_MASK:
             existing = await self._store.list_versions(tenant, name)
             stored = None
             if existing:
@@ -524,8 +538,9 @@ class AdminService:
     async def draft_version(self, tenant: str, name: str, draft: Draft) -> ActionVersion:
         """``draft`` as the version a publish would make, compiled, not stored: for running
         an unsaved draft (``actions.test``). Its version is ``draft-<digest>``, so that no
-        warm interpreter of another draft is taken for it."""
-        action, draft, digest = await self._normalise(tenant, name, draft)
+        warm interpreter of another draft is taken for it. A draft never receives a stored
+        secret: one sent masked reaches it as the mask."""
+        action, draft, digest = await self._normalise(tenant, name, draft, stored_secrets=False)
         return await self._version_of(
             action, draft, digest, version=f"draft-{digest[:12]}", actor="draft"
         )

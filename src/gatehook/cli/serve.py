@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -114,7 +115,8 @@ def console(
 
     settings = load_settings()
     try:
-        asyncio.run(serve_console(settings, host=host, port=port, say=out.print))
+        say = functools.partial(out.print, soft_wrap=True)  # one line each, however long
+        asyncio.run(serve_console(settings, host=host, port=port, say=say))
     except ConsoleRefused as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

@@ -41,7 +41,7 @@ from gatehook.console.pages import (
     render,
     texts,
 )
-from gatehook.console.security import SecurityHeaders
+from gatehook.console.security import SecurityHeaders, local_path
 from gatehook.console.starters import STARTERS, starter
 from gatehook.domain.catalogue import TENANT_RE
 from gatehook.domain.contract import AuditEvent, AuditEventType
@@ -112,7 +112,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
         # A page that moves on by itself: a redirect would carry the navigation that came
         # from the provider's site, and the browser would hold back the SameSite=Strict
         # session cookie on it.
-        safe = html.escape(target, quote=True)
+        safe = html.escape(local_path(target), quote=True)
         resp = HTMLResponse(
             f'<!doctype html><meta http-equiv="refresh" content="0;url={safe}">'
             f'<p>Signed in. <a href="{safe}">Continue</a></p>'
@@ -223,8 +223,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
             errors["token"] = "wrong token"
         if errors:
             return login_page(request, 401, errors=errors, typed=operator)
-        target = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/"
-        resp = RedirectResponse(target, 303)
+        resp = RedirectResponse(local_path(nxt), 303)
         resp.set_cookie(
             COOKIE,
             env.sessions.issue(operator),
@@ -239,10 +238,10 @@ def build_app(settings: Settings, token: str) -> Starlette:
     async def oidc_start(request: Request) -> Response:
         if oidc is None:
             return render(env, request, "error.html", 404, message="OpenID Connect is off")
-        nxt = request.query_params.get("next", "/")
-        target = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/"
+        target = local_path(request.query_params.get("next", "/"))
+        client = request.client.host if request.client else "unknown"
         try:
-            url, state = await oidc.start(str(request.base_url), target)
+            url, state = await oidc.start(str(request.base_url), target, client=client)
         except SignInRefused as exc:
             return login_page(request, 502, errors={"oidc": exc.message})
         resp = RedirectResponse(url, 303)

@@ -31,6 +31,8 @@ __all__ = ["Identity", "Oidc", "SignInRefused", "roles_from_claim"]
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
 PENDING_S = 600.0
+PENDING_PER_CLIENT = 16  # sign-ins under way from one address (its oldest dropped past it)
+PENDING_MAX = 10_000  # in all (the oldest dropped past it)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.@-]")
 
 
@@ -55,6 +57,7 @@ class _Pending:
     verifier: str
     next: str
     until: float
+    client: str = ""
 
 
 def roles_from_claim(value: Any) -> dict[str, str]:
@@ -103,7 +106,8 @@ class Oidc:
         self.issuer = settings.issuer.rstrip("/")
         self._meta: dict[str, Any] | None = None
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, _Pending] = {}  # by state, oldest first
+        self._by_client: dict[str, list[str]] = {}  # states by client, oldest first
         self._http: aiohttp.ClientSession | None = None
 
     async def aclose(self) -> None:
@@ -133,17 +137,37 @@ class Oidc:
             self._meta = meta
         return self._meta
 
+    def _drop(self, state: str) -> None:
+        pending = self._pending.pop(state, None)
+        if pending is None:
+            return
+        mine = self._by_client.get(pending.client)
+        if mine is not None:
+            if state in mine:
+                mine.remove(state)
+            if not mine:
+                del self._by_client[pending.client]
+
     def redirect_uri(self, base: str) -> str:
         return self.settings.redirect_url or base.rstrip("/") + "/oidc/callback"
 
-    async def start(self, base: str, next_url: str) -> tuple[str, str]:
-        """The provider's authorization URL, and the state to bind to the browser."""
+    async def start(self, base: str, next_url: str, client: str = "") -> tuple[str, str]:
+        """The provider's authorization URL, and the state to bind to the browser.
+
+        Sign-ins under way are bounded per client (its address): past ``PENDING_PER_CLIENT``
+        its oldest is dropped, so one client starting sign-ins without end fills no table
+        and locks no other operator out; past ``PENDING_MAX`` in all, the oldest goes."""
         meta = await self.metadata()
         now = time.monotonic()
-        for key in [k for k, p in self._pending.items() if p.until < now]:
-            del self._pending[key]
-        if len(self._pending) > 10_000:
-            raise SignInRefused("too many sign-ins under way; try again in a minute")
+        while self._pending:
+            oldest = next(iter(self._pending))
+            if self._pending[oldest].until >= now:
+                break
+            self._drop(oldest)
+        while len(self._by_client.get(client, ())) >= PENDING_PER_CLIENT:
+            self._drop(self._by_client[client][0])
+        while len(self._pending) >= PENDING_MAX:
+            self._drop(next(iter(self._pending)))
         state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(64)
         challenge = (
@@ -151,7 +175,8 @@ class Oidc:
             .decode()
             .rstrip("=")
         )
-        self._pending[state] = _Pending(nonce, verifier, next_url, now + PENDING_S)
+        self._pending[state] = _Pending(nonce, verifier, next_url, now + PENDING_S, client)
+        self._by_client.setdefault(client, []).append(state)
         query = {
             "response_type": "code",
             "client_id": self.settings.client_id,
@@ -168,7 +193,9 @@ class Oidc:
         self, base: str, code: str, state: str, bound_state: str | None
     ) -> tuple[Identity, str]:
         """Redeem ``code``: the identity, and where the operator was going."""
-        pending = self._pending.pop(state, None)
+        pending = self._pending.get(state)
+        if pending is not None:
+            self._drop(state)
         if pending is None or pending.until < time.monotonic():
             raise SignInRefused("this sign-in expired or was used already: start again")
         if not bound_state or not secrets.compare_digest(bound_state, state):

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CSP", "SecurityHeaders", "same_origin"]
+__all__ = ["CSP", "SecurityHeaders", "local_path", "same_origin"]
 
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self';"
@@ -27,6 +27,23 @@ _HEADERS = [
     (b"x-content-type-options", b"nosniff"),
 ]
 _SAFE = {"GET", "HEAD", "OPTIONS"}
+
+
+def local_path(target: str | None) -> str:
+    """``target`` when it is a path of this site, else ``/``: where to go after signing in.
+
+    A browser reads ``/\\evil.example`` and ``/<tab>/evil.example`` (a tab or a line break is
+    dropped from a URL) as ``//evil.example``, another site: a target with a backslash, a
+    control character or white space, or whose second character is a slash, is refused, as
+    is anything with a scheme or a host."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    if "\\" in target or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return target
 
 
 def same_origin(host: str, origin: str | None, referer: str | None) -> bool:

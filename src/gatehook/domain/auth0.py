@@ -8,11 +8,19 @@ Actions"). The triggers such a script is compatible with follow from what it exp
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from gatehook.domain.catalogue import Trigger
 
-__all__ = ["EXPORTS", "HANDLERS", "compatible_triggers", "handler_for"]
+__all__ = [
+    "CACHE_ENTRIES",
+    "EXPORTS",
+    "HANDLERS",
+    "bounded_cache_writes",
+    "compatible_triggers",
+    "handler_for",
+]
 
 POST_LOGIN = "onExecutePostLogin"
 CONTINUE_POST_LOGIN = "onContinuePostLogin"
@@ -69,3 +77,41 @@ def handler_for(
     if exchange and (protocol == CLIENT_CREDENTIALS or POST_LOGIN not in have):
         return CREDENTIALS_EXCHANGE
     return next((n for n in names if n in have), None)
+
+
+# ``api.cache``'s bounds, Auth0's own: kept by the runtime in the script, and again by the
+# worker on what the script hands back (a script can change its own runtime's checks).
+CACHE_ENTRIES = 20
+CACHE_VALUE_BYTES = 4096
+CACHE_TTL_MS = 15 * 60 * 1000
+CACHE_MAX_TTL_MS = 24 * 3600 * 1000
+
+
+def bounded_cache_writes(
+    writes: Iterable[Mapping[str, Any]], live: Iterable[str], now_ms: int
+) -> tuple[list[dict[str, Any]], int]:
+    """``writes`` (``{"op", "key", "value", "expires_at"}``) as the worker stores them given
+    the keys ``live`` now: each expiry within ``CACHE_MAX_TTL_MS`` (the default TTL when
+    none), and a write dropped when its value is too large, it is already expired, or it
+    would hold more than ``CACHE_ENTRIES`` keys. Returns the writes kept and the count of
+    those dropped."""
+    keys = set(live)
+    kept: list[dict[str, Any]] = []
+    dropped = 0
+    for w in writes:
+        key = str(w.get("key"))
+        if w.get("op") == "delete":
+            keys.discard(key)
+            kept.append({"op": "delete", "key": key})
+            continue
+        value = w.get("value")
+        raw = w.get("expires_at")
+        expires = int(raw) if isinstance(raw, int | float) else now_ms + CACHE_TTL_MS
+        expires = min(expires, now_ms + CACHE_MAX_TTL_MS)
+        too_big = not isinstance(value, str) or len(value.encode()) > CACHE_VALUE_BYTES
+        if too_big or expires <= now_ms or (key not in keys and len(keys) >= CACHE_ENTRIES):
+            dropped += 1
+            continue
+        keys.add(key)
+        kept.append({"op": "set", "key": key, "value": value, "expires_at": expires})
+    return kept, dropped

@@ -75,8 +75,39 @@ def check_schema(schema: Any, path: str = "", depth: int = 0) -> None:
         check_schema(items, f"{path}[]", depth + 1)
     if "enum" in schema and not isinstance(schema["enum"], list):
         raise SchemaError(path, "enum is a list")
+    _check_keywords(schema, kind, path)
     if "default" in schema:
         validate(schema, schema["default"], path)
+
+
+# Each keyword's own type, and the kinds it applies to: a limit of the wrong type (``minimum:
+# "zzz"``) is refused when the schema is given, not when a config meets it.
+_NUMBERS = {"minimum", "maximum"}
+_COUNTS = {"minLength": "string", "maxLength": "string", "minItems": "array", "maxItems": "array"}
+
+
+def _check_keywords(schema: Mapping[str, Any], kind: str, path: str) -> None:
+    for key in _NUMBERS & set(schema):
+        value = schema[key]
+        if kind not in ("integer", "number"):
+            raise SchemaError(path, f"{key} belongs to integer and number properties")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SchemaError(path, f"{key} must be a number")
+    for key in set(_COUNTS) & set(schema):
+        value = schema[key]
+        if kind != _COUNTS[key]:
+            raise SchemaError(path, f"{key} belongs to {_COUNTS[key]} properties")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SchemaError(path, f"{key} must be a whole number, 0 or more")
+    for key in ("title", "description"):
+        if key in schema and not isinstance(schema[key], str):
+            raise SchemaError(path, f"{key} must be a string")
+    if "enum" in schema:
+        for item in schema["enum"]:
+            try:
+                validate({**schema, "enum": [item]}, item, path)
+            except SchemaError as exc:
+                raise SchemaError(path, f"enum value {item!r} does not fit: {exc}") from None
 
 
 def validate(schema: Mapping[str, Any], value: Any, path: str = "") -> Any:

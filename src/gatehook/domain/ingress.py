@@ -7,6 +7,7 @@ A tenant declares in its flows file which providers may call it and with which s
       zitadel: {signing_keys: ["<ZITADEL target signing key>", ...]}
       kratos:  {api_keys: ["<the web hook's api_key value>"], header: Authorization}
       okta:    {api_keys: ["<the inline hook's authorization value>"], header: Authorization}
+      hydra:   {api_keys: ["<the token hook's api_key value>"], header: Authorization}
 
 More than one secret per provider lets a key be rotated without refusing a call. The secrets
 are sealed at rest and read back masked (``********``); a masked entry in a file keeps the
@@ -33,8 +34,8 @@ __all__ = [
 ]
 
 MASK = "********"
-Provider = Literal["zitadel", "kratos", "okta"]
-PROVIDERS: tuple[Provider, ...] = ("zitadel", "kratos", "okta")
+Provider = Literal["zitadel", "kratos", "okta", "hydra"]
+PROVIDERS: tuple[Provider, ...] = ("zitadel", "kratos", "okta", "hydra")
 SIGNATURE_TOLERANCE_S = 300  # ZITADEL's own (pkg/actions/signing.go)
 
 Secret = Annotated[str, StringConstraints(min_length=8, max_length=512)]
@@ -53,8 +54,8 @@ class ZitadelIngress(BaseModel):
 
 
 class SharedSecretIngress(BaseModel):
-    """A provider that sends a configured header value (Kratos ``api_key`` auth, Okta's
-    inline hook authorization header)."""
+    """A provider that sends a configured header value (Kratos's and Hydra's ``api_key``
+    auth, Okta's inline hook authorization header)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -73,6 +74,7 @@ class IngressSpec(BaseModel):
     zitadel: ZitadelIngress | None = None
     kratos: SharedSecretIngress | None = None
     okta: SharedSecretIngress | None = None
+    hydra: SharedSecretIngress | None = None
 
     def providers(self) -> dict[str, dict[str, Any]]:
         """Provider -> ``{"secrets": [...], "header": ...}`` (as stored, before sealing)."""
@@ -138,11 +140,18 @@ def zitadel_signature_refusal(
     if abs(now - stamp) > SIGNATURE_TOLERANCE_S:
         return f"ZITADEL-Signature: timestamp outside {SIGNATURE_TOLERANCE_S} s of now"
     signed = f"{stamp}.".encode() + body
+    given = [_bytes(s) for s in signatures]
     for key in keys:
-        expected = hmac.new(key.encode(), signed, hashlib.sha256).hexdigest()
-        if any(hmac.compare_digest(expected, s) for s in signatures):
+        expected = hmac.new(_bytes(key), signed, hashlib.sha256).hexdigest().encode()
+        if any(hmac.compare_digest(expected, s) for s in given):
             return None
     return "ZITADEL-Signature: no signature matches a signing key"
+
+
+def _bytes(text: str) -> bytes:
+    """``text`` as bytes for a constant-time comparison: any header value (non-ASCII, or
+    bytes an HTTP server decoded as surrogates) compares, never raises."""
+    return text.encode("utf-8", "surrogatepass")
 
 
 def shared_secret_refusal(value: str | None, keys: list[str], header: str) -> str | None:
@@ -155,6 +164,6 @@ def shared_secret_refusal(value: str | None, keys: list[str], header: str) -> st
         candidates.append(value[7:])
     for key in keys:
         for candidate in candidates:
-            if hmac.compare_digest(candidate.encode(), key.encode()):
+            if hmac.compare_digest(_bytes(candidate), _bytes(key)):
                 return None
     return f"{header}: not a configured key"

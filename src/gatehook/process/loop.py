@@ -9,7 +9,11 @@ containers per request. With CPython's default thresholds the oldest generation 
 again and again as caches fill, one full pass over every live object each time, which
 stalled the event loop for tens of milliseconds under load (measured; see BENCHMARKS.md).
 ``gc.freeze()`` after start moves everything built so far out of the collector's view, and
-higher thresholds make young collections rarer; cycles are still collected.
+higher thresholds make young collections rarer; cycles are still collected. Not too rare:
+requests that wait long on a slow target or script stay alive across many collections, and
+at 50,000 allocations between young collections 128 such requests in flight brought pauses
+of up to 90 ms (p99.9 of another tenant's sign-ins; benchmarks/crowding.py); at 5,000 they
+stay near 10 ms, at ~2 % more CPU per decision (benchmarks/run.py, within its noise).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ __all__ = ["LAG_INTERVAL_S", "freeze_startup_heap", "run_worker", "tune_gc", "wa
 
 log = logging.getLogger("gatehook")
 
-GEN0_THRESHOLD = 50_000
+GEN0_THRESHOLD = 5_000
 LAG_INTERVAL_S = 0.05
 
 

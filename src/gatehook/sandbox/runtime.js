@@ -355,14 +355,18 @@
     }
     return out;
   }
+  // Strict: one text per byte string. A length of 4n+1, or left-over bits that are not zero
+  // (the last character of a signature changed without changing the bytes), is refused.
   function fromB64url(str) {
     var bytes = [], bits = 0, acc = 0;
+    if (str.length % 4 === 1) throw new Error('the token is not base64url');
     for (var i = 0; i < str.length; i++) {
       var v = B64.indexOf(str[i]);
       if (v < 0) throw new Error('the token is not base64url');
-      acc = (acc << 6) | v; bits += 6;
+      acc = ((acc << 6) | v) & 0xffff; bits += 6;
       if (bits >= 8) { bits -= 8; bytes.push(acc >> bits & 255); }
     }
+    if (acc & ((1 << bits) - 1)) throw new Error('the token is not base64url');
     return bytes;
   }
 
@@ -379,6 +383,7 @@
     return head + '.' + b64url(hmac256(utf8(o.secret), utf8(head)));
   }
 
+  var SKEW_S = 60;  // clocks of the token's issuer and the worker may differ this much
   function validateToken(event, options) {
     var o = options && typeof options === 'object' ? options : {};
     if (typeof o.secret !== 'string' || !o.secret) throw new Error('validateToken: a secret is required');
@@ -397,8 +402,28 @@
     if (diff !== 0) throw new Error('validateToken: the token\'s signature is invalid');
     var claims = parse(fromUtf8(fromB64url(parts[1])));
     if (!claims || typeof claims !== 'object') throw new Error('validateToken: the token has no claims');
-    if (typeof claims.exp !== 'number' || claims.exp <= Math.floor(Date.now() / 1000)) {
+    var now = Math.floor(Date.now() / 1000);
+    if (typeof claims.exp !== 'number' || claims.exp <= now) {
       throw new Error('validateToken: the token has expired');
+    }
+    if (claims.nbf !== undefined && (typeof claims.nbf !== 'number' || claims.nbf > now + SKEW_S)) {
+      throw new Error('validateToken: the token is not valid yet (nbf)');
+    }
+    if (claims.iat !== undefined && (typeof claims.iat !== 'number' || claims.iat > now + SKEW_S)) {
+      throw new Error('validateToken: the token was issued in the future (iat)');
+    }
+    // Bound to this sign-in, as Auth0 binds it: issued for this user, and for the state the
+    // continue request came back with (the login service's transaction; Auth0's /continue).
+    var user = event.user || {};
+    if (typeof claims.sub !== 'string' || claims.sub !== String(user.user_id)) {
+      throw new Error('validateToken: the token\'s sub is not this sign-in\'s user');
+    }
+    var state = (req.query && req.query.state) || (req.body && req.body.state);
+    if (typeof state !== 'string' || !state) {
+      throw new Error('validateToken: the continue request carries no state (request.query.state)');
+    }
+    if (claims.state !== state) {
+      throw new Error('validateToken: the token\'s state is not this sign-in\'s state');
     }
     return claims;
   }

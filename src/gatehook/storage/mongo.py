@@ -33,6 +33,7 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
+from gatehook.domain.auth0 import bounded_cache_writes
 from gatehook.domain.catalogue import FlowType
 from gatehook.domain.model import ActionDef, ActionVersion, Disabled, FlowRevision, TenantHeads
 from gatehook.errors import ConfigError, Conflict, StorageError, StorageUnavailable
@@ -536,9 +537,17 @@ class MongoStore:
         self, tenant: str, name: str, writes: list[dict[str, Any]], now_ms: int
     ) -> None:
         """Apply ``writes`` (``{"op": "set"|"delete", "key", "value", "expires_at"}``) in
-        order, and drop entries expired by ``now_ms``. Each key is one field of the
-        document (its name the key's hex, so any key is a valid field), so concurrent
-        writers of different keys do not overwrite each other."""
+        order, within Auth0's bounds (``domain.auth0.bounded_cache_writes``: the worker does
+        not trust the script's own checks), and drop entries expired by ``now_ms``. Each key
+        is one field of the document (its name the key's hex, so any key is a valid field),
+        so concurrent writers of different keys do not overwrite each other."""
+        stale = await self.action_cache(tenant, name)
+        live = [k for k, e in stale.items() if int(e.get("expires_at") or 0) > now_ms]
+        writes, dropped = bounded_cache_writes(writes, live, now_ms)
+        if dropped:
+            log.warning(
+                "%d api.cache writes of %s/%s past Auth0's bounds not stored", dropped, tenant, name
+            )
         fields: dict[str, Any] = {}
         for w in writes:
             field = "cache." + str(w["key"]).encode().hex()
@@ -547,7 +556,6 @@ class MongoStore:
                 if w["op"] == "set"
                 else None
             )
-        stale = await self.action_cache(tenant, name)
         for k, entry in stale.items():
             field = "cache." + k.encode().hex()
             if field not in fields and int(entry.get("expires_at") or 0) <= now_ms:

@@ -10,13 +10,18 @@ Routes (docs/integrations/):
 - ``POST /zitadel/<tenant>``: ZITADEL Actions v2 targets (restCall, restWebhook);
 - ``POST /kratos/<tenant>/<flow_type>/<trigger>``: Ory Kratos web hooks;
 - ``POST /okta/<tenant>/token`` and ``/okta/<tenant>/registration``: Okta inline hooks;
+- ``POST /hydra/<tenant>/token``: Ory Hydra's token hook;
 - ``GET /healthz`` and ``GET /metrics`` (Prometheus text).
 
 Every call is answered by its route's deadline (a provider's own timeout is a few seconds):
 a worker that is slow or gone gives the provider's error shape, never a hang. Refused calls
-(bad signature or key, old timestamp, unknown tenant, malformed JSON, oversized body) get a
-4xx and an ``ingress.refused`` audit event (at most ``REFUSED_AUDIT_PER_S`` a second; the rest
-are counted in the next one).
+(bad signature or key, old timestamp, unknown tenant, malformed JSON, oversized body) get
+a 4xx; an unauthenticated caller is told only that its call is not accepted (not
+whether the tenant exists or has that provider). A refusal for a tenant that has the provider
+is audited ``ingress.refused``, at most ``REFUSED_AUDIT_PER_S`` a second per tenant (the rest
+counted in the next one); one for a tenant without it writes no event (it is logged and
+counted), so a flood against made-up tenants neither writes events nor uses a real tenant's
+budget.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +44,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from gatehook.admin.ingress import ingress_subject
 from gatehook.domain.catalogue import TENANT_RE, is_valid_slot
 from gatehook.domain.ingress import shared_secret_refusal, zitadel_signature_refusal
-from gatehook.domain.providers import Answer, Ask, Malformed, kratos, okta, zitadel
+from gatehook.domain.providers import Answer, Ask, Malformed, hydra, kratos, okta, zitadel
+from gatehook.logs import Sparse
 from gatehook.service.admission import admission_for
 from gatehook.service.encoding import dumps, loads
 from gatehook.settings import AdmissionSettings, GatewaySettings
@@ -48,6 +55,7 @@ __all__ = ["Gateway", "serve_gateway"]
 log = logging.getLogger("gatehook.gateway")
 
 _NEGATIVE_TTL_S = 5.0  # an unconfigured tenant is asked again after this long
+_MAX_BUDGETS = 10_000  # tenants whose refusal budget is kept (the least recent dropped)
 _REFETCH_AFTER_S = 1.0  # a refused secret re-reads the tenant's secrets (rotation) once
 
 
@@ -64,10 +72,21 @@ class _Keys:
 
 
 class _Refused(Exception):
-    def __init__(self, status: int, reason: str) -> None:
+    """A call refused: ``reason`` for the log and the audit, ``public`` for the caller."""
+
+    def __init__(self, status: int, reason: str, public: str | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.public = public or reason
+
+
+_NOT_ACCEPTED = "the call's signature or key is not accepted"
+
+
+def _refusal(status: int, message: str) -> Answer:
+    """A refused call's answer, where the provider has no shape of its own for it."""
+    return Answer(status, {"error": message}, "refused")
 
 
 class Gateway:
@@ -78,17 +97,26 @@ class Gateway:
     ) -> None:
         self._settings = settings
         self._nc = nc
-        self.admission = admission_for(settings.concurrency, admission or AdmissionSettings())
+        admission = admission or AdmissionSettings()
+        self.admission = admission_for(settings.concurrency, admission)
+        self._refusal_delay = admission.refusal_delay_ms / 1000
         self._keys: dict[tuple[str, str], _Keys] = {}
-        self._audit_tokens = settings.refused_audit_per_s
-        self._audit_at = time.monotonic()
-        self._suppressed = 0
+        # per tenant: refusals it may still audit now, when that was counted, refusals left
+        # unaudited since its last event
+        self._budgets: OrderedDict[str, list[float]] = OrderedDict()
+        self._no_address = Sparse()  # Kratos calls without the client's address: said a minute
         self._tasks: set[asyncio.Task[None]] = set()
         self.registry = CollectorRegistry()
         self._requests = Counter(
             "gatehook_gateway_requests",
             "Provider calls answered, by route and outcome",
             ["route", "outcome"],
+            registry=self.registry,
+        )
+        self._unaudited = Counter(
+            "gatehook_gateway_refused_unaudited",
+            "Refused calls for a tenant without that provider (logged and counted, never"
+            " audited: no events for made-up tenants)",
             registry=self.registry,
         )
         self._seconds = Histogram(
@@ -108,6 +136,7 @@ class Gateway:
         app.router.add_post("/kratos/{tenant}/{flow_type}/{trigger}", self._kratos)
         app.router.add_post("/okta/{tenant}/token", self._okta_token)
         app.router.add_post("/okta/{tenant}/registration", self._okta_registration)
+        app.router.add_post("/hydra/{tenant}/token", self._hydra_token)
         app.router.add_get("/healthz", self._health)
         app.router.add_get("/metrics", self._metrics)
         return app
@@ -151,11 +180,23 @@ class Gateway:
             if not is_valid_slot(flow_type, trigger):
                 raise _Refused(404, f"{flow_type}.{trigger} is not a slot of the catalogue")
             body = _json_object(raw)
-            reply = await self._ask(tenant, kratos.ask(flow_type, trigger, body), deadline)
+            ask = kratos.ask(flow_type, trigger, body)
+            if "ip" not in ask.request["request"] and self._no_address.due():
+                log.warning(
+                    "Kratos calls of %s carry no client address (True-Client-Ip): actions see"
+                    " no request.ip (docs/integrations/kratos.md)",
+                    tenant,
+                )
+            reply = await self._ask(tenant, ask, deadline)
             return kratos.answer(body, reply)
 
         return await self._serve(
-            request, "kratos", self._settings.kratos_deadline_ms, handle, kratos.unavailable
+            request,
+            "kratos",
+            self._settings.kratos_deadline_ms,
+            handle,
+            kratos.unavailable,
+            kratos.refused,
         )
 
     async def _okta_token(self, request: web.Request) -> web.StreamResponse:
@@ -188,6 +229,23 @@ class Gateway:
             unavailable,
         )
 
+    async def _hydra_token(self, request: web.Request) -> web.StreamResponse:
+        async def handle(tenant: str, raw: bytes, deadline: float) -> Answer:
+            await self._check(tenant, "hydra", _shared(request), deadline)
+            body = _json_object(raw)
+            asks = hydra.asks(body)
+            replies = await asyncio.gather(*(self._ask(tenant, a, deadline) for a in asks))
+            return hydra.answer(body, list(replies))
+
+        return await self._serve(
+            request,
+            "hydra.token",
+            self._settings.hydra_deadline_ms,
+            handle,
+            hydra.unavailable,
+            hydra.refused,
+        )
+
     async def _health(self, request: web.Request) -> web.StreamResponse:
         ok = self._nc.is_connected
         return web.json_response({"ready": ok, "nats": ok}, status=200 if ok else 503)
@@ -203,7 +261,10 @@ class Gateway:
         deadline_ms: int,
         handle: Callable[[str, bytes, float], Awaitable[Answer]],
         unavailable: Callable[[str], Answer],
+        refused: Callable[[int, str], Answer] = _refusal,
     ) -> web.StreamResponse:
+        """One call of a route: ``handle`` it by the route's deadline; a refusal in the
+        provider's shape (``refused``), no decision in time in its shape (``unavailable``)."""
         started = time.monotonic()
         deadline = started + deadline_ms / 1000
         tenant = request.match_info["tenant"]
@@ -213,18 +274,16 @@ class Gateway:
                 raise _Refused(404, "not a tenant slug")
             answer = await self._admitted(request, tenant, deadline, handle)
         except _Refused as exc:
-            answer = Answer(exc.status, {"error": exc.reason}, "refused")
+            answer = refused(exc.status, exc.public)
             if TENANT_RE.fullmatch(tenant):
                 await self._refused(tenant, provider, exc.reason, request)
         except Malformed as exc:
-            answer = Answer(400, {"error": str(exc)}, "refused")
+            answer = refused(400, str(exc))
             await self._refused(tenant, provider, f"malformed: {exc}", request)
         except _Unavailable as exc:
             answer = unavailable(str(exc))
         except web.HTTPRequestEntityTooLarge:
-            answer = Answer(
-                413, {"error": f"body larger than {self._settings.max_body_bytes} bytes"}, "refused"
-            )
+            answer = refused(413, f"body larger than {self._settings.max_body_bytes} bytes")
             if TENANT_RE.fullmatch(tenant):
                 await self._refused(tenant, provider, "body too large", request)
         except Exception:  # a bug of ours: the call fails clearly, the gateway keeps serving
@@ -254,6 +313,9 @@ class Gateway:
         arrive by the route's deadline (a trickled body is refused with 408)."""
         refused = self.admission.enter(tenant)
         if refused is not None:
+            # answered after the refusal delay, its body unread: a flood that retries at
+            # once costs its own connections' time, not the gateway's CPU
+            await asyncio.sleep(min(self._refusal_delay, max(0.0, deadline - time.monotonic())))
             raise _Unavailable(refused.message(tenant))
         try:
             try:
@@ -275,14 +337,14 @@ class Gateway:
         secret; a refused secret re-reads the tenant's secrets once (a rotation)."""
         keys = await self._secrets(tenant, provider, deadline)
         if not keys.configured:
-            raise _Refused(401, f"the tenant has no {provider} ingress configured")
+            raise _Refused(401, f"the tenant has no {provider} ingress configured", _NOT_ACCEPTED)
         reason = refusal(keys)
         if reason is not None and time.monotonic() - keys.fetched > _REFETCH_AFTER_S:
             self._keys.pop((tenant, provider), None)
             keys = await self._secrets(tenant, provider, deadline)
             reason = refusal(keys) if keys.configured else reason
         if reason is not None:
-            raise _Refused(401, reason)
+            raise _Refused(401, reason, _NOT_ACCEPTED)
 
     async def _secrets(self, tenant: str, provider: str, deadline: float) -> _Keys:
         now = time.monotonic()
@@ -364,20 +426,29 @@ class Gateway:
 
     # -- audit ----------------------------------------------------------------------------------
     async def _refused(self, tenant: str, provider: str, reason: str, request: web.Request) -> None:
-        """An ``ingress.refused`` event, within the audit rate (never delays much: it has
-        its own short timeout, and a failure is logged)."""
+        """An ``ingress.refused`` event for a tenant that has ``provider``, within the
+        tenant's own audit rate (never delays much: it has its own short timeout, and a
+        failure is logged); a tenant without it gets none."""
+        log.info("refused %s call for %s: %s", provider, tenant, reason)
+        keys = self._keys.get((tenant, provider))
+        if keys is None or not keys.configured:
+            self._unaudited.inc()
+            return
         now = time.monotonic()
         rate = self._settings.refused_audit_per_s
-        self._audit_tokens = min(rate, self._audit_tokens + (now - self._audit_at) * rate)
-        self._audit_at = now
-        log.info("refused %s call for %s: %s", provider, tenant, reason)
-        if self._audit_tokens < 1:
-            self._suppressed += 1
+        budget = self._budgets.pop(tenant, None) or [rate, now, 0.0]
+        self._budgets[tenant] = budget  # the most recent last
+        while len(self._budgets) > _MAX_BUDGETS:
+            self._budgets.popitem(last=False)
+        budget[0] = min(rate, budget[0] + (now - budget[1]) * rate)
+        budget[1] = now
+        if budget[0] < 1:
+            budget[2] += 1
             return
-        self._audit_tokens -= 1
+        budget[0] -= 1
         details: dict[str, Any] = {"path": request.path[:200], "remote": request.remote}
-        if self._suppressed:
-            details["suppressed_before"], self._suppressed = self._suppressed, 0
+        if budget[2]:
+            details["suppressed_before"], budget[2] = int(budget[2]), 0
         task = asyncio.create_task(
             self._audit(tenant, provider, "ingress.refused", reason, details, quiet=True)
         )
@@ -428,6 +499,9 @@ _EVENT_FIELDS = (
 )
 
 
+_MAX_DEPTH = 64  # a provider's body is a few levels deep; JSON encoders stop near 255
+
+
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
         body = loads(raw)
@@ -435,7 +509,23 @@ def _json_object(raw: bytes) -> dict[str, Any]:
         raise Malformed("the body is not JSON") from None
     if not isinstance(body, dict):
         raise Malformed("the body is not a JSON object")
+    if _deeper_than(body, _MAX_DEPTH):
+        raise Malformed(f"the body is nested deeper than {_MAX_DEPTH} levels")
     return body
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests objects and lists more than ``limit`` deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+    return False
 
 
 def _shared(request: web.Request) -> Callable[[_Keys], str | None]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from nats.aio.subscription import Subscription
@@ -47,6 +48,7 @@ BAD_SUBJECT = _failure(
     retryable=False,
 )
 CHANGES_SUBJECT = "gatehook.v1.changes.*"
+_MAX_HELD = 100_000  # refusals waiting for their delay (past it: answered at once)
 
 
 def split_subject(subject: str) -> tuple[str, str, str] | None:
@@ -69,6 +71,7 @@ class TriggerServer:
         queue: str,
         admission: Admission,
         on_change: Callable[[str], None] | None = None,
+        refusal_delay_s: float = 0.0,
     ) -> None:
         self._nats = nats
         self._handler = handler
@@ -81,6 +84,11 @@ class TriggerServer:
         self._sub: Subscription | None = None
         self._refusals: dict[tuple[str, bool, int], bytes] = {}  # encoded once per limit
         self.shed = 0  # requests refused, for any reason of admission
+        # refusals answered after ``refusal_delay_s``, in the order they are due (one delay
+        # for all: appended in order), and the one loop timer that answers them
+        self._delay = refusal_delay_s
+        self._held: deque[tuple[float, bytes, bytes]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def in_flight(self) -> int:
@@ -106,6 +114,7 @@ class TriggerServer:
             if sub is not None:
                 await self._nats.unsubscribe(sub)
         self._sub = self._changes = None
+        self._release_all()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
@@ -124,11 +133,39 @@ class TriggerServer:
         refused = self.admission.enter(tenant)
         if refused is not None:
             self.shed += 1
-            self._answer(reply, self._refusal(tenant, refused))
+            self._refuse(reply, self._refusal(tenant, refused))
             return
         task = asyncio.create_task(self._serve(parts, reply, data, headers))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _refuse(self, reply: bytes, body: bytes) -> None:
+        """Answer a refused request after the delay (at once past ``_MAX_HELD`` waiting)."""
+        if self._delay <= 0 or len(self._held) >= _MAX_HELD:
+            self._answer(reply, body)
+            return
+        loop = asyncio.get_running_loop()
+        self._held.append((loop.time() + self._delay, reply, body))
+        if self._timer is None:
+            self._timer = loop.call_at(self._held[0][0], self._release)
+
+    def _release(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._held and self._held[0][0] <= now:
+            _, reply, body = self._held.popleft()
+            self._answer(reply, body)
+        if self._held:
+            self._timer = loop.call_at(self._held[0][0], self._release)
+
+    def _release_all(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._held:
+            _, reply, body = self._held.popleft()
+            self._answer(reply, body)
 
     def _refusal(self, tenant: str, refused: Refusal) -> bytes:
         """The reply to a request not admitted (encoded once per tenant and limit)."""

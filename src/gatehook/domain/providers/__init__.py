@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Answer", "Ask", "Malformed", "as_object", "block_message"]
+__all__ = ["ACTION_FAILED", "Answer", "Ask", "Malformed", "as_object", "block_message"]
 
 
 class Malformed(ValueError):
@@ -45,9 +45,17 @@ def as_object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+#: What an end user reads when an action failed (its error stays in the audit and the log).
+ACTION_FAILED = "sign-in refused: a sign-in check could not be completed"
+
+
 def block_message(reply: dict[str, Any]) -> str:
-    """The text a provider shows for a reply that is not ``continue``."""
+    """The text a provider shows its user for a reply that is not ``continue``: the
+    action's own message, never a failed script's internals (``reason: action_error``'s
+    message is the script's error, for the audit and the login service's log)."""
     decision = reply.get("decision")
+    if reply.get("reason") == "action_error":
+        return ACTION_FAILED
     message = reply.get("message") or reply.get("reason") or "refused by a sign-in action"
     if decision == "demand_mfa":
         return f"multi-factor authentication required: {message}"

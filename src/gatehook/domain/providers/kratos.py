@@ -6,10 +6,19 @@ docs/integrations/kratos.md sends ``{"flow", "identity", "request_headers", "req
 
 - a block (or ``demand_mfa``/``redirect``, which Kratos cannot act on) -> HTTP 403 with
   Kratos's ``messages`` format, which interrupts the flow when the hook has
-  ``can_interrupt: true``;
+  ``response.parse: true`` (or the older ``can_interrupt: true``);
 - user updates or metadata on an ``after`` hook -> HTTP 200 ``{"identity": {"traits",
   "metadata_public"}}``, which Kratos applies with ``response.parse: true``;
 - anything else -> 204.
+
+Kratos (v1.3, selfservice/hook/web_hook.go) shows the ``messages`` of any answer of 400 or
+more, but its HTTP client retries 429 and 5xx twice (waiting 1 s, then 2 s) and then drops
+the body. So every answer of gatehook's own, a call refused or no decision in time, is a
+4xx that is not retried (424 when gatehook cannot decide), with the reason in ``messages``:
+the user reads it at once, never "giving up after 3 attempts".
+
+At registration Kratos sends the identity before it is stored: its ``id`` is the nil UUID,
+the same for every sign-up, so it is no user id and is left out.
 """
 
 from __future__ import annotations
@@ -19,9 +28,11 @@ from typing import Any
 
 from gatehook.domain.providers import Answer, Ask, Malformed, as_object, block_message
 
-__all__ = ["MESSAGE_ID", "answer", "ask", "unavailable"]
+__all__ = ["MESSAGE_ID", "NIL_ID", "UNDECIDED", "answer", "ask", "refused", "unavailable"]
 
 MESSAGE_ID = 4000001  # Kratos's "validation failed" family: shown to the user as an error
+NIL_ID = "00000000-0000-0000-0000-000000000000"  # an identity not stored yet
+UNDECIDED = 424  # no decision: not retried by Kratos's client (it retries 429 and 5xx)
 
 
 def _header(headers: dict[str, Any], name: str) -> str | None:
@@ -52,8 +63,9 @@ def ask(flow_type: str, trigger: str, body: dict[str, Any]) -> Ask:
         isinstance(a, dict) and a.get("value") == email and a.get("verified") is True
         for a in addresses
     )
+    identity_id = identity.get("id")
     user: dict[str, Any] = {
-        "id": identity.get("id"),
+        "id": None if identity_id == NIL_ID else identity_id,
         "username": traits.get("username") if isinstance(traits.get("username"), str) else None,
         "email": email,
         "email_verified": verified if email else None,
@@ -135,6 +147,14 @@ def answer(body: dict[str, Any], reply: dict[str, Any]) -> Answer:
 
 
 def unavailable(message: str) -> Answer:
-    """No decision in time: HTTP 503 with the message in Kratos's format (Kratos fails the
-    flow unless the hook is configured to ignore failures)."""
-    return Answer(503, _messages(message, "unavailable"), "error")
+    """No decision in time: 424 with the message in Kratos's format, shown at once (a 5xx
+    would be retried twice and its message dropped; see the module). Kratos fails the flow
+    unless the hook is configured to ignore its answer."""
+    return Answer(UNDECIDED, _messages(message, "unavailable"), "error")
+
+
+def refused(status: int, message: str) -> Answer:
+    """A call the gateway refuses (a key it does not accept, a malformed body...): its 4xx,
+    the reason in Kratos's format (Kratos shows only that, else "got no validation
+    errors")."""
+    return Answer(status, _messages(message, "refused"), "refused")
