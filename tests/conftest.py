@@ -7,15 +7,19 @@ missing server fails the run with a message saying how to get one; nothing is sk
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import nats
 import pytest
 from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
+from playwright.async_api import Browser, Page, async_playwright
 from pymongo import MongoClient
 
 from gatehook.admin.service import AdminService
@@ -200,3 +204,41 @@ async def admin(
     return AdminService(
         store=store, compiler=pool, templates=default_registry(), audit=audit, notify=notify
     )
+
+
+# -- Chromium, for the tests that drive pages (the console, Keycloak's login pages) ----------
+CHROMIUM_FLAGS = [
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str:
+    path = os.environ.get("GATEHOOK_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        pytest.fail(
+            "no Chromium for the browser tests: install Debian's chromium "
+            "(scripts/bootstrap does) or set GATEHOOK_CHROMIUM"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_FLAGS)
+        yield b
+        await b.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    p = await context.new_page()
+    p.set_default_timeout(15_000)
+    yield p
+    await context.close()

@@ -12,7 +12,6 @@ import base64
 import contextlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -22,7 +21,7 @@ from typing import Any, get_args
 import pytest
 import uvicorn
 from nats.aio.client import Client as NATS
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Page, expect
 
 from gatehook.admin.client import AdminClient
 from gatehook.console.app import build_app
@@ -41,32 +40,6 @@ TOKEN = "operator-token-for-tests-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "build" / "screenshots"
 PA = {"flow_type": "external_authentication", "trigger": "post_authentication"}
-CHROMIUM_FLAGS = [
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _chromium() -> str:
-    path = os.environ.get("GATEHOOK_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        pytest.fail(
-            "no Chromium for the browser tests: install Debian's chromium "
-            "(scripts/bootstrap does) or set GATEHOOK_CHROMIUM"
-        )
-    return path
-
-
-@pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_FLAGS)
-        yield b
-        await b.close()
 
 
 @contextlib.asynccontextmanager
@@ -95,15 +68,6 @@ async def console(worker: Worker, settings: Settings) -> AsyncIterator[str]:
     """The console, talking to this test's worker."""
     async with running_console(settings) as url:
         yield url
-
-
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    p = await context.new_page()
-    p.set_default_timeout(15_000)
-    yield p
-    await context.close()
 
 
 async def sign_in(page: Page, base: str, operator: str = "olivia") -> None:

@@ -24,7 +24,7 @@ from gatehook.console.oidc import roles_from_claim
 from gatehook.devservers import free_port
 from gatehook.settings import OidcSettings, Settings
 from tests.conftest import Worker
-from tests.e2e.test_console import browser, page, running_console  # noqa: F401
+from tests.e2e.test_console import running_console
 from tests.helpers import audit_events
 
 OIDC_DIR = Path(__file__).resolve().parents[1] / "oidc"
@@ -99,7 +99,7 @@ async def test_operators_sign_in_with_openid_connect_and_get_their_roles(
     worker: Worker,
     settings: Settings,
     provider: Provider,
-    page: Page,  # noqa: F811
+    page: Page,
     nc: NATS,
     tenant: str,
 ) -> None:
@@ -158,7 +158,7 @@ async def test_a_forged_callback_signs_nobody_in(
     worker: Worker,
     settings: Settings,
     provider: Provider,
-    page: Page,  # noqa: F811
+    page: Page,
     tenant: str,
 ) -> None:
     async with running_console(
@@ -203,7 +203,7 @@ async def test_a_flood_of_sign_in_starts_locks_no_operator_out(
     worker: Worker,
     settings: Settings,
     provider: Provider,
-    page: Page,  # noqa: F811
+    page: Page,
     tenant: str,
 ) -> None:
     """An outsider (from another address) starts 10,001 sign-ins and keeps starting more
@@ -243,7 +243,7 @@ async def test_after_sign_in_the_console_stays_on_its_own_site(
     worker: Worker,
     settings: Settings,
     provider: Provider,
-    page: Page,  # noqa: F811
+    page: Page,
     tenant: str,
 ) -> None:
     """``next`` that a browser would read as another site (a backslash, a tab, two slashes)

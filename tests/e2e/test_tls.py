@@ -425,19 +425,22 @@ async def test_gateway_serves_https(pki: Pki) -> None:
             up.set()
 
         task = asyncio.create_task(serve_gateway(settings, nc, port=0, stop=stop, started=started))
-        await asyncio.wait_for(up.wait(), 10)
-        assert where[0].startswith("https://")
-        port = where[0].rsplit(":", 1)[1]
-        async with aiohttp.ClientSession() as session:
-            url = f"https://localhost:{port}/zitadel/acme"
-            async with session.post(url, data=b"{}", ssl=_context(pki.ca)) as r:
-                assert r.status == 401
-                assert "no zitadel ingress" in (await r.json())["error"]
-            with pytest.raises(aiohttp.ClientError):
-                async with session.post(f"http://localhost:{port}/zitadel/acme", data=b"{}"):
-                    pass
-        stop.set()
-        await task
+        try:
+            await asyncio.wait_for(up.wait(), 10)
+            assert where[0].startswith("https://")
+            port = where[0].rsplit(":", 1)[1]
+            async with aiohttp.ClientSession() as session:
+                url = f"https://localhost:{port}/zitadel/acme"
+                async with session.post(url, data=b"{}", ssl=_context(pki.ca)) as r:
+                    assert r.status == 401
+                    body = await r.json()
+                    assert body["error"] == "the call's signature or key is not accepted"
+                with pytest.raises(aiohttp.ClientError):
+                    async with session.post(f"http://localhost:{port}/zitadel/acme", data=b"{}"):
+                        pass
+        finally:  # the gateway stops even when an assertion failed (no task left behind)
+            stop.set()
+            await task
     finally:
         await nc.drain()
         server.stop()

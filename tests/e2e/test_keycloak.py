@@ -1,0 +1,455 @@
+"""A real Keycloak 26.7.3 with gatehook's extension (clients/keycloak) as a login service of
+the contract: its realm is the tenant, its authentication session the sign-in. Set up as
+docs/integrations/keycloak.md says, through Keycloak's admin REST API, and driven as its
+users drive it: its own login and registration pages in Chromium, its token endpoint."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import struct
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from nats.aio.client import Client as NATS
+from playwright.async_api import Page, expect
+
+from gatehook.admin.client import AdminClient
+from tests.conftest import Servers, Worker
+from tests.helpers import audit_events
+from tests.keycloak import Keycloak, KeycloakAdmin, start_keycloak
+
+PASSWORD = "a-long-password-of-the-tests-1"
+OTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # base32, as the credential says
+
+SIGN_IN = """
+export function execute(input) {
+  const name = input.user.username;
+  if (name === 'blocked') {
+    return {kind: 'block', reason: 'banned', message: 'This account may not sign in here.'};
+  }
+  if (name === 'otp-user' || name === 'no-otp') return {kind: 'demand_mfa', reason: 'risk'};
+  if (name === 'forger') return {kind: 'redirect', redirect_url: 'VERIFY_URL?forge=1'};
+  if (name === 'redirected') {
+    if (input.context.continue) {  // back from the verification page, with its answer
+      return {kind: 'continue', claims: {verified: input.request.query.verified}};
+    }
+    return {kind: 'redirect', redirect_url: 'VERIFY_URL'};
+  }
+  return {kind: 'continue', claims: {tier: 'gold'},
+          metadata: [{key: 'last_gatehook_ip', value: input.request.ip || ''}]};
+}
+"""
+SIGN_UP = """
+export function execute(input) {
+  if ((input.user.email || '').endsWith('@blocked.example')) {
+    return {kind: 'block', reason: 'domain', message: 'Sign-ups from blocked.example are closed.'};
+  }
+  return {kind: 'continue', metadata: [{key: 'source', value: 'gatehook'}]};
+}
+"""
+TOKEN = """
+export function execute(input) {
+  return {kind: 'continue', claims: {dept: 'engineering', version: 'V1'}};
+}
+"""
+
+
+def tenant_file(verify_url: str, token_source: str = TOKEN) -> dict[str, Any]:
+    return {
+        "actions": [
+            {"name": "sign-in", "source": SIGN_IN.replace("VERIFY_URL", verify_url)},
+            {"name": "sign-up", "source": SIGN_UP},
+            {"name": "token", "source": token_source},
+        ],
+        "flows": {
+            "internal_authentication": {
+                "post_authentication": ["sign-in@latest"],
+                "pre_creation": ["sign-up@latest"],
+            },
+            "complement_token": {
+                "pre_userinfo_creation": ["token@latest"],
+                "pre_access_token_creation": ["token@latest"],
+            },
+        },
+    }
+
+
+def totp(secret: str, at: float | None = None) -> str:
+    """RFC 6238, as an authenticator app computes it (SHA-1, 6 digits, 30 s)."""
+    key = base64.b32decode(secret)
+    counter = int((time.time() if at is None else at) // 30)
+    digest = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    code = (struct.unpack(">I", digest[offset : offset + 4])[0] & 0x7FFFFFFF) % 1_000_000
+    return f"{code:06d}"
+
+
+@pytest.fixture(scope="module")
+def keycloak(servers: Servers) -> Iterator[Keycloak]:
+    server = start_keycloak({"nats-url": servers.nats.url, "deadline-ms": "2000"})
+    yield server
+    server.stop()
+
+
+@dataclass
+class Realm:
+    """A realm set up as the guide says, its app client, and the app's callback."""
+
+    name: str
+    keycloak: Keycloak
+    admin: KeycloakAdmin
+    callback: str
+    client_secret: str
+    session: aiohttp.ClientSession
+    verify_url: str
+
+    async def user(self, username: str, *, otp: bool = False) -> str:
+        body: dict[str, Any] = {
+            "username": username,
+            "email": f"{username}@acme.com",
+            "firstName": username,
+            "lastName": "smith",
+            "enabled": True,
+            "emailVerified": True,
+            "credentials": [{"type": "password", "value": PASSWORD, "temporary": False}],
+        }
+        if otp:
+            body["credentials"].append(
+                {
+                    "type": "otp",
+                    "userLabel": "phone",
+                    "secretData": json.dumps({"value": OTP_SECRET}),
+                    "credentialData": json.dumps(
+                        {
+                            "subType": "totp",
+                            "digits": 6,
+                            "period": 30,
+                            "algorithm": "HmacSHA1",
+                            "counter": 0,
+                            "secretEncoding": "BASE32",
+                        }
+                    ),
+                }
+            )
+        user_id: str = await self.admin.call("POST", f"/{self.name}/users", body)
+        return user_id
+
+    async def direct_grant(self, username: str) -> tuple[int, dict[str, Any], float]:
+        started = time.monotonic()
+        async with self.session.post(
+            f"{self.keycloak.url}/realms/{self.name}/protocol/openid-connect/token",
+            data={
+                "grant_type": "password",
+                "client_id": "app",
+                "client_secret": self.client_secret,
+                "username": username,
+                "password": PASSWORD,
+                "scope": "openid",
+            },
+        ) as r:
+            return r.status, await r.json(), time.monotonic() - started
+
+    async def exchange(self, code: str) -> dict[str, Any]:
+        async with self.session.post(
+            f"{self.keycloak.url}/realms/{self.name}/protocol/openid-connect/token",
+            data={
+                "grant_type": "authorization_code",
+                "client_id": "app",
+                "client_secret": self.client_secret,
+                "code": code,
+                "redirect_uri": self.callback,
+            },
+        ) as r:
+            body: dict[str, Any] = await r.json()
+            assert r.status == 200, body
+            return body
+
+    def login_url(self) -> str:
+        query = urllib.parse.urlencode(
+            {
+                "client_id": "app",
+                "response_type": "code",
+                "scope": "openid",
+                "redirect_uri": self.callback,
+            }
+        )
+        return f"{self.keycloak.url}/realms/{self.name}/protocol/openid-connect/auth?{query}"
+
+
+def claims(jwt: str) -> dict[str, Any]:
+    body = jwt.split(".")[1]
+    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    return decoded
+
+
+async def add_step(admin: KeycloakAdmin, realm: str, flow: str, provider: str) -> None:
+    """Add ``provider`` to the flow ``flow`` (a flow or a subflow, by alias), REQUIRED."""
+    alias = urllib.parse.quote(flow, safe="")
+    await admin.call(
+        "POST",
+        f"/{realm}/authentication/flows/{alias}/executions/execution",
+        {"provider": provider},
+    )
+    executions = await admin.call("GET", f"/{realm}/authentication/flows/{alias}/executions")
+    step = next(e for e in executions if e.get("providerId") == provider)
+    step["requirement"] = "REQUIRED"
+    await admin.call("PUT", f"/{realm}/authentication/flows/{alias}/executions", step)
+
+
+async def copy_flow(admin: KeycloakAdmin, realm: str, flow: str, name: str) -> None:
+    alias = urllib.parse.quote(flow, safe="")
+    await admin.call("POST", f"/{realm}/authentication/flows/{alias}/copy", {"newName": name})
+
+
+@pytest.fixture
+async def realm(keycloak: Keycloak, worker: Worker, nc: NATS, tenant: str) -> AsyncIterator[Realm]:
+    """The tenant's flows in gatehook, and a realm of the same name in Keycloak set up as the
+    guide says: the authenticator in the browser and direct grant flows, the form action in
+    registration, the claims mapper on the client."""
+
+    async def callback(request: web.Request) -> web.Response:
+        return web.Response(text="signed in", content_type="text/html")
+
+    async def verify(request: web.Request) -> web.Response:
+        """A verification page a redirect sends the browser to: it sends it back to where
+        the step said, with the state it got and its answer."""
+        back = request.query["continue"]
+        # (?forge=1: a page that sends the browser back with another state than it got)
+        state = "forged" if request.query.get("forge") else request.query["state"]
+        back += "&" + urllib.parse.urlencode({"state": state, "verified": "yes"})
+        raise web.HTTPFound(back)
+
+    app = web.Application()
+    app.router.add_get("/callback", callback)
+    app.router.add_get("/verify", verify)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    verify_url = f"http://127.0.0.1:{port}/verify"
+    await AdminClient(nc, actor="ops", timeout=60).call(
+        tenant, "apply", file=tenant_file(verify_url)
+    )
+    session = aiohttp.ClientSession()
+    admin = KeycloakAdmin(keycloak.url, session)
+    try:
+        await admin.call(
+            "POST", "", {"realm": tenant, "enabled": True, "registrationAllowed": True}
+        )
+        profile = await admin.call("GET", f"/{tenant}/users/profile")
+        profile["unmanagedAttributePolicy"] = "ENABLED"  # gatehook's metadata as attributes
+        await admin.call("PUT", f"/{tenant}/users/profile", profile)
+        callback_url = f"http://127.0.0.1:{port}/callback"
+        client_id = await admin.call(
+            "POST",
+            f"/{tenant}/clients",
+            {
+                "clientId": "app",
+                "enabled": True,
+                "publicClient": False,
+                "secret": "app-secret-of-the-tests",
+                "standardFlowEnabled": True,
+                "directAccessGrantsEnabled": True,
+                "redirectUris": [callback_url],
+            },
+        )
+        await admin.call(
+            "POST",
+            f"/{tenant}/clients/{client_id}/protocol-mappers/models",
+            {
+                "name": "gatehook claims",
+                "protocol": "openid-connect",
+                "protocolMapper": "gatehook-claims-mapper",
+                "config": {
+                    "access.token.claim": "true",
+                    "id.token.claim": "true",
+                    "userinfo.token.claim": "true",
+                },
+            },
+        )
+        await copy_flow(admin, tenant, "browser", "gatehook browser")
+        await add_step(admin, tenant, "gatehook browser forms", "gatehook")
+        # gatehook decides when OTP is asked: the flow's own conditional OTP is off
+        forms = await admin.call(
+            "GET", f"/{tenant}/authentication/flows/gatehook%20browser%20forms/executions"
+        )
+        conditional = next(e for e in forms if "Conditional" in e.get("displayName", ""))
+        conditional["requirement"] = "DISABLED"
+        await admin.call(
+            "PUT",
+            f"/{tenant}/authentication/flows/gatehook%20browser%20forms/executions",
+            conditional,
+        )
+        await copy_flow(admin, tenant, "direct grant", "gatehook direct grant")
+        await add_step(admin, tenant, "gatehook direct grant", "gatehook")
+        await copy_flow(admin, tenant, "registration", "gatehook registration")
+        await add_step(
+            admin, tenant, "gatehook registration registration form", "gatehook-registration"
+        )
+        realm_rep = await admin.call("GET", f"/{tenant}")
+        realm_rep.update(
+            browserFlow="gatehook browser",
+            directGrantFlow="gatehook direct grant",
+            registrationFlow="gatehook registration",
+        )
+        await admin.call("PUT", f"/{tenant}", realm_rep)
+        yield Realm(
+            tenant, keycloak, admin, callback_url, "app-secret-of-the-tests", session, verify_url
+        )
+    finally:
+        await session.close()
+        await runner.cleanup()
+
+
+async def sign_in(page: Page, realm: Realm, username: str) -> None:
+    await page.goto(realm.login_url())
+    await page.fill("#username", username)
+    await page.fill("#password", PASSWORD)
+    await page.click("#kc-login")
+
+
+def code_of(page: Page) -> str:
+    return urllib.parse.parse_qs(urllib.parse.urlsplit(page.url).query)["code"][0]
+
+
+# -- the browser flow -----------------------------------------------------------------------
+async def test_an_allowed_user_signs_in_with_gatehooks_claims(
+    realm: Realm, page: Page, nc: NATS
+) -> None:
+    user_id = await realm.user("ann")
+    await sign_in(page, realm, "ann")
+    await page.wait_for_url(realm.callback + "*")
+    tokens = await realm.exchange(code_of(page))
+    id_token = claims(tokens["id_token"])
+    assert id_token["tier"] == "gold"  # the sign-in step's claim
+    assert id_token["dept"] == "engineering"  # the token trigger's
+    assert claims(tokens["access_token"])["dept"] == "engineering"
+    user = await realm.admin.call("GET", f"/{realm.name}/users/{user_id}")
+    assert user["attributes"]["last_gatehook_ip"] == ["127.0.0.1"]
+    executed = await audit_events(nc, realm.name, "flow.action_executed")
+    signins = {e["signin_id"] for e in executed}
+    assert len(signins) == 1  # the authentication session: one sign-in, steps and tokens
+    assert {e["action"] for e in executed} == {"sign-in", "token"}
+    assert all(e["tenant"] == realm.name for e in executed)
+
+
+async def test_a_blocked_user_reads_the_actions_message(realm: Realm, page: Page) -> None:
+    await realm.user("blocked")
+    await sign_in(page, realm, "blocked")
+    await expect(page.locator("body")).to_contain_text("This account may not sign in here.")
+    assert realm.callback not in page.url
+
+
+async def test_demand_mfa_asks_for_the_otp(realm: Realm, page: Page) -> None:
+    await realm.user("otp-user", otp=True)
+    await sign_in(page, realm, "otp-user")
+    await page.fill("#otp", totp(OTP_SECRET))
+    await page.click("#kc-login")
+    await page.wait_for_url(realm.callback + "*")
+    # a user without OTP is asked to set it up
+    await realm.user("no-otp")
+    await page.context.clear_cookies()
+    await sign_in(page, realm, "no-otp")
+    await expect(page.locator("body")).to_contain_text("Mobile Authenticator Setup")
+
+
+async def test_registration_refused_with_the_message_and_accepted_with_the_attribute(
+    realm: Realm, page: Page
+) -> None:
+    async def register(email: str) -> None:
+        await page.goto(realm.login_url())
+        await page.click("text=Register")
+        await page.fill("#username", email.split("@")[0])
+        await page.fill("#email", email)
+        await page.fill("#firstName", "Eve")
+        await page.fill("#lastName", "Smith")
+        await page.fill("#password", PASSWORD)
+        await page.fill("#password-confirm", PASSWORD)
+        await page.click("input[type=submit]")
+
+    await register("eve@blocked.example")
+    await expect(page.locator("body")).to_contain_text("Sign-ups from blocked.example are closed.")
+    assert await realm.admin.call("GET", f"/{realm.name}/users?username=eve") == []
+    await page.context.clear_cookies()
+    await register("fred@acme.com")
+    await page.wait_for_url(realm.callback + "*")
+    (user,) = await realm.admin.call("GET", f"/{realm.name}/users?username=fred")
+    full = await realm.admin.call("GET", f"/{realm.name}/users/{user['id']}")
+    assert full["attributes"]["source"] == ["gatehook"]
+
+
+async def test_a_redirect_leaves_and_the_sign_in_resumes(realm: Realm, page: Page) -> None:
+    """The step sends the browser to the action's page with the state and the way back; the
+    page sends it back with the state and its answer, and the same action decides again
+    (``context.continue``), as an Auth0 redirect action resumes."""
+    await realm.user("redirected")
+    await sign_in(page, realm, "redirected")
+    await page.wait_for_url(realm.callback + "*")
+    tokens = await realm.exchange(code_of(page))
+    assert claims(tokens["id_token"])["verified"] == "yes"
+
+
+async def test_a_forged_state_does_not_resume(realm: Realm, page: Page) -> None:
+    await realm.user("forger")
+    await sign_in(page, realm, "forger")
+    await expect(page.locator("body")).to_contain_text("The sign-in could not be resumed.")
+    assert realm.callback not in page.url
+
+
+# -- the direct grant flow -----------------------------------------------------------------
+async def test_direct_grant_claims_and_access_denied(realm: Realm) -> None:
+    await realm.user("gina")
+    await realm.user("blocked")
+    status, body, _ = await realm.direct_grant("gina")
+    assert status == 200, body
+    assert claims(body["id_token"])["tier"] == "gold"
+    assert claims(body["access_token"])["dept"] == "engineering"
+    status, body, _ = await realm.direct_grant("blocked")
+    assert status == 400, body
+    assert body == {
+        "error": "access_denied",
+        "error_description": "This account may not sign in here.",
+    }
+
+
+async def test_a_version_published_mid_sign_in_does_not_change_it(
+    realm: Realm, page: Page, nc: NATS
+) -> None:
+    """The sign-in is pinned at its first trigger (the authenticator's); its tokens, made
+    after a new version is published, run on the version it started with."""
+    await realm.user("hank")
+    await sign_in(page, realm, "hank")
+    await page.wait_for_url(realm.callback + "*")
+    code = code_of(page)
+    await AdminClient(nc, actor="ops", timeout=60).call(
+        realm.name, "apply", file=tenant_file(realm.verify_url, TOKEN.replace("V1", "V2"))
+    )
+    tokens = await realm.exchange(code)
+    assert claims(tokens["id_token"])["version"] == "V1"
+    status, body, _ = await realm.direct_grant("hank")  # a new sign-in: the new version
+    assert status == 200, body
+    assert claims(body["id_token"])["version"] == "V2"
+
+
+async def test_gatehook_stopped_fails_closed_within_the_deadline(
+    realm: Realm, worker: Worker
+) -> None:
+    await realm.user("ivan")
+    status, _, _ = await realm.direct_grant("ivan")
+    assert status == 200
+    await worker.runtime.drain()
+    await worker.broker.stop()
+    status, body, seconds = await realm.direct_grant("ivan")
+    assert status == 400, body
+    assert body["error_description"] == "Sign-in is not available right now; please try again."
+    assert seconds < 2.0 + 3.0, seconds  # the step's deadline (2 s), a loaded machine's margin
