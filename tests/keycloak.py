@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KEYCLOAK_VERSION = "26.7.3"
 EXTENSION = ROOT / "clients" / "keycloak" / "target" / "gatehook-keycloak.jar"
 ADMIN, PASSWORD = "admin", "admin-password-of-the-tests"
+CLIENT_SECRET = "app-secret-of-the-tests"  # the client app's
 
 
 def _java_home() -> str:
@@ -44,6 +45,7 @@ class Keycloak:
     """A running Keycloak: its base URL and process."""
 
     url: str
+    management: int  # the management port: /health/ready
     proc: subprocess.Popen[bytes]
     home: Path
     args: list[str]
@@ -63,7 +65,13 @@ class Keycloak:
                 self.proc.wait(30)
 
 
-def start_keycloak(spi: dict[str, str], timeout: float = 240.0) -> Keycloak:
+# a third less start-up time (the tests' Keycloak): C1 only, a small heap
+QUICK_START = "-XX:TieredStopAtLevel=1 -Xms64m -Xmx768m"
+
+
+def start_keycloak(
+    spi: dict[str, str], timeout: float = 240.0, java_opts: str = QUICK_START
+) -> Keycloak:
     """Keycloak in dev mode on a free loopback port, gatehook's extension loaded and
     configured with ``spi`` (``--spi-authenticator--gatehook--<key>=<value>``). Ready when
     the master realm's discovery document answers (30-45 s on 2 quiet cores, more loaded)."""
@@ -87,6 +95,7 @@ def start_keycloak(spi: dict[str, str], timeout: float = 240.0) -> Keycloak:
         f"--http-management-port={management}",
         "--db=dev-mem",
         "--cache=local",
+        "--health-enabled=true",
         *(f"--spi-authenticator--gatehook--{k}={v}" for k, v in spi.items()),
     ]
     env = {
@@ -95,12 +104,11 @@ def start_keycloak(spi: dict[str, str], timeout: float = 240.0) -> Keycloak:
         "JAVA_HOME": _java_home(),
         "KC_BOOTSTRAP_ADMIN_USERNAME": ADMIN,
         "KC_BOOTSTRAP_ADMIN_PASSWORD": PASSWORD,
-        # a third less start-up time, and no file handles beyond what tests need
-        "JAVA_OPTS_APPEND": "-XX:TieredStopAtLevel=1 -Xms64m -Xmx768m",
+        "JAVA_OPTS_APPEND": java_opts,
     }
     with (home / "server.log").open("ab") as log:
         proc = subprocess.Popen(args, cwd=home, stdout=log, stderr=log, env=env)
-    server = Keycloak(f"http://127.0.0.1:{port}", proc, home, args, env)
+    server = Keycloak(f"http://127.0.0.1:{port}", management, proc, home, args, env)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
@@ -154,3 +162,98 @@ class KeycloakAdmin:
             if r.status == 201 and "Location" in r.headers:
                 return r.headers["Location"].rsplit("/", 1)[-1]
             return None if not text else await r.json(content_type=None)
+
+
+async def add_step(admin: KeycloakAdmin, realm: str, flow: str, provider: str) -> None:
+    """Add ``provider`` to the flow ``flow`` (a flow or a subflow, by alias), REQUIRED."""
+    alias = urllib.parse.quote(flow, safe="")
+    await admin.call(
+        "POST",
+        f"/{realm}/authentication/flows/{alias}/executions/execution",
+        {"provider": provider},
+    )
+    executions = await admin.call("GET", f"/{realm}/authentication/flows/{alias}/executions")
+    step = next(e for e in executions if e.get("providerId") == provider)
+    step["requirement"] = "REQUIRED"
+    await admin.call("PUT", f"/{realm}/authentication/flows/{alias}/executions", step)
+
+
+async def copy_flow(admin: KeycloakAdmin, realm: str, flow: str, name: str) -> None:
+    alias = urllib.parse.quote(flow, safe="")
+    await admin.call("POST", f"/{realm}/authentication/flows/{alias}/copy", {"newName": name})
+
+
+async def configure_realm(
+    admin: KeycloakAdmin,
+    realm: str,
+    callback_url: str,
+    *,
+    step: bool = True,
+    mapper: bool = True,
+    tenant: str = "",
+) -> None:
+    """A realm set up as docs/integrations/keycloak.md says: the authenticator in the
+    browser and direct grant flows, the form action in registration, the claims mapper on
+    the client ``app`` (``step``/``mapper`` False: without them; ``tenant``: the realm
+    attribute naming its tenant)."""
+    rep: dict[str, Any] = {"realm": realm, "enabled": True, "registrationAllowed": True}
+    if tenant:
+        rep["attributes"] = {"gatehook.tenant": tenant}
+    await admin.call("POST", "", rep)
+    profile = await admin.call("GET", f"/{realm}/users/profile")
+    profile["unmanagedAttributePolicy"] = "ENABLED"  # gatehook's metadata as attributes
+    await admin.call("PUT", f"/{realm}/users/profile", profile)
+    client_id = await admin.call(
+        "POST",
+        f"/{realm}/clients",
+        {
+            "clientId": "app",
+            "enabled": True,
+            "publicClient": False,
+            "secret": CLIENT_SECRET,
+            "standardFlowEnabled": True,
+            "directAccessGrantsEnabled": True,
+            "redirectUris": [callback_url],
+        },
+    )
+    if mapper:
+        await admin.call(
+            "POST",
+            f"/{realm}/clients/{client_id}/protocol-mappers/models",
+            {
+                "name": "gatehook claims",
+                "protocol": "openid-connect",
+                "protocolMapper": "gatehook-claims-mapper",
+                "config": {
+                    "access.token.claim": "true",
+                    "id.token.claim": "true",
+                    "userinfo.token.claim": "true",
+                },
+            },
+        )
+    if not step:
+        return
+    await copy_flow(admin, realm, "browser", "gatehook browser")
+    await add_step(admin, realm, "gatehook browser forms", "gatehook")
+    # gatehook decides when OTP is asked: the flow's own conditional OTP is off
+    forms = await admin.call(
+        "GET", f"/{realm}/authentication/flows/gatehook%20browser%20forms/executions"
+    )
+    conditional = next(e for e in forms if "Conditional" in e.get("displayName", ""))
+    conditional["requirement"] = "DISABLED"
+    await admin.call(
+        "PUT",
+        f"/{realm}/authentication/flows/gatehook%20browser%20forms/executions",
+        conditional,
+    )
+    await copy_flow(admin, realm, "direct grant", "gatehook direct grant")
+    await add_step(admin, realm, "gatehook direct grant", "gatehook")
+    await copy_flow(admin, realm, "registration", "gatehook registration")
+    await add_step(admin, realm, "gatehook registration registration form", "gatehook-registration")
+    realm_rep = await admin.call("GET", f"/{realm}")
+    realm_rep.update(
+        browserFlow="gatehook browser",
+        directGrantFlow="gatehook direct grant",
+        registrationFlow="gatehook registration",
+    )
+    await admin.call("PUT", f"/{realm}", realm_rep)

@@ -25,12 +25,16 @@ SECRETS = {
 }
 
 
-def compose_config(path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+KEYCLOAK_SECRETS = {"KEYCLOAK_ADMIN_PASSWORD": "admin-password-1", "KEYCLOAK_DB_PASSWORD": "db-1"}
+
+
+def compose_config(*paths: Path, **env: str) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose is missing: run scripts/install-debian-packages"
-    clean = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    clean = {k: v for k, v in os.environ.items() if k not in SECRETS | KEYCLOAK_SECRETS}
+    files = [arg for path in paths for arg in ("-f", str(path))]
     return subprocess.run(
-        [binary, "-f", str(path), "config"],
+        [binary, *files, "config"],
         capture_output=True,
         text=True,
         env={**clean, **env},
@@ -166,3 +170,51 @@ def test_cluster_compose_and_config_are_consistent() -> None:
         check=False,
     )
     assert checked.returncode == 0, checked.stderr + checked.stdout
+
+
+def test_keycloak_compose_validates_and_matches_the_extension() -> None:
+    """compose.keycloak.yaml on top of compose.yaml: validated, its secrets required, its
+    NATS role in deploy/nats-roles.conf, its SPI options the extension's, its image built
+    from the Keycloak version the tests run. (tests/e2e/test_keycloak.py runs its SPI
+    options and its health check against a real Keycloak.)"""
+    files = (ROOT / "compose.yaml", ROOT / "compose.keycloak.yaml")
+    done = compose_config(*files, **SECRETS, **KEYCLOAK_SECRETS)
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    assert {"keycloak", "keycloak-db"} <= set(services)
+    keycloak = services["keycloak"]
+    assert keycloak["environment"]["KC_DB_PASSWORD"] == KEYCLOAK_SECRETS["KEYCLOAK_DB_PASSWORD"]
+    assert keycloak["ports"][0].startswith("127.0.0.1:")
+    assert "healthcheck" in keycloak
+    assert "healthcheck" in services["keycloak-db"]
+    spi = {
+        key: value
+        for arg in keycloak["command"]
+        if arg.startswith("--spi-authenticator--gatehook--")
+        for key, _, value in [arg.removeprefix("--spi-authenticator--gatehook--").partition("=")]
+    }
+    factory = (
+        ROOT
+        / "clients/keycloak/src/main/java/dev/gatehook/keycloak/GatehookAuthenticatorFactory.java"
+    ).read_text()
+    known = set(re.findall(r'\.name\("([a-z-]+)"\)', factory))
+    assert set(spi) <= known, set(spi) - known
+    assert _nats_users()[spi["nats-user"]] == spi["nats-password"]
+    roles = (ROOT / "deploy" / "nats-roles.conf").read_text()
+    assert f'subscribe: ["_INBOX.{spi["nats-user"]}.>"]' in roles  # the extension's prefix
+    version = re.search(
+        r"KEYCLOAK_VERSION = \"([^\"]+)\"", (ROOT / "tests/keycloak.py").read_text()
+    )
+    assert version is not None
+    dockerfile = (ROOT / keycloak["build"]["context"] / "Dockerfile").read_text()
+    assert dockerfile.count(f"quay.io/keycloak/keycloak:{version[1]}") == 2
+    pom = (ROOT / "clients/keycloak/pom.xml").read_text()
+    assert f"<keycloak.version>{version[1]}</keycloak.version>" in pom
+    for missing, says in (
+        ("KEYCLOAK_ADMIN_PASSWORD", "set KEYCLOAK_ADMIN_PASSWORD"),
+        ("KEYCLOAK_DB_PASSWORD", "set KEYCLOAK_DB_PASSWORD"),
+    ):
+        rest = {k: v for k, v in KEYCLOAK_SECRETS.items() if k != missing}
+        done = compose_config(*files, **SECRETS, **rest)
+        assert done.returncode != 0, missing
+        assert says in done.stderr

@@ -5,6 +5,7 @@ users drive it: its own login and registration pages in Chromium, its token endp
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -14,19 +15,33 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import nats
 import pytest
+import yaml
 from aiohttp import web
 from nats.aio.client import Client as NATS
 from playwright.async_api import Page, expect
 
 from gatehook.admin.client import AdminClient
-from tests.conftest import Servers, Worker
+from gatehook.devservers import free_port, start_nats
+from gatehook.sandbox import SandboxPool
+from gatehook.settings import Settings
+from gatehook.storage import MongoStore
+from tests.conftest import Servers, Worker, start_worker, stop_worker
 from tests.helpers import audit_events
-from tests.keycloak import Keycloak, KeycloakAdmin, start_keycloak
+from tests.keycloak import (
+    CLIENT_SECRET,
+    Keycloak,
+    KeycloakAdmin,
+    configure_realm,
+    start_keycloak,
+)
 
+ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "a-long-password-of-the-tests-1"
 OTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # base32, as the credential says
 
@@ -191,25 +206,6 @@ def claims(jwt: str) -> dict[str, Any]:
     return decoded
 
 
-async def add_step(admin: KeycloakAdmin, realm: str, flow: str, provider: str) -> None:
-    """Add ``provider`` to the flow ``flow`` (a flow or a subflow, by alias), REQUIRED."""
-    alias = urllib.parse.quote(flow, safe="")
-    await admin.call(
-        "POST",
-        f"/{realm}/authentication/flows/{alias}/executions/execution",
-        {"provider": provider},
-    )
-    executions = await admin.call("GET", f"/{realm}/authentication/flows/{alias}/executions")
-    step = next(e for e in executions if e.get("providerId") == provider)
-    step["requirement"] = "REQUIRED"
-    await admin.call("PUT", f"/{realm}/authentication/flows/{alias}/executions", step)
-
-
-async def copy_flow(admin: KeycloakAdmin, realm: str, flow: str, name: str) -> None:
-    alias = urllib.parse.quote(flow, safe="")
-    await admin.call("POST", f"/{realm}/authentication/flows/{alias}/copy", {"newName": name})
-
-
 @pytest.fixture
 async def realm(keycloak: Keycloak, worker: Worker, nc: NATS, tenant: str) -> AsyncIterator[Realm]:
     """The tenant's flows in gatehook, and a realm of the same name in Keycloak set up as the
@@ -243,68 +239,15 @@ async def realm(keycloak: Keycloak, worker: Worker, nc: NATS, tenant: str) -> As
     session = aiohttp.ClientSession()
     admin = KeycloakAdmin(keycloak.url, session)
     try:
-        await admin.call(
-            "POST", "", {"realm": tenant, "enabled": True, "registrationAllowed": True}
-        )
-        profile = await admin.call("GET", f"/{tenant}/users/profile")
-        profile["unmanagedAttributePolicy"] = "ENABLED"  # gatehook's metadata as attributes
-        await admin.call("PUT", f"/{tenant}/users/profile", profile)
-        callback_url = f"http://127.0.0.1:{port}/callback"
-        client_id = await admin.call(
-            "POST",
-            f"/{tenant}/clients",
-            {
-                "clientId": "app",
-                "enabled": True,
-                "publicClient": False,
-                "secret": "app-secret-of-the-tests",
-                "standardFlowEnabled": True,
-                "directAccessGrantsEnabled": True,
-                "redirectUris": [callback_url],
-            },
-        )
-        await admin.call(
-            "POST",
-            f"/{tenant}/clients/{client_id}/protocol-mappers/models",
-            {
-                "name": "gatehook claims",
-                "protocol": "openid-connect",
-                "protocolMapper": "gatehook-claims-mapper",
-                "config": {
-                    "access.token.claim": "true",
-                    "id.token.claim": "true",
-                    "userinfo.token.claim": "true",
-                },
-            },
-        )
-        await copy_flow(admin, tenant, "browser", "gatehook browser")
-        await add_step(admin, tenant, "gatehook browser forms", "gatehook")
-        # gatehook decides when OTP is asked: the flow's own conditional OTP is off
-        forms = await admin.call(
-            "GET", f"/{tenant}/authentication/flows/gatehook%20browser%20forms/executions"
-        )
-        conditional = next(e for e in forms if "Conditional" in e.get("displayName", ""))
-        conditional["requirement"] = "DISABLED"
-        await admin.call(
-            "PUT",
-            f"/{tenant}/authentication/flows/gatehook%20browser%20forms/executions",
-            conditional,
-        )
-        await copy_flow(admin, tenant, "direct grant", "gatehook direct grant")
-        await add_step(admin, tenant, "gatehook direct grant", "gatehook")
-        await copy_flow(admin, tenant, "registration", "gatehook registration")
-        await add_step(
-            admin, tenant, "gatehook registration registration form", "gatehook-registration"
-        )
-        realm_rep = await admin.call("GET", f"/{tenant}")
-        realm_rep.update(
-            browserFlow="gatehook browser",
-            directGrantFlow="gatehook direct grant",
-            registrationFlow="gatehook registration",
-        )
-        await admin.call("PUT", f"/{tenant}", realm_rep)
+        await configure_realm(admin, tenant, f"http://127.0.0.1:{port}/callback")
         yield Realm(
-            tenant, keycloak, admin, callback_url, "app-secret-of-the-tests", session, verify_url
+            tenant,
+            keycloak,
+            admin,
+            f"http://127.0.0.1:{port}/callback",
+            CLIENT_SECRET,
+            session,
+            verify_url,
         )
     finally:
         await session.close()
@@ -453,3 +396,81 @@ async def test_gatehook_stopped_fails_closed_within_the_deadline(
     assert status == 400, body
     assert body["error_description"] == "Sign-in is not available right now; please try again."
     assert seconds < 2.0 + 3.0, seconds  # the step's deadline (2 s), a loaded machine's margin
+
+
+# -- compose.keycloak.yaml, as it runs ------------------------------------------------------
+def compose_keycloak() -> dict[str, Any]:
+    service: dict[str, Any] = yaml.safe_load((ROOT / "compose.keycloak.yaml").read_text())[
+        "services"
+    ]["keycloak"]
+    return service
+
+
+async def test_the_compose_health_check_reads_keycloaks_readiness(keycloak: Keycloak) -> None:
+    """The health check compose.keycloak.yaml runs inside Keycloak's image (bash, no curl)."""
+    test = compose_keycloak()["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "bash", "-c"]
+    for port, healthy in ((keycloak.management, True), (free_port(), False)):
+        script = test[3].replace("/9000", f"/{port}")
+        proc = await asyncio.create_subprocess_exec("bash", "-c", script)
+        assert (await asyncio.wait_for(proc.wait(), 30) == 0) is healthy, port
+
+
+async def test_keycloak_as_the_compose_files_nats_role(
+    settings: Settings, pool: SandboxPool, store: MongoStore
+) -> None:
+    """Keycloak with compose.keycloak.yaml's SPI options against NATS under deploy/nats.conf:
+    as keycloak-login it gets realm acme's decisions (its replies on _INBOX.keycloak-login,
+    the one inbox the role may read); a realm of a tenant the role does not serve fails
+    closed with the message, within the deadline."""
+    server = start_nats(config=str(ROOT / "deploy" / "nats.conf"))
+    spi = {}
+    for arg in compose_keycloak()["command"]:
+        if arg.startswith("--spi-authenticator--gatehook--"):
+            key, _, value = arg.removeprefix("--spi-authenticator--gatehook--").partition("=")
+            spi[key] = value
+    assert spi.pop("nats-url") == "nats://nats:4222"
+    spi["nats-url"] = f"nats://127.0.0.1:{server.port}"
+    worker_settings = settings.model_copy(
+        update={"nats_url": f"nats://gatehook-worker:worker-secret@127.0.0.1:{server.port}"}
+    )
+    keycloak: Keycloak | None = None
+    runtime, broker = await start_worker(worker_settings, pool)
+    try:
+        operator = await nats.connect(
+            f"nats://acme-operator:operator-secret@127.0.0.1:{server.port}",
+            inbox_prefix="_INBOX.acme-operator",
+        )
+        try:
+            await AdminClient(operator, principal="acme-operator", timeout=60).call(
+                "acme", "apply", file=tenant_file("http://127.0.0.1:1/verify")
+            )
+        finally:
+            await operator.close()
+        keycloak = await asyncio.to_thread(start_keycloak, spi)
+        async with aiohttp.ClientSession() as session:
+            admin = KeycloakAdmin(keycloak.url, session)
+            for name in ("acme", "initech"):
+                await configure_realm(admin, name, "http://127.0.0.1:1/callback")
+                users = Realm(name, keycloak, admin, "", CLIENT_SECRET, session, "")
+                await users.user("ann")
+            status, body, _ = await Realm(
+                "acme", keycloak, admin, "", CLIENT_SECRET, session, ""
+            ).direct_grant("ann")
+            assert status == 200, body
+            assert claims(body["id_token"])["tier"] == "gold"
+            assert claims(body["access_token"])["dept"] == "engineering"
+            status, body, seconds = await Realm(
+                "initech", keycloak, admin, "", CLIENT_SECRET, session, ""
+            ).direct_grant("ann")
+            assert status == 400, body
+            assert body["error"] == "access_denied"
+            assert body["error_description"] == (
+                "Sign-in is not available right now; please try again."
+            )
+            assert seconds < int(spi["deadline-ms"]) / 1000 + 3.0, seconds
+    finally:
+        if keycloak is not None:
+            keycloak.stop()
+        await stop_worker(runtime, broker)
+        server.stop()
