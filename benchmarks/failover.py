@@ -5,11 +5,11 @@ is killed (-9). One row per lane count, same run:
 
     .venv/bin/python benchmarks/failover.py        # ~2 minutes on 2 cores
 
-With one lane, the node leads GATEHOOK_AUDIT and GATEHOOK_REPLIES (placed there by step-down);
-with three, the rebalance gives each node one lane and the node also leads the aggregate
-GATEHOOK_AUDIT. The columns: requests unanswered after every retry, the longest gap between
-two answers, the slowest answer, and the audit events of the answered requests that
-GATEHOOK_AUDIT lacks or holds twice.
+With one lane, the node leads GATEHOOK_AUDIT (placed there by step-down); with three, the
+rebalance gives each node one lane and the node also leads the aggregate GATEHOOK_AUDIT. The
+columns: requests unanswered after every retry, the longest gap between two answers, the
+slowest answer, and the decision records of the answered requests that GATEHOOK_AUDIT lacks or
+holds twice.
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ async def move(nc: NATS, stream: str, to: str) -> None:
 
 
 async def placed(nc: NATS, lanes: int) -> None:
-    """Wait until the workers' rebalance has each lane's two streams led by its node."""
+    """Wait until the workers' rebalance has each lane's stream led by its node."""
     deadline = time.monotonic() + 60
-    streams = [f"{k}_{i}" for i in range(lanes) for k in ("GATEHOOK_REPLIES", "GATEHOOK_AUDIT")]
+    streams = [f"GATEHOOK_AUDIT_{i}" for i in range(lanes)]
     while [await leader(nc, s) for s in streams] != [f"n{s[-1]}" for s in streams]:
         if time.monotonic() > deadline:
             raise TimeoutError("lane leaders not placed")
@@ -113,9 +113,9 @@ class LoginService:
 
 
 async def audited(nc: NATS, expected: set[str]) -> tuple[int, int]:
-    """(lost, stored twice) among ``expected``'s action_executed events in GATEHOOK_AUDIT,
-    waiting up to 60 s for sourcing to catch up after the elections."""
-    subject = f"gatehook.v1.audit.{TENANT}.flow.action_executed"
+    """(lost, stored twice) among ``expected``'s decision records in GATEHOOK_AUDIT, waiting
+    up to 60 s for sourcing to catch up after the elections."""
+    subject = f"gatehook.v1.audit.{TENANT}.flow.decided"
     deadline = time.monotonic() + 60
     ids: list[str] = []
     while time.monotonic() < deadline:
@@ -148,10 +148,7 @@ async def scenario(lanes: int, nodes: list[Server], args: argparse.Namespace) ->
     try:
         if lanes > 1:
             await placed(ops, lanes)
-            streams = ["GATEHOOK_AUDIT", "GATEHOOK_RECORDINGS"]
-        else:
-            streams = ["GATEHOOK_AUDIT", "GATEHOOK_REPLIES", "GATEHOOK_RECORDINGS"]
-        for stream in streams:
+        for stream in ["GATEHOOK_AUDIT", "GATEHOOK_RECORDINGS"]:
             await move(ops, stream, "n0")
         service = LoginService(conns)
         sent = await service.run(args.seconds, args.rate, args.seconds / 3, nodes[0])
@@ -206,7 +203,7 @@ def main() -> None:
     finally:
         mongo.stop()
     print("| write lanes | requests | unanswered | longest gap s | slowest answer s "
-          "| audit events lost | stored twice |")  # fmt: skip
+          "| records lost | stored twice |")  # fmt: skip
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(

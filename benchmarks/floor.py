@@ -9,7 +9,7 @@ fixed reply:
 
 - ``lean``: nothing (the lean transport alone, next to nats-py's own path in ``echo.py``);
 - ``sandbox``: one call of a one-line module script in a real sandbox child (``SandboxPool``);
-- ``journal``: the reply record and one audit event stored and acknowledged (``JsJournal``);
+- ``journal``: a one-execution decision record stored and acknowledged (``JsJournal``);
 - ``journal+sandbox``: both, as a one-action decision does.
 
 No validation, flow lookup, decision, encoding or metrics: ``benchmarks/run.py`` puts these
@@ -31,14 +31,17 @@ from gatehook.process.deadlines import Deadlines
 from gatehook.sandbox.pool import SandboxPool, ScriptJob
 from gatehook.service.ports import EncodedEvent
 from gatehook.settings import Settings
-from gatehook.transport.jetstream import AuditPublisher, JsReplyStore
-from gatehook.transport.journal import JsJournal
+from gatehook.transport.jetstream import AuditPublisher, lane_audit_prefix, lane_audit_stream
+from gatehook.transport.journal import JsJournal, Lane
 from gatehook.transport.lean import LeanNats, settle
 
 REPLY = b'{"request_id":"x","decision":"continue","claims":{},"actions":[],"error":null}'
 SCRIPT = "exports.execute = function (input) { return {kind: 'continue'}; };"
 INPUT = b'{"user":{"id":"u1","email":"a@acme.com"},"config":{}}'
-EVENT = b'{"type":"flow.action_executed","tenant":"bench-floor","outcome":"continue"}'
+RECORD = (
+    b'{"type":"flow.decided","tenant":"bench-floor","decision":"continue","executions":'
+    b'[{"action":"floor","version":"1.0.0","outcome":"continue"}],"reply":' + REPLY + b"}"
+)
 MODES = ("lean", "sandbox", "journal", "journal+sandbox")
 
 
@@ -62,12 +65,11 @@ async def main() -> None:
     if "journal" in args.mode:
         js = nc.jetstream()
         audit = AuditPublisher(js, settings.audit)
-        replies = JsReplyStore(js, settings.dedupe_window_s, settings.audit.replicas)
         await audit.ensure_stream()
-        await replies.ensure_stream()
-        journal = JsJournal(lean, replies, audit, deadlines)
+        lane = Lane(0, lane_audit_stream(settings.audit, 0), lane_audit_prefix(settings.audit, 0))
+        journal = JsJournal(lean, [lane], audit, deadlines)
         await journal.start()
-    run_id = os.urandom(6).hex()  # reply keys and event ids new to the streams: no retries
+    run_id = os.urandom(6).hex()  # message ids new to the stream: no retries
     seq = 0
 
     async def serve(reply: bytes) -> None:
@@ -77,11 +79,12 @@ async def main() -> None:
         if pool is not None:
             await pool.run(ScriptJob("bench-floor", "floor", "1.0.0", code, style, INPUT, 1000))
         if journal is not None:
-            event = EncodedEvent(
-                "gatehook.v1.audit.bench-floor.flow.action_executed", f"{run_id}-{mine}", EVENT
+            record = EncodedEvent(
+                "gatehook.v1.audit.bench-floor.flow.decided",
+                f"bench-floor.x.y.{run_id}{mine}",
+                RECORD,
             )
-            deadline = time.monotonic() + 5
-            await journal.record(f"bench-floor.x.y.{run_id}{mine}", REPLY, [event], deadline)
+            await journal.record(record, time.monotonic() + 5)
         lean.publish(reply, REPLY)
 
     tasks: set[asyncio.Task[None]] = set()

@@ -386,22 +386,31 @@ def _f(value: float, digits: int = 2) -> str:
     return "-" if value != value else f"{value:.{digits}f}"  # NaN -> "-"
 
 
+def _total(r: Result) -> float:
+    """CPU per request of every process on the way: the responder, its sandbox children and
+    nats-server (the design's cost must not move into nats-server unseen)."""
+    return sum(r.cpu_us.get(k, 0.0) for k in ("worker", "sandbox", "nats-server"))
+
+
 def tables(results: list[Result], echo: Result, rates: list[int]) -> str:
     echo_us = echo.cpu_us.get("worker", float("nan"))
     lines = [
         "CPU per request (µs, closed loop, 64 in flight; from /proc over the phase):",
         "",
         "| scenario | isolation | processes | req/s | responder µs | sandbox µs "
-        "| responder + sandbox µs | vs echo responder | nats-server µs | RSS MB | errors |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| responder + sandbox µs | vs echo responder | nats-server µs | total µs "
+        "| vs echo total | RSS MB | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: |",
     ]
+    echo_total = _total(echo)
     for r in [echo, *results]:
         own = r.cpu_us.get("worker", 0.0) + r.cpu_us.get("sandbox", 0.0)
         lines.append(
             f"| {r.scenario} | {r.isolation} | {r.processes} | {r.throughput:.0f} "
             f"| {r.cpu_us.get('worker', 0.0):.0f} | {r.cpu_us.get('sandbox', 0.0):.0f} "
             f"| {own:.0f} | {own / echo_us:.1f}x | {r.cpu_us.get('nats-server', 0.0):.0f} "
-            f"| {r.rss_mb:.0f} | {r.errors} |"
+            f"| {_total(r):.0f} | {_total(r) / echo_total:.1f}x | {r.rss_mb:.0f} | {r.errors} |"
         )
     lines += [
         "",
@@ -438,7 +447,10 @@ def ratio_lines(results: list[Result], echo: Result, rates: list[int]) -> list[s
     lines: list[str] = []
     if one is not None:
         own = one.cpu_us.get("worker", 0.0) + one.cpu_us.get("sandbox", 0.0)
-        lines.append(f"- one custom-JS action: CPU per decision {own / echo_us:.1f}x the echo's")
+        lines.append(
+            f"- one custom-JS action: CPU per decision {own / echo_us:.1f}x the echo's; "
+            f"with nats-server {_total(one) / _total(echo):.1f}x"
+        )
         for rate in rates:
             if rate in one.steady and rate in echo.steady:
                 e, g = echo.steady[rate], one.steady[rate]

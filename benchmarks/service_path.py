@@ -23,7 +23,14 @@ from typing import Any
 import uvloop
 
 from gatehook.domain.catalogue import FlowType, Trigger
-from gatehook.domain.model import ActionKind, ActionVersion, Attachment, FlowRevision, ScriptStyle
+from gatehook.domain.model import (
+    ActionKind,
+    ActionVersion,
+    Attachment,
+    FlowRevision,
+    ScriptStyle,
+    TenantHeads,
+)
 from gatehook.metrics import Metrics
 from gatehook.process.deadlines import Deadlines
 from gatehook.sandbox.pool import ScriptJob, ScriptRun
@@ -85,8 +92,8 @@ class Flows:
             created_at=NOW,
         )
 
-    async def current_revisions(self, tenant: str) -> dict[FlowType, int]:
-        return dict.fromkeys(FlowType, 1)
+    async def tenant_heads(self, tenant: str) -> TenantHeads:
+        return TenantHeads(revisions=dict.fromkeys(FlowType, 1))
 
     async def get_flow(self, *args: Any) -> FlowRevision:
         return self.flow
@@ -112,9 +119,7 @@ class Scripts:
 
 
 class Journal:
-    def record(
-        self, key: str, reply: bytes, events: list[EncodedEvent], deadline: float
-    ) -> asyncio.Future[bytes | None]:
+    def record(self, record: EncodedEvent, deadline: float) -> asyncio.Future[bytes | None]:
         future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future

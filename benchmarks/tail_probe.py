@@ -73,9 +73,9 @@ async def run(self: Any, job: Any) -> Any:
 _record = journal_mod.JsJournal.record
 
 
-def record(self: Any, key: str, reply: bytes, events: Any, deadline: float) -> Any:
+def record(self: Any, *args: Any) -> Any:
     started = time.perf_counter()
-    fut = _record(self, key, reply, events, deadline)
+    fut = _record(self, *args)
     fut.add_done_callback(lambda _: _note("journal", started))
     return fut
 

@@ -7,9 +7,14 @@ durable consumer, ``<tenant>-audit-export``, filtered on its own tenant's events
 come to the role's own inbox prefix, ``_INBOX.<user>``.
 
 It reads a tenant's audit events, hands each to ``deliver`` (write to your SIEM, a database,
-...) and acks it only afterwards, so a crash re-delivers what was not acked. Redelivery means
-"at least once": ``deliver`` must be idempotent, which the event ids make easy (the same event
-always has the same ``event_id``; a store with a unique key on it drops the repeat).
+...) and acks the message only afterwards, so a crash re-delivers what was not acked.
+Redelivery means "at least once": ``deliver`` must be idempotent, which the event ids make
+easy (the same event always has the same ``event_id``; a store with a unique key on it drops
+the repeat).
+
+A decision is one message, its record (``type: flow.decided``): ``events`` turns it into the
+``flow.action_executed`` event of each action run, as gatehook's own readers show them, so
+``deliver`` sees one event per action run whichever way it was stored.
 """
 
 from __future__ import annotations
@@ -26,6 +31,36 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 Deliver = Callable[[dict[str, Any]], Awaitable[None]]
 
+# what an action run's event takes from its decision record (the rest is the run's own)
+_FROM_RECORD = ("tenant", "at", "actor", "flow_type", "trigger", "flow_revision")
+
+
+def events(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The audit events one stream message holds: a decision record's action runs, each as
+    a ``flow.action_executed`` event; any other message is one event already."""
+    if message.get("type") != "flow.decided":
+        return [message]
+    details = {"pin_deferred": True} if message.get("pin_deferred") else {}
+    return [
+        {
+            "event_id": run["event_id"],
+            "type": "flow.action_executed",
+            **{key: message[key] for key in _FROM_RECORD},
+            "principal": None,
+            "flow_revision_before": None,
+            "action": run["action"],
+            "version": run["version"],
+            "previous_version": None,
+            "request_id": message["request_id"],
+            "signin_id": message["signin_id"],
+            "outcome": run["outcome"],
+            "duration_ms": run["duration_ms"],
+            "error": run["error"],
+            "details": dict(details),
+        }
+        for run in message["executions"]
+    ]
+
 
 async def consume(
     url: str,
@@ -37,7 +72,8 @@ async def consume(
     idle_rounds: int | None = None,
     ack_wait_s: float = 30,
 ) -> int:
-    """Pull and deliver events until ``idle_rounds`` empty fetches (None: forever)."""
+    """Pull and deliver events until ``idle_rounds`` empty fetches (None: forever); the
+    number of events delivered."""
     user = urlsplit(url).username
     nc = await nats.connect(url, inbox_prefix=f"_INBOX.{user}" if user else "_INBOX")
     js = nc.jetstream()
@@ -65,9 +101,10 @@ async def consume(
                 continue
             idle = 0
             for msg in msgs:
-                await deliver(json.loads(msg.data))
-                await msg.ack()  # only after it is safely delivered
-                delivered += 1
+                for event in events(json.loads(msg.data)):
+                    await deliver(event)
+                    delivered += 1
+                await msg.ack()  # only after all it holds is safely delivered
     finally:
         await nc.close()
     return delivered

@@ -15,6 +15,7 @@ from gatehook.domain.contract import (
     ActionInput,
     ActionOutput,
     AuditEvent,
+    DecisionRecord,
     TriggerReply,
     TriggerRequest,
 )
@@ -29,6 +30,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "trigger-request": TriggerRequest,
     "trigger-reply": TriggerReply,
     "audit-event": AuditEvent,
+    "decision-record": DecisionRecord,
     "action-input": ActionInput,
     "action-output": ActionOutput,
     "flows-file": FlowsFile,

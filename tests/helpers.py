@@ -10,6 +10,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from gatehook.admin.service import AdminService, Draft
+from gatehook.audit.reader import events_of, subject_filter
 from gatehook.domain.model import Attachment
 from gatehook.storage import MongoStore
 
@@ -104,11 +105,11 @@ async def attach(
 
 
 async def audit_events(nc: NATS, tenant: str, type_: str = "*") -> list[dict[str, Any]]:
-    """Every audit event of ``tenant`` in the stream now (an ordered, ephemeral read)."""
+    """Every audit event of ``tenant`` in the stream now (an ordered, ephemeral read), a
+    decision record read as its ``flow.action_executed`` events, as gatehook's readers read
+    it."""
     js = nc.jetstream()
-    subject = (
-        f"gatehook.v1.audit.{tenant}.{type_}" if type_ != "*" else f"gatehook.v1.audit.{tenant}.>"
-    )
+    subject = subject_filter(tenant, None if type_ == "*" else type_)
     info = await js.stream_info("GATEHOOK_AUDIT", subjects_filter=subject)
     total = sum((info.state.subjects or {}).values())
     if total == 0:
@@ -120,7 +121,8 @@ async def audit_events(nc: NATS, tenant: str, type_: str = "*") -> list[dict[str
     try:
         for _ in range(total):
             msg = await sub.next_msg(timeout=5)
-            events.append(json.loads(msg.data))
+            for event in events_of(msg.data, None if type_ == "*" else type_):
+                events.append(json.loads(event.model_dump_json()))
     finally:
         await sub.unsubscribe()
     return events

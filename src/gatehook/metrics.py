@@ -238,7 +238,7 @@ class _Snapshot(Collector):
             )
             yield CounterMetricFamily(
                 "gatehook_audit_write_backs_dropped",
-                "Failed-over reply records not written back to their home lane (too many"
+                "Failed-over decision records not written back to their home lane (too many"
                 " waiting): a retry of those requests is decided again",
                 value=lanes["write_backs_dropped"],
             )

@@ -49,12 +49,7 @@ from gatehook.storage import MongoStore
 from gatehook.storage.keys import BUCKETS
 from gatehook.templates import TemplateRegistry, default_registry
 from gatehook.templates.base import CounterStore, Delivery
-from gatehook.transport.jetstream import (
-    AuditPublisher,
-    lane_audit_prefix,
-    lane_audit_stream,
-    lane_replies,
-)
+from gatehook.transport.jetstream import AuditPublisher, lane_audit_prefix, lane_audit_stream
 from gatehook.transport.journal import JsJournal, Lane
 from gatehook.transport.lean import LeanNats
 from gatehook.transport.placement import LeaderPlacement
@@ -207,11 +202,7 @@ class Runtime:
         audit = self.settings.audit
         self.audit = AuditPublisher(js, audit)
         lanes = [
-            Lane(
-                i,
-                lane_replies(js, audit, self.settings.dedupe_window_s, i),
-                lane_audit_prefix(audit, i),
-            )
+            Lane(i, lane_audit_stream(audit, i), lane_audit_prefix(audit, i))
             for i in range(audit.lanes)
         ]
         self.recorder = JsRecorder(
@@ -220,13 +211,7 @@ class Runtime:
             self.settings.rollouts.recordings_max_age_s,
             self.settings.audit.replicas,
         )
-        await self._wait_for_streams(
-            [
-                self.audit.ensure_stream,
-                *(lane.replies.ensure_stream for lane in lanes),
-                self.recorder.ensure_stream,
-            ]
-        )
+        await self._wait_for_streams([self.audit.ensure_stream, self.recorder.ensure_stream])
         # the decision path's messages skip nats-py's per-message machinery (transport.lean)
         self.lean = LeanNats(self.broker.connection)
         self.journal = JsJournal(
@@ -237,7 +222,7 @@ class Runtime:
             self.placement = LeaderPlacement(
                 self.broker.connection,
                 js,
-                [[lane.replies.stream, lane_audit_stream(audit, lane.index)] for lane in lanes],
+                [[lane.stream] for lane in lanes],
                 audit.rebalance_s,
             )
             self.placement.start()

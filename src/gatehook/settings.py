@@ -264,7 +264,7 @@ class WarmSettings(BaseModel):
 
 
 class AuditSettings(BaseModel):
-    """The JetStream streams that receive audit events and reply records."""
+    """The JetStream streams that receive audit events and decision records."""
 
     stream: str = Field(default="GATEHOOK_AUDIT", description="the audit stream's name")
     max_age_s: float = Field(
@@ -272,7 +272,10 @@ class AuditSettings(BaseModel):
     )
     max_bytes: int = Field(default=-1, description="size limit of the stream (-1: none)")
     duplicate_window_s: float = Field(
-        default=600.0, description="how long the streams deduplicate message ids"
+        default=600.0,
+        gt=0,
+        description="how long the streams deduplicate message ids: a retried request_id is"
+        " answered with its first reply for this long",
     )
     replicas: int = Field(
         default=1, description="replicas of every stream gatehook creates (3 on a cluster)"
@@ -281,15 +284,15 @@ class AuditSettings(BaseModel):
         default=1,
         ge=1,
         le=16,
-        description="pairs of streams a decision's writes go to (reply record and audit"
-        " events); on a cluster one per node, each pair led by another node, so that a"
-        " node's death costs a failover, not a leader election (docs/deployment.md)",
+        description="streams a decision's record is written to; on a cluster one per node,"
+        " each led by another node, so that a node's death costs a failover, not a leader"
+        " election (docs/deployment.md)",
     )
     failover_ms: int = Field(
         default=250,
         ge=20,
         le=5000,
-        description="with several lanes: a batch not acknowledged within this long is sent"
+        description="with several lanes: a record not acknowledged within this long is sent"
         " to the next lane",
     )
     lane_max_age_s: float = Field(
@@ -539,9 +542,6 @@ class Settings(BaseSettings):
     )
     deferred_pins: int = Field(
         default=10_000, ge=0, description="pins a worker holds for MongoDB's return (0: none)"
-    )
-    dedupe_window_s: float = Field(
-        default=600.0, gt=0, description="how long a reply is remembered for its request_id"
     )
     flow_cache_ttl_s: float = Field(
         default=300.0,

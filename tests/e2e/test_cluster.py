@@ -18,6 +18,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from gatehook.admin.client import AdminClient
+from gatehook.audit.reader import events_of
 from gatehook.devservers import Server
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import AuditSettings, Settings
@@ -102,7 +103,7 @@ async def executed(nc: NATS, tenant: str) -> list[str]:
 
 async def _executed(nc: NATS, tenant: str) -> list[str]:
     js = nc.jetstream(timeout=10)
-    subject = f"gatehook.v1.audit.{tenant}.flow.action_executed"
+    subject = f"gatehook.v1.audit.{tenant}.flow.decided"  # each record: one execution here
     info = await js.stream_info("GATEHOOK_AUDIT", subjects_filter=subject)
     total = (info.state.subjects or {}).get(subject, 0)
     sub = await js.subscribe(
@@ -112,9 +113,11 @@ async def _executed(nc: NATS, tenant: str) -> list[str]:
         stream="GATEHOOK_AUDIT",  # no stream look-up by subject
     )
     try:
-        return [
-            json.loads((await sub.next_msg(timeout=10)).data)["request_id"] for _ in range(total)
-        ]
+        ids: list[str] = []
+        for _ in range(total):
+            data = (await sub.next_msg(timeout=10)).data
+            ids.extend(e.request_id or "" for e in events_of(data, "flow.action_executed"))
+        return ids
     finally:
         await sub.unsubscribe()
 
@@ -153,7 +156,7 @@ async def test_node_death_and_leader_stepdown_lose_nothing(
             "apply",
             file=GATE_FILE,
         )
-        for stream in ("GATEHOOK_AUDIT", "GATEHOOK_REPLIES", "GATEHOOK_RECORDINGS"):
+        for stream in ("GATEHOOK_AUDIT", "GATEHOOK_RECORDINGS"):
             assert (await nc.jetstream().stream_info(stream)).config.num_replicas == 3
 
         async def kill() -> None:

@@ -24,7 +24,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from gatehook.admin.client import AdminClient
-from gatehook.audit.reader import latest_events, read_events
+from gatehook.audit.reader import events_of, latest_events, read_events
 from gatehook.devservers import Server
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import AuditSettings, Settings
@@ -33,7 +33,7 @@ from tests.e2e.test_cluster import GATE_FILE, SUBJECT
 from tests.helpers import request
 
 LANES = 3
-STREAMS = [f"{kind}_{i}" for i in range(LANES) for kind in ("GATEHOOK_REPLIES", "GATEHOOK_AUDIT")]
+STREAMS = [f"GATEHOOK_AUDIT_{i}" for i in range(LANES)]
 
 
 @pytest.fixture
@@ -147,10 +147,11 @@ class LoginService:
 
 
 async def audited(nc: NATS, tenant: str, expected: set[str]) -> list[str]:
-    """The request ids of the tenant's ``flow.action_executed`` events in ``GATEHOOK_AUDIT``,
-    read once the audit stream has sourced every lane (its own leader, and some lanes', were
-    elected anew: sourcing resumes after that), waiting up to 60 s for ``expected``."""
-    subject = f"gatehook.v1.audit.{tenant}.flow.action_executed"
+    """The request ids of the tenant's ``flow.action_executed`` events in ``GATEHOOK_AUDIT``
+    (its decision records' executions), read once the audit stream has sourced every lane
+    (its own leader, and some lanes', were elected anew: sourcing resumes after that),
+    waiting up to 60 s for ``expected``."""
+    subject = f"gatehook.v1.audit.{tenant}.flow.decided"
     deadline = time.monotonic() + 60
     ids: list[str] = []
     while time.monotonic() < deadline:
@@ -164,7 +165,10 @@ async def audited(nc: NATS, tenant: str, expected: set[str]) -> list[str]:
                 for _ in range(total):
                     msg = await js.get_msg("GATEHOOK_AUDIT", seq + 1, subject=subject, next=True)
                     seq = msg.seq
-                    ids.append(json.loads(msg.data or b"{}")["request_id"])
+                    ids.extend(
+                        e.request_id or ""
+                        for e in events_of(msg.data or b"{}", "flow.action_executed")
+                    )
                 if set(ids) >= expected:
                     return ids
         except (TimeoutError, nats.errors.Error):
@@ -228,7 +232,7 @@ async def test_a_lane_leaders_node_killed_and_a_step_down_under_load(
         service = LoginService(conns, tenant)
 
         async def step_down() -> None:
-            for stream in ("GATEHOOK_REPLIES_1", "GATEHOOK_AUDIT_1", "GATEHOOK_AUDIT"):
+            for stream in ("GATEHOOK_AUDIT_1", "GATEHOOK_AUDIT"):
                 await ops.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=5)
 
         more = await service.run(6.0, 200, step_down)
@@ -284,7 +288,7 @@ async def test_a_lane_leaders_node_cut_off_under_load(
 
 
 def home_lane(tenant: str, request_id: str) -> int:
-    """The lane a request's records go to first (the journal's rule, from the reply key)."""
+    """The lane a request's record goes to first (the journal's rule, from its key)."""
     digest = hashlib.sha256(request_id.encode()).hexdigest()[:40]
     key = f"{tenant}.external_authentication.post_authentication.{digest}"
     return zlib.crc32(key.encode()) % LANES
@@ -293,17 +297,17 @@ def home_lane(tenant: str, request_id: str) -> int:
 async def test_a_retry_finds_its_reply_after_its_first_went_to_another_lane(
     settings: Settings, pool: SandboxPool, nc: NATS, tenant: str
 ) -> None:
-    """One node, three lanes: the home lane's reply stream is gone (deleted: no responders),
-    so the request's records go to the next lane; the lane comes back (created again), the
-    reply record is written back to it, and a retry of the request gets the first reply,
-    not a second decision; the audit stream holds the event once."""
+    """One node, three lanes: the home lane's stream is gone (deleted: no responders), so the
+    request's record goes to the next lane; the lane comes back (created again), the record
+    is written back to it, and a retry of the request gets the first reply, not a second
+    decision; the audit stream holds the record once."""
     s = settings.model_copy(update={"audit": AuditSettings(lanes=LANES)})
     runtime, broker = await start_worker(s, pool)
     try:
         await AdminClient(nc, actor="ops", timeout=30).call(tenant, "apply", file=GATE_FILE)
         rid = next(r for r in (uuid.uuid4().hex for _ in range(100)) if home_lane(tenant, r) == 0)
         js = nc.jetstream()
-        await js.delete_stream("GATEHOOK_REPLIES_0")
+        await js.delete_stream("GATEHOOK_AUDIT_0")
         body = json.dumps(request(request_id=rid)).encode()
         first = json.loads((await nc.request(SUBJECT.format(tenant), body, timeout=10)).data)
         assert first["error"] is None
@@ -314,10 +318,8 @@ async def test_a_retry_finds_its_reply_after_its_first_went_to_another_lane(
         while journal.lanes_down or journal.lanes[0].write_backs:
             assert time.monotonic() < deadline, "lane 0 not back"
             await asyncio.sleep(0.1)
-        digest = hashlib.sha256(rid.encode()).hexdigest()[:40]
-        subject = f"gatehook.v1.lane.0.replies.{tenant}.external_authentication."
         stored = await js.get_last_msg(
-            "GATEHOOK_REPLIES_0", subject + f"post_authentication.{digest}"
+            "GATEHOOK_AUDIT_0", f"gatehook.v1.lane.0.audit.{tenant}.flow.decided"
         )
         assert json.loads(stored.data or b"{}")["request_id"] == rid
         again = json.loads((await nc.request(SUBJECT.format(tenant), body, timeout=10)).data)

@@ -13,14 +13,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gatehook.audit.reader import events_of
 from gatehook.domain.catalogue import FlowType, Trigger
-from gatehook.domain.contract import ActionOutput, AuditEvent, TriggerReply, TriggerRequest
+from gatehook.domain.contract import (
+    ActionInput,
+    ActionOutput,
+    DecisionRecord,
+    TriggerReply,
+    TriggerRequest,
+)
 from gatehook.domain.decide import Step, decide, reply_fields
 from gatehook.domain.model import ActionKind, ActionVersion, ScriptStyle, TenantHeads
 from gatehook.errors import StorageUnavailable
 from gatehook.process.deadlines import Deadlines
 from gatehook.sandbox.pool import ScriptJob, ScriptRun
-from gatehook.service.encoding import encode_reply
+from gatehook.service.encoding import encode_reply, event_id, reply_of_record
 from gatehook.service.trigger import TriggerService
 from gatehook.settings import Settings
 from gatehook.templates.registry import TemplateRegistry
@@ -201,7 +208,22 @@ def test_script_input_is_the_action_input_model_as_json() -> None:
     assert built["context"]["loose_field"] == "kept"
 
 
-def test_encoded_events_equal_the_audit_event_model() -> None:
+def test_a_template_input_is_built_with_every_field_given() -> None:
+    """A field model_construct has to fill from a default_factory costs an inspect.signature
+    per run: the template input names all of them, and equals the validated model."""
+    service = _service(_Flows())
+    req = _request(state={"n": 1})
+    ft, tr = FlowType.EXTERNAL_AUTHENTICATION, Trigger.POST_AUTHENTICATION
+    call = service._call("acme", ft, tr, req, time.monotonic() + 1)
+    inp = call.template_input("allow", "continue", 90.0)
+    assert inp.model_fields_set == set(ActionInput.model_fields)
+    expected = req.action_input("acme", ft.value, tr.value, {}).model_copy(
+        update={"action": "allow", "decision_so_far": "continue", "time_left_ms": 90.0}
+    )
+    assert inp.model_dump() == expected.model_dump()
+
+
+def test_the_decision_record_equals_its_model_and_reads_as_the_events() -> None:
     service = _service(_Flows())
     req = _request()
     ft, tr = FlowType.EXTERNAL_AUTHENTICATION, Trigger.POST_AUTHENTICATION
@@ -210,17 +232,29 @@ def test_encoded_events_equal_the_audit_event_model() -> None:
         Step("a", "1.0.0", output=ActionOutput(kind="continue"), duration_ms=0.12345),
         Step("b", "2.0.0", error="timeout: 5 ms", allowed_to_fail=True),
     ]
-    events = service._events(call, 7, steps)
-    assert [e.subject for e in events] == ["gatehook.v1.audit.acme.flow.action_executed"] * 2
-    for encoded in events:
-        model = AuditEvent.model_validate_json(encoded.data)
-        assert model.event_id == encoded.event_id
-        assert encoded.data == model.model_dump_json().encode()  # same fields, same order
-    first = AuditEvent.model_validate_json(events[0].data)
-    assert (first.action, first.outcome, first.flow_revision) == ("a", "continue", 7)
-    assert first.duration_ms == 0.123
-    assert AuditEvent.model_validate_json(events[1].data).error == "timeout: 5 ms"
-    assert service._events(call, 7, []) == []
+    fields = reply_fields("r-1", 7, steps, [("a", "1.0.0"), ("b", "2.0.0")])
+    reply = encode_reply(fields)
+    key = service._reply_key("acme", ft.value, tr.value, "r-1")
+    encoded = service._record(call, key, 7, steps, fields, reply, pin_deferred=True)
+    assert encoded.subject == "gatehook.v1.audit.acme.flow.decided"
+    assert encoded.event_id == key
+    model = DecisionRecord.model_validate_json(encoded.data)
+    assert encoded.data == model.model_dump_json().encode()  # same fields, same order
+    assert reply_of_record(encoded.data) == reply  # what a retry gets: the reply given
+    events = model.events()
+    assert [(e.type, e.action, e.outcome, e.flow_revision) for e in events] == [
+        ("flow.action_executed", "a", "continue", 7),
+        ("flow.action_executed", "b", "error", 7),
+    ]
+    assert events[0].duration_ms == 0.123
+    assert events[1].error == "timeout: 5 ms"
+    assert all(e.details == {"pin_deferred": True} for e in events)
+    # the ids the events had when each was a message of its own: stable across retries
+    assert events[1].event_id == event_id("acme", ft.value, tr.value, "r-1", 1, "b@2.0.0")
+    # a reader sees the executions, and nothing of a message that is not ours
+    assert [e.action for e in events_of(encoded.data, "flow.action_executed")] == ["a", "b"]
+    assert events_of(encoded.data, "flow.action_attached") == []
+    assert events_of(b'{"not": "ours"}') == []
 
 
 def test_nats_url_takes_a_list_of_servers() -> None:

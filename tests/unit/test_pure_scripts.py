@@ -129,10 +129,8 @@ class Journal:
     def __init__(self) -> None:
         self.events: list[EncodedEvent] = []
 
-    def record(
-        self, key: str, reply: bytes, events: list[EncodedEvent], deadline: float
-    ) -> asyncio.Future[bytes | None]:
-        self.events += events
+    def record(self, record: EncodedEvent, deadline: float) -> asyncio.Future[bytes | None]:
+        self.events.append(record)
         done: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
@@ -266,9 +264,12 @@ def test_started_together_decides_as_one_after_another(
     assert events[0] == events[1]
 
 
-def _no_timing(event: dict[str, Any]) -> dict[str, Any]:
-    """An audit event without what depends on the clock."""
-    return {k: v for k, v in event.items() if k not in ("at", "duration_ms")}
+def _no_timing(record: dict[str, Any]) -> dict[str, Any]:
+    """A decision record without what depends on the clock."""
+    out = {k: v for k, v in record.items() if k != "at"}
+    for run in [*out["executions"], *out["reply"]["actions"]]:
+        run.pop("duration_ms", None)
+    return out
 
 
 async def test_under_load_they_run_in_turn() -> None:

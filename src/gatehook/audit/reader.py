@@ -1,12 +1,15 @@
 """Reading the audit stream with ephemeral ordered consumers: forward from a time
 (``gatehook audit tail``), or the latest events backwards in growing windows (the console).
 
+A decision record (``flow.decided``) is read as its ``flow.action_executed`` events, so
+readers see every action run as its own event, as they always have (and events written
+before decisions were stored as records read the same).
+
 Forward reads need only what deploy/nats.conf gives a tenant's audit role: creating a
 consumer filtered on its own tenant's subjects, its own inbox, and flow control."""
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -16,9 +19,12 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
-from gatehook.domain.contract import AuditEvent
+from gatehook.domain.contract import DECIDED, AuditEvent, DecisionRecord
 
-__all__ = ["latest_events", "read_events", "subject_filter"]
+__all__ = ["events_of", "latest_events", "read_events", "subject_filter"]
+
+_EXECUTED = "flow.action_executed"
+_RECORD = b'"type":"' + DECIDED.encode() + b'"'  # as orjson writes it: no spaces
 
 
 def _name() -> str:
@@ -30,9 +36,31 @@ def _name() -> str:
 
 
 def subject_filter(tenant: str | None, event_type: str | None) -> str:
-    """The stream subject for a tenant and an event type (either may be all)."""
+    """The stream subject for a tenant and an event type (either may be all). Action runs
+    are in decision records, and in events of their own before those: both are under
+    ``flow.``, and ``events_of`` keeps the type asked for."""
     t = tenant or "*"
+    if event_type == _EXECUTED:
+        return f"gatehook.v1.audit.{t}.flow.>"
     return f"gatehook.v1.audit.{t}.{event_type}" if event_type else f"gatehook.v1.audit.{t}.>"
+
+
+def events_of(data: bytes, event_type: str | None = None) -> list[AuditEvent]:
+    """The audit events a stream message holds: a decision record's executions, or the
+    event itself; of ``event_type`` only when given. What is not ours (or an older format)
+    holds none: a reader skips it, never crashes."""
+    events: list[AuditEvent] = []
+    try:
+        if _RECORD in data:
+            events = DecisionRecord.model_validate_json(data).events()
+    except ValidationError:
+        pass  # an event that mentions the type in its details: read as an event
+    if not events:
+        try:
+            events = [AuditEvent.model_validate_json(data)]
+        except ValidationError:
+            return []
+    return [e for e in events if event_type is None or e.type == event_type]
 
 
 async def read_events(
@@ -63,19 +91,22 @@ async def read_events(
                 if follow:
                     continue
                 return
-            try:
-                event = AuditEvent.model_validate_json(msg.data)
-            except ValidationError:
-                continue  # not ours (or an older format): skip, never crash a reader
-            if until is not None and event.at > until:
-                return
-            yield event
+            for event in events_of(msg.data, event_type):
+                if until is not None and event.at > until:
+                    return
+                yield event
     finally:
         await sub.unsubscribe()
 
 
 async def _read_range(
-    js: JetStreamContext, subject: str, stream: str, start: int, upper: int, idle_s: float
+    js: JetStreamContext,
+    subject: str,
+    event_type: str | None,
+    stream: str,
+    start: int,
+    upper: int,
+    idle_s: float,
 ) -> list[AuditEvent]:
     """Events on ``subject`` with stream sequence in [start, upper]. The filter runs on the
     server (other tenants' events in the window are never sent), and a match at ``upper`` or
@@ -94,8 +125,7 @@ async def _read_range(
             meta = msg.metadata
             if meta.sequence.stream > upper:
                 return events
-            with contextlib.suppress(ValidationError):  # not ours: skip it
-                events.append(AuditEvent.model_validate_json(msg.data))
+            events.extend(events_of(msg.data, event_type))
             if meta.sequence.stream == upper or meta.num_pending == 0:
                 return events
     finally:
@@ -128,13 +158,13 @@ async def latest_events(
     matching = sum((state.subjects or {}).values())
     if matching <= 4 * limit:
         # Few events match in the whole stream: one filtered read from the start is cheapest.
-        events = await _read_range(js, subject, stream, first, upper, idle_s)
+        events = await _read_range(js, subject, event_type, stream, first, upper, idle_s)
         return [e for e in events if keep is None or keep(e)][-limit:]
     found: list[AuditEvent] = []
     window, scanned = max(limit * 4, 256), 0
     while upper >= first and len(found) < limit and scanned < max_scan:
         start = max(first, upper - window + 1)
-        events = await _read_range(js, subject, stream, start, upper, idle_s)
+        events = await _read_range(js, subject, event_type, stream, start, upper, idle_s)
         found = [e for e in events if keep is None or keep(e)] + found
         scanned += upper - start + 1
         upper, window = start - 1, window * 4

@@ -25,7 +25,9 @@ __all__ = [
     "ActionTrace",
     "AuditEvent",
     "Decision",
+    "DecisionRecord",
     "ErrorCode",
+    "Execution",
     "MetadataEntry",
     "Outcome",
     "ReplyError",
@@ -384,3 +386,66 @@ class AuditEvent(BaseModel):
     duration_ms: float | None = None
     error: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+DECIDED = "flow.decided"  # a decision record's type, and the last part of its subject
+
+
+class Execution(BaseModel):
+    """One action run of a decision: what its ``flow.action_executed`` event says."""
+
+    event_id: str = Field(description="the id of its flow.action_executed event")
+    action: str
+    version: str
+    outcome: Outcome
+    duration_ms: float
+    error: str | None = None
+
+
+class DecisionRecord(BaseModel):
+    """One decision, stored once on the audit stream before its reply is given
+    (``gatehook.v1.audit.<tenant>.flow.decided``): what ran, and the reply a retry of the
+    request gets. Its ``executions`` are the slot's ``flow.action_executed`` events
+    (``events()``), which readers show as before."""
+
+    record_id: str = Field(description="the request's key: tenant, slot and request_id's hash")
+    type: Literal["flow.decided"] = "flow.decided"
+    tenant: str
+    at: datetime
+    actor: str = Field(description="the worker that decided")
+    flow_type: str
+    trigger: str
+    flow_revision: int | None = None
+    request_id: str
+    signin_id: str | None = None
+    decision: Decision
+    reason: str | None = None
+    pin_deferred: bool = False
+    executions: list[Execution] = Field(default_factory=list)
+    reply: dict[str, Any] = Field(description="the reply given (TriggerReply)")
+
+    def events(self) -> list[AuditEvent]:
+        """The record's executions as ``flow.action_executed`` events: the same ids and
+        fields as the events a reader finds stored one per run."""
+        details: dict[str, Any] = {"pin_deferred": True} if self.pin_deferred else {}
+        return [
+            AuditEvent(
+                event_id=run.event_id,
+                type="flow.action_executed",
+                tenant=self.tenant,
+                at=self.at,
+                actor=self.actor,
+                flow_type=self.flow_type,
+                trigger=self.trigger,
+                flow_revision=self.flow_revision,
+                action=run.action,
+                version=run.version,
+                request_id=self.request_id,
+                signin_id=self.signin_id,
+                outcome=run.outcome,
+                duration_ms=run.duration_ms,
+                error=run.error,
+                details=dict(details),
+            )
+            for run in self.executions
+        ]

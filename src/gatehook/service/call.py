@@ -129,9 +129,13 @@ class Call:
                 "context": self.context,
                 "config": {},
             }
+        # every field given: a default_factory left to model_construct costs an
+        # inspect.signature per field per run (pydantic 2), more than the template itself
         return ActionInput.model_construct(
             **self._template_fields,
             action=action,
             decision_so_far=decision_so_far,
             time_left_ms=time_left_ms,
+            secrets={},
+            cache={},
         )

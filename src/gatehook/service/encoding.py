@@ -1,6 +1,6 @@
 """Encoding on the decision path, done once and by hand where it is hot: JSON with orjson,
-audit event ids, readable validation errors, the audit events of a decision, what a disabled
-action says instead, and what a replay compares."""
+audit event ids, readable validation errors, the decision record, what a disabled action
+says instead, and what a replay compares."""
 
 from __future__ import annotations
 
@@ -12,18 +12,20 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from gatehook.domain.contract import ActionOutput, TriggerReply
+from gatehook.domain.contract import DECIDED, ActionOutput, TriggerReply
 from gatehook.domain.decide import Step, reply_of
 from gatehook.domain.model import Disabled
 from gatehook.service.ports import EncodedEvent
 
 __all__ = [
     "dumps",
-    "encode_executions",
+    "encode_record",
     "encode_reply",
     "event_id",
     "fallback",
     "loads",
+    "record_subject",
+    "reply_of_record",
     "request_id_of",
     "summary",
     "validation_message",
@@ -97,7 +99,13 @@ def fallback(action: str, switch: Disabled) -> ActionOutput:
     return ActionOutput()
 
 
-def encode_executions(
+def record_subject(tenant: str) -> str:
+    """The subject of ``tenant``'s decision records on the audit stream."""
+    return f"gatehook.v1.audit.{tenant}.{DECIDED}"
+
+
+def encode_record(
+    key: str,
     tenant: str,
     flow_type: str,
     trigger: str,
@@ -106,40 +114,49 @@ def encode_executions(
     actor: str,
     revision: int | None,
     steps: list[Step],
-    details: dict[str, Any] | None = None,
-) -> list[EncodedEvent]:
-    """``flow.action_executed`` per step, encoded once, with ``AuditEvent``'s fields in its
-    order (a unit test compares the two)."""
-    if not steps:
-        return []
-    at = datetime.now(UTC)
-    subject = f"gatehook.v1.audit.{tenant}.flow.action_executed"
-    out = []
-    for index, step in enumerate(steps):
-        eid = event_id(tenant, flow_type, trigger, request_id, index, f"{step.name}@{step.version}")
-        event = {
-            "event_id": eid,
-            "type": "flow.action_executed",
-            "tenant": tenant,
-            "at": at,
-            "actor": actor,
-            "principal": None,  # (set on management events only)
-            "flow_type": flow_type,
-            "trigger": trigger,
-            "flow_revision": revision,
-            "flow_revision_before": None,
+    fields: dict[str, Any],
+    reply: bytes,
+    pin_deferred: bool = False,
+) -> EncodedEvent:
+    """The decision record (``DecisionRecord``'s fields in its order: a unit test compares
+    the two), with ``reply`` (the reply's JSON, encoded once) inside as it is; its message
+    id is the request's key, so that the stream tells a retry it is one."""
+    executions = [
+        {
+            "event_id": event_id(
+                tenant, flow_type, trigger, request_id, index, f"{step.name}@{step.version}"
+            ),
             "action": step.name,
             "version": step.version,
-            "previous_version": None,
-            "request_id": request_id,
-            "signin_id": signin_id,
             "outcome": step.outcome().value,
             "duration_ms": round(step.duration_ms, 3),
             "error": step.error,
-            "details": details or {},
         }
-        out.append(EncodedEvent(subject, eid, dumps(event)))
-    return out
+        for index, step in enumerate(steps)
+    ]
+    record = {
+        "record_id": key,
+        "type": DECIDED,
+        "tenant": tenant,
+        "at": datetime.now(UTC),
+        "actor": actor,
+        "flow_type": flow_type,
+        "trigger": trigger,
+        "flow_revision": revision,
+        "request_id": request_id,
+        "signin_id": signin_id,
+        "decision": fields["decision"],
+        "reason": fields["reason"],
+        "pin_deferred": pin_deferred,
+        "executions": executions,
+        "reply": orjson.Fragment(reply),
+    }
+    return EncodedEvent(record_subject(tenant), key, orjson.dumps(record, option=orjson.OPT_UTC_Z))
+
+
+def reply_of_record(record: bytes) -> bytes:
+    """The reply a stored decision record holds (what a retry of its request gets)."""
+    return orjson.dumps(orjson.loads(record)["reply"])
 
 
 def _model_json(value: Any) -> Any:

@@ -103,7 +103,8 @@ class AuditSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class EncodedEvent:
-    """An audit event as it goes on the stream: its subject, id (``Nats-Msg-Id``) and JSON."""
+    """An audit message as it goes on the stream (an event or a decision record): its
+    subject, id (``Nats-Msg-Id``) and JSON."""
 
     subject: str
     event_id: str
@@ -111,16 +112,14 @@ class EncodedEvent:
 
 
 class Journal(Protocol):
-    """Stores what a decision leaves behind, before the reply is given: the reply record
-    (idempotency) and the audit events, all acknowledged by the streams (JsJournal)."""
+    """Stores a decision's record before the reply is given, acknowledged by its stream
+    (JsJournal)."""
 
-    def record(
-        self, key: str, reply: bytes, events: list[EncodedEvent], deadline: float
-    ) -> asyncio.Future[bytes | None]:
-        """Publish (without waiting); the future resolves once everything is stored: to the
-        reply stored first when ``key`` was seen already (a retry), else None. It fails with a
-        ``GatehookError`` when that has not happened by ``deadline`` (monotonic) or a stream
-        refuses."""
+    def record(self, record: EncodedEvent, deadline: float) -> asyncio.Future[bytes | None]:
+        """Publish (without waiting); the future resolves once the record is stored: to the
+        record stored first when its id was seen already (a retry), else None. It fails with
+        a ``GatehookError`` when that has not happened by ``deadline`` (monotonic) or the
+        stream refuses."""
         ...
 
 

@@ -2,8 +2,8 @@
 
     parse + validate -> flow revision (pinned per sign-in)
     -> run the slot's attachments in order (templates in-process, scripts in the sandbox)
-    -> decide() -> journal: the reply record and the audit events, published together and
-       acknowledged (a retry learns here that it is one) -> reply
+    -> decide() -> journal: the decision record (the reply and every action run), one
+       message, acknowledged (a retry learns here that it is one) -> reply
 
 The transport hands this module bytes and gets bytes back; it knows nothing of NATS.
 """
@@ -50,10 +50,11 @@ from gatehook.service.action_cache import ActionCaches
 from gatehook.service.cache import Lru
 from gatehook.service.call import Call, EarlyRun
 from gatehook.service.encoding import (
-    encode_executions,
+    encode_record,
     encode_reply,
     event_id,
     fallback,
+    reply_of_record,
     request_id_of,
     validation_message,
 )
@@ -139,7 +140,9 @@ class TriggerService:
         self._telemetry = telemetry or Telemetry()
         self._actor = settings.worker_name
         self.lookup = FlowLookup(flows, templates, settings)
-        # replies given here lately, by key, with when they stop counting as the same request
+        # replies given here lately, by key, with when they stop counting as the same request:
+        # the streams' duplicate window, which answers a retry that reaches another worker
+        self._window_s = settings.audit.duplicate_window_s
         self._recent: Lru[str, tuple[float, bytes]] = Lru(10_000)
         self.active: set[str] = set()  # tenants seen since the last activity report
         self.handled = 0  # requests answered by this instance (operations, load-sharing tests)
@@ -300,15 +303,13 @@ class TriggerService:
         if pin_deferred:
             fields["pin_deferred"] = True
         body = encode_reply(fields)
-        # The reply record and the audit events go out together; all must be acknowledged
-        # before the reply is given. A retry learns here that it is one, and gets the reply
-        # given the first time (its own audit events carry the same ids: stored once).
+        # One decision record, the reply inside it and every action run, stored before the
+        # reply is given. A retry learns here that it is one, and gets the reply given the
+        # first time.
         published = time.monotonic()
         try:
             stored = self._journal.record(
-                key,
-                body,
-                self._events(call, revision, steps, pin_deferred),
+                self._record(call, key, revision, steps, fields, body, pin_deferred),
                 max(final, published + 0.01),
             )
             earlier = await stored
@@ -318,8 +319,8 @@ class TriggerService:
         self._telemetry.audit(time.monotonic() - published, ok=True)
         outcome = str(fields["decision"])
         if earlier is not None:
-            body, outcome = earlier, "replayed"
-        self._recent.put(key, (started + self._settings.dedupe_window_s, body))
+            body, outcome = reply_of_record(earlier), "replayed"
+        self._recent.put(key, (started + self._window_s, body))
         for att, live in call.shadows:  # after the reply is stored: never delays it
             safe_change.shadow(self, call, att, live)
         redact = self.lookup.recorded(tenant, f"{flow_type}.{trigger}")
@@ -607,10 +608,18 @@ class TriggerService:
             return TryRun(None, error, exc.logs or logs, _since_ms(started))
         return TryRun(output, None, logs, _since_ms(started))
 
-    def _events(
-        self, call: Call, revision: int | None, steps: list[Step], pin_deferred: bool = False
-    ) -> list[EncodedEvent]:
-        return encode_executions(
+    def _record(
+        self,
+        call: Call,
+        key: str,
+        revision: int | None,
+        steps: list[Step],
+        fields: dict[str, Any],
+        reply: bytes,
+        pin_deferred: bool,
+    ) -> EncodedEvent:
+        return encode_record(
+            key,
             call.tenant,
             str(call.flow_type),
             str(call.trigger),
@@ -619,5 +628,7 @@ class TriggerService:
             self._actor,
             revision,
             steps,
-            {"pin_deferred": True} if pin_deferred else None,
+            fields,
+            reply,
+            pin_deferred,
         )

@@ -15,7 +15,7 @@ from faststream.specification import AsyncAPI
 
 from gatehook import __version__
 from gatehook.admin.requests import OPERATIONS
-from gatehook.domain.contract import AuditEvent, TriggerReply, TriggerRequest
+from gatehook.domain.contract import AuditEvent, DecisionRecord, TriggerReply, TriggerRequest
 
 __all__ = ["asyncapi_document"]
 
@@ -55,14 +55,24 @@ def asyncapi_document() -> dict[str, Any]:
         "gatehook.v1.audit.{tenant}.{event}",
         title="audit",
         schema=AuditEvent,
-        description="Audit events on JetStream stream GATEHOOK_AUDIT (Nats-Msg-Id = event_id).",
+        description="Management events on JetStream stream GATEHOOK_AUDIT"
+        " (Nats-Msg-Id = event_id); every event but flow.action_executed, whose runs a"
+        " decision record carries.",
+    )
+    decided = broker.publisher(
+        "gatehook.v1.audit.{tenant}.flow.decided",
+        title="decision record",
+        schema=DecisionRecord,
+        description="One per decision, on GATEHOOK_AUDIT (Nats-Msg-Id = record_id), stored"
+        " before the reply: the reply and every action run (executions), each run the"
+        " fields of a flow.action_executed event.",
     )
     changes = broker.publisher(
         "gatehook.v1.changes.{tenant}",
         title="changes",
         description="Broadcast after a flow change; every worker drops its cached flow heads.",
     )
-    _ = (audit, changes)
+    _ = (audit, decided, changes)
     spec = AsyncAPI(
         broker,
         title="gatehook",

@@ -1,17 +1,16 @@
-"""JetStream adapters: the audit stream publisher and the reply store for idempotency.
+"""JetStream adapters: the audit stream, its publisher and its reader by sequence.
 
-Audit events go to ``GATEHOOK_AUDIT`` with ``Nats-Msg-Id`` = event id, so the stream drops a
-retried request's second copy within its duplicate window. Replies are remembered on
-``GATEHOOK_REPLIES`` whose messages expire with its max age (JetStream does the expiry;
-nothing depends on MongoDB TTL indexes).
+Audit messages go to ``GATEHOOK_AUDIT`` with ``Nats-Msg-Id`` = their id (an event's id; a
+decision record's request key), so the stream drops a second copy within its duplicate
+window: a retried request's record, whose ack then names the record stored first.
 
-With several lanes (``GATEHOOK_AUDIT__LANES``) the decision path writes to lane ``i``'s pair
-``GATEHOOK_REPLIES_<i>`` and ``GATEHOOK_AUDIT_<i>`` instead (subjects
-``gatehook.v1.lane.<i>.replies.<key>`` and ``gatehook.v1.lane.<i>.audit.<tenant>.<event>``),
-and ``GATEHOOK_AUDIT`` sources every lane's events with their subjects mapped back to
-``gatehook.v1.audit.<tenant>.<event>``. A sourced message keeps its ``Nats-Msg-Id``, and the
-audit stream deduplicates on it: an event stored by two lanes (a write that failed over after
-its first lane had stored it) is in the audit stream once.
+With several lanes (``GATEHOOK_AUDIT__LANES``) the decision path writes its records to lane
+``i``'s stream ``GATEHOOK_AUDIT_<i>`` instead (subjects
+``gatehook.v1.lane.<i>.audit.<tenant>.<type>``), and ``GATEHOOK_AUDIT`` sources every lane
+with their subjects mapped back to ``gatehook.v1.audit.<tenant>.<type>``. A sourced message
+keeps its ``Nats-Msg-Id``, and the audit stream deduplicates on it: a record stored by two
+lanes (a write that failed over after its first lane had stored it) is in the audit stream
+once.
 """
 
 from __future__ import annotations
@@ -32,14 +31,11 @@ from gatehook.settings import AuditSettings
 __all__ = [
     "AUDIT_PREFIX",
     "AUDIT_SUBJECTS",
-    "REPLIES_STREAM",
     "AuditPublisher",
-    "JsReplyStore",
     "audit_subject",
     "encode_event",
     "lane_audit_prefix",
     "lane_audit_stream",
-    "lane_replies",
     "stream_led",
 ]
 
@@ -47,8 +43,6 @@ log = logging.getLogger("gatehook.audit")
 
 AUDIT_PREFIX = "gatehook.v1.audit."
 AUDIT_SUBJECTS = AUDIT_PREFIX + ">"
-REPLIES_STREAM = "GATEHOOK_REPLIES"
-REPLIES_PREFIX = "gatehook.v1.replies."
 
 
 def lane_audit_stream(settings: AuditSettings, lane: int) -> str:
@@ -61,23 +55,8 @@ def lane_audit_prefix(settings: AuditSettings, lane: int) -> str:
     return AUDIT_PREFIX if settings.lanes == 1 else f"gatehook.v1.lane.{lane}.audit."
 
 
-def lane_replies(
-    js: JetStreamContext, settings: AuditSettings, window_s: float, lane: int
-) -> JsReplyStore:
-    """Lane ``lane``'s reply store."""
-    if settings.lanes == 1:
-        return JsReplyStore(js, window_s, settings.replicas)
-    return JsReplyStore(
-        js,
-        window_s,
-        settings.replicas,
-        stream=f"{REPLIES_STREAM}_{lane}",
-        prefix=f"gatehook.v1.lane.{lane}.replies.",
-    )
-
-
 _JS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
-_ACK_S = 5.0  # a stream's acknowledgement of a management event or a repaired reply record
+_ACK_S = 5.0  # a stream's acknowledgement of a management event or a repaired record
 
 
 async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
@@ -209,6 +188,16 @@ class AuditPublisher:
         stream = lane_audit_stream(self._settings, lane)
         return await stream_led(self._js, stream, timeout, self.ensure_stream)
 
+    async def read(self, stream: str, seq: int) -> bytes | None:
+        """The message at ``seq`` of ``stream`` (None: gone, expired or deleted)."""
+        try:
+            msg = await self._js.get_msg(stream, seq)
+        except nats.js.errors.NotFoundError:
+            return None
+        except _JS_ERRORS as exc:
+            raise TransportError(f"audit stream unavailable: {exc!r}") from exc
+        return msg.data
+
     async def publish_encoded(self, events: list[EncodedEvent]) -> None:
         """``publish`` for events already encoded (the trigger path's)."""
         try:
@@ -243,91 +232,3 @@ class AuditPublisher:
                 for e in events
             )
         )
-
-
-class JsReplyStore:
-    """Replies by idempotency key, on a stream with dedupe window = max age = the window.
-
-    ``remember`` publishes the reply with ``Nats-Msg-Id`` = key. The stream says whether it has
-    seen that id within the window: if so, this request is a retry, and the reply stored first
-    is read back and returned, so every attempt of one request gets the same decision. The
-    common case (a new request) costs one publish, sent together with the audit events.
-    """
-
-    def __init__(
-        self,
-        js: JetStreamContext,
-        window_s: float,
-        replicas: int = 1,
-        *,
-        stream: str = REPLIES_STREAM,
-        prefix: str = REPLIES_PREFIX,
-    ) -> None:
-        self._js = js
-        self._window = window_s
-        self._replicas = replicas
-        self.stream = stream
-        self.prefix = prefix
-
-    async def ensure_stream(self) -> None:
-        """Create the replies stream, or bring its configuration up to date."""
-        config = api.StreamConfig(
-            name=self.stream,
-            subjects=[self.prefix + ">"],
-            storage=api.StorageType.FILE,
-            retention=api.RetentionPolicy.LIMITS,
-            max_age=self._window,
-            duplicate_window=self._window,
-            max_msgs_per_subject=1,
-            num_replicas=self._replicas,
-        )
-        await ensure_stream(self._js, config)
-
-    def subject(self, key: str) -> str:
-        """The subject a reply record is stored on."""
-        return self.prefix + key
-
-    async def first(self, key: str) -> bytes | None:
-        """The reply stored for ``key`` (None: none, or it expired)."""
-        try:
-            earlier = await self._js.get_last_msg(self.stream, self.subject(key))
-        except nats.js.errors.NotFoundError:
-            return None
-        except _JS_ERRORS as exc:
-            raise TransportError(f"reply store unavailable: {exc!r}") from exc
-        return earlier.data
-
-    async def remember(self, key: str, reply: bytes) -> bytes | None:
-        """Store ``reply`` under ``key``; return the reply stored earlier if there is one."""
-        subject = self.subject(key)
-        try:
-            try:
-                ack = await self._publish(subject, key, reply)
-            except nats.js.errors.NoStreamResponseError:
-                log.warning("replies stream %s missing; creating it again", self.stream)
-                await self.ensure_stream()
-                ack = await self._publish(subject, key, reply)
-            if not ack.duplicate:
-                return None
-            earlier = await self._js.get_last_msg(self.stream, subject)
-        except nats.js.errors.NotFoundError:
-            return None  # expired between the two calls: ours stands
-        except _JS_ERRORS as exc:
-            raise TransportError(f"reply store unavailable: {exc!r}") from exc
-        return earlier.data
-
-    async def forget(self, key: str) -> None:
-        """Drop a remembered reply (its decision was not given after all). Best effort."""
-        try:
-            await self._js.purge_stream(self.stream, subject=self.subject(key))
-        except _JS_ERRORS as exc:
-            log.warning("could not forget reply %s: %r", key, exc)
-
-    async def answers(self, timeout: float) -> bool:
-        """Whether the stream answers within ``timeout`` and has a leader (a stream found
-        missing is created again, and does not answer yet)."""
-        return await stream_led(self._js, self.stream, timeout, self.ensure_stream)
-
-    async def _publish(self, subject: str, key: str, reply: bytes) -> api.PubAck:
-        # (a request with a timeout: see AuditPublisher._publish)
-        return await self._js.publish(subject, reply, headers={"Nats-Msg-Id": key}, timeout=_ACK_S)

@@ -1,26 +1,29 @@
-"""What a trigger decision leaves behind, stored before the reply is given: the reply record
-(idempotency) and the audit events, on a lane's streams (``GATEHOOK_REPLIES`` and
-``GATEHOOK_AUDIT`` with one lane; ``transport.jetstream``).
+"""What a trigger decision leaves behind, stored before the reply is given: its decision
+record (``service.encoding.encode_record``), one message on a lane's audit stream
+(``GATEHOOK_AUDIT`` with one lane; ``transport.jetstream``) whose message id is the request's
+key. The stream's duplicate window is the idempotency window: a retry's record is refused as
+a duplicate, the ack names the sequence of the record stored first, and that record's reply
+is the retry's.
 
-One request's messages go out together and are acknowledged by the streams together: one
-future per request, resolved when the last ack arrives. Acks come to one lean inbox
-subscription of this worker (``_INBOX.<id>.<seq>``, under the connection's inbox prefix;
-``transport.lean``) and are read without building a message or an ack object; the publishes
-are lean too (one socket write per loop turn). The request's deadline is kept on the shared
-``Deadlines`` timer. nats-py's ``publish_async`` does the same job with a ``wait_for`` task,
-a random token, a JSON parse and a dataclass per message; on the decision path that cost more than
-the decision (BENCHMARKS.md, "The decision path's cost").
+The record is acknowledged through one lean inbox subscription of this worker
+(``_INBOX.<id>.<seq>``, under the connection's inbox prefix; ``transport.lean``), read
+without building a message or an ack object; the publishes are lean too (one socket write
+per loop turn). The request's deadline is kept on the shared ``Deadlines`` timer. nats-py's
+``publish_async`` does the same job with a ``wait_for`` task, a random token, a JSON parse
+and a dataclass per message; on the decision path that cost more than the decision
+(BENCHMARKS.md, "The decision path's cost").
 
-With several lanes a request's key picks its home lane. A stream takes writes only through its
-Raft leader, and a cluster needs 4-9 s to elect a new one when the leader's node dies; so a
-batch not fully acknowledged within ``failover_ms`` is sent whole, with the same message ids,
-to the next lane, and its first lane is marked down: new batches skip it until both its
-streams answer with a leader again. A reply record that failed over is written back to its
-home lane before that lane is used again, so that a retry of the request finds it there.
+With several lanes a request's key picks its home lane. A stream takes writes only through
+its Raft leader, and a cluster needs 4-9 s to elect a new one when the leader's node dies;
+so a record not acknowledged within ``failover_ms`` is sent, with the same message id, to
+the next lane, and its first lane is marked down: new records skip it until its stream
+answers with a leader again. A record that failed over is written to its home lane too
+before that lane is used again, so that a retry of the request finds it there (the audit
+stream, which sources every lane, keeps one copy: it deduplicates on the message id).
 
-The rare cases leave the fast path: a duplicate reply record (a retry: the first reply is
-read back), a stream that has gone (created again, the request published once more through
-the adapters in ``transport.jetstream``), an error ack.
+The rare cases leave the fast path: a duplicate (a retry: the first record is read back), a
+stream that has gone (created again, the record published once more through the adapters in
+``transport.jetstream``), an error ack.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from nats.aio.subscription import Subscription
 from gatehook.errors import GatehookError, TransportError
 from gatehook.process.deadlines import Deadline, Deadlines
 from gatehook.service.ports import EncodedEvent
-from gatehook.transport.jetstream import AUDIT_PREFIX, AuditPublisher, JsReplyStore
+from gatehook.transport.jetstream import AUDIT_PREFIX, AuditPublisher
 from gatehook.transport.lean import LeanNats, status_of
 
 __all__ = ["JsJournal", "Lane"]
@@ -49,25 +52,25 @@ log = logging.getLogger("gatehook.audit")
 _NO_RESPONDERS = b"503"
 _PROBE_S = 0.2  # how often a lane marked down is asked whether it answers again
 _PROBE_TIMEOUT_S = 1.0
-_MAX_WRITE_BACKS = 100_000  # reply records waiting for their home lane, per lane
+_MAX_WRITE_BACKS = 100_000  # records waiting for their home lane, per lane
 _CUT = len(AUDIT_PREFIX)
 
 
 @dataclass(slots=True, eq=False)
 class Lane:
-    """One pair of streams the decision path writes to: the reply records' and the audit
-    events'."""
+    """One audit stream the decision path writes its records to."""
 
     index: int
-    replies: JsReplyStore
-    audit_prefix: str  # the events' subjects: this, then ``<tenant>.<event>``
+    stream: str
+    audit_prefix: str  # the records' subjects: this, then ``<tenant>.flow.decided``
     down: bool = False
-    # reply records that failed over away from this lane, written back before it is used again
-    write_backs: dict[str, bytes] = field(default_factory=dict)
+    # records that failed over away from this lane, written here before it is used again
+    write_backs: dict[str, EncodedEvent] = field(default_factory=dict)
     watch: asyncio.Task[None] | None = None
 
     def event_subject(self, subject: str) -> bytes:
-        """An event's subject (``gatehook.v1.audit.<tenant>.<event>``) on this lane."""
+        """A subject of the audit stream (``gatehook.v1.audit.<tenant>.<type>``) on this
+        lane."""
         if self.audit_prefix == AUDIT_PREFIX:
             return subject.encode()
         return (self.audit_prefix + subject[_CUT:]).encode()
@@ -76,15 +79,13 @@ class Lane:
 @dataclass(slots=True, eq=False)
 class _Batch:
     future: asyncio.Future[bytes | None]
-    key: str
-    reply: bytes
-    events: list[EncodedEvent]
+    record: EncodedEvent
     home: int
-    remaining: int = 0
     lane: int = 0  # the lane of the attempt in flight
     tried: list[int] = field(default_factory=list)
     stored_on: list[int] = field(default_factory=list)  # lanes where the record is new
-    seqs: list[int] = field(default_factory=list)
+    seq: int = 0  # the publish in flight (this worker's ack inbox)
+    first: int = 0  # a duplicate: the stream sequence of the record stored first
     duplicate: bool = False
     no_stream: bool = False
     error: str | None = None
@@ -114,7 +115,7 @@ class JsJournal:
         self._prefix = b""
         self._sub: Subscription | None = None
         self._seq = 0
-        self._waiting: dict[int, tuple[_Batch, int]] = {}
+        self._waiting: dict[int, _Batch] = {}
         self._repairs: set[asyncio.Task[None]] = set()
         self.failovers = 0  # batches sent to another lane
         self.write_backs_dropped = 0
@@ -146,7 +147,7 @@ class JsJournal:
         if self._sub is not None:
             await self._nats.unsubscribe(self._sub)
         self._sub = None
-        for batch, _ in list(self._waiting.values()):
+        for batch in list(self._waiting.values()):
             self._fail(batch, TransportError("the audit stream did not acknowledge in time"))
         for task in list(self._repairs):
             task.cancel()
@@ -155,16 +156,14 @@ class JsJournal:
                 lane.watch.cancel()
                 lane.watch = None
 
-    def record(
-        self, key: str, reply: bytes, events: list[EncodedEvent], deadline: float
-    ) -> asyncio.Future[bytes | None]:
-        """Publish the reply record and ``events``; the future resolves when the streams have
-        stored all of them: to the reply stored first for ``key`` when this request is a
-        retry, else ``None``. It fails with ``TransportError`` if that does not happen by
-        ``deadline`` (``time.monotonic()``) or a stream refuses."""
+    def record(self, record: EncodedEvent, deadline: float) -> asyncio.Future[bytes | None]:
+        """Publish ``record``; the future resolves when its stream has stored it: to the
+        record stored first under its id when this request is a retry, else ``None``. It
+        fails with ``TransportError`` if that does not happen by ``deadline``
+        (``time.monotonic()``) or the stream refuses."""
         loop = asyncio.get_running_loop()
-        home = zlib.crc32(key.encode()) % len(self._lanes) if self._multi else 0
-        batch = _Batch(loop.create_future(), key, reply, events, home)
+        home = zlib.crc32(record.event_id.encode()) % len(self._lanes) if self._multi else 0
+        batch = _Batch(loop.create_future(), record, home)
         batch.timer = self._deadlines.at(deadline, lambda: self._expire(batch))
         self._attempt(batch, self._pick(home, batch.tried) if self._multi else 0)
         return batch.future
@@ -188,29 +187,25 @@ class JsJournal:
         lane = self._lanes[index]
         batch.lane = index
         batch.tried.append(index)
-        batch.remaining = 1 + len(batch.events)
         batch.duplicate = batch.no_stream = False
         batch.error = None
         if self._multi:
             batch.failover = self._deadlines.at(
                 time.monotonic() + self._failover_s, lambda: self._fail_over(batch)
             )
+        record = batch.record
         try:
-            key = batch.key
-            self._send(batch, lane.replies.subject(key).encode(), key, batch.reply, 0)
-            for position, event in enumerate(batch.events, 1):
-                subject = lane.event_subject(event.subject)
-                self._send(batch, subject, event.event_id, event.data, position)
+            self._send(batch, lane.event_subject(record.subject), record.event_id, record.data)
         except Exception as exc:  # the connection is closed or draining
             self._fail(batch, TransportError(f"audit stream unavailable: {exc!r}"))
 
-    def _send(self, batch: _Batch, subject: bytes, msg_id: str, data: bytes, index: int) -> None:
+    def _send(self, batch: _Batch, subject: bytes, msg_id: str, data: bytes) -> None:
         """One lean publish. ``subject`` and ``msg_id`` are built by this worker from
         checked parts (tenant slugs, catalogue names, hex ids): no space or line break."""
         self._seq += 1
         seq = self._seq
-        self._waiting[seq] = (batch, index)
-        batch.seqs.append(seq)
+        self._waiting[seq] = batch
+        batch.seq = seq
         self._nats.publish(
             subject,
             data,
@@ -223,10 +218,9 @@ class JsJournal:
             seq = int(subject[len(self._prefix) :])
         except ValueError:
             return
-        waiting = self._waiting.pop(seq, None)
-        if waiting is None:
+        batch = self._waiting.pop(seq, None)
+        if batch is None:
             return  # late: the request gave up already, or failed over
-        batch, index = waiting
         if headers and status_of(headers) == _NO_RESPONDERS:
             batch.no_stream = True
         elif b'"error"' in data:
@@ -235,13 +229,13 @@ class JsJournal:
             except orjson.JSONDecodeError:
                 error = {"description": data[:200].decode(errors="replace")}
             batch.error = str(error.get("description") or error)
-        elif index == 0:
-            batch.duplicate = b'"duplicate"' in data and bool(orjson.loads(data).get("duplicate"))
-            if not batch.duplicate:
-                batch.stored_on.append(batch.lane)
-        batch.remaining -= 1
-        if batch.remaining == 0:
-            self._settle(batch)
+        elif b'"duplicate"' in data:
+            ack = orjson.loads(data)
+            batch.duplicate = bool(ack.get("duplicate"))
+            batch.first = int(ack.get("seq") or 0)
+        if not (batch.no_stream or batch.error or batch.duplicate):
+            batch.stored_on.append(batch.lane)
+        self._settle(batch)
 
     def _settle(self, batch: _Batch) -> None:
         if batch.future.done():
@@ -262,7 +256,7 @@ class JsJournal:
                 batch.timer.cancel()
             batch.future.set_result(None)
             if batch.lane != batch.home and batch.lane in batch.stored_on:
-                self._write_back(self._lanes[batch.home], batch.key, batch.reply)
+                self._write_back(self._lanes[batch.home], batch.record)
 
     # -- lanes --------------------------------------------------------------------------------
     def _fail_over(self, batch: _Batch) -> None:
@@ -274,9 +268,7 @@ class JsJournal:
         if index < 0:
             return  # every lane tried: the acks of this attempt may still come
         self.failovers += 1
-        for seq in batch.seqs:
-            self._waiting.pop(seq, None)
-        batch.seqs.clear()
+        self._waiting.pop(batch.seq, None)
         self._attempt(batch, index)
 
     def _mark_down(self, lane: Lane) -> None:
@@ -284,25 +276,25 @@ class JsJournal:
             lane.down = True
             log.warning(
                 "audit lane %d (%s) did not acknowledge within %.0f ms: its writes go to the"
-                " next lane until both its streams answer with a leader",
+                " next lane until its stream answers with a leader",
                 lane.index,
-                lane.replies.stream,
+                lane.stream,
                 self._failover_s * 1000,
             )
         self._watch(lane)
 
-    def _write_back(self, lane: Lane, key: str, reply: bytes) -> None:
+    def _write_back(self, lane: Lane, record: EncodedEvent) -> None:
         if len(lane.write_backs) >= _MAX_WRITE_BACKS:
             if not self.write_backs_dropped:
                 log.warning(
-                    "audit lane %d has %d reply records waiting to be written back: further"
-                    " ones are dropped (a retry of their request is decided again)",
+                    "audit lane %d has %d records waiting to be written back: further ones"
+                    " are dropped (a retry of their request is decided again)",
                     lane.index,
                     _MAX_WRITE_BACKS,
                 )
             self.write_backs_dropped += 1
             return
-        lane.write_backs[key] = reply
+        lane.write_backs[record.event_id] = record
         self._watch(lane)
 
     def _watch(self, lane: Lane) -> None:
@@ -310,17 +302,15 @@ class JsJournal:
             lane.watch = asyncio.create_task(self._watch_lane(lane))
 
     async def _watch_lane(self, lane: Lane) -> None:
-        """Probe ``lane`` until both its streams answer with a leader, write back the reply
-        records that failed over away from it, then take it into use again."""
+        """Probe ``lane`` until its stream answers with a leader, write back the records
+        that failed over away from it, then take it into use again."""
         try:
             while True:
                 await asyncio.sleep(_PROBE_S)
                 try:
-                    if (
-                        await lane.replies.answers(_PROBE_TIMEOUT_S)
-                        and await self._audit.lane_answers(lane.index, _PROBE_TIMEOUT_S)
-                        and await self._flush_write_backs(lane)
-                    ):
+                    if await self._audit.lane_answers(
+                        lane.index, _PROBE_TIMEOUT_S
+                    ) and await self._flush_write_backs(lane):
                         break
                 except GatehookError as exc:
                     log.debug("lane %d probe: %s", lane.index, exc)
@@ -331,21 +321,30 @@ class JsJournal:
             lane.watch = None
 
     async def _flush_write_backs(self, lane: Lane) -> bool:
-        """Write the lane's pending reply records (their message ids make one that did get
-        stored count once); False if one is not acknowledged."""
+        """Write the lane's pending records (their message ids make one that did get stored
+        count once); False if one is not acknowledged."""
         while lane.write_backs:
-            chunk = list(lane.write_backs.items())[:64]
+            chunk = list(lane.write_backs.values())[:64]
             done = await asyncio.gather(
                 *(
-                    asyncio.wait_for(lane.replies.remember(key, reply), _PROBE_TIMEOUT_S)
-                    for key, reply in chunk
+                    asyncio.wait_for(
+                        self._audit.publish_encoded(
+                            [
+                                EncodedEvent(
+                                    lane.event_subject(r.subject).decode(), r.event_id, r.data
+                                )
+                            ]
+                        ),
+                        _PROBE_TIMEOUT_S,
+                    )
+                    for r in chunk
                 ),
                 return_exceptions=True,
             )
-            for (key, _), result in zip(chunk, done, strict=True):
+            for record, result in zip(chunk, done, strict=True):
                 if isinstance(result, BaseException):
                     return False
-                lane.write_backs.pop(key, None)
+                lane.write_backs.pop(record.event_id, None)
         return True
 
     # -- the rare cases -----------------------------------------------------------------------
@@ -370,34 +369,25 @@ class JsJournal:
         self._repairs.add(task)
         task.add_done_callback(self._repairs.discard)
 
-    def _forget(self, batch: _Batch) -> None:
-        """The decision was not given after all: drop its reply record (best effort), so a
-        retry decides afresh instead of being handed a reply nobody received."""
-        self._lanes[batch.home].write_backs.pop(batch.key, None)
-        for index in batch.stored_on:
-            self._background(self._lanes[index].replies.forget(batch.key))
-
     async def _republish(self, batch: _Batch) -> bytes | None:
-        """A stream was missing: the adapters create it again and publish once more (the
-        message ids make whatever did get stored the first time count once)."""
-        if batch.events:
-            await self._audit.publish_encoded(batch.events)
-        return await self._lanes[0].replies.remember(batch.key, batch.reply)
+        """The stream was missing: the adapters create it again and publish once more (the
+        message id makes a record that did get stored the first time count once)."""
+        await self._audit.publish_encoded([batch.record])
+        return None
 
     async def _read_first(self, batch: _Batch) -> bytes | None:
-        return await self._lanes[batch.lane].replies.first(batch.key)
+        return await self._audit.read(self._lanes[batch.lane].stream, batch.first)
 
     def _expire(self, batch: _Batch) -> None:
         self._fail(batch, TransportError("the audit stream did not acknowledge in time"))
 
     def _fail(self, batch: _Batch, exc: GatehookError) -> None:
-        for seq in batch.seqs:
-            self._waiting.pop(seq, None)
+        # A record stored before the failure stays: it is the audit of what ran, and a retry
+        # of the request is answered from it.
+        self._waiting.pop(batch.seq, None)
         if batch.timer is not None:
             batch.timer.cancel()
         if batch.failover is not None:
             batch.failover.cancel()
         if not batch.future.done():
             batch.future.set_exception(exc)
-            if batch.stored_on:
-                self._forget(batch)
