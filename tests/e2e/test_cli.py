@@ -74,6 +74,40 @@ async def test_apply_list_flows_and_trigger(
     assert "9.9.9" in bad.stderr
 
 
+async def test_trigger_says_an_error_reply_and_a_bad_file_in_its_exit_code(
+    worker: Worker, settings: Settings, tenant: str, tmp_path: Path
+) -> None:
+    slot = ("external_authentication", "post_authentication")
+    refused = await cli(settings, "trigger", tenant, "external_authentication", "nope", check=False)
+    assert refused.returncode == 1
+    assert json.loads(refused.stdout)["error"]["code"] == "bad_request"
+    broken = tmp_path / "request.json"
+    broken.write_text('{"request_id": "r1",\n "user": }')
+    bad = await cli(settings, "trigger", tenant, *slot, "--file", str(broken), check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1
+    assert "Traceback" not in bad.stderr
+    assert "is not JSON" in bad.stderr
+    assert "line 2" in bad.stderr
+    missing = await cli(
+        settings, "trigger", tenant, *slot, "--file", str(tmp_path / "none.json"), check=False
+    )
+    assert missing.returncode == 2
+    assert "cannot read request" in missing.stderr
+    config = await cli(
+        Settings(),
+        "actions",
+        "test",
+        str(ROOT / "examples/acme/actions/tag_idp.js"),
+        "--config",
+        str(broken),
+        check=False,
+    )
+    assert config.returncode == 2
+    assert "config" in config.stderr
+    assert "Traceback" not in config.stderr
+
+
 async def test_actions_test_runs_locally(tmp_path: Path) -> None:
     request = tmp_path / "request.json"
     request.write_text(

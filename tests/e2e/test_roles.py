@@ -180,3 +180,51 @@ async def test_the_audit_consumer_example_runs_as_the_audit_role(stack: Server) 
     assert {e["tenant"] for e in got} == {"acme"}
     with pytest.raises(Exception, match=r"(?i)timeout|permissions"):
         await consume(_url(stack, "acme-audit"), "globex", deliver, idle_rounds=1)
+
+
+def _client_example() -> str:
+    """The Python client example of docs/integrations/README.md, as the page shows it."""
+    page = (ROOT / "docs" / "integrations" / "README.md").read_text()
+    start = page.index("```python\n", page.index("## Login services: the client")) + 10
+    return page[start : page.index("\n```", start)]
+
+
+async def test_the_python_client_example_runs_as_the_login_role(stack: Server) -> None:
+    code = _client_example().replace("127.0.0.1:4222", f"127.0.0.1:{stack.port}")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert out.decode().split()[0] == "continue"
+
+
+async def test_the_client_reports_a_refusal_as_one(stack: Server) -> None:
+    from gatehook.client import GatehookClient, connect
+    from gatehook.errors import TransportError
+
+    who = {"id": "u", "email": "ann@acme.com"}
+    # acme's login role asking for globex: the server refuses the publish
+    nc = await connect(_url(stack, "acme-login"))
+    try:
+        client = GatehookClient(nc, timeout=1.0, retry=False)
+        with pytest.raises(TransportError, match=r"NATS refused this connection.*globex"):
+            await client.trigger(
+                "globex", "external_authentication", "post_authentication", {"user": who}
+            )
+        reply = await client.trigger(
+            "acme", "external_authentication", "post_authentication", {"user": who}
+        )
+        assert reply.decision == "continue"
+    finally:
+        await nc.close()
+    # nats.connect's own inbox, which the role may not read: said so, not "no decision"
+    nc = await nats.connect(_url(stack, "acme-login"))
+    try:
+        client = GatehookClient(nc, timeout=1.0, retry=False)
+        with pytest.raises(TransportError, match=r"NATS refused this connection.*_INBOX"):
+            await client.trigger(
+                "acme", "external_authentication", "post_authentication", {"user": who}
+            )
+    finally:
+        await nc.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from gatehook.cli.common import (
     load_settings,
     out,
     print_json,
+    read_json,
     run,
     sample_request,
     with_admin,
@@ -88,7 +88,7 @@ def actions_create(
         "description": description,
     }
     if config_schema is not None:
-        body["config_schema"] = json.loads(config_schema.read_text())
+        body["config_schema"] = read_json(config_schema, "config schema")
     if kind is not None:
         body["kind"] = kind
     print_json(run(with_admin(lambda c: c.call(tenant, "actions.create", **body))))
@@ -144,7 +144,7 @@ def actions_publish(
         body["source"] = file.read_text()
         body["language"] = "ts" if file.suffix in (".ts", ".mts") else "js"
     if config is not None:
-        body["config"] = json.loads(config.read_text())
+        body["config"] = read_json(config, "config")
     if endpoint is not None:
         pairs = [h.split("=", 1) for h in header or []]
         if any(len(p) != 2 for p in pairs):
@@ -196,7 +196,7 @@ def actions_test(
         if action_name is None or tenant is None:
             err.print("[red]error:[/red] give a script FILE, or -t TENANT --action NAME")
             raise typer.Exit(2)
-        raw = json.loads(input_file.read_text()) if input_file else sample_request("ann@acme.com")
+        raw = read_json(input_file, "input") if input_file else sample_request("ann@acme.com")
         result = run(
             with_admin(
                 lambda c: c.call(
@@ -218,12 +218,12 @@ def actions_test(
     action = name or (found[1] if found else file.stem.replace(".", "_"))
     language = "ts" if file.suffix in (".ts", ".mts") else "js"
     try:
-        raw = json.loads(input_file.read_text()) if input_file else sample_request("ann@acme.com")
+        raw = read_json(input_file, "input") if input_file else sample_request("ann@acme.com")
         req = TriggerRequest.model_validate(raw)
     except (ValueError, ValidationError) as exc:
         err.print(f"[red]error:[/red] the input is not a trigger request: {exc}")
         raise typer.Exit(2) from None
-    config = json.loads(config_file.read_text()) if config_file else {}
+    config = read_json(config_file, "config") if config_file else {}
     inp = req.action_input("local", flow_type, trigger, config)
     settings = load_settings()
 

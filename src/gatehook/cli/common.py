@@ -8,6 +8,7 @@ import json
 import os
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import nats.errors
@@ -33,6 +34,7 @@ __all__ = [
     "load_settings",
     "out",
     "print_json",
+    "read_json",
     "run",
     "sample_request",
     "with_admin",
@@ -117,6 +119,21 @@ async def with_admin(fn: Callable[[AdminClient], Awaitable[T]], timeout: float =
 def _shown_url(settings: Settings) -> str:
     """The first server's URL without its password (an error line is not a place for it)."""
     return redact_url(settings.nats_servers[0]) if settings.nats_servers else "(none)"
+
+
+def read_json(path: Path, what: str) -> Any:
+    """The JSON in ``path``; a file that cannot be read or is not JSON ends the command with
+    one line that names it and where it breaks (exit code 2)."""
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        problem = f"cannot read {what} {path}: {exc.strerror or exc}"
+    except UnicodeDecodeError:
+        problem = f"{what} {path} is not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        problem = f"{what} {path} is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+    err.print(f"[red]error:[/red] {escape(problem)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
 
 
 def print_json(data: Any) -> None:

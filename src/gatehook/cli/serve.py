@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from nats.aio.client import Client as NATS
 
 from gatehook.cli.common import (
     app,
@@ -18,8 +19,10 @@ from gatehook.cli.common import (
     load_settings,
     out,
     print_json,
+    read_json,
     run,
     sample_request,
+    with_nats,
 )
 from gatehook.errors import ConfigError
 from gatehook.security.connections import connect_nats
@@ -86,20 +89,19 @@ def trigger_cmd(
         Path | None, typer.Option("--file", help="request JSON (default: a sample)")
     ] = None,
 ) -> None:
-    """Send one trigger request as a login service would and print the reply."""
-    body = json.loads(file.read_text()) if file else sample_request("ann@acme.com")
+    """Send one trigger request as a login service would and print the reply; exit code 1
+    when the reply is an error (bad_request, unavailable, internal)."""
+    body = read_json(file, "request") if file else sample_request("ann@acme.com")
+    subject = f"gatehook.v1.trigger.{tenant}.{flow_type}.{trigger}"
 
-    async def go() -> Any:
-        nc = await connect_nats(load_settings(), connect_timeout=2)
-        try:
-            msg = await nc.request(
-                f"gatehook.v1.trigger.{tenant}.{flow_type}.{trigger}", json.dumps(body).encode(), 5
-            )
-            return json.loads(msg.data)
-        finally:
-            await nc.drain()
+    async def go(nc: NATS) -> Any:
+        msg = await nc.request(subject, json.dumps(body).encode(), 5)
+        return json.loads(msg.data)
 
-    print_json(run(go()))
+    reply = run(with_nats(go))
+    print_json(reply)
+    if isinstance(reply, dict) and reply.get("error") is not None:
+        raise typer.Exit(1)
 
 
 # -- console -----------------------------------------------------------------------------------
