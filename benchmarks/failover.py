@@ -4,6 +4,7 @@ nodes, a login service on all three nodes sending 200 req/s and retrying each re
 is killed (-9). One row per lane count, same run:
 
     .venv/bin/python benchmarks/failover.py        # ~2 minutes on 2 cores
+    .venv/bin/python benchmarks/failover.py --lanes 0 --runs 10 --seconds 15 --kill-at 5
 
 With one lane, the node leads GATEHOOK_AUDIT (placed there by step-down); with three, the
 rebalance gives each node one lane and the node also leads the aggregate GATEHOOK_AUDIT. The
@@ -146,12 +147,13 @@ async def scenario(lanes: int, nodes: list[Server], args: argparse.Namespace) ->
     ]
     ops = await nats.connect(urls[1:], max_reconnect_attempts=-1)
     try:
-        if lanes > 1:
+        if lanes > 1:  # (0: the default, placed by the workers themselves before they serve)
             await placed(ops, lanes)
         for stream in ["GATEHOOK_AUDIT", "GATEHOOK_RECORDINGS"]:
             await move(ops, stream, "n0")
         service = LoginService(conns)
-        sent = await service.run(args.seconds, args.rate, args.seconds / 3, nodes[0])
+        kill_at = args.kill_at if args.kill_at is not None else args.seconds / 3
+        sent = await service.run(args.seconds, args.rate, kill_at, nodes[0])
         lost, twice = await audited(ops, service.answered)
         times = sorted(service.answered_at)
         return {
@@ -172,23 +174,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seconds", type=float, default=9.0)
     p.add_argument("--rate", type=float, default=200.0)
-    p.add_argument("--lanes", type=int, nargs="+", default=[1, 3])
+    p.add_argument(
+        "--lanes", type=int, nargs="+", default=[1, 3], help="0: unset (one per replica)"
+    )
+    p.add_argument("--runs", type=int, default=1, help="runs of each lane count")
+    p.add_argument("--kill-at", type=float, default=None, help="s into the load (seconds/3)")
     args = p.parse_args()
     started = time.monotonic()
     mongo = start_mongo()
     rows = []
     try:
-        for lanes in args.lanes:
+        for lanes in [n for n in args.lanes for _ in range(args.runs)]:
             nodes = start_nats_cluster(3)
+            # set lanes: rebalanced every second (the test's pace); unset: as deployed
+            extra = {"GATEHOOK_AUDIT__REBALANCE_S": "1"} if lanes else {}
             procs = [
-                worker(
-                    nodes[i].url,
-                    mongo.url,
-                    f"fo-{lanes}-{i}",
-                    3,
-                    lanes,
-                    GATEHOOK_AUDIT__REBALANCE_S="1",
-                )
+                worker(nodes[i].url, mongo.url, f"fo-{lanes}-{i}", 3, lanes, **extra)
                 for i in (0, 1)
             ]
             try:
@@ -206,8 +207,9 @@ def main() -> None:
           "| records lost | stored twice |")  # fmt: skip
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
+        lanes = r["lanes"] or "unset (3 replicas)"
         print(
-            f"| {r['lanes']} | {r['sent']} | {r['unanswered']} | {r['gap']:.2f} "
+            f"| {lanes} | {r['sent']} | {r['unanswered']} | {r['gap']:.2f} "
             f"| {r['slowest']:.2f} | {r['lost']} | {r['twice']} |"
         )
     print(f"\n({time.monotonic() - started:.0f} s)")

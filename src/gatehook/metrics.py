@@ -231,6 +231,12 @@ class _Snapshot(Collector):
                 "Audit lanes skipped because they do not acknowledge (probed until they do)",
                 value=lanes["down"],
             )
+            yield GaugeMetricFamily(
+                "gatehook_audit_lanes_misplaced",
+                "Audit lanes led by another node than their own at the last placement check:"
+                " a node's death would pause them too (placement degraded)",
+                value=lanes.get("misplaced", 0),
+            )
             yield CounterMetricFamily(
                 "gatehook_audit_failovers",
                 "Decisions' writes sent to another lane after no acknowledgement in time",

@@ -225,6 +225,8 @@ class Runtime:
                 [[lane.stream] for lane in lanes],
                 audit.rebalance_s,
             )
+            # before serving: a lane left on another lane's node would pause with it
+            await self.placement.settle(audit.placement_wait_s)
             self.placement.start()
         await self.delivery.start()
         await self.targets.start()
@@ -516,6 +518,14 @@ class Runtime:
             },
             "sandbox": {"children": self.pool.size, "restarts": self.pool.restarts},
             "webhooks": dict(self.delivery.outcomes),
+            # degraded, not unready: the worker serves, but a node's death may pause a lane
+            "audit_lanes": None
+            if self.journal is None
+            else {
+                "lanes": len(self.journal.lanes),
+                "down": self.journal.lanes_down,
+                "misplaced": self.placement.misplaced if self.placement is not None else 0,
+            },
         }
 
     def _log_outages(self, checks: dict[str, Any]) -> None:
@@ -568,6 +578,7 @@ class Runtime:
                 "down": self.journal.lanes_down,
                 "failovers": self.journal.failovers,
                 "write_backs_dropped": self.journal.write_backs_dropped,
+                "misplaced": self.placement.misplaced if self.placement is not None else 0,
             },
             "dependencies": {
                 name: value is True

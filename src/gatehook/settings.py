@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gatehook.errors import ConfigError
@@ -281,12 +281,12 @@ class AuditSettings(BaseModel):
         default=1, description="replicas of every stream gatehook creates (3 on a cluster)"
     )
     lanes: int = Field(
-        default=1,
-        ge=1,
+        default=0,
+        ge=0,
         le=16,
-        description="streams a decision's record is written to; on a cluster one per node,"
-        " each led by another node, so that a node's death costs a failover, not a leader"
-        " election (docs/deployment.md)",
+        description="streams a decision's record is written to, each led by another node, so"
+        " that a node's death costs a failover, not a leader election (docs/deployment.md);"
+        " 0: one per replica (1 on a single node, 3 with 3 replicas)",
     )
     failover_ms: int = Field(
         default=250,
@@ -305,9 +305,23 @@ class AuditSettings(BaseModel):
     rebalance_s: float = Field(
         default=30.0,
         gt=0,
-        description="how often a worker checks that each lane's leaders sit on their own"
-        " node, and moves them there by step-down",
+        description="how often a worker checks that each lane's leader sits on its own"
+        " node, and moves it there by step-down (every 2 s while one does not)",
     )
+    placement_wait_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="with several lanes: how long a starting worker places the lanes' leaders,"
+        " one per node, before it serves (it serves anyway after that, and logs it)",
+    )
+
+    @model_validator(mode="after")
+    def _lanes_follow_the_replicas(self) -> AuditSettings:
+        # one lane per replica unless set: a replicated stream's leader can die, and with
+        # one lane that pauses every decision until the cluster elects another (4-9 s)
+        if self.lanes == 0:
+            self.lanes = max(1, min(16, self.replicas))
+        return self
 
 
 class NatsSettings(BaseModel):

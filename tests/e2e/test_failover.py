@@ -360,3 +360,34 @@ async def test_a_worker_with_fewer_lanes_keeps_the_audit_streams_sources(
         assert await audited(nc, tenant, {rid}) == [rid]  # written to a lane, sourced
     finally:
         await stop_worker(runtime, broker)
+
+
+async def test_replicas_alone_give_a_lane_per_node_placed_before_serving(
+    cluster: list[Server], settings: Settings, pool: SandboxPool
+) -> None:
+    """Only GATEHOOK_AUDIT__REPLICAS=3 set: three lanes, and a starting worker places their
+    leaders one per node before it takes a request, even when every lane was led by one node
+    (as after a rolling restart), without waiting for its periodic check."""
+    s = settings.model_copy(
+        update={"nats_url": cluster[0].url, "worker_name": "w0", "audit": AuditSettings(replicas=3)}
+    )
+    assert s.audit.lanes == LANES
+    runtime, broker = await asyncio.wait_for(start_worker(s, pool), 90)  # creates the streams
+    await stop_worker(runtime, broker)
+    nc = await nats.connect(cluster[1].url, max_reconnect_attempts=-1)
+    try:
+        for stream in STREAMS:
+            await move(nc, stream, "n2")  # every lane on one node: its death pauses them all
+        runtime, broker = await asyncio.wait_for(start_worker(s, pool), 90)
+        try:
+            assert await leaders(nc, STREAMS) == {st: f"n{st[-1]}" for st in STREAMS}
+            health = await runtime.health()
+            assert health["audit_lanes"] == {"lanes": LANES, "down": 0, "misplaced": 0}
+            reply = await nc.request(
+                SUBJECT.format("acme"), json.dumps(request(request_id="r-1")).encode(), timeout=10
+            )
+            assert json.loads(reply.data)["error"] is None
+        finally:
+            await stop_worker(runtime, broker)
+    finally:
+        await nc.close()

@@ -29,7 +29,7 @@ from gatehook.process.deadlines import Deadlines
 from gatehook.sandbox.pool import ScriptJob, ScriptRun
 from gatehook.service.encoding import encode_reply, event_id, reply_of_record
 from gatehook.service.trigger import TriggerService
-from gatehook.settings import Settings
+from gatehook.settings import AuditSettings, Settings
 from gatehook.templates.registry import TemplateRegistry
 
 
@@ -255,6 +255,14 @@ def test_the_decision_record_equals_its_model_and_reads_as_the_events() -> None:
     assert [e.action for e in events_of(encoded.data, "flow.action_executed")] == ["a", "b"]
     assert events_of(encoded.data, "flow.action_attached") == []
     assert events_of(b'{"not": "ours"}') == []
+
+
+def test_lanes_follow_the_replicas_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert AuditSettings().lanes == 1  # a single node: one lane
+    assert AuditSettings(replicas=3).lanes == 3  # one per replica
+    assert AuditSettings(replicas=3, lanes=1).lanes == 1  # set: kept
+    monkeypatch.setenv("GATEHOOK_AUDIT__REPLICAS", "5")
+    assert Settings().audit.lanes == 5
 
 
 def test_nats_url_takes_a_list_of_servers() -> None:

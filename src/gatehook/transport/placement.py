@@ -1,13 +1,16 @@
-"""Where the lanes' stream leaders sit: lane ``i``'s two streams led by the ``i``-th of their
-peers (sorted by server name), so that with one lane per node a node's death leaves every
-other lane's leaders alive and the journal fails over to them (``transport.journal``).
+"""Where the lanes' stream leaders sit: lane ``i``'s stream led by the ``i``-th of its peers
+(sorted by server name), so that with one lane per node a node's death leaves every other
+lane's leader alive and the journal fails over to them (``transport.journal``).
 
 A cluster elects leaders wherever it likes, and after a node's death and return the
-surviving nodes lead its lanes; every ``GATEHOOK_AUDIT__REBALANCE_S`` (with jitter, so that
-workers do not all act at once) a worker looks at each lane stream and, when its leader is
-not the one it should be and that peer is current, asks the leader to step down in its
-favour (``$JS.API.STREAM.LEADER.STEPDOWN``, ``placement.preferred``: nats-server 2.11+).
-A step-down is a graceful hand-over; writes in flight at that moment fail over like any other.
+surviving nodes lead its lanes. A worker places the lanes before it serves (``settle``,
+within a bound it logs), then looks at each lane stream every ``GATEHOOK_AUDIT__REBALANCE_S``
+(with jitter, so that workers do not all act at once), and every ``_DEGRADED_S`` while a lane
+is led by another node than its own (``misplaced``): a node that comes back gets its lane
+within seconds. When a leader is not the one it should be and that peer is current, the
+worker asks the leader to step down in its favour (``$JS.API.STREAM.LEADER.STEPDOWN``,
+``placement.preferred``: nats-server 2.11+). A step-down is a graceful hand-over; writes in
+flight at that moment fail over like any other.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 
 import nats.errors
 import nats.js.errors
@@ -25,6 +29,8 @@ from nats.js import JetStreamContext
 __all__ = ["LeaderPlacement"]
 
 log = logging.getLogger("gatehook.audit")
+
+_DEGRADED_S = 2.0  # how often a worker looks again while a lane is misplaced
 
 _ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
 
@@ -42,6 +48,7 @@ class LeaderPlacement:
         self._every = every_s
         self._task: asyncio.Task[None] | None = None
         self.moves = 0
+        self.misplaced = 0  # lanes led by another node than their own at the last check
 
     def start(self) -> None:
         """Check the placement every ``every_s`` (about) from now on."""
@@ -55,20 +62,49 @@ class LeaderPlacement:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
+    async def settle(self, within_s: float) -> bool:
+        """Place the lanes before serving: check and move until every lane is led by its own
+        node, or ``within_s`` has passed (logged; the worker serves anyway, and the checks
+        go on). Whether they are placed."""
+        started = time.monotonic()
+        while True:
+            try:
+                await self.once()
+            except Exception as exc:  # never keeps a worker from starting
+                log.warning("lane leader placement check failed: %r", exc)
+            if self.misplaced == 0:
+                log.info(
+                    "lanes placed, one led by each node, in %.1f s", time.monotonic() - started
+                )
+                return True
+            if time.monotonic() - started >= within_s:
+                log.warning(
+                    "%d lane(s) not led by their own node after %.0f s: serving anyway; a"
+                    " node's death may pause them (gatehook_audit_lanes_misplaced)",
+                    self.misplaced,
+                    within_s,
+                )
+                return False
+            await asyncio.sleep(0.25)
+
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._every * random.uniform(0.5, 1.5))
+            every = _DEGRADED_S if self.misplaced else self._every
+            await asyncio.sleep(every * random.uniform(0.5, 1.5))
             try:
                 await self.once()
             except Exception as exc:  # a placement check never stops the worker
                 log.warning("lane leader placement check failed: %r", exc)
 
     async def once(self) -> int:
-        """One check of every lane stream; the number of step-downs asked for."""
-        moved = 0
+        """One check of every lane stream; the number of step-downs asked for
+        (``misplaced`` counts the lanes not led by their own node before the moves)."""
+        moved = misplaced = 0
         for index, streams in enumerate(self._lanes):
             for stream in streams:
-                target = await self._misplaced(stream, index)
+                placed, target = await self._look(stream, index)
+                if not placed:
+                    misplaced += 1
                 if target is None:
                     continue
                 try:
@@ -87,22 +123,28 @@ class LeaderPlacement:
                     log.info("lane %d: %s now led by %s", index, stream, target)
                 else:
                     log.info("step-down of %s refused: %s", stream, answer.get("error"))
+        self.misplaced = misplaced
         return moved
 
-    async def _misplaced(self, stream: str, index: int) -> str | None:
-        """The server that should lead ``stream`` when it does not and can, else None."""
+    async def _look(self, stream: str, index: int) -> tuple[bool, str | None]:
+        """Whether ``stream`` is led by the server that should lead it, and that server when
+        it is not and can take over now (a current replica), else None."""
         try:
             info = await self._js.stream_info(stream)
         except _ERRORS:
-            return None
+            return False, None
         cluster = info.cluster
-        if cluster is None or not cluster.leader:
-            return None
+        if cluster is None:
+            return True, None  # a server of its own: nothing to place
+        if not cluster.leader:
+            return False, None  # electing
         replicas = cluster.replicas or []
+        if not replicas:
+            return True, None  # one replica: it leads where it is
         peers = sorted([cluster.leader, *(r.name for r in replicas if r.name)])
         target = peers[index % len(peers)]
         if target == cluster.leader:
-            return None
+            return True, None
         if not any(r.name == target and r.current and not r.offline for r in replicas):
-            return None  # behind or away: not a leader to hand over to
-        return target
+            return False, None  # behind or away: not a leader to hand over to
+        return False, target
