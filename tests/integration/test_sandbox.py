@@ -847,12 +847,20 @@ async def test_a_script_that_runs_to_its_timeout_moves_to_the_slow_lane(pool: Sa
     try:
         compiled = await pool.compile(module("while (true) {}"), language="js", name="act")
         job = ScriptJob(
-            f"t{uuid.uuid4().hex[:8]}", "act", "1.0.0", compiled.code, "module", b"{}", 150
+            f"t{uuid.uuid4().hex[:8]}", "act", "1.0.0", compiled.code, "module", b"{}", 300
         )
-        for _ in range(3):
+        # A call that reached its child late on a loaded machine ran less than its timeout
+        # and is no strike (the load's fault, not the script's): bounded tries until one
+        # ran to its timeout; the next call then goes to the slow lane.
+        for _ in range(6):
             with pytest.raises(ScriptTimeout):
                 await lanes.run(job)
-        assert lanes.slow_calls == 2  # it ran to its timeout once: the next calls go slow
+            if lanes.slow_calls:
+                break
+        assert lanes.slow_calls == 1
+        with pytest.raises(ScriptTimeout):
+            await lanes.run(job)
+        assert lanes.slow_calls == 2  # demoted: every call of the key goes slow
         (pid,) = slow.pids()
         assert os.getpriority(os.PRIO_PROCESS, pid) == SLOW_NICE
         out = await run(lanes, "exports.execute = () => ({kind: 'continue', claims: {ok: 1}})")

@@ -111,6 +111,15 @@ def script_error(reply: dict[str, Any], budget_ms: float) -> ScriptError:
     return exc
 
 
+class _Expired(TimeoutError):
+    """A call not answered by its deadline and grace; ``started``: since when its child had
+    been running it (None: it was queued behind another call)."""
+
+    def __init__(self, started: float | None) -> None:
+        super().__init__()
+        self.started = started
+
+
 class _Child(asyncio.SubprocessProtocol):
     """One child process; frames are parsed in ``pipe_data_received`` (no reader task)."""
 
@@ -417,7 +426,9 @@ class SandboxPool:
                 # This call alone times out (the child's late answer is dropped). Killing
                 # the child here would fail every call queued on it.
                 child.pending.pop(call_id, None)
-                fut.set_exception(TimeoutError())
+                # the oldest call has had the child since its last answer (or since it was
+                # sent to an idle child): what the pool knows of how long it ran
+                fut.set_exception(_Expired(child.progress if oldest else None))
                 if oldest:
                     since = child.progress
                     self._deadlines.at(
@@ -519,8 +530,14 @@ class SandboxPool:
                     timeout=deadline - time.monotonic() + grace,
                     engine_timed=not job.allowed_hosts,
                 )
-            except TimeoutError:
-                raise ScriptTimeout(budget_ms) from None
+            except TimeoutError as exc:
+                late = ScriptTimeout(budget_ms)
+                started = exc.started if isinstance(exc, _Expired) else None
+                if started is not None:
+                    # no answer by the deadline and grace: on a loaded machine the child's
+                    # own report comes too late, so judge the run by when the child took it
+                    late.ran_ms = max(0.0, (deadline - started) * 1000)
+                raise late from None
             finally:
                 left = child.queued.pop(route) - 1
                 if left:
