@@ -218,7 +218,12 @@ class MongoStore:
             "tenants": [{"t": t, "at": at} for t, at in seen.items()],
             "expires_at": latest + timedelta(days=7),  # (a TTL index reclaims it where it can)
         }
-        await self._guard(lambda: self.activity.replace_one({"_id": worker}, doc, upsert=True))
+        try:
+            await self._guard(lambda: self.activity.replace_one({"_id": worker}, doc, upsert=True))
+        except DuplicateKeyError:
+            # two upserts of one id at once (FerretDB does not retry them as MongoDB does):
+            # the document exists now, so the second is a plain replace
+            await self._guard(lambda: self.activity.replace_one({"_id": worker}, doc))
 
     async def active_tenants(self, since: datetime, limit: int) -> list[str]:
         """The tenants served by any worker since ``since``, most recent first (a read of
