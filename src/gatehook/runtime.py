@@ -58,7 +58,7 @@ from gatehook.transport.targets import CircuitChange, TargetCaller
 from gatehook.transport.trigger_server import TriggerServer
 from gatehook.transport.webhooks import WebhookDelivery
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "close_in_order"]
 
 log = logging.getLogger("gatehook")
 _SWEEP_S = 2.0  # between two buckets' sweeps of expired pins (no TTL indexes)
@@ -609,33 +609,63 @@ class Runtime:
             self._server = None
 
     async def aclose(self) -> None:
-        """Stop the sandbox (if owned) and close the storage client."""
+        """Stop everything this runtime started, in order: the background tasks, the last
+        activity record, metrics, placement, the journal, the outbound callers, the sandbox,
+        the caches, the storage client.
+
+        Every step runs even when one before it fails (a sandbox left running or a storage
+        client left open because a last activity write failed would outlive the worker): a
+        failure is logged with its step, and the first is raised once all have run.
+        """
         for task in (self._health_task, self._lag_task, self._activity_task, self._sweep_task):
             if task is not None:
                 task.cancel()
-        await self.flush_activity()
+        steps: list[tuple[str, Callable[[], Awaitable[None] | None]]] = [
+            ("tenant activity", self.flush_activity),
+        ]
         if self._metrics_server is not None:
-            self._metrics_server.stop()
+            steps.append(("metrics server", self._metrics_server.stop))
         if self.placement is not None:
-            await self.placement.aclose()
+            steps.append(("lane placement", self.placement.aclose))
         if self.journal is not None:
-            await self.journal.aclose()
+            steps.append(("journal", self.journal.aclose))
         if self.lean is not None:
-            self.lean.close()
-        self.deadlines.close()
-        await self.delivery.aclose()
-        await self.targets.aclose()
-        await self.shadows.aclose()
-        await self.rollouts.aclose()
+            steps.append(("lean NATS path", self.lean.close))
+        steps += [
+            ("deadlines", self.deadlines.close),
+            ("webhook delivery", self.delivery.aclose),
+            ("target caller", self.targets.aclose),
+            ("shadow runs", self.shadows.aclose),
+            ("rollout counters", self.rollouts.aclose),
+            ("background events", self._background_settled),
+        ]
+        if self.inprocess is not None:
+            steps.append(("in-worker scripts", self.inprocess.aclose))
+        if self.lanes is not None:
+            steps.append(("sandbox lanes", self.lanes.aclose))
+        if self._owns_pool:
+            steps.append(("sandbox pool", self.pool.aclose))
+        if self.deferred_pins is not None:  # (a last write of what it holds)
+            steps.append(("deferred pins", self.deferred_pins.aclose))
+        steps += [("action caches", self.action_cache.aclose), ("storage", self.store.aclose)]
+        await close_in_order(steps)
+
+    async def _background_settled(self) -> None:
         if self._background_events:
             await asyncio.wait(set(self._background_events), timeout=5)
-        if self.inprocess is not None:
-            await self.inprocess.aclose()
-        if self.lanes is not None:
-            await self.lanes.aclose()
-        if self._owns_pool:
-            await self.pool.aclose()
-        if self.deferred_pins is not None:
-            await self.deferred_pins.aclose()  # (a last write of what it holds)
-        await self.action_cache.aclose()
-        await self.store.aclose()
+
+
+async def close_in_order(steps: list[tuple[str, Callable[[], Awaitable[None] | None]]]) -> None:
+    """Run each ``(name, close)`` in turn, whatever the ones before did; log each failure
+    with its name and raise the first once every step has run."""
+    first: BaseException | None = None
+    for name, close in steps:
+        try:
+            result = close()
+            if result is not None:
+                await result
+        except Exception as exc:
+            log.exception("closing the %s failed; closing the rest", name)
+            first = first or exc
+    if first is not None:
+        raise first

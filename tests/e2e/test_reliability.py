@@ -705,3 +705,35 @@ async def test_nats_restart_under_load_answers_or_refuses_and_loses_no_audit(
     finally:
         await client.close()
         await stop_worker(runtime, broker)
+
+
+async def test_a_close_that_fails_leaves_the_others_to_run(
+    settings: Settings,
+    pool: SandboxPool,
+    nc: NATS,
+    tenant: str,
+    admin: AdminService,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The worker's last activity write fails at shutdown: the storage client and every
+    close after it still run, the failure is logged with its step and raised."""
+    runtime, broker = await start_worker(settings, pool)
+    v = await custom(admin, tenant, "c", "export function execute() { return {kind: 'continue'}; }")
+    await attach(admin, tenant, [("c", v)])
+    assert (await trigger(nc, tenant, request()))["decision"] == "continue"  # activity to write
+    closed: list[str] = []
+    store_close = runtime.store.aclose
+
+    async def failing_write(*_: Any) -> None:
+        raise RuntimeError("the disk is full")
+
+    async def closing_store() -> None:
+        closed.append("storage")
+        await store_close()
+
+    runtime.store.record_activity = failing_write  # type: ignore[method-assign]
+    runtime.store.aclose = closing_store  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="the disk is full"):
+        await stop_worker(runtime, broker)
+    assert closed == ["storage"]
+    assert "closing the tenant activity failed; closing the rest" in caplog.text
