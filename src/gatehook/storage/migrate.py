@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from gatehook.storage.keys import action_id, flow_id, version_id
+from gatehook.storage.upsert import upserted
 
 if TYPE_CHECKING:
     from pymongo.asynchronous.collection import AsyncCollection
@@ -46,8 +48,10 @@ async def migrate(store: MongoStore) -> None:
     await _tenant_documents(store)  # first: built from what has not moved yet
     kids = [k for k in await store.versions.distinct("sealed_kid") if k]
     if kids:
-        await store.meta.update_one(
-            {"_id": "sealing"}, {"$addToSet": {"kids": {"$each": kids}}}, upsert=True
+        await upserted(
+            lambda: store.meta.update_one(
+                {"_id": "sealing"}, {"$addToSet": {"kids": {"$each": kids}}}, upsert=True
+            )
         )
     moved = await _move(
         store, store.actions, "actions", lambda d: action_id(d["tenant"], d["name"])
@@ -74,7 +78,9 @@ async def migrate(store: MongoStore) -> None:
     )
     moved += await _move(store, store.pins, "pins", lambda d: str(d["_id"]))
     await store.recorded_slots.delete_many({})  # (kept on the tenant documents now)
-    await store.meta.update_one({"_id": "layout"}, {"$set": {"version": LAYOUT}}, upsert=True)
+    await upserted(
+        lambda: store.meta.update_one({"_id": "layout"}, {"$set": {"version": LAYOUT}}, upsert=True)
+    )
     if moved:
         log.info("stored layout %d: %d documents moved to their tenant buckets", LAYOUT, moved)
 
@@ -125,6 +131,6 @@ async def _tenant_documents(store: MongoStore) -> None:
         for ft, triggers in (entry.get("recordings") or {}).items():
             for trigger, paths in triggers.items():
                 change["$set"][f"recordings.{ft}.{trigger}"] = paths
-        await store.bucket("tenants", name).update_one(
-            {"_id": name}, {op: v for op, v in change.items() if v}, upsert=True
-        )
+        update = {op: v for op, v in change.items() if v}
+        bucket = store.bucket("tenants", name)
+        await upserted(partial(bucket.update_one, {"_id": name}, update, upsert=True))

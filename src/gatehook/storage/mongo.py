@@ -50,6 +50,7 @@ from gatehook.storage.keys import (
 )
 from gatehook.storage.migrate import migrate
 from gatehook.storage.pins import SigninPins
+from gatehook.storage.upsert import upserted
 
 __all__ = ["MongoStore", "Pin"]
 
@@ -119,6 +120,10 @@ class MongoStore:
     async def aclose(self) -> None:
         """Close the client."""
         await self._client.close()
+
+    async def _upsert(self, op: Callable[[], Awaitable[T]]) -> T:
+        """``op``, an upsert of one ``_id``, guarded like every operation (see ``upserted``)."""
+        return await self._guard(lambda: upserted(op))
 
     async def _guard(self, op: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -218,12 +223,7 @@ class MongoStore:
             "tenants": [{"t": t, "at": at} for t, at in seen.items()],
             "expires_at": latest + timedelta(days=7),  # (a TTL index reclaims it where it can)
         }
-        try:
-            await self._guard(lambda: self.activity.replace_one({"_id": worker}, doc, upsert=True))
-        except DuplicateKeyError:
-            # two upserts of one id at once (FerretDB does not retry them as MongoDB does):
-            # the document exists now, so the second is a plain replace
-            await self._guard(lambda: self.activity.replace_one({"_id": worker}, doc))
+        await self._upsert(lambda: self.activity.replace_one({"_id": worker}, doc, upsert=True))
 
     async def active_tenants(self, since: datetime, limit: int) -> list[str]:
         """The tenants served by any worker since ``since``, most recent first (a read of
@@ -383,7 +383,7 @@ class MongoStore:
         change: Doc = {"$max": {f"flows.{flow_type.value}": revision}}
         if flow is not None and flow.revision == revision:
             change["$set"] = {f"current.{flow_type.value}": flow.model_dump(mode="json")}
-        await self._guard(
+        await self._upsert(
             lambda: self.bucket("tenants", tenant).update_one({"_id": tenant}, change, upsert=True)
         )
 
@@ -428,7 +428,7 @@ class MongoStore:
         doc["created_at"] = action.created_at
         # Listed first: a name listed without its document (the insert never came) is skipped
         # by ``list_actions``; a document never listed would be lost to it.
-        await self._guard(
+        await self._upsert(
             lambda: self.bucket("tenants", action.tenant).update_one(
                 {"_id": action.tenant}, {"$addToSet": {"actions": action.name}}, upsert=True
             )
@@ -485,7 +485,7 @@ class MongoStore:
             if value is None
             else {"$set": {f"disabled.{name}": value}}
         )
-        await self._guard(
+        await self._upsert(
             lambda: self.bucket("tenants", tenant).update_one({"_id": tenant}, change, upsert=True)
         )
 
@@ -494,7 +494,7 @@ class MongoStore:
         ``slot`` is ``flow_type.trigger``: stored nested, flow type then trigger."""
         path = f"recordings.{slot}"
         change: Doc = {"$unset": {path: ""}} if redact is None else {"$set": {path: redact}}
-        await self._guard(
+        await self._upsert(
             lambda: self.bucket("tenants", tenant).update_one({"_id": tenant}, change, upsert=True)
         )
 
@@ -725,7 +725,7 @@ class MongoStore:
                     else:
                         from_clear += 1
             await self.set_ingress(tenant, await self.get_ingress(tenant))
-        await self._guard(
+        await self._upsert(
             lambda: self.meta.update_one(
                 {"_id": "sealing"}, {"$set": {"kids": [sealer.kid]}}, upsert=True
             )
@@ -767,13 +767,13 @@ class MongoStore:
         if self._sealer is not None:
             doc["sealed_kid"] = self._sealer.kid
             await self._note_kid(self._sealer.kid)
-        await self._guard(lambda: self.ingress.replace_one({"_id": tenant}, doc, upsert=True))
+        await self._upsert(lambda: self.ingress.replace_one({"_id": tenant}, doc, upsert=True))
 
     async def _note_kid(self, kid: object) -> None:
         """Remember that a secret is sealed with key ``kid`` (``check_sealed`` reads it)."""
         if not kid or kid in self._kids_noted:
             return
-        await self._guard(
+        await self._upsert(
             lambda: self.meta.update_one(
                 {"_id": "sealing"}, {"$addToSet": {"kids": kid}}, upsert=True
             )
