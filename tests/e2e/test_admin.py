@@ -427,7 +427,7 @@ AUTH0_LOGIN = "exports.onExecutePostLogin = async (event, api) => {};"
         # the ingress keeps a secret that was never stored
         (None, None, {"ingress": {"kratos": {"api_keys": ["********"]}}}, "masked, none"),
         # the file itself is not one (an unknown key)
-        (None, None, {"bogus": True}, "Extra inputs"),
+        (None, None, {"bogus": True}, "unknown field `bogus`"),
     ],
 )
 async def test_a_refused_apply_changes_nothing(

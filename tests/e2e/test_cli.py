@@ -188,3 +188,29 @@ def test_a_bad_setting_ends_a_command_with_its_name() -> None:
     assert "(got '0')" in out.stderr
     assert "GATEHOOK_LOG_FORMAT: Input should be 'text' or 'json'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+async def test_apply_says_every_problem_of_a_file_at_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A flows file with three mistakes: one run names all three, where each is (the action
+    by its name), and the name each misspelling meant, as docs/flows.md shows; nothing is
+    sent (exit code 2)."""
+    file = tmp_path / "tenant.yaml"
+    file.write_text(
+        "tenant: acme\n"
+        "actions:\n"
+        "  - {name: staff-only, template: domain-allowlist, timeout: 300}\n"
+        "  - {name: gate, sourc: 'export function execute() {}'}\n"
+        "flows:\n"
+        "  external_authentication:\n"
+        "    post_authenticaton: [staff-only@latest]\n"
+    )
+    out = await cli(settings, "apply", "-f", str(file), "--dry-run", check=False)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    # exactly what docs/flows.md shows
+    guide = (ROOT / "docs" / "flows.md").read_text()
+    start = guide.index("```text\n", guide.index("A file that does not fit it")) + 8
+    shown = guide[start : guide.index("```", start)].replace("tenant.yaml", str(file))
+    assert out.stderr.splitlines() == shown.splitlines(), out.stderr

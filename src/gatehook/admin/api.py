@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gatehook.admin.apply import apply_file
 from gatehook.admin.principal import CLAIMED, PRINCIPAL, acting, split_principal
@@ -50,6 +50,7 @@ from gatehook.domain.contract import TriggerRequest
 from gatehook.domain.flowfile import parse_ref
 from gatehook.domain.ingress import masked
 from gatehook.domain.model import ActionVersion, Attachment, FlowRevision
+from gatehook.domain.problems import field_of, problems, summary
 from gatehook.domain.semver import Version
 from gatehook.errors import BadRequest, Forbidden, GatehookError, NotFound, ValidationFailed
 from gatehook.templates.registry import SECRET_MASK, TemplateRegistry
@@ -160,9 +161,7 @@ class AdminApi:
             try:
                 req = model.model_validate_json(payload or b"{}")
             except ValidationError as exc:
-                err = exc.errors()[0]
-                where = ".".join(str(p) for p in err["loc"]) or "body"
-                raise ValidationFailed(f"{where}: {err['msg']}", field=where) from None
+                raise _refused(exc, model, payload) from None
             if op == "console.audit" and principal not in self._trusted:
                 raise Forbidden(
                     "console.audit is the console's: only a trusted principal"
@@ -308,9 +307,9 @@ class AdminApi:
         try:
             request = TriggerRequest.model_validate(req.request)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(["request", *(str(p) for p in err["loc"])])
-            raise ValidationFailed(f"{where}: {err['msg']}", field=where) from None
+            lines = [f"request.{line}" for line in problems(exc, TriggerRequest, req.request)]
+            where = "request." + field_of(exc, "").rstrip(".")
+            raise ValidationFailed(summary(lines), field=where.rstrip(".")) from None
         if req.draft is not None:
             version = await self._service.draft_version(
                 tenant, req.name, Draft(**req.draft.model_dump())
@@ -521,3 +520,12 @@ class AdminApi:
             dry_run=req.dry_run,
         )
         return {"tenant": plan.tenant, "changes": plan.changes, "applied": plan.applied}
+
+
+def _refused(exc: ValidationError, model: type[BaseModel], payload: bytes) -> ValidationFailed:
+    """Every problem of a request body at once, in plain words (``domain.problems``)."""
+    try:
+        raw = json.loads(payload or b"{}")
+    except ValueError:
+        raw = None
+    return ValidationFailed(summary(problems(exc, model, raw)), field=field_of(exc, "body"))

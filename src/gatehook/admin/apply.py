@@ -20,6 +20,7 @@ from gatehook.admin.service import AdminService, Draft, check_handlers
 from gatehook.domain.catalogue import TRIGGERS, Trigger
 from gatehook.domain.flowfile import ActionSpec, FlowsFile, SlotEntry, entry_refs, parse_ref
 from gatehook.domain.model import ActionDef, ActionKind, ActionVersion, Attachment, Rollout
+from gatehook.domain.problems import field_of, problems, summary
 from gatehook.domain.semver import Version
 from gatehook.errors import NotFound, ValidationFailed
 from gatehook.sandbox.pool import Compiled
@@ -50,9 +51,8 @@ def load_file(path: Path) -> tuple[FlowsFile, dict[str, str]]:
     try:
         doc = FlowsFile.model_validate(raw or {})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "file"
-        raise ValidationFailed(f"{path}: {where}: {first['msg']}", field=where) from None
+        lines = problems(exc, FlowsFile, raw)
+        raise ValidationFailed(f"{path}: {summary(lines)}", field=field_of(exc, "file")) from None
     sources: dict[str, str] = {}
     for spec in doc.actions:
         if spec.file is not None:

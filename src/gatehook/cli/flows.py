@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from gatehook.admin.apply import load_file
@@ -153,7 +154,7 @@ def apply(
     try:
         doc, sources = load_file(file)
     except GatehookError as exc:
-        err.print(f"[red]error:[/red] {exc.message}")
+        err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     targets = tenant or ([doc.tenant] if doc.tenant else [])
     if not targets:

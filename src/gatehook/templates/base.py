@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gatehook.domain.catalogue import Trigger
 from gatehook.domain.contract import ActionInput, ActionOutput
+from gatehook.domain.problems import field_of, problems, summary
 from gatehook.errors import ValidationFailed
 
 __all__ = [
@@ -84,10 +85,10 @@ class Template(ABC, Generic[C]):
         try:
             return self.config_model.model_validate(raw)  # type: ignore[return-value]
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "config"
+            lines = problems(exc, self.config_model, raw)
             raise ValidationFailed(
-                f"config of template {self.name}: {where}: {first['msg']}", field=where
+                f"config of template {self.name}: {summary(lines)}",
+                field=field_of(exc, "config"),
             ) from None
 
     def config_schema(self) -> dict[str, Any]:
