@@ -51,6 +51,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,23 @@ class Request:
     again: dict[str, Any] | None = None  # the reply to the same request asked again
 
 
+Start = Callable[[int], Coroutine[Any, Any, None]]
+
+
+async def at_rate(seconds: float, rate: float, start: Start) -> None:
+    """``start(n)`` for n = 0, 1, ... at ``rate`` a second for ``seconds`` (open loop: a slow
+    one does not delay the next); return once all have ended."""
+    started = time.monotonic()
+    tasks: list[asyncio.Task[None]] = []
+    for n in itertools.count():
+        at = started + n / rate
+        if at - started >= seconds:
+            break
+        await asyncio.sleep(max(0.0, at - time.monotonic()))
+        tasks.append(asyncio.create_task(start(n)))
+    await asyncio.gather(*tasks)
+
+
 class LoginService:
     """Sign-ins of three trigger requests each, with retries, over three connections."""
 
@@ -211,16 +229,7 @@ class LoginService:
             await asyncio.sleep(1.0)
 
     async def run(self, seconds: float, rate: float) -> None:
-        started = time.monotonic()
-        tasks = []
-        per_s = rate / 3  # each sign-in sends three requests
-        for n in itertools.count():
-            at = started + n / per_s
-            if at - started >= seconds:
-                break
-            await asyncio.sleep(max(0.0, at - time.monotonic()))
-            tasks.append(asyncio.create_task(self.signin(n)))
-        await asyncio.gather(*tasks)
+        await at_rate(seconds, rate / 3, self.signin)  # each sign-in sends three requests
 
 
 class Gateway:
@@ -258,15 +267,7 @@ class Gateway:
         if rate <= 0:
             return
         async with aiohttp.ClientSession() as session:
-            started = time.monotonic()
-            tasks = []
-            for n in itertools.count():
-                at = started + n / rate
-                if at - started >= seconds:
-                    break
-                await asyncio.sleep(max(0.0, at - time.monotonic()))
-                tasks.append(asyncio.create_task(self.call(session)))
-            await asyncio.gather(*tasks)
+            await at_rate(seconds, rate, lambda _: self.call(session))
 
 
 class System:
