@@ -10,6 +10,7 @@ the field it names.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import html
 import json
 import logging
@@ -291,22 +292,42 @@ def build_app(settings: Settings, token: str) -> Starlette:
     # -- tenants -----------------------------------------------------------------------------
     async def home(request: Request, operator: str) -> Response:
         wanted = request.query_params.get("tenant", "").strip()
-        if wanted:
-            if TENANT_RE.fullmatch(wanted):
-                return RedirectResponse(f"/t/{wanted}/actions", 303)
+        session: Session = request.state.session
+        offered = [t for t in settings.console.tenants if session.role(t)]
+        offered += [t for t in session.roles if t != "*" and t not in offered]
+        if wanted and not TENANT_RE.fullmatch(wanted):
             return render(
                 env,
                 request,
                 "home.html",
                 400,
-                tenants=settings.console.tenants,
+                tenants=offered,
                 errors={"tenant": "a tenant slug: lowercase letters, digits and -"},
                 wanted=wanted,
             )
-        session: Session = request.state.session
-        offered = [t for t in settings.console.tenants if session.role(t)]
-        offered += [t for t in session.roles if t != "*" and t not in offered]
+        if wanted and (await _stored(wanted, offered, session, operator)):
+            return RedirectResponse(f"/t/{wanted}/actions", 303)
+        if wanted:  # a tenant with nothing stored: a typo, or a first visit? say so
+            meant = difflib.get_close_matches(wanted, offered, n=1)
+            return render(
+                env,
+                request,
+                "home.html",
+                tenants=offered,
+                errors={},
+                wanted=wanted,
+                unknown=wanted,
+                meant=meant[0] if meant else None,
+            )
         return render(env, request, "home.html", tenants=offered, errors={}, wanted="")
+
+    async def _stored(tenant: str, offered: list[str], session: Session, operator: str) -> bool:
+        """Whether ``tenant`` is one to open without a word: offered, asked to be opened as
+        new, or with actions stored. Only a tenant the operator has a role for is looked up
+        (the tenant's pages refuse the others, with their reason)."""
+        if tenant in offered or not session.role(tenant):
+            return True
+        return bool(await env.api(operator).call(tenant, "actions.list"))
 
     # -- actions -----------------------------------------------------------------------------
     async def actions(request: Request, operator: str) -> Response:
