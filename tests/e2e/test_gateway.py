@@ -14,8 +14,11 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,6 +34,7 @@ from gatehook.transport.gateway import serve_gateway
 from tests.conftest import Worker
 from tests.helpers import audit_events
 
+ROOT = Path(__file__).resolve().parents[2]
 KEY_OLD = "zitadel-signing-key-0000"
 KEY = "zitadel-signing-key-1111"
 OKTA_KEY = "okta-authorization-secret"
@@ -253,6 +257,41 @@ async def test_zitadel_function_executions(
     shown = await AdminClient(nc, actor="ops").call(tenant, "ingress.show")
     assert shown["ingress"]["zitadel"]["secrets"] == ["********", "********"]
     assert KEY not in json.dumps(shown)
+
+
+async def test_the_guides_signed_call_runs_as_written(
+    gateway: Gateway, nc: NATS, tenant: str
+) -> None:
+    """docs/integrations/zitadel.md's "Try a call": its shell block, run with bash, openssl
+    and curl against a gateway, gets the slot's claims; with another key, 401."""
+    await apply(nc, tenant, TENANT_FILE)
+    guide = (ROOT / "docs" / "integrations" / "zitadel.md").read_text()
+    start = guide.index("```bash\n", guide.index("## Try a call")) + 8
+    block = guide[start : guide.index("```", start)]
+
+    async def run(key: str) -> str:
+        env = {**os.environ, "GATEWAY": gateway.url, "TENANT": tenant, "KEY": key}
+        done = await asyncio.to_thread(
+            subprocess.run,
+            ["bash", "-e", "-c", block + "\necho; echo status $?"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    answer = json.loads((await run(KEY)).splitlines()[0])
+    assert answer == {
+        "append_claims": [
+            {"key": "mail", "value": "ann@acme.com"},
+            {"key": "name", "value": "Ann Lee"},
+        ]
+    }
+    refused = json.loads((await run("not-the-key")).splitlines()[0])
+    assert "append_claims" not in refused
+    assert "signature" in json.dumps(refused).lower(), refused
 
 
 async def test_zitadel_user_creation_and_events(gateway: Gateway, nc: NATS, tenant: str) -> None:
