@@ -649,6 +649,34 @@ async def test_a_canary_is_started_and_aborted_from_the_flows_page(
     assert (await trigger(nc, tenant, request(signin_id="s2")))["claims"] == {"v": 1}
 
 
+async def test_the_audit_page_finds_a_request_and_shows_details_as_json(
+    console: str, page: Page, nc: NATS, worker: Worker, tenant: str
+) -> None:
+    """A sign-in's events are found by its request or sign-in id (each action it ran, with
+    its outcome), and an event's details read as JSON (null), never as Python (None)."""
+    api = await gate_with_two_versions(nc, tenant)
+    await api.call(tenant, "flows.attach", action="gate", version="1.0.0", **PA)
+    await api.call(tenant, "rollouts.start", action="gate", canary="1.0.1", percent=10, **PA)
+    asked = request(signin_id="bob-signin")
+    await trigger(nc, tenant, asked)
+    await trigger(nc, tenant, request())  # another request, not to be listed
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/audit?type=flow.rollout_started")
+    details = page.get_by_test_id("events").locator("tbody tr").first
+    await expect(details).to_contain_text('"shadow": null')
+    await expect(details).not_to_contain_text("None")
+    await page.goto(f"{console}/t/{tenant}/audit")
+    await page.fill("input[name=request]", "bob-signin")
+    await page.click("button:has-text('Filter')")
+    rows = page.get_by_test_id("events").locator("tbody tr")
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("flow.action_executed")
+    await expect(rows.first).to_contain_text(asked["request_id"])
+    await rows.first.get_by_test_id("request").click()
+    await expect(page.locator("input[name=request]")).to_have_value(asked["request_id"])
+    await expect(rows).to_have_count(1)
+
+
 async def test_a_flow_offers_compatible_actions_and_refuses_others(
     console: str, page: Page, nc: NATS, worker: Worker, tenant: str
 ) -> None:

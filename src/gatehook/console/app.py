@@ -610,16 +610,23 @@ def build_app(settings: Settings, token: str) -> Starlette:
         q = request.query_params
         kind = q.get("type", "")
         action = q.get("action", "").strip()
+        sought = q.get("request", "").strip()  # a request_id or a signin_id
         assert env.nc is not None
         events: list[AuditEvent] = []
         error = ""
+
+        def keep(e: AuditEvent) -> bool:
+            return (not action or e.action == action) and (
+                not sought or sought in (e.request_id, e.signin_id)
+            )
+
         try:
             events = await latest_events(
                 env.nc.jetstream(),
                 tenant=tenant,
                 event_type=kind if kind in EVENT_TYPES else None,
                 limit=AUDIT_ROWS,
-                keep=(lambda e: e.action == action) if action else None,
+                keep=keep if action or sought else None,
                 stream=settings.audit.stream,
                 max_scan=AUDIT_MAX_SCAN,
             )
@@ -634,6 +641,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
             kinds=EVENT_TYPES,
             kind=kind,
             action=action,
+            sought=sought,
             rows=AUDIT_ROWS,
             error=error,
         )
