@@ -677,6 +677,33 @@ async def test_the_audit_page_finds_a_request_and_shows_details_as_json(
     await expect(rows).to_have_count(1)
 
 
+async def test_the_audit_page_says_why_a_sign_in_was_blocked(
+    console: str, page: Page, nc: NATS, worker: Worker, tenant: str
+) -> None:
+    """ "Why was bob blocked?": the audit page, asked for bob's sign-in, shows its decision,
+    the reason and each action run, read from the decision record."""
+    file = {
+        "actions": [
+            {"name": "allow", "template": "domain-allowlist", "config": {"domains": ["acme.com"]}}
+        ],
+        "flows": {"external_authentication": {"post_authentication": ["allow@latest"]}},
+    }
+    await AdminClient(nc, actor="setup").call(tenant, "apply", file=file)
+    bob = request(signin_id="bob-signin")
+    bob["user"]["email"] = "bob@evil.example"
+    reply = await trigger(nc, tenant, bob)
+    assert reply["decision"] == "block"
+    assert (await trigger(nc, tenant, request()))["decision"] == "continue"  # not listed
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/audit?request=bob-signin")
+    decisions = page.get_by_test_id("decisions").locator("tbody tr")
+    await expect(decisions).to_have_count(1)
+    await expect(decisions.first).to_contain_text(bob["request_id"])
+    await expect(decisions.first.locator("td").nth(4)).to_have_text("block")
+    await expect(decisions.first.locator("td").nth(5)).to_have_text(reply["reason"])
+    await expect(decisions.first.locator("td").nth(6)).to_have_text("allow@1.0.0: block")
+
+
 async def test_a_flow_offers_compatible_actions_and_refuses_others(
     console: str, page: Page, nc: NATS, worker: Worker, tenant: str
 ) -> None:

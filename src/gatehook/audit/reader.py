@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from typing import TypeVar
 
 import nats.js.errors
 from nats.js import JetStreamContext
@@ -21,7 +22,16 @@ from pydantic import ValidationError
 
 from gatehook.domain.contract import DECIDED, AuditEvent, DecisionRecord
 
-__all__ = ["events_of", "latest_events", "read_events", "subject_filter"]
+__all__ = [
+    "events_of",
+    "latest_events",
+    "latest_records",
+    "read_events",
+    "records_of",
+    "subject_filter",
+]
+
+T = TypeVar("T")
 
 _EXECUTED = "flow.action_executed"
 _RECORD = b'"type":"' + DECIDED.encode() + b'"'  # as orjson writes it: no spaces
@@ -63,6 +73,16 @@ def events_of(data: bytes, event_type: str | None = None) -> list[AuditEvent]:
     return [e for e in events if event_type is None or e.type == event_type]
 
 
+def records_of(data: bytes) -> list[DecisionRecord]:
+    """The decision record a stream message holds, whole (none for anything else)."""
+    if _RECORD not in data:
+        return []
+    try:
+        return [DecisionRecord.model_validate_json(data)]
+    except ValidationError:
+        return []
+
+
 async def read_events(
     js: JetStreamContext,
     *,
@@ -102,32 +122,33 @@ async def read_events(
 async def _read_range(
     js: JetStreamContext,
     subject: str,
-    event_type: str | None,
+    parse: Callable[[bytes], list[T]],
     stream: str,
     start: int,
     upper: int,
     idle_s: float,
-) -> list[AuditEvent]:
-    """Events on ``subject`` with stream sequence in [start, upper]. The filter runs on the
-    server (other tenants' events in the window are never sent), and a match at ``upper`` or
-    later exists, so the read ends on a sequence number, not on a timeout."""
+) -> list[T]:
+    """What ``parse`` finds in the messages on ``subject`` with stream sequence in [start,
+    upper]. The filter runs on the server (other tenants' events in the window are never
+    sent), and a match at ``upper`` or later exists, so the read ends on a sequence number,
+    not on a timeout."""
     config = ConsumerConfig(
         name=_name(), deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
     )
     sub = await js.subscribe(subject, ordered_consumer=True, config=config, stream=stream)
-    events: list[AuditEvent] = []
+    found: list[T] = []
     try:
         while True:
             try:
                 msg = await sub.next_msg(timeout=idle_s)
             except TimeoutError:
-                return events
+                return found
             meta = msg.metadata
             if meta.sequence.stream > upper:
-                return events
-            events.extend(events_of(msg.data, event_type))
+                return found
+            found.extend(parse(msg.data))
             if meta.sequence.stream == upper or meta.num_pending == 0:
-                return events
+                return found
     finally:
         await sub.unsubscribe()
 
@@ -148,7 +169,40 @@ async def latest_events(
     backwards, each four times the last, until enough match or ``max_scan`` sequence numbers
     were looked at. When few events match in the whole stream (the server counts them per
     subject), one filtered read from the start is cheaper, and is what happens."""
+
+    def parse(data: bytes) -> list[AuditEvent]:
+        return events_of(data, event_type)
+
     subject = subject_filter(tenant, event_type)
+    return await _latest(js, subject, parse, limit, keep, stream, max_scan, idle_s)
+
+
+async def latest_records(
+    js: JetStreamContext,
+    *,
+    tenant: str | None = None,
+    limit: int = 20,
+    keep: Callable[[DecisionRecord], bool] | None = None,
+    stream: str = "GATEHOOK_AUDIT",
+    max_scan: int = 1_000_000,
+    idle_s: float = 2.0,
+) -> list[DecisionRecord]:
+    """The newest ``limit`` decision records (oldest first) that match, whole: the decision,
+    its reason and every execution (read as ``latest_events`` reads)."""
+    subject = subject_filter(tenant, DECIDED)
+    return await _latest(js, subject, records_of, limit, keep, stream, max_scan, idle_s)
+
+
+async def _latest(
+    js: JetStreamContext,
+    subject: str,
+    parse: Callable[[bytes], list[T]],
+    limit: int,
+    keep: Callable[[T], bool] | None,
+    stream: str,
+    max_scan: int,
+    idle_s: float,
+) -> list[T]:
     try:
         newest = await js.get_last_msg(stream, subject)
     except nats.js.errors.NotFoundError:
@@ -157,15 +211,15 @@ async def latest_events(
     first, upper = max(state.first_seq, 1), newest.seq or 0
     matching = sum((state.subjects or {}).values())
     if matching <= 4 * limit:
-        # Few events match in the whole stream: one filtered read from the start is cheapest.
-        events = await _read_range(js, subject, event_type, stream, first, upper, idle_s)
-        return [e for e in events if keep is None or keep(e)][-limit:]
-    found: list[AuditEvent] = []
+        # Few messages match in the whole stream: one filtered read from the start is cheapest.
+        found = await _read_range(js, subject, parse, stream, first, upper, idle_s)
+        return [x for x in found if keep is None or keep(x)][-limit:]
+    kept: list[T] = []
     window, scanned = max(limit * 4, 256), 0
-    while upper >= first and len(found) < limit and scanned < max_scan:
+    while upper >= first and len(kept) < limit and scanned < max_scan:
         start = max(first, upper - window + 1)
-        events = await _read_range(js, subject, event_type, stream, start, upper, idle_s)
-        found = [e for e in events if keep is None or keep(e)] + found
+        found = await _read_range(js, subject, parse, stream, start, upper, idle_s)
+        kept = [x for x in found if keep is None or keep(x)] + kept
         scanned += upper - start + 1
         upper, window = start - 1, window * 4
-    return found[-limit:]
+    return kept[-limit:]

@@ -26,7 +26,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gatehook.audit.reader import latest_events
+from gatehook.audit.reader import latest_events, latest_records
 from gatehook.console import forms
 from gatehook.console.auth import EVERY_TENANT, OPERATOR_RE, Session, Sessions
 from gatehook.console.oidc import Oidc, SignInRefused
@@ -45,7 +45,7 @@ from gatehook.console.pages import (
 from gatehook.console.security import SecurityHeaders, local_path
 from gatehook.console.starters import STARTERS, starter
 from gatehook.domain.catalogue import TENANT_RE
-from gatehook.domain.contract import AuditEvent, AuditEventType
+from gatehook.domain.contract import AuditEvent, AuditEventType, DecisionRecord
 from gatehook.errors import GatehookError
 from gatehook.security.connections import connect_nats
 from gatehook.service.cache import Lru
@@ -58,6 +58,7 @@ log = logging.getLogger("gatehook.console")
 
 EVENT_TYPES: list[str] = list(get_args(AuditEventType))  # every type the stream carries
 AUDIT_ROWS = 200  # newest events on the audit page
+AUDIT_DECISIONS = 20  # a request's or sign-in's newest decisions shown above them
 FIRST_VISITS_KEPT = 10_000  # (session, tenant) pairs remembered as audited
 AUDIT_MAX_SCAN = 200_000  # stream sequence numbers looked at, at most, for one page
 
@@ -613,6 +614,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
         sought = q.get("request", "").strip()  # a request_id or a signin_id
         assert env.nc is not None
         events: list[AuditEvent] = []
+        decisions: list[DecisionRecord] = []
         error = ""
 
         def keep(e: AuditEvent) -> bool:
@@ -630,9 +632,19 @@ def build_app(settings: Settings, token: str) -> Starlette:
                 stream=settings.audit.stream,
                 max_scan=AUDIT_MAX_SCAN,
             )
+            if sought:  # the decisions themselves: what was decided, and why
+                decisions = await latest_records(
+                    env.nc.jetstream(),
+                    tenant=tenant,
+                    limit=AUDIT_DECISIONS,
+                    keep=lambda r: sought in (r.request_id, r.signin_id),
+                    stream=settings.audit.stream,
+                    max_scan=AUDIT_MAX_SCAN,
+                )
         except Exception as exc:  # the stream may be missing on a fresh install
             error = f"cannot read the audit stream: {exc}"
         events.reverse()
+        decisions.reverse()
         return render(
             env,
             request,
@@ -642,6 +654,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
             kind=kind,
             action=action,
             sought=sought,
+            decisions=decisions,
             rows=AUDIT_ROWS,
             error=error,
         )
