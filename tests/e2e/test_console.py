@@ -863,19 +863,20 @@ async def test_bad_addresses_get_clear_pages(console: str, page: Page, tenant: s
 async def test_a_tenant_with_nothing_stored_is_said_not_opened_silently(
     console: str, page: Page, nc: NATS, tenant: str
 ) -> None:
-    """docs/console.md: `/?tenant=` opens a tenant with actions at once; one with nothing
-    stored (a typo, or a first visit) gets a notice and a link to open it anyway."""
+    """docs/console.md: a tenant opened with nothing stored (a typo, or a first visit) says
+    so on its page; one with actions does not."""
     await AdminClient(nc, actor="checker").call(tenant, "actions.create", name="gate")
     await sign_in(page, console)
     await page.goto(f"{console}/?tenant={tenant}")
     await expect(page).to_have_url(f"{console}/t/{tenant}/actions")
+    await expect(page.get_by_test_id("actions")).to_contain_text("gate")
+    await expect(page.get_by_test_id("unknown-tenant")).to_have_count(0)
     typo = f"{tenant}x"
     await page.goto(f"{console}/?tenant={typo}")
-    notice = page.get_by_test_id("unknown-tenant")
-    await expect(notice).to_contain_text(f"Nothing is stored for tenant {typo}")
-    await notice.get_by_role("link", name=f"Open {typo}").click()
     await expect(page).to_have_url(f"{console}/t/{typo}/actions")
-    await expect(page.locator("h1")).to_have_text("Actions")
+    notice = page.get_by_test_id("unknown-tenant")
+    await expect(notice).to_contain_text(f"Nothing is stored for tenant {typo} yet")
+    await expect(page.get_by_test_id("create-action")).to_be_visible()
 
 
 async def test_tenant_content_is_escaped(console: str, page: Page, nc: NATS, tenant: str) -> None:

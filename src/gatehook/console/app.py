@@ -291,44 +291,28 @@ def build_app(settings: Settings, token: str) -> Starlette:
         return resp
 
     # -- tenants -----------------------------------------------------------------------------
+    def offered(session: Session) -> list[str]:
+        """The tenants the picker offers ``session``: the configured ones it has a role
+        for, then those its roles name."""
+        shown = [t for t in settings.console.tenants if session.role(t)]
+        return shown + [t for t in session.roles if t != "*" and t not in shown]
+
     async def home(request: Request, operator: str) -> Response:
         wanted = request.query_params.get("tenant", "").strip()
-        session: Session = request.state.session
-        offered = [t for t in settings.console.tenants if session.role(t)]
-        offered += [t for t in session.roles if t != "*" and t not in offered]
-        if wanted and not TENANT_RE.fullmatch(wanted):
+        tenants = offered(request.state.session)
+        if wanted:
+            if TENANT_RE.fullmatch(wanted):
+                return RedirectResponse(f"/t/{wanted}/actions", 303)
             return render(
                 env,
                 request,
                 "home.html",
                 400,
-                tenants=offered,
+                tenants=tenants,
                 errors={"tenant": "a tenant slug: lowercase letters, digits and -"},
                 wanted=wanted,
             )
-        if wanted and (await _stored(wanted, offered, session, operator)):
-            return RedirectResponse(f"/t/{wanted}/actions", 303)
-        if wanted:  # a tenant with nothing stored: a typo, or a first visit? say so
-            meant = difflib.get_close_matches(wanted, offered, n=1)
-            return render(
-                env,
-                request,
-                "home.html",
-                tenants=offered,
-                errors={},
-                wanted=wanted,
-                unknown=wanted,
-                meant=meant[0] if meant else None,
-            )
-        return render(env, request, "home.html", tenants=offered, errors={}, wanted="")
-
-    async def _stored(tenant: str, offered: list[str], session: Session, operator: str) -> bool:
-        """Whether ``tenant`` is one to open without a word: offered, asked to be opened as
-        new, or with actions stored. Only a tenant the operator has a role for is looked up
-        (the tenant's pages refuse the others, with their reason)."""
-        if tenant in offered or not session.role(tenant):
-            return True
-        return bool(await env.api(operator).call(tenant, "actions.list"))
+        return render(env, request, "home.html", tenants=tenants, errors={}, wanted="")
 
     # -- actions -----------------------------------------------------------------------------
     async def actions(request: Request, operator: str) -> Response:
@@ -364,12 +348,16 @@ def build_app(settings: Settings, token: str) -> Starlette:
         rows, templates = await asyncio.gather(
             api.call(tenant, "actions.list"), api.call(tenant, "templates.list")
         )
+        # nothing stored: a first visit, or a typo of a tenant the picker offers? say both
+        tenants = [t for t in offered(request.state.session) if t != tenant]
+        meant = difflib.get_close_matches(tenant, tenants, n=1) if not rows else []
         return render(
             env,
             request,
             "actions.html",
             400 if errors else 200,
             rows=rows,
+            meant=meant[0] if meant else None,
             templates=templates,
             starters=STARTERS,
             errors=errors,
