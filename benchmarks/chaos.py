@@ -273,14 +273,13 @@ class Gateway:
 class System:
     """The processes under test, and the faults done to them."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self) -> None:
         self.nodes: list[Server] = start_nats_cluster(3)
         self.urls = ",".join(n.url for n in self.nodes)
         self.mongo = start_mongo()
         self.workers = [self._worker(i) for i in range(2)]
         self.gateway_port = free_port()
         self.gateway = self._gateway()
-        self.log: list[str] = []
 
     def _env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOOK_")}
@@ -304,8 +303,9 @@ class System:
             stdout=subprocess.DEVNULL,
         )
 
-    async def inflict(self, fault: Fault, ops: NATS) -> None:
-        """Do ``fault`` and undo it after its time down (or at once, for a step-down)."""
+    async def inflict(self, fault: Fault, ops: NATS) -> str:
+        """Do ``fault`` and undo it after its time down (or at once, for a step-down); what
+        it was done to, where the schedule does not say (the stream stepped down)."""
         kind, down = fault.kind, fault.down_s
         if kind == "kill a NATS node":
             self.nodes[fault.target].kill()
@@ -338,9 +338,9 @@ class System:
             js = ops.jetstream(timeout=5)
             names = sorted([s.config.name async for s in _streams(js)])
             name = names[fault.target % len(names)]
-            self.log.append(f"  step-down of {name}")
             with contextlib.suppress(nats.errors.Error):
                 await ops.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{name}", b"", timeout=5)
+            return f": {name}"
         elif kind == "rolling restart of the nodes":
             for node in self.nodes:  # each stopped for a while, the next some seconds later
                 assert node.proc is not None
@@ -351,6 +351,7 @@ class System:
                 await asyncio.sleep(8.0)
         else:
             raise ValueError(kind)
+        return ""
 
     @staticmethod
     async def _pause(proc: subprocess.Popen[bytes] | None, down: float) -> None:
@@ -390,8 +391,8 @@ async def run_faults(system: System, faults: list[Fault], started: float) -> lis
             await asyncio.sleep(max(0.0, started + fault.at - time.monotonic()))
             t0 = time.monotonic() - started
             try:
-                await system.inflict(fault, ops)
-                done.append(f"{t0:6.1f} s  {fault.describe()}")
+                detail = await system.inflict(fault, ops)
+                done.append(f"{t0:6.1f} s  {fault.describe()}{detail}")
             except Exception as exc:  # a fault that could not be done is reported, not fatal
                 done.append(f"{t0:6.1f} s  {fault.describe()}: not done ({exc!r})")
             print(done[-1], flush=True)
@@ -542,7 +543,7 @@ def row(what: str) -> str:
 
 
 async def main_async(args: argparse.Namespace, faults: list[Fault]) -> int:
-    system = System(args)
+    system = System()
     try:
         await wait_ready(system.nodes[0].url, 2)
         nc = await nats.connect(system.urls.split(","))

@@ -308,8 +308,9 @@ class AdminApi:
             request = TriggerRequest.model_validate(req.request)
         except ValidationError as exc:
             lines = [f"request.{line}" for line in problems(exc, TriggerRequest, req.request)]
-            where = "request." + field_of(exc, "").rstrip(".")
-            raise ValidationFailed(summary(lines), field=where.rstrip(".")) from None
+            where = field_of(exc, "")
+            field = f"request.{where}" if where else "request"
+            raise ValidationFailed(summary(lines), field=field) from None
         if req.draft is not None:
             version = await self._service.draft_version(
                 tenant, req.name, Draft(**req.draft.model_dump())

@@ -610,25 +610,34 @@ def build_app(settings: Settings, token: str) -> Starlette:
                 not sought or sought in (e.request_id, e.signin_id)
             )
 
-        try:
-            events = await latest_events(
-                env.nc.jetstream(),
+        js = env.nc.jetstream()
+
+        async def decided() -> list[DecisionRecord]:
+            """The decisions themselves, asked for a request: what was decided, and why."""
+            if not sought:
+                return []
+            return await latest_records(
+                js,
                 tenant=tenant,
-                event_type=kind if kind in EVENT_TYPES else None,
-                limit=AUDIT_ROWS,
-                keep=keep if action or sought else None,
+                limit=AUDIT_DECISIONS,
+                keep=lambda r: sought in (r.request_id, r.signin_id),
                 stream=settings.audit.stream,
                 max_scan=AUDIT_MAX_SCAN,
             )
-            if sought:  # the decisions themselves: what was decided, and why
-                decisions = await latest_records(
-                    env.nc.jetstream(),
+
+        try:  # the two reads at once: the page waits for the slower, not for both
+            events, decisions = await asyncio.gather(
+                latest_events(
+                    js,
                     tenant=tenant,
-                    limit=AUDIT_DECISIONS,
-                    keep=lambda r: sought in (r.request_id, r.signin_id),
+                    event_type=kind if kind in EVENT_TYPES else None,
+                    limit=AUDIT_ROWS,
+                    keep=keep if action or sought else None,
                     stream=settings.audit.stream,
                     max_scan=AUDIT_MAX_SCAN,
-                )
+                ),
+                decided(),
+            )
         except Exception as exc:  # the stream may be missing on a fresh install
             error = f"cannot read the audit stream: {exc}"
         events.reverse()
