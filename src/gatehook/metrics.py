@@ -261,7 +261,8 @@ class _Snapshot(Collector):
             yield from self._admission(admission)
 
     def _admission(self, admission: dict[str, Any]) -> Iterable[Any]:
-        """Requests refused at admission, and in flight: per tenant with tenant labels."""
+        """Requests refused at admission, in flight and limits cut: per tenant with tenant
+        labels."""
         labels = ["tenant", "reason"] if self._tenant else ["reason"]
         refused = CounterMetricFamily(
             "gatehook_admission_refused",
@@ -281,6 +282,15 @@ class _Snapshot(Collector):
             for tenant, n in admission["in_flight"].items():
                 flight.add_metric([tenant], n)
             yield flight
+            cut = GaugeMetricFamily(
+                "gatehook_tenant_limit_cut",
+                "A tenant's limit of trigger requests in flight where it is cut for taking more"
+                " than its share of the worker's time (service.admission)",
+                labels=["tenant"],
+            )
+            for tenant, n in admission.get("cut", {}).items():
+                cut.add_metric([tenant], n)
+            yield cut
 
 
 class MetricsServer:

@@ -559,6 +559,7 @@ class Runtime:
                 "in_flight": server.admission.in_flight_by_tenant()
                 if self.settings.metrics.tenant_labels
                 else {},
+                "cut": server.admission.capped() if self.settings.metrics.tenant_labels else {},
             },
             "caches": triggers.cache_stats() if triggers else {},
             "webhooks": dict(self.delivery.outcomes),

@@ -413,7 +413,10 @@ class AdmissionSettings(BaseModel):
     ``GATEHOOK_CONCURRENCY`` slots, and of the gateway's ``GATEHOOK_GATEWAY__CONCURRENCY``,
     each tenant with work in flight may hold its fair share (the slots split by weight between
     the tenants with work in flight), at most ``max_share`` of them when alone; a tenant over
-    its share is refused at once (retryable), the others keep being served."""
+    its share is refused at once (retryable), the others keep being served. A tenant whose
+    requests take more than its share of the worker's time (their steps on the event loop)
+    while the loop is busy has its limit cut, so that the others' requests do not wait behind
+    its many."""
 
     max_share: float = Field(
         default=0.5,
@@ -430,6 +433,17 @@ class AdmissionSettings(BaseModel):
     weights: dict[str, float] = Field(
         default_factory=dict,
         description='tenant -> weight of its share (default 1), e.g. {"acme": 2}',
+    )
+    busy: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="while requests take at least this part of the event loop's time, a tenant"
+        " taking more than its share of it has its limit cut to a quarter each window (down"
+        " to the floor; doubled back when not); 1: never",
+    )
+    window_ms: int = Field(
+        default=100, ge=10, le=10_000, description="how often the shares of time are weighed"
     )
     refusal_delay_ms: int = Field(
         default=100,

@@ -133,6 +133,60 @@ async def test_a_flooding_tenant_leaves_the_others_decided(
         await stop_worker(runtime, broker)
 
 
+async def test_a_tenant_taking_the_workers_time_is_cut_to_fewer_in_flight(
+    settings: Settings, pool: SandboxPool, nc: NATS, admin: AdminService, tenant: str
+) -> None:
+    """acme's requests are cheap (a template), so its share of slots is a share of the
+    worker's time: while globex is served too, acme's limit is cut below its share of slots,
+    its refusals say so, and every one of globex's sign-ins is decided."""
+    acme, globex = tenant + "-cheap", tenant + "-globex"
+    for t in (acme, globex):
+        v = await template(admin, t, "gate", "domain-allowlist", {"domains": ["acme.com"]})
+        await attach(admin, t, [("gate", v)])
+    capacity = 64
+    # the test's own client shares this loop with the worker: a lower bar for "busy"
+    admission = AdmissionSettings(busy=0.1, refusal_delay_ms=0)
+    metrics = settings.metrics.model_copy(update={"tenant_labels": True})
+    settings = settings.model_copy(
+        update={"concurrency": capacity, "admission": admission, "metrics": metrics}
+    )
+    runtime, broker = await start_worker(settings, pool)
+    subject = "gatehook.v1.trigger.{}.external_authentication.post_authentication"
+    limits: list[int] = []
+    stop = asyncio.Event()
+
+    async def flood() -> None:  # acme keeps 48 requests in flight, retrying what is refused
+        while not stop.is_set():
+            msg = await nc.request(subject.format(acme), json.dumps(request()).encode(), 30)
+            error = json.loads(msg.data)["error"]
+            if error is not None:
+                assert error["code"] == "unavailable"
+                assert error["retryable"]
+                limits.append(int(error["message"].split("its limit now ")[1].split(")")[0]))
+
+    floods = [asyncio.create_task(flood()) for _ in range(48)]
+    decided = []
+    try:
+        # globex signs in one at a time until acme's limit is cut (bounded by _until's 60 s)
+        async def globex_until_cut() -> None:
+            while not any(limit < capacity // 2 for limit in limits):
+                reply = await nc.request(subject.format(globex), json.dumps(request()).encode(), 30)
+                decided.append(json.loads(reply.data))
+
+        await asyncio.wait_for(globex_until_cut(), 60)
+        assert decided
+        assert [d["error"] for d in decided] == [None] * len(decided)
+        assert {d["decision"] for d in decided} == {"continue"}
+        assert min(limits) >= AdmissionSettings().floor  # cut, never below the floor
+        # the cut is in the worker's metrics while it holds (it doubles back when not)
+        cut = f'gatehook_tenant_limit_cut{{tenant="{acme}"}}'
+        await _until(lambda: cut in runtime.metrics.render().decode(), "the cut in /metrics")
+    finally:
+        stop.set()
+        await asyncio.gather(*floods, return_exceptions=True)
+        await stop_worker(runtime, broker)
+
+
 def _kratos_body(email: str) -> dict[str, Any]:
     return {
         "flow": {"id": "f1", "type": "browser"},

@@ -10,14 +10,27 @@ once with its own limit in the message, while the others keep being admitted. A 
 of ``reserve`` more slots: a tenant arriving when others have filled the worker is never
 turned away before the others' requests end.
 
-Pure bookkeeping, no I/O: a dict of counts, updated on entry and exit. Weighted max-min
-fairness (each active tenant gets ``capacity * w / sum(w)``) is the rule of Linux's CFS and of
-weighted fair queueing, here applied to requests in flight.
+A fair share of slots is not a fair share of the worker's time: 128 requests that wait on a
+slow backend take little of the event loop, 128 that decide on a template take all of it, and
+every other tenant's request then waits behind theirs at each of its steps. So requests' loop
+time is metered (``process.metering``; one request in ``sample_every``, counted for as many)
+and counted to their tenant, and every ``window_s`` the shares are weighed: while requests
+took at least ``busy`` of the window, a tenant that took more than its share of that time (by
+weight, among the tenants served in the window or in flight at its end, by a decaying sum of
+their recent time, with a quarter's tolerance) has its limit cut to a quarter, down to
+``floor`` (from 128 in three windows: the others wait behind its many only that long);
+otherwise a cut limit doubles back until it no longer binds. A tenant alone keeps the whole
+worker; one whose requests wait elsewhere keeps its slots.
+
+Pure bookkeeping, no I/O: dicts of counts and times, updated on entry and exit. Weighted
+max-min fairness (each active tenant gets ``capacity * w / sum(w)``) is the rule of Linux's
+CFS and of weighted fair queueing, here applied to requests in flight and to the loop's time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gatehook.settings import AdmissionSettings
@@ -45,8 +58,8 @@ class Refusal:
 
 
 class Admission:
-    """``enter(tenant)`` (None: admitted; a ``Refusal`` otherwise), then ``leave(tenant)``
-    once per admitted request."""
+    """``enter(tenant)`` (None: admitted; a ``Refusal`` otherwise), then ``leave(tenant,
+    seconds)`` once per admitted request, with the loop's time it took."""
 
     def __init__(
         self,
@@ -56,6 +69,10 @@ class Admission:
         floor: int = 4,
         reserve: int | None = None,
         weights: Mapping[str, float] | None = None,
+        busy: float = 0.25,
+        window_s: float = 0.1,
+        sample_every: int = 8,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
@@ -71,6 +88,18 @@ class Admission:
         self.total = 0
         # refusals by (tenant, "tenant_share" | "worker_full"), for the metrics
         self.refused: dict[tuple[str, str], int] = {}
+        # the loop's time: this window's by tenant, and a decayed sum (halved each window)
+        self._busy = busy
+        self._window_s = window_s
+        self._clock = clock
+        self._window_start = clock()
+        self._spent: dict[str, float] = {}
+        self._spent_total = 0.0
+        self._served: set[str] = set()  # tenants with a request ended in this window
+        self._every = max(1, sample_every)
+        self._countdown = self._every
+        self._usage: dict[str, float] = {}
+        self._caps: dict[str, int] = {}  # limits cut for taking more than a share of time
 
     def weight(self, tenant: str) -> float:
         """``tenant``'s weight (1 unless configured)."""
@@ -82,7 +111,12 @@ class Admission:
         active = self._weight_sum + (0.0 if tenant in self._flight else w)
         fair = self.capacity * w / active
         alone = self.capacity * min(1.0, self._max_share * w)
-        return max(self._floor, int(min(fair, alone)))
+        cap = self._caps.get(tenant, self.capacity)
+        return max(self._floor, int(min(fair, alone, cap)))
+
+    def capped(self) -> dict[str, int]:
+        """The tenants whose limit is cut for their share of the loop's time, and the cut."""
+        return dict(self._caps)
 
     def in_flight(self, tenant: str) -> int:
         """``tenant``'s requests being served."""
@@ -104,11 +138,29 @@ class Admission:
         self.total += 1
         return None
 
-    def leave(self, tenant: str) -> None:
-        """One of ``tenant``'s admitted requests ended."""
+    def meter(self) -> bool:
+        """Whether to meter the loop's time of the request just admitted: one in
+        ``sample_every`` is (metering costs a few microseconds a request), counted for all."""
+        self._countdown -= 1
+        if self._countdown:
+            return False
+        self._countdown = self._every
+        return True
+
+    def leave(self, tenant: str, seconds: float | None = None) -> None:
+        """One of ``tenant``'s admitted requests ended, after ``seconds`` of the loop's time
+        (None: not metered, see ``meter``)."""
         held = self._flight.get(tenant, 0)
         if held <= 0:
             return
+        self._served.add(tenant)
+        if seconds is not None and seconds > 0:
+            seconds *= self._every
+            self._spent[tenant] = self._spent.get(tenant, 0.0) + seconds
+            self._spent_total += seconds
+        now = self._clock()
+        if now - self._window_start >= self._window_s:
+            self._weigh(now)
         self.total -= 1
         if held == 1:
             del self._flight[tenant]
@@ -131,6 +183,39 @@ class Admission:
             summed[("", reason)] = summed.get(("", reason), 0) + n
         return summed
 
+    def _weigh(self, now: float) -> None:
+        """Weigh each tenant's use of the loop's time at the end of a window (see above)."""
+        busy = self._busy < 1 and self._spent_total >= self._busy * (now - self._window_start)
+        self._window_start = now
+        usage = self._usage
+        for tenant in usage:
+            usage[tenant] *= 0.5
+        for tenant, spent in self._spent.items():
+            usage[tenant] = usage.get(tenant, 0.0) + spent
+        # the tenants served now, metered or not (a tenant that stopped is no one's
+        # competitor any more); their shares of the time they took lately
+        served = self._served | self._flight.keys()
+        self._served = set()
+        self._spent.clear()
+        self._spent_total = 0.0
+        total = sum(usage.get(t, 0.0) for t in served)
+        weights = sum(self.weight(t) for t in served)
+        for tenant in usage.keys() | self._caps.keys():
+            used = usage.get(tenant, 0.0)
+            cap = self._caps.get(tenant)
+            over = tenant in served and used > _TOLERANCE * total * self.weight(tenant) / weights
+            if busy and over:
+                held = min(self._flight.get(tenant, 0), cap or self.capacity)
+                self._caps[tenant] = max(self._floor, held // _CUT)
+            elif cap is not None:
+                alone = self.capacity * min(1.0, self._max_share * self.weight(tenant))
+                if cap * 2 >= alone:  # binds no more
+                    del self._caps[tenant]
+                else:
+                    self._caps[tenant] = cap * 2
+            if used < _FORGOTTEN_S and tenant in usage:
+                del usage[tenant]
+
     def _refuse(self, tenant: str, refusal: Refusal) -> Refusal:
         key = (tenant, "tenant_share" if refusal.tenant else "worker_full")
         if key in self.refused or len(self.refused) < _MAX_TENANTS:
@@ -142,10 +227,18 @@ class Admission:
 
 
 _MAX_TENANTS = 10_000
+_CUT = 4  # a limit cut is divided by this
+_TOLERANCE = 1.25  # over its share of the loop's time by more than a quarter: cut
+_FORGOTTEN_S = 1e-6  # a tenant's decayed use of the loop below this no longer counts
 
 
 def admission_for(capacity: int, settings: AdmissionSettings) -> Admission:
     """The admission of ``capacity`` slots under ``GATEHOOK_ADMISSION__*``."""
     return Admission(
-        capacity, max_share=settings.max_share, floor=settings.floor, weights=settings.weights
+        capacity,
+        max_share=settings.max_share,
+        floor=settings.floor,
+        weights=settings.weights,
+        busy=settings.busy,
+        window_s=settings.window_ms / 1000,
     )

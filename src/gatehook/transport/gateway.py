@@ -31,7 +31,7 @@ import logging
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,7 @@ from gatehook.domain.catalogue import TENANT_RE, is_valid_slot
 from gatehook.domain.ingress import shared_secret_refusal, zitadel_signature_refusal
 from gatehook.domain.providers import Answer, Ask, Malformed, hydra, kratos, okta, zitadel
 from gatehook.logs import Sparse
+from gatehook.process.metering import Metered
 from gatehook.service.admission import admission_for
 from gatehook.service.encoding import dumps, loads
 from gatehook.settings import AdmissionSettings, GatewaySettings
@@ -259,7 +260,7 @@ class Gateway:
         request: web.Request,
         route: str,
         deadline_ms: int,
-        handle: Callable[[str, bytes, float], Awaitable[Answer]],
+        handle: Callable[[str, bytes, float], Coroutine[Any, Any, Answer]],
         unavailable: Callable[[str], Answer],
         refused: Callable[[int, str], Answer] = _refusal,
     ) -> web.StreamResponse:
@@ -306,7 +307,7 @@ class Gateway:
         request: web.Request,
         tenant: str,
         deadline: float,
-        handle: Callable[[str, bytes, float], Awaitable[Answer]],
+        handle: Callable[[str, bytes, float], Coroutine[Any, Any, Answer]],
     ) -> Answer:
         """``handle`` the call if its tenant is admitted (``service.admission``: a tenant over
         its share of the gateway is refused at once, before its body is read); the body must
@@ -317,14 +318,19 @@ class Gateway:
             # once costs its own connections' time, not the gateway's CPU
             await asyncio.sleep(min(self._refusal_delay, max(0.0, deadline - time.monotonic())))
             raise _Unavailable(refused.message(tenant))
+        metered: Metered[Answer] | None = None
         try:
             try:
                 raw = await asyncio.wait_for(request.read(), deadline - time.monotonic())
             except TimeoutError:
                 raise _Refused(408, "the body did not arrive by the route's deadline") from None
-            return await handle(tenant, raw, deadline)
+            handled = handle(tenant, raw, deadline)
+            if not self.admission.meter():
+                return await handled
+            metered = Metered(handled)
+            return await metered
         finally:
-            self.admission.leave(tenant)
+            self.admission.leave(tenant, None if metered is None else metered.seconds)
 
     async def _check(
         self,

@@ -12,7 +12,9 @@ Each request becomes a task, admitted per tenant before the shared limit
 (``service.admission``): a tenant over its fair share of the ``concurrency`` slots, or any
 request when every slot is taken, is answered at once with a retryable ``unavailable`` reply
 naming the limit, instead of queueing without bound; a tenant that floods a worker is refused
-while the others keep being served.
+while the others keep being served. Requests' time on the loop is metered (a sample) and
+counted to their tenant, so that a tenant taking more than its share of the worker's time
+holds fewer.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from nats.aio.subscription import Subscription
 
 from gatehook.domain.contract import ErrorCode, TriggerReply
+from gatehook.process.metering import Metered
 from gatehook.service.admission import Admission, Refusal
 from gatehook.tracing import tracing_enabled
 from gatehook.transport.lean import LeanNats, parse_headers
@@ -33,7 +37,7 @@ __all__ = ["TriggerServer", "split_subject"]
 
 log = logging.getLogger("gatehook.transport")
 
-Handler = Callable[[str, str, str, bytes, dict[str, str] | None], Awaitable[bytes]]
+Handler = Callable[[str, str, str, bytes, dict[str, str] | None], Coroutine[Any, Any, bytes]]
 
 
 def _failure(code: ErrorCode, message: str, *, retryable: bool) -> bytes:
@@ -184,13 +188,15 @@ class TriggerServer:
     ) -> None:
         # headers matter only to tracing (a caller's traceparent): parsed only when it is on
         trace = parse_headers(headers) if headers and tracing_enabled() else None
+        handled = self._handler(*parts, data, trace)
+        metered = Metered(handled) if self.admission.meter() else None
         try:
-            body = await self._handler(*parts, data, trace)
+            body = await (handled if metered is None else metered)
         except Exception:  # the handler answers every failure itself; this is a bug's net
             log.exception("trigger handler failed on %s.%s.%s", *parts)
             body = INTERNAL
         finally:
-            self.admission.leave(parts[0])
+            self.admission.leave(parts[0], None if metered is None else metered.seconds)
         self._answer(reply, body)
 
     def _answer(self, reply: bytes, body: bytes) -> None:
