@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,21 +17,13 @@ import nats
 import pytest
 
 from gatehook.admin.client import AdminClient
-from gatehook.devservers import Server, start_nats
+from gatehook.devservers import Server
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
-from tests.conftest import start_worker, stop_worker
+from tests.roles import ROOT, Done, gatehook, role_stack
+from tests.roles import url as _url
 
-ROOT = Path(__file__).resolve().parents[2]
-GATEHOOK = str(Path(sys.executable).with_name("gatehook"))
-PASSWORDS = {
-    "acme-audit": "audit-secret",
-    "acme-operator": "operator-secret",
-    "acme-login": "login-secret",
-    "globex-login": "globex-login-secret",
-    "globex-operator": "globex-operator-secret",
-}
 FILE = {
     "actions": [
         {"name": "allow", "template": "domain-allowlist", "config": {"domains": ["acme.com"]}}
@@ -43,40 +33,11 @@ FILE = {
 SLOT = "gatehook.v1.trigger.{}.external_authentication.post_authentication"
 
 
-def _url(server: Server, user: str) -> str:
-    return f"nats://{user}:{PASSWORDS.get(user, 'x')}@127.0.0.1:{server.port}"
-
-
-@dataclass(frozen=True)
-class Done:
-    """What a command printed, and its exit code."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-async def gatehook(server: Server, user: str, *args: str) -> Done:
-    """The `gatehook` command as ``user`` of deploy/nats-roles.conf (a process of its own; the
-    worker it talks to runs on this test's event loop, which must keep running)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOOK_")}
-    env["GATEHOOK_NATS_URL"] = _url(server, user)
-    proc = await asyncio.create_subprocess_exec(GATEHOOK, *args, env=env, stdout=PIPE, stderr=PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode is not None
-    return Done(proc.returncode, out.decode(), err.decode())
-
-
 @pytest.fixture
 async def stack(settings: Settings, pool: SandboxPool, store: MongoStore) -> AsyncIterator[Server]:
     """NATS under deploy/nats.conf, a worker as gatehook-worker, and acme and globex with
     a flow applied by their operators and one decision each."""
-    server = start_nats(config=str(ROOT / "deploy" / "nats.conf"))
-    worker_settings = settings.model_copy(
-        update={"nats_url": f"nats://gatehook-worker:worker-secret@127.0.0.1:{server.port}"}
-    )
-    runtime, broker = await start_worker(worker_settings, pool)
-    try:
+    async with role_stack(settings, pool) as server:
         for tenant in ("acme", "globex"):
             operator = f"{tenant}-operator"
             nc = await nats.connect(_url(server, operator), inbox_prefix=f"_INBOX.{operator}")
@@ -91,9 +52,6 @@ async def stack(settings: Settings, pool: SandboxPool, store: MongoStore) -> Asy
             assert "decision" in json.loads(reply.data)
             await login.close()
         yield server
-    finally:
-        await stop_worker(runtime, broker)
-        server.stop()
 
 
 def _events(out: str) -> list[dict[str, Any]]:

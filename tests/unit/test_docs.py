@@ -164,3 +164,21 @@ def test_the_readme_first_screen_has_the_two_commands_and_the_diagram() -> None:
 def test_nothing_a_user_reads_points_outside_the_repository() -> None:
     for path in [*DOCS, *(ROOT / "src").rglob("*.py"), *(ROOT / "schemas").rglob("*.json")]:
         assert "../shared" not in path.read_text(), path
+
+
+def test_the_readme_map_names_every_package() -> None:
+    """README's "What is where": every path it names exists, and every package of
+    src/gatehook (and each top-level folder a reader opens) is named."""
+    readme = (ROOT / "README.md").read_text()
+    (tree,) = [body for _, body in FENCE.findall(readme) if body.startswith("src/gatehook/")]
+    named = []
+    for line in tree.splitlines():
+        match = re.match(r"^( {2})?([\w.]+/?)\s", line + " ")
+        if match:
+            named.append(("src/gatehook/" if match[1] else "") + match[2])
+    missing = [path for path in named if not (ROOT / path).exists()]
+    assert not missing, missing
+    packages = {
+        f"src/gatehook/{p.parent.name}/" for p in (ROOT / "src" / "gatehook").glob("*/__init__.py")
+    }
+    assert packages <= set(named), packages - set(named)
