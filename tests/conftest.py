@@ -19,7 +19,7 @@ import nats
 import pytest
 from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Dialog, Page, async_playwright
 from pymongo import MongoClient
 
 from gatehook.admin.service import AdminService
@@ -235,10 +235,17 @@ async def browser() -> AsyncIterator[Browser]:
         await b.close()
 
 
+async def accept_dialogs(dialog: Dialog) -> None:
+    """Answer a page's confirm() with OK, as a user who means what they clicked (Playwright
+    dismisses dialogs no listener answers); a test of the dialog removes this listener."""
+    await dialog.accept()
+
+
 @pytest.fixture
 async def page(browser: Browser) -> AsyncIterator[Page]:
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     p = await context.new_page()
     p.set_default_timeout(15_000)
+    p.on("dialog", accept_dialogs)
     yield p
     await context.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import re
 import subprocess
@@ -21,7 +22,7 @@ from typing import Any, get_args
 import pytest
 import uvicorn
 from nats.aio.client import Client as NATS
-from playwright.async_api import Page, expect
+from playwright.async_api import Dialog, Page, expect
 
 from gatehook.admin.client import AdminClient
 from gatehook.console.app import build_app
@@ -33,7 +34,7 @@ from gatehook.devservers import free_port
 from gatehook.domain.contract import AuditEventType
 from gatehook.errors import Conflict
 from gatehook.settings import ConsoleSettings, Settings
-from tests.conftest import Worker
+from tests.conftest import Worker, accept_dialogs
 from tests.helpers import audit_events, request, trigger
 
 TOKEN = "operator-token-for-tests-0123456789"
@@ -420,17 +421,40 @@ async def test_a_draft_is_tested_before_it_is_published(
     await api.call(tenant, "actions.create", name="drafty")
     await sign_in(page, console)
     await page.goto(f"{console}/t/{tenant}/actions/drafty")
-    publish = page.get_by_test_id("publish")
-    draft = "export function execute(input: any) {\n  return {kind: 'continue', claims: {d: 1}};\n}"
+    draft = (
+        "export function execute(input: any) {\n"
+        "  return {kind: 'continue', claims: {d: 1, who: input.user.email, at: input.trigger}};\n"
+        "}"
+    )
     await write_source(page, draft)
-    await publish.get_by_test_id("test-draft").click()
+    # the test panel beside the editor: the trigger and the request typed there are the draft's
+    await (
+        page.get_by_test_id("test")
+        .locator("select[name=slot]")
+        .select_option("complement_token.pre_access_token_creation")
+    )
+    typed = json.dumps({"request_id": "r-typed", "user": {"id": "u9", "email": "zoe@acme.com"}})
+    await page.get_by_test_id("test-request").fill(typed)
+    await page.get_by_test_id("test-draft").click()
     result = page.get_by_test_id("test-result")
     await expect(result).to_contain_text('"d": 1')
+    await expect(result).to_contain_text('"who": "zoe@acme.com"')
+    await expect(result).to_contain_text("pre_access_token_creation")
     await expect(result).to_contain_text("draft-")
     await expect(page.get_by_test_id("source")).to_have_value(draft)  # still in the editor
+    await expect(page.get_by_test_id("test-request")).to_have_value(typed)  # and in the panel
+    await expect(page.get_by_test_id("test").locator("select[name=slot]")).to_have_value(
+        "complement_token.pre_access_token_creation"
+    )
     assert (await api.call(tenant, "actions.show", name="drafty"))["versions"] == []
+    # a request that is not JSON is said at the panel, nothing run
+    await page.get_by_test_id("test-request").fill("{not json")
+    await page.get_by_test_id("test-draft").click()
+    await expect(error_for(page, "request")).to_contain_text("not valid JSON")
+    await expect(page.get_by_test_id("source")).to_have_value(draft)
     broken = "export function execute(input: any) {\n  return {kind: ;\n}"
     await write_source(page, broken)
+    await page.get_by_test_id("test-request").fill(typed)
     await page.get_by_test_id("test-draft").click()
     await expect(error_for(page, "source")).to_contain_text("line 2")
 
@@ -513,6 +537,75 @@ async def test_the_editor_knows_the_contract(
     assert [(m["line"], m["column"]) for m in published] == [(2, int(said[2]))], published
     assert outside == [], outside
     assert refused == [], refused
+
+
+async def test_a_publish_the_editor_marks_errors_in_asks_first(
+    console: str, page: Page, nc: NATS, worker: Worker, tenant: str
+) -> None:
+    """The publish itself only transpiles, so a type error would show at run time: a publish
+    of a script the editor marks asks first, naming the first error; cancelled, nothing is
+    published and the editor shows the line; confirmed, it is published."""
+    api = AdminClient(nc, actor="setup")
+    await api.call(tenant, "actions.create", name="typo")
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/actions/typo")
+    await expect(page.get_by_test_id("editor")).to_have_attribute("data-ready", "true")
+    typo = (
+        "export function execute(input: gatehook.Input): gatehook.Result {\n"
+        "  return {kind: 'continue', claims: {who: input.usr.id}};\n}"
+    )
+    await write_source(page, typo)
+    await page.wait_for_function(
+        "() => monaco.editor.getModelMarkers({}).some(m => m.message.includes('usr'))"
+    )
+    asked: list[str] = []
+    answer = {"accept": False}
+
+    async def said(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        await (dialog.accept() if answer["accept"] else dialog.dismiss())
+
+    page.remove_listener("dialog", accept_dialogs)
+    page.on("dialog", said)
+    await page.get_by_test_id("publish-button").click()
+    await page.wait_for_function("() => document.activeElement.closest('.monaco-editor')")
+    assert len(asked) == 1
+    assert "line 2" in asked[0]
+    assert "usr" in asked[0]
+    assert "Publish anyway?" in asked[0]
+    assert (await api.call(tenant, "actions.show", name="typo"))["versions"] == []
+    answer["accept"] = True
+    await page.get_by_test_id("publish-button").click()
+    await expect(page.locator(".flash")).to_have_text("published 1.0.0")
+    assert len(asked) == 2
+
+
+async def test_the_editor_keeps_its_width_beside_the_test_panel(
+    console: str, page: Page, nc: NATS, worker: Worker, tenant: str
+) -> None:
+    """After versions are published (their table and the current source above), the editor
+    keeps the wider column, and the test panel sits beside it."""
+    api = AdminClient(nc, actor="setup")
+    await api.call(tenant, "actions.create", name="wide")
+    long_line = "// " + "x" * 300
+    for n in (1, 2):
+        source = f"{long_line}\nexport function execute() {{ return {{kind: 'continue'}}; }} // {n}"
+        await api.call(tenant, "actions.publish", name="wide", source=source)
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/actions/wide")
+    editor = page.get_by_test_id("editor")
+    await expect(editor).to_have_attribute("data-ready", "true")
+    box = await editor.bounding_box()
+    panel = await page.get_by_test_id("test").bounding_box()
+    assert box is not None
+    assert panel is not None
+    assert box["width"] > 0.45 * 1280, box  # more than half of the page's 1280 px less margins
+    assert panel["x"] > box["x"] + box["width"], (box, panel)  # beside it, not under it
+    assert abs(panel["y"] - box["y"]) < 400, (box, panel)
+    await expect(page.get_by_test_id("compatible")).to_contain_text(
+        "complement_token.pre_userinfo_creation"  # each trigger named with its flow
+    )
+    await shot(page, "action-editor-and-test-panel")
 
 
 async def test_without_the_editor_the_script_is_a_text_area(

@@ -33,7 +33,6 @@ from gatehook.console.oidc import Oidc, SignInRefused
 from gatehook.console.pages import (
     COOKIE,
     FLOW_TYPES,
-    SAMPLE_REQUEST,
     Env,
     action_page,
     compatible_slots,
@@ -68,6 +67,24 @@ def _named_lines(text: str) -> tuple[dict[str, str], bool]:
     pairs = [line.split("=", 1) for line in text.splitlines() if line.strip()]
     named = {p[0].strip(): p[1].strip() for p in pairs if len(p) == 2}
     return named, all(len(p) == 2 for p in pairs)
+
+
+def _test_panel(
+    form: dict[str, str], slots: list[str], errors: dict[str, str]
+) -> tuple[dict[str, Any], str, str]:
+    """The test panel's trigger request (JSON) and trigger (``slots[0]`` when none is
+    picked); what is wrong with them goes into ``errors``."""
+    sample: Any = {}
+    try:
+        sample = json.loads(form.get("request", ""))
+    except ValueError as exc:
+        errors["request"] = f"not valid JSON: {exc}"
+    else:
+        if not isinstance(sample, dict):
+            errors["request"] = "a trigger request is a JSON object"
+    slot = form.get("slot") or (slots[0] if slots else "")
+    flow_type, _, trigger = slot.partition(".")
+    return (sample if isinstance(sample, dict) else {}), flow_type, trigger
 
 
 def build_app(settings: Settings, token: str) -> Starlette:
@@ -444,29 +461,36 @@ def build_app(settings: Settings, token: str) -> Starlette:
         body: dict[str, Any],
         form: dict[str, str],
     ) -> Response:
-        """The publish form's "Test this draft": the editor's source run as a publish would
-        make it, on the sample request, nothing stored; the editor keeps what it holds."""
+        """The test panel's "Test this draft": the editor's source run as a publish would
+        make it, on the panel's trigger and request, nothing stored; the editor and the panel
+        keep what they hold."""
         tenant, name = request.path_params["tenant"], request.path_params["name"]
-        slots = compatible_slots(act)
-        flow_type, _, trigger = (slots[0] if slots else "").partition(".")
         fields = ("source", "language", "config", "timeout_ms", "allowed_hosts", "secrets")
         draft = {k: body[k] for k in fields if k in body}
         errors: dict[str, str] = {}
         result: Any = None
-        try:
-            result = await env.api(operator).call(
-                tenant,
-                "actions.test",
-                name=name,
-                draft=draft,
-                flow_type=flow_type,
-                trigger=trigger,
-                request=SAMPLE_REQUEST,
-            )
-        except GatehookError as exc:
-            errors = errors_of(exc, default="source")
+        sample, flow_type, trigger = _test_panel(form, compatible_slots(act), errors)
+        if not errors:
+            try:
+                result = await env.api(operator).call(
+                    tenant,
+                    "actions.test",
+                    name=name,
+                    draft=draft,
+                    flow_type=flow_type,
+                    trigger=trigger,
+                    request=sample,
+                )
+            except GatehookError as exc:
+                errors = errors_of(exc, default="source")
         return await action_page(
-            env, request, operator, errors=errors, submitted=form, test_result=result
+            env,
+            request,
+            operator,
+            errors=errors,
+            submitted=form,
+            test_form=form,
+            test_result=result,
         )
 
     async def switch(request: Request, operator: str) -> Response:
@@ -489,16 +513,14 @@ def build_app(settings: Settings, token: str) -> Starlette:
         return RedirectResponse(f"/t/{tenant}/actions/{name}?" + urlencode({"msg": msg}), 303)
 
     async def test(request: Request, operator: str) -> Response:
+        """The test panel's "Run the version": a published version on the panel's trigger and
+        request; the editor beside it keeps what it holds."""
         tenant, name = request.path_params["tenant"], request.path_params["name"]
         form = texts(await request.form())
         errors: dict[str, str] = {}
         result: Any = None
-        try:
-            sample = json.loads(form.get("request", ""))
-        except ValueError as exc:
-            errors["request"] = f"not valid JSON: {exc}"
-        else:
-            flow_type, _, trigger = form.get("slot", "").partition(".")
+        sample, flow_type, trigger = _test_panel(form, [], errors)
+        if not errors:
             try:
                 result = await env.api(operator).call(
                     tenant,
@@ -507,12 +529,19 @@ def build_app(settings: Settings, token: str) -> Starlette:
                     version=form.get("version") or "latest",
                     flow_type=flow_type,
                     trigger=trigger,
-                    request=sample if isinstance(sample, dict) else {},
+                    request=sample,
                 )
             except GatehookError as exc:
                 errors = errors_of(exc, default="request", prefix="request")
+        submitted = form if "bump" in form else None  # the publish form came along
         return await action_page(
-            env, request, operator, errors=errors, test_form=form, test_result=result
+            env,
+            request,
+            operator,
+            errors=errors,
+            submitted=submitted,
+            test_form=form,
+            test_result=result,
         )
 
     # -- flows -------------------------------------------------------------------------------

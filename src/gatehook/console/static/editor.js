@@ -2,7 +2,9 @@
 // Every change is written back to the text area, so the form posts exactly as it does
 // without JavaScript. The contract's declarations (gatehook.Input, gatehook.Result and the
 // sandbox's globals, generated from its models) are loaded as an extra library, so a wrong
-// field is marked while typing; a publish error's "(line N, column M)" is marked at its place.
+// field is marked while typing; a publish error's "(line N, column M)" is marked at its place,
+// and a publish of a script the editor marks errors in asks first (the publish itself only
+// transpiles: a type error would show at run time, if at all).
 (function () {
   'use strict';
   var area = document.querySelector('textarea[data-editor]');
@@ -79,8 +81,30 @@
       });
     }
     markPublishError(editor);
+    confirmPublishWithErrors(editor);
     box.setAttribute('data-ready', 'true');
     window.gatehookEditor = editor; // for the console's browser tests
+  }
+
+  function confirmPublishWithErrors(editor) {
+    area.form.addEventListener('submit', function (event) {
+      var by = event.submitter;
+      if (!by || by.getAttribute('data-testid') !== 'publish-button') return;
+      var marked = monaco.editor.getModelMarkers({ resource: editor.getModel().uri })
+        .filter(function (m) {
+          return m.severity === monaco.MarkerSeverity.Error && m.owner !== 'publish';
+        });
+      if (!marked.length) return;
+      var first = marked[0];
+      var say = 'The editor marks ' + marked.length + (marked.length === 1 ? ' error' : ' errors') +
+        ' in this script (line ' + first.startLineNumber + ': ' + first.message + ').' +
+        ' Publish anyway?';
+      if (window.confirm(say)) return;
+      event.preventDefault();
+      editor.revealLineInCenter(first.startLineNumber);
+      editor.setPosition({ lineNumber: first.startLineNumber, column: first.startColumn });
+      editor.focus();
+    });
   }
 
   function markPublishError(editor) {
