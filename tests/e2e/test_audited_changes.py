@@ -46,6 +46,11 @@ CHANGES: list[tuple[str, dict[str, Any], set[str]]] = [
     ("actions.publish", {"name": "a", "source": claim(1)}, {"flow.action_published"}),
     ("actions.publish", {"name": "a", "source": claim(2)}, {"flow.action_published"}),
     ("actions.create", {"name": "b"}, {"admin.action_created"}),
+    (
+        "actions.update",
+        {"name": "b", "display_name": "B", "triggers": ["post_authentication"]},
+        {"admin.action_updated"},
+    ),
     ("actions.publish", {"name": "b", "source": claim(3)}, {"flow.action_published"}),
     ("flows.attach", {"action": "a", "version": "1.0.0", **PA}, {"flow.action_attached"}),
     ("flows.attach", {"action": "b", **PA}, {"flow.action_attached"}),

@@ -414,6 +414,61 @@ async def test_a_custom_action_s_config_form(
     assert (await trigger(nc, tenant, request()))["claims"] == {"g": "hihi"}
 
 
+async def test_an_actions_metadata_is_set_on_its_page(
+    console: str, page: Page, nc: NATS, worker: Worker, tenant: str
+) -> None:
+    """The catalogue's "configure the action's metadata, save": display name, description,
+    compatible triggers and the config schema, on the action's page, saved as one audited
+    change; a trigger it is attached at cannot be left out, and bad JSON is said."""
+    api = AdminClient(nc, actor="setup")
+    await api.call(tenant, "actions.create", name="meta")
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/actions/meta")
+    about = page.get_by_test_id("metadata")
+    await about.locator("summary").click()
+    await about.locator("input[name=display_name]").fill("Domain check")
+    await about.locator("textarea[name=description]").fill("Blocks outside addresses.")
+    pa = "external_authentication.post_authentication"
+    for box in await about.locator("input[name=slot]").all():
+        if await box.get_attribute("value") != pa:
+            await box.uncheck()
+    schema = {"type": "object", "properties": {"greeting": {"type": "string", "title": "Hi"}}}
+    await about.get_by_test_id("config-schema").fill(json.dumps(schema))
+    await about.get_by_test_id("save-metadata").click()
+    await expect(page.locator(".flash")).to_contain_text("saved:")
+    await expect(page.get_by_test_id("display-name")).to_have_text("Domain check")
+    await expect(page.get_by_test_id("compatible")).to_have_text(f"Compatible with: {pa}")
+    # the config form the schema describes, in the publish form
+    await expect(
+        page.get_by_test_id("publish").locator("input[name='config.greeting']")
+    ).to_be_visible()
+    stored = (await api.call(tenant, "actions.show", name="meta"))["action"]
+    assert stored["display_name"] == "Domain check"
+    assert stored["description"] == "Blocks outside addresses."
+    assert stored["config_schema"] == schema
+    events = await audit_events(nc, tenant, "admin.action_updated")
+    assert events
+    assert set(events[-1]["details"]["fields"]) >= {"display_name", "description", "triggers"}
+
+    # attached at its one trigger: leaving that trigger out is refused, nothing changed
+    source = "export function execute(input) { return {kind: 'continue'}; }"
+    await api.call(tenant, "actions.publish", name="meta", source=source, config={"greeting": "x"})
+    slot = {"flow_type": "external_authentication", "trigger": "post_authentication"}
+    await api.call(tenant, "flows.attach", action="meta", **slot)
+    await page.goto(f"{console}/t/{tenant}/actions/meta")
+    about = page.get_by_test_id("metadata")
+    await about.locator("summary").click()
+    await about.locator(f"input[value='{pa}']").uncheck()
+    await about.locator("input[value='complement_token.pre_userinfo_creation']").check()
+    await about.get_by_test_id("save-metadata").click()
+    await expect(error_for(page, "triggers")).to_contain_text("is attached at")
+    await expect(page.get_by_test_id("compatible")).to_have_text(f"Compatible with: {pa}")
+    await about.get_by_test_id("config-schema").fill("{not json")
+    await about.locator(f"input[value='{pa}']").check()
+    await about.get_by_test_id("save-metadata").click()
+    await expect(error_for(page, "config_schema")).to_contain_text("not valid JSON")
+
+
 async def test_a_draft_is_tested_before_it_is_published(
     console: str, page: Page, nc: NATS, worker: Worker, tenant: str
 ) -> None:

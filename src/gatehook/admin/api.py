@@ -40,6 +40,7 @@ from gatehook.admin.requests import (
     RolloutStart,
     Switch,
     TryAction,
+    UpdateAction,
     admin_subject,
     schema_documents,
 )
@@ -111,6 +112,7 @@ class AdminApi:
         self._replayer = replayer
         self._handlers: dict[str, Callable[[str, Any], Awaitable[Any]]] = {
             "actions.create": self._create,
+            "actions.update": self._update,
             "actions.publish": self._publish,
             "actions.list": self._list,
             "actions.show": self._show,
@@ -239,6 +241,21 @@ class AdminApi:
             actor=req.actor,
         )
         return action.model_dump(mode="json")
+
+    async def _update(self, tenant: str, req: UpdateAction) -> Any:
+        changed = await self._service.update_action(
+            tenant,
+            req.name,
+            actor=req.actor,
+            triggers=req.triggers,
+            display_name=req.display_name,
+            description=req.description,
+            config_schema=req.config_schema,
+        )
+        return {
+            "changed": changed,
+            "action": (await self._service.action(tenant, req.name)).model_dump(mode="json"),
+        }
 
     async def _publish(self, tenant: str, req: PublishVersion) -> Any:
         draft = Draft(

@@ -46,6 +46,23 @@ class CreateAction(_Req):
     )
 
 
+class UpdateAction(_Req):
+    """``actions.update``: an action's own metadata, each field given replacing the stored
+    one (absent or null: left as stored)."""
+
+    name: str
+    triggers: list[str] | None = Field(
+        default=None,
+        description="compatible triggers or slots, as at create; narrowing them is refused"
+        " while the action is attached outside them",
+    )
+    display_name: str | None = Field(default=None, max_length=100)
+    description: str | None = Field(default=None, max_length=2000)
+    config_schema: dict[str, Any] | None = Field(
+        default=None, description="custom actions: their config form, as at create"
+    )
+
+
 class PublishVersion(_Req):
     """``actions.publish``: a new version (no-op when unchanged)."""
 
@@ -234,6 +251,7 @@ class ConsoleAudit(_Req):
 
 OPERATIONS: dict[str, type[_Req]] = {
     "actions.create": CreateAction,
+    "actions.update": UpdateAction,
     "actions.publish": PublishVersion,
     "actions.list": Empty,
     "actions.show": Named,

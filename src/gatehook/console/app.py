@@ -493,6 +493,44 @@ def build_app(settings: Settings, token: str) -> Starlette:
             test_result=result,
         )
 
+    async def metadata(request: Request, operator: str) -> Response:
+        """The action page's "About this action": its metadata, saved as one change."""
+        tenant, name = request.path_params["tenant"], request.path_params["name"]
+        raw = await request.form()
+        form = texts(raw)
+        meta: dict[str, Any] = {
+            "display_name": form.get("display_name", "").strip(),
+            "description": form.get("description", "").strip(),
+            "config_schema": form.get("config_schema", ""),
+            "slots": [str(s) for s in raw.getlist("slot")],
+        }
+        body: dict[str, Any] = {
+            "name": name,
+            "display_name": meta["display_name"],
+            "description": meta["description"],
+            "triggers": meta["slots"],
+        }
+        errors: dict[str, str] = {}
+        if not meta["slots"]:
+            errors["triggers"] = "at least one trigger: an action runs somewhere"
+        if meta["config_schema"].strip():
+            try:
+                body["config_schema"] = json.loads(meta["config_schema"])
+            except ValueError as exc:
+                errors["config_schema"] = f"not valid JSON: {exc}"
+        if not errors:
+            try:
+                result = await env.api(operator).call(tenant, "actions.update", **body)
+            except GatehookError as exc:
+                errors = errors_of(exc, default="metadata")
+            else:
+                changed = result["changed"]
+                msg = f"saved: {', '.join(changed)}" if changed else "unchanged"
+                return RedirectResponse(
+                    f"/t/{tenant}/actions/{name}?" + urlencode({"msg": msg}), 303
+                )
+        return await action_page(env, request, operator, errors=errors, meta=meta)
+
     async def switch(request: Request, operator: str) -> Response:
         """The kill switch buttons of the action page."""
         tenant, name = request.path_params["tenant"], request.path_params["name"]
@@ -703,6 +741,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
         Route("/t/{tenant}/actions/{name}", page(action)),
         Route("/t/{tenant}/actions/{name}/publish", page(publish), methods=["POST"]),
         Route("/t/{tenant}/actions/{name}/test", page(test), methods=["POST"]),
+        Route("/t/{tenant}/actions/{name}/metadata", page(metadata), methods=["POST"]),
         Route(
             "/t/{tenant}/actions/{name}/{op:str}",
             page(switch),

@@ -165,6 +165,7 @@ async def action_page(
     test_form: dict[str, str] | None = None,
     test_result: Any = None,
     generated_key: str | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Response:
     tenant, name = request.path_params["tenant"], request.path_params["name"]
     api = env.api(operator)
@@ -242,6 +243,16 @@ async def action_page(
         },
         generated_key=generated_key,
         slots=slots,
+        every_slot=[f"{ft.value}.{tr.value}" for ft, tr in all_slots()],
+        metadata=meta
+        or {
+            "display_name": act.get("display_name") or "",
+            "description": act.get("description") or "",
+            "config_schema": json.dumps(act["config_schema"], indent=2)
+            if act.get("config_schema")
+            else "",
+            "slots": slots,
+        },
         test_form=test_form
         or {"request": json.dumps(SAMPLE_REQUEST, indent=2), "slot": slots[0] if slots else ""},
         test_result=test_result,
