@@ -789,6 +789,15 @@ async def test_a_canary_is_started_and_aborted_from_the_flows_page(
     flow = await api.call(tenant, "flows.show", flow_type=PA["flow_type"])
     rollout = flow["slots"][PA["trigger"]][0]["rollout"]
     assert (rollout["canary"], rollout["percent"], rollout["min_runs"]) == ("1.0.1", 100, 20)
+    # the page counts its runs as the CLI's `rollout status` does (reported every 0.25 s)
+    runs = page.get_by_test_id("rollout-runs")
+    for _ in range(120):  # a bounded poll: up to ~30 s on a busy machine
+        await page.reload()
+        if "canary 1 runs" in (await runs.inner_text() if await runs.count() else ""):
+            break
+        await asyncio.sleep(0.25)
+    await expect(runs).to_contain_text("stable 0 runs; canary 1 runs, 0.0% failed")
+    await expect(runs).to_contain_text("rolled back past 5% after 20")
     # a second one on the same entry is refused while this one runs
     with pytest.raises(Conflict):
         await api.call(tenant, "rollouts.start", action="gate", shadow="1.0.1", **PA)

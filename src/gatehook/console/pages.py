@@ -292,6 +292,13 @@ async def flows_page(
         api.call(tenant, "actions.list"),
     )
     slots = (flow or {}).get("slots") or {}
+    rolling = any(a.get("rollout") for atts in slots.values() for a in atts)
+    # a rollout's runs and failure rates (the CLI's `rollout status`), by trigger and action
+    counts = {
+        (r["slot"].partition(".")[2], r["action"]): r
+        for r in (await api.call(tenant, "rollouts.status") if rolling else [])
+        if r["slot"].startswith(flow_type + ".")
+    }
     attached = {a["action"] for atts in slots.values() for a in atts}
     shows = await asyncio.gather(*(api.call(tenant, "actions.show", name=n) for n in attached))
     versions = {
@@ -311,6 +318,7 @@ async def flows_page(
             {
                 "trigger": tr.value,
                 "attachments": atts,
+                "runs": {a["action"]: counts.get((tr.value, a["action"])) for a in atts},
                 "order": ",".join(names),
                 "candidates": [
                     r
