@@ -48,7 +48,7 @@ CHANGES: list[tuple[str, dict[str, Any], set[str]]] = [
     ("actions.create", {"name": "b"}, {"admin.action_created"}),
     (
         "actions.update",
-        {"name": "b", "display_name": "B", "triggers": ["post_authentication"]},
+        {"name": "b", "display_name": "B", "triggers": ["post_authentication", "pre_creation"]},
         {"admin.action_updated"},
     ),
     ("actions.publish", {"name": "b", "source": claim(3)}, {"flow.action_published"}),
@@ -57,6 +57,18 @@ CHANGES: list[tuple[str, dict[str, Any], set[str]]] = [
     ("flows.update", {"action": "a", "version": "1.0.1", **PA}, {"flow.action_updated"}),
     ("flows.reorder", {"order": ["b", "a"], **PA}, {"flow.action_updated"}),
     ("flows.detach", {"action": "b", **PA}, {"flow.action_detached"}),
+    (  # two slots in one revision: a pinned back, b added at another trigger
+        "flows.set",
+        {
+            "flow_type": PA["flow_type"],
+            "slots": {
+                PA["trigger"]: [{"action": "a", "version": "1.0.0"}],
+                "pre_creation": [{"action": "b", "version": "1.0.0"}],
+            },
+            "revision": 5,  # after the five changes above
+        },
+        {"flow.action_updated", "flow.action_attached"},
+    ),
     ("flows.rollback", {"flow_type": PA["flow_type"], "revision": 2}, {"flow.action_attached"}),
     (
         "rollouts.start",

@@ -167,23 +167,24 @@ async def test_console_manages_actions_and_flows_end_to_end(
     await expect(result).to_contain_text("info: user u1")
     await shot(page, "action-custom")
 
-    # Attach both to a trigger, then reorder them.
+    # Attach both to a trigger and reorder them: staged, then saved as one revision.
     await page.click("nav >> text=Flows")
     slot = page.locator("section[data-trigger=post_authentication]")
+    pending = page.get_by_test_id("pending")
     for name in ("allow-acme", "add-claims"):
-        await slot.locator("select[name=action]").select_option(name)
+        await slot.get_by_label("action to add to post_authentication").select_option(name)
         await slot.locator("button:has-text('Add')").click()
-        await expect(page.locator(".flash")).to_contain_text("revision")
+        await expect(pending).to_contain_text(f"post_authentication: add {name}@1.0.0")
         slot = page.locator("section[data-trigger=post_authentication]")
     names = slot.locator("ol.atts li[data-action]")
     await expect(names).to_have_count(2)
-    flow = await api.call(tenant, "flows.show", flow_type="external_authentication")
-    assert [a["action"] for a in flow["slots"]["post_authentication"]] == [
-        "allow-acme",
-        "add-claims",
-    ]
     await slot.get_by_label("move add-claims up").click()
-    await expect(page.locator(".flash")).to_contain_text("revision")
+    await expect(names.first).to_have_attribute("data-action", "add-claims")
+    await expect(pending).to_contain_text("2 changes")  # two added; their order is the list's
+    # nothing is written before the save
+    assert await api.call(tenant, "flows.show", flow_type="external_authentication") is None
+    await page.get_by_test_id("save-flow").click()
+    await expect(page.locator(".flash")).to_have_text("revision 1")
     flow = await api.call(tenant, "flows.show", flow_type="external_authentication")
     assert [a["action"] for a in flow["slots"]["post_authentication"]] == [
         "add-claims",
@@ -203,8 +204,11 @@ async def test_console_manages_actions_and_flows_end_to_end(
     await page.goto(f"{console}/t/{tenant}/flows/external_authentication")
     slot = page.locator("section[data-trigger=post_authentication]")
     row = slot.locator("li[data-action=add-claims]")
-    await row.locator("select[name=version]").select_option("1.0.1")
+    await row.get_by_label("version of add-claims", exact=True).select_option("1.0.1")
     await row.locator("button:has-text('Pin')").click()
+    await expect(pending).to_contain_text("pin add-claims 1.0.0 -> 1.0.1")
+    await page.get_by_test_id("save-flow").click()
+    await expect(page.locator(".flash")).to_have_text("revision 2")
     await expect(
         page.locator("section[data-trigger=post_authentication] li[data-action=add-claims] .ver")
     ).to_have_text("@1.0.1")
@@ -878,24 +882,77 @@ async def test_a_flow_offers_compatible_actions_and_refuses_others(
     await sign_in(page, console)
     await page.goto(f"{console}/t/{tenant}/flows/{PA['flow_type']}")
     slot = page.locator(f"section[data-trigger={PA['trigger']}]")
-    offered = await slot.locator("select[name=action] option").evaluate_all(
-        "options => options.map(o => o.value)"
-    )
+    adding = slot.get_by_label(f"action to add to {PA['trigger']}")
+    offered = await adding.locator("option").evaluate_all("options => options.map(o => o.value)")
     assert sorted(offered) == ["anywhere", "external-only"]
-    # the form as a stale page or a hand-made post would send it
-    await slot.locator("select[name=action]").evaluate(
+    # the form as a stale page or a hand-made post would send it: staged, refused at save
+    await adding.evaluate(
         "s => { s.add(new Option('internal-only', 'internal-only')); s.value = 'internal-only'; }"
     )
     await slot.locator("button:has-text('Add')").click()
-    refusal = page.locator(f"section[data-trigger={PA['trigger']}] .err").first
+    await page.get_by_test_id("save-flow").click()
+    refusal = page.get_by_test_id("pending").locator(".err")
     await expect(refusal).to_contain_text("internal_authentication.post_authentication")
     flow = await api.call(tenant, "flows.show", flow_type=PA["flow_type"])
     assert not (flow or {}).get("slots", {}).get(PA["trigger"])
-    await slot.locator("select[name=action]").select_option("external-only")
-    await page.locator(f"section[data-trigger={PA['trigger']}] button:has-text('Add')").click()
+    await page.get_by_test_id("discard").click()
+    slot = page.locator(f"section[data-trigger={PA['trigger']}]")
+    await slot.get_by_label(f"action to add to {PA['trigger']}").select_option("external-only")
+    await slot.locator("button:has-text('Add')").click()
+    await page.get_by_test_id("save-flow").click()
+    await expect(page.locator(".flash")).to_contain_text("revision 1")
     await expect(
         page.locator(f"section[data-trigger={PA['trigger']}] li[data-action]")
     ).to_have_count(1)
+
+
+async def test_flow_changes_are_staged_saved_as_one_revision_and_removals_confirmed(
+    console: str, page: Page, nc: NATS, worker: Worker, tenant: str
+) -> None:
+    """The catalogue's "update the slot, save the flow": edits are staged on the page and
+    saved together as one audited revision; a removal is saved only once confirmed; a flow
+    changed by someone else meanwhile is said, not overwritten."""
+    api = AdminClient(nc, actor="setup")
+    source = "export async function execute(i) { return {kind: 'continue'}; }"
+    for name in ("a", "b", "c"):
+        await api.call(tenant, "actions.create", name=name)
+        await api.call(tenant, "actions.publish", name=name, source=source)
+    for name in ("a", "b"):
+        await api.call(tenant, "flows.attach", action=name, **PA)
+    await sign_in(page, console)
+    await page.goto(f"{console}/t/{tenant}/flows/{PA['flow_type']}")
+    slot = page.locator(f"section[data-trigger={PA['trigger']}]")
+    await slot.get_by_label("remove a").click()
+    slot = page.locator(f"section[data-trigger={PA['trigger']}]")
+    await slot.get_by_label(f"action to add to {PA['trigger']}").select_option("c")
+    await slot.locator("button:has-text('Add')").click()
+    pending = page.get_by_test_id("pending")
+    await expect(pending).to_contain_text(f"{PA['trigger']}: remove a")
+    await expect(pending).to_contain_text(f"{PA['trigger']}: add c@1.0.0")
+    # saved without confirming the removal: refused, nothing written, the changes kept
+    await page.get_by_test_id("save-flow").click()
+    await expect(pending.locator(".err")).to_contain_text("confirm the removals")
+    flow = await api.call(tenant, "flows.show", flow_type=PA["flow_type"])
+    assert flow["revision"] == 2
+    await shot(page, "flows-staged")
+    await page.get_by_test_id("confirm-removals").check()
+    await page.get_by_test_id("save-flow").click()
+    await expect(page.locator(".flash")).to_have_text("revision 3")
+    flow = await api.call(tenant, "flows.show", flow_type=PA["flow_type"])
+    assert [e["action"] for e in flow["slots"][PA["trigger"]]] == ["b", "c"]
+    detached = await audit_events(nc, tenant, "flow.action_detached")
+    attached = await audit_events(nc, tenant, "flow.action_attached")
+    assert [(e["action"], e["flow_revision"]) for e in detached] == [("a", 3)]
+    assert ("c", 3) in [(e["action"], e["flow_revision"]) for e in attached]
+
+    # someone else changes the flow while a change is staged: said, nothing overwritten
+    slot = page.locator(f"section[data-trigger={PA['trigger']}]")
+    await slot.get_by_label("move c up").click()
+    await api.call(tenant, "flows.attach", action="a", **PA)  # revision 4, elsewhere
+    await page.get_by_test_id("save-flow").click()
+    await expect(pending.locator(".err")).to_contain_text("changed since revision 3")
+    flow = await api.call(tenant, "flows.show", flow_type=PA["flow_type"])
+    assert [e["action"] for e in flow["slots"][PA["trigger"]]] == ["b", "c", "a"]
 
 
 async def test_sign_in_is_required_and_checked(

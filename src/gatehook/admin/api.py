@@ -38,6 +38,7 @@ from gatehook.admin.requests import (
     Rollback,
     RolloutRef,
     RolloutStart,
+    SetFlow,
     Switch,
     TryAction,
     UpdateAction,
@@ -126,6 +127,7 @@ class AdminApi:
             "flows.update": self._pin,
             "flows.reorder": self._reorder,
             "flows.rollback": self._rollback,
+            "flows.set": self._set_flow,
             "apply": self._apply,
             "actions.disable": self._disable,
             "actions.enable": self._enable,
@@ -521,6 +523,13 @@ class AdminApi:
             )
         by_name = {a.action: a for a in atts}
         return await self._commit(tenant, req, [by_name[n] for n in req.order])
+
+    async def _set_flow(self, tenant: str, req: SetFlow) -> Any:
+        flow = await self._service.set_flow(
+            tenant, req.flow_type, req.slots, base=req.revision, actor=req.actor
+        )
+        current = flow or await self._service.flow(tenant, req.flow_type)
+        return {"changed": flow is not None, "flow": _flow_view(current)}
 
     async def _rollback(self, tenant: str, req: Rollback) -> Any:
         flow = await self._service.rollback(tenant, req.flow_type, req.revision, actor=req.actor)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from gatehook.domain.flowfile import FlowsFile
+from gatehook.domain.model import Attachment
 
 __all__ = ["OPERATIONS", "admin_subject", "schema_documents"]
 
@@ -112,6 +113,20 @@ class Attach(_Req):
     action: str
     version: str = "latest"
     position: int | None = Field(default=None, ge=0)
+
+
+class SetFlow(_Req):
+    """``flows.set``: several slots of one flow type changed together, as one revision."""
+
+    flow_type: str
+    slots: dict[str, list[Attachment]] = Field(
+        description="trigger -> its whole list of entries (action, version, rollout as"
+        " flows.show gives them); triggers not named are kept"
+    )
+    revision: int | None = Field(
+        description="the revision the changes were made on (null: none yet); another"
+        " change committed since is a conflict"
+    )
 
 
 class Detach(_Req):
@@ -265,6 +280,7 @@ OPERATIONS: dict[str, type[_Req]] = {
     "flows.update": Pin,
     "flows.reorder": Reorder,
     "flows.rollback": Rollback,
+    "flows.set": SetFlow,
     "apply": Apply,
     "actions.disable": Switch,
     "actions.enable": Switch,

@@ -47,7 +47,7 @@ from gatehook.domain.model import (
 )
 from gatehook.domain.semver import Bump, Version
 from gatehook.domain.targets import TargetSpec
-from gatehook.errors import CompileError, NotFound, ValidationFailed
+from gatehook.errors import CompileError, Conflict, NotFound, ValidationFailed
 from gatehook.sandbox.pool import Compiled
 from gatehook.service.ports import AuditSink
 from gatehook.storage.mongo import MongoStore
@@ -676,6 +676,58 @@ class AdminService:
         """Make ``attachments`` the slot's list as a new revision (None when unchanged)."""
         _check_tenant(tenant)
         ft, tr = _slot(flow_type, trigger)
+        await self._check_slot(tenant, ft, tr, attachments)
+        current = await self._store.latest_flow(tenant, ft)
+        before = current.slot(tr) if current else []
+        if before == attachments:
+            return None
+        slots = dict(current.slots) if current else {}
+        slots[tr] = list(attachments)
+        return await self.commit_slots(tenant, ft, current, slots, actor, note, {tr: before})
+
+    async def set_flow(
+        self,
+        tenant: str,
+        flow_type: str,
+        slots: dict[str, list[Attachment]],
+        *,
+        base: int | None,
+        actor: str,
+    ) -> FlowRevision | None:
+        """Make each of ``slots`` (trigger -> list) its slot's list, together as one new
+        revision (None when nothing changes); the other slots are kept. ``base`` is the
+        revision the changes were made on: if another change committed since, ``Conflict``
+        (the caller reloads and redoes them, as nothing is merged)."""
+        _check_tenant(tenant)
+        ft = _flow_type(flow_type)
+        wanted = {}
+        for trigger, attachments in slots.items():
+            _, tr = _slot(flow_type, trigger)
+            await self._check_slot(tenant, ft, tr, attachments)
+            wanted[tr] = list(attachments)
+        current = await self._store.latest_flow(tenant, ft)
+        if (current.revision if current else None) != base:
+            now = current.revision if current else "none"
+            raise Conflict(
+                f"{flow_type} changed since revision {base} (now {now}): reload and make"
+                " the changes again"
+            )
+        befores = {tr: current.slot(tr) if current else [] for tr in wanted}
+        changed = {tr for tr in wanted if befores[tr] != wanted[tr]}
+        if not changed:
+            return None
+        new = dict(current.slots) if current else {}
+        new.update({tr: wanted[tr] for tr in changed})
+        return await self.commit_slots(
+            tenant, ft, current, new, actor, None, {tr: befores[tr] for tr in changed}
+        )
+
+    async def _check_slot(
+        self, tenant: str, ft: FlowType, tr: Trigger, attachments: list[Attachment]
+    ) -> None:
+        """Every entry's action exists, fits the slot, has its versions and handlers; no
+        action twice."""
+        trigger = tr.value
         for att in attachments:
             action = await self._store.get_action(tenant, att.action)
             if action is None:
@@ -696,13 +748,6 @@ class AdminService:
                 check_handlers(att.action, version, found.style, found.exports, tr)
         if len({a.action for a in attachments}) != len(attachments):
             raise ValidationFailed("an action can be attached to a slot only once", field="action")
-        current = await self._store.latest_flow(tenant, ft)
-        before = current.slot(tr) if current else []
-        if before == attachments:
-            return None
-        slots = dict(current.slots) if current else {}
-        slots[tr] = list(attachments)
-        return await self.commit_slots(tenant, ft, current, slots, actor, note, {tr: before})
 
     async def rollback(
         self, tenant: str, flow_type: str, revision: int, *, actor: str

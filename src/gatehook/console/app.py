@@ -26,6 +26,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from gatehook.admin.client import AdminClient
 from gatehook.audit.reader import latest_events, latest_records
 from gatehook.console import forms
 from gatehook.console.auth import EVERY_TENANT, OPERATOR_RE, Session, Sessions
@@ -37,6 +38,7 @@ from gatehook.console.pages import (
     action_page,
     compatible_slots,
     errors_of,
+    flow_changes,
     flows_page,
     render,
     texts,
@@ -45,7 +47,8 @@ from gatehook.console.security import SecurityHeaders, local_path
 from gatehook.console.starters import STARTERS, starter
 from gatehook.domain.catalogue import TENANT_RE
 from gatehook.domain.contract import AuditEvent, AuditEventType, DecisionRecord
-from gatehook.errors import GatehookError
+from gatehook.domain.semver import Version
+from gatehook.errors import GatehookError, ValidationFailed
 from gatehook.security.connections import connect_nats
 from gatehook.service.cache import Lru
 from gatehook.settings import Settings
@@ -85,6 +88,56 @@ def _test_panel(
     slot = form.get("slot") or (slots[0] if slots else "")
     flow_type, _, trigger = slot.partition(".")
     return (sample if isinstance(sample, dict) else {}), flow_type, trigger
+
+
+async def _latest(
+    api: AdminClient, tenant: str, op: str, args: list[str], form: dict[str, str]
+) -> str:
+    """The version an "add" asks for, ``latest`` made concrete (what the entry pins)."""
+    if op != "add":
+        return ""
+    action = form.get(f"add|{args[0]}", "")
+    wanted = form.get(f"addv|{args[0]}", "").strip() or "latest"
+    if wanted != "latest":
+        return wanted
+    shown = await api.call(tenant, "actions.show", name=action)
+    versions = [v["version"] for v in shown["versions"]]
+    if not versions:
+        raise ValidationFailed(f"{action} has no published version", field="save")
+    return str(max(versions, key=Version.parse))
+
+
+def _edit(
+    staged: dict[str, list[dict[str, Any]]],
+    op: str,
+    args: list[str],
+    form: dict[str, str],
+    version: str,
+) -> None:
+    """Apply one of the flows page's edits to the staged lists (trigger -> entries)."""
+    trigger = args[0]
+    entries = staged.setdefault(trigger, [])
+    names = [e["action"] for e in entries]
+    if op == "add":
+        action = form.get(f"add|{trigger}", "")
+        if not action or action in names:
+            raise ValueError(action)
+        entries.append({"action": action, "version": version, "rollout": None})
+    elif op == "remove":
+        entries.pop(names.index(args[1]))
+    elif op == "move":
+        i = names.index(args[1])
+        j = max(0, min(len(entries) - 1, i + int(args[2])))
+        entries[i], entries[j] = entries[j], entries[i]
+    elif op == "pin":
+        i = names.index(args[1])
+        entries[i] = {
+            "action": args[1],
+            "version": form[f"pin|{trigger}|{args[1]}"],
+            "rollout": None,
+        }
+    else:
+        raise ValueError(op)
 
 
 def build_app(settings: Settings, token: str) -> Starlette:
@@ -586,6 +639,63 @@ def build_app(settings: Settings, token: str) -> Starlette:
     async def flows(request: Request, operator: str) -> Response:
         return await flows_page(env, request, operator)
 
+    async def stage(request: Request, operator: str) -> Response:
+        """The flows page's edits: each applied to the staged lists the page carries (made on
+        revision ``base``) and shown, nothing written; "Save" writes them all as one
+        revision (``flows.set``), removals only once confirmed."""
+        tenant, flow_type = request.path_params["tenant"], request.path_params["flow_type"]
+        form = texts(await request.form())
+        api = env.api(operator)
+        base = int(form["base"]) if form.get("base", "").isdigit() else None
+        try:
+            staged = json.loads(form.get("staged") or "null")
+        except ValueError:
+            staged = None
+        if not isinstance(staged, dict):  # nothing staged yet: the saved lists
+            flow = await api.call(tenant, "flows.show", flow_type=flow_type)
+            staged = dict((flow or {}).get("slots") or {})
+            base = (flow or {}).get("revision")
+        op, *args = form.get("op", "").split("|")
+        errors: dict[str, str] = {}
+        try:
+            if op == "save":
+                return await save_flow(request, operator, staged, base, form, errors)
+            _edit(staged, op, args, form, await _latest(api, tenant, op, args, form))
+        except GatehookError as exc:  # said at the staged changes, which stay
+            errors = {"save": exc.message}
+        except (ValueError, LookupError):
+            errors["save"] = f"not an edit of this page: {form.get('op', '')!r}"
+        return await flows_page(env, request, operator, errors=errors, staged=staged, base=base)
+
+    async def save_flow(
+        request: Request,
+        operator: str,
+        staged: dict[str, Any],
+        base: int | None,
+        form: dict[str, str],
+        errors: dict[str, str],
+    ) -> Response:
+        tenant, flow_type = request.path_params["tenant"], request.path_params["flow_type"]
+        api = env.api(operator)
+        flow = await api.call(tenant, "flows.show", flow_type=flow_type)
+        now = (flow or {}).get("revision")
+        _, removals = flow_changes((flow or {}).get("slots") or {}, staged)
+        if now != base:  # what flows.set would refuse; said before asking about removals
+            errors["save"] = (
+                f"{flow_type} changed since revision {base or 'none'} (now {now}): discard"
+                " and make the changes again"
+            )
+        elif removals and form.get("confirm_removals") != "on":
+            errors["save"] = "tick the box to confirm the removals, then save"
+        if errors:
+            return await flows_page(env, request, operator, errors=errors, staged=staged, base=base)
+        result = await api.call(
+            tenant, "flows.set", flow_type=flow_type, slots=staged, revision=base
+        )
+        flow = result["flow"] or {}
+        msg = f"revision {flow.get('revision')}" if result["changed"] else "unchanged"
+        return RedirectResponse(f"/t/{tenant}/flows/{flow_type}?" + urlencode({"msg": msg}), 303)
+
     async def flow_change(request: Request, operator: str) -> Response:
         tenant = request.path_params["tenant"]
         flow_type, op = request.path_params["flow_type"], request.path_params["op"]
@@ -594,33 +704,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
         slot = {"flow_type": flow_type, "trigger": trigger}
         api = env.api(operator)
         try:
-            if op == "attach":
-                result = await api.call(
-                    tenant,
-                    "flows.attach",
-                    action=form.get("action", ""),
-                    version=form.get("version") or "latest",
-                    **slot,
-                )
-            elif op == "detach":
-                result = await api.call(
-                    tenant, "flows.detach", action=form.get("action", ""), **slot
-                )
-            elif op == "pin":
-                result = await api.call(
-                    tenant,
-                    "flows.update",
-                    action=form.get("action", ""),
-                    version=form.get("version", ""),
-                    **slot,
-                )
-            elif op == "move":
-                order = [n for n in form.get("order", "").split(",") if n]
-                i, d = order.index(form.get("action", "")), int(form.get("delta", "0"))
-                j = max(0, min(len(order) - 1, i + d))
-                order[i], order[j] = order[j], order[i]
-                result = await api.call(tenant, "flows.reorder", order=order, **slot)
-            elif op in ("promote", "abort"):
+            if op in ("promote", "abort"):
                 result = await api.call(
                     tenant, f"rollouts.{op}", action=form.get("action", ""), **slot
                 )
@@ -749,6 +833,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
         ),
         Route("/t/{tenant}/flows", page(flows_default)),
         Route("/t/{tenant}/flows/{flow_type}", page(flows)),
+        Route("/t/{tenant}/flows/{flow_type}/stage", page(stage), methods=["POST"]),
         Route("/t/{tenant}/flows/{flow_type}/{op}", page(flow_change), methods=["POST"]),
         Route("/t/{tenant}/audit", page(audit)),
         Mount("/static", StaticFiles(packages=[("gatehook.console", "static")]), name="static"),

@@ -274,6 +274,30 @@ def _refill(fields: list[forms.Field], submitted: dict[str, str]) -> list[forms.
     return out
 
 
+def flow_changes(
+    before: dict[str, list[dict[str, Any]]], after: dict[str, list[dict[str, Any]]]
+) -> tuple[list[str], list[str]]:
+    """What ``after`` changes in ``before`` (trigger -> entries), one line each, and the
+    removals among them (``action from trigger``), for the staged changes' summary."""
+    lines: list[str] = []
+    removed: list[str] = []
+    for tr in sorted(set(before) | set(after)):
+        old = {a["action"]: a for a in before.get(tr) or []}
+        new = {a["action"]: a for a in after.get(tr) or []}
+        for name in old.keys() - new.keys():
+            lines.append(f"{tr}: remove {name}")
+            removed.append(f"{name} from {tr}")
+        for name, a in new.items():
+            if name not in old:
+                lines.append(f"{tr}: add {name}@{a['version']}")
+            elif old[name]["version"] != a["version"]:
+                lines.append(f"{tr}: pin {name} {old[name]['version']} -> {a['version']}")
+        kept = [a["action"] for a in after.get(tr) or [] if a["action"] in old]
+        if kept != [a["action"] for a in before.get(tr) or [] if a["action"] in new]:
+            lines.append(f"{tr}: order {', '.join(a['action'] for a in after.get(tr) or [])}")
+    return lines, sorted(removed)
+
+
 async def flows_page(
     env: Env,
     request: Request,
@@ -281,7 +305,11 @@ async def flows_page(
     *,
     errors: dict[str, str] | None = None,
     failed_slot: str = "",
+    staged: dict[str, list[dict[str, Any]]] | None = None,
+    base: int | None = None,
 ) -> Response:
+    """A flow type's page; with ``staged`` (changes not saved yet, made on revision
+    ``base``), those lists and what they change, to be saved as one revision."""
     tenant, flow_type = request.path_params["tenant"], request.path_params["flow_type"]
     if flow_type not in FLOW_TYPES:
         return render(env, request, "error.html", 404, message=f"no flow type {flow_type}")
@@ -291,7 +319,11 @@ async def flows_page(
         api.call(tenant, "flows.history", flow_type=flow_type, limit=20),
         api.call(tenant, "actions.list"),
     )
-    slots = (flow or {}).get("slots") or {}
+    saved = (flow or {}).get("slots") or {}
+    if staged is None:
+        base = (flow or {}).get("revision")
+    slots = saved if staged is None else staged
+    pending, removals = flow_changes(saved, slots) if staged is not None else ([], [])
     rolling = any(a.get("rollout") for atts in slots.values() for a in atts)
     # a rollout's runs and failure rates (the CLI's `rollout status`), by trigger and action
     counts = {
@@ -342,4 +374,8 @@ async def flows_page(
         versions=versions,
         errors=errors or {},
         failed_slot=failed_slot,
+        staged=json.dumps(slots),
+        base="" if base is None else base,
+        pending=pending,
+        removals=removals,
     )
