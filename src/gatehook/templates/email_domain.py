@@ -6,6 +6,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field, StringConstraints, field_validator
 
+from gatehook.domain.catalogue import Trigger
 from gatehook.domain.contract import ActionInput, ActionOutput
 from gatehook.templates.base import Template, TemplateConfig, TemplateServices
 
@@ -57,6 +58,9 @@ class _DomainList(Template[DomainListConfig]):
     config_model = DomainListConfig
     listed_blocks: ClassVar[bool]
     reason: ClassVar[str]
+    # a sign-in or a sign-up is what an address list decides; a token or a SAML response
+    # is issued after the sign-in the list already let through
+    triggers: ClassVar[tuple[Trigger, ...]] = (Trigger.POST_AUTHENTICATION, Trigger.PRE_CREATION)
 
     async def run(
         self, inp: ActionInput, config: DomainListConfig, services: TemplateServices

@@ -6,6 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from gatehook.domain.catalogue import Trigger
 from gatehook.domain.contract import ActionInput, ActionOutput
 from gatehook.templates.base import Template, TemplateConfig, TemplateServices
 
@@ -35,6 +36,8 @@ class BlockByRiskScore(Template[RiskConfig]):
     name: ClassVar[str] = "block-by-risk-score"
     description: ClassVar[str] = "Block sign-ins whose risk score exceeds a threshold."
     config_model = RiskConfig
+    # the risk of a sign-in or a sign-up, scored when it happens
+    triggers: ClassVar[tuple[Trigger, ...]] = (Trigger.POST_AUTHENTICATION, Trigger.PRE_CREATION)
 
     async def run(
         self, inp: ActionInput, config: RiskConfig, services: TemplateServices
@@ -50,6 +53,8 @@ class DemandMfaByRiskScore(Template[RiskConfig]):
     name: ClassVar[str] = "demand-mfa-by-risk-score"
     description: ClassVar[str] = "Demand MFA when the risk score exceeds a threshold."
     config_model = RiskConfig
+    # a second factor is asked for during a sign-in
+    triggers: ClassVar[tuple[Trigger, ...]] = (Trigger.POST_AUTHENTICATION,)
 
     async def run(
         self, inp: ActionInput, config: RiskConfig, services: TemplateServices
