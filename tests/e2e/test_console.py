@@ -851,7 +851,7 @@ async def test_the_audit_page_says_why_a_sign_in_was_blocked(
     }
     await AdminClient(nc, actor="setup").call(tenant, "apply", file=file)
     bob = request(signin_id="bob-signin")
-    bob["user"]["email"] = "bob@evil.example"
+    bob["user"].update(id="bob-1", email="bob@evil.example")
     reply = await trigger(nc, tenant, bob)
     assert reply["decision"] == "block"
     assert (await trigger(nc, tenant, request()))["decision"] == "continue"  # not listed
@@ -863,6 +863,14 @@ async def test_the_audit_page_says_why_a_sign_in_was_blocked(
     await expect(decisions.first.locator("td").nth(4)).to_have_text("block")
     await expect(decisions.first.locator("td").nth(5)).to_have_text(reply["reason"])
     await expect(decisions.first.locator("td").nth(6)).to_have_text("allow@1.0.0: block")
+    # asked for bob by his user id: his decision, not the other user's
+    bob_again = request()
+    bob_again["user"] = {**bob["user"]}
+    await trigger(nc, tenant, bob_again)
+    await page.goto(f"{console}/t/{tenant}/audit?request={bob['user']['id']}")
+    await expect(decisions).to_have_count(2)
+    await expect(decisions.first).to_contain_text(f"user {bob['user']['id']}")
+    await expect(decisions.first.locator("td").nth(4)).to_have_text("block")
 
 
 async def test_a_flow_offers_compatible_actions_and_refuses_others(

@@ -31,6 +31,7 @@ def _record(pin_deferred: bool) -> bytes:
         tr,
         "r-1",
         "s-1",
+        "u-1",
         "w1",
         3,
         steps,

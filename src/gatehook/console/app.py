@@ -750,7 +750,7 @@ def build_app(settings: Settings, token: str) -> Starlette:
         q = request.query_params
         kind = q.get("type", "")
         action = q.get("action", "").strip()
-        sought = q.get("request", "").strip()  # a request_id or a signin_id
+        sought = q.get("request", "").strip()  # a request_id, a signin_id or a user's id
         assert env.nc is not None
         events: list[AuditEvent] = []
         decisions: list[DecisionRecord] = []
@@ -764,14 +764,15 @@ def build_app(settings: Settings, token: str) -> Starlette:
         js = env.nc.jetstream()
 
         async def decided() -> list[DecisionRecord]:
-            """The decisions themselves, asked for a request: what was decided, and why."""
+            """The decisions themselves, asked for a request, a sign-in or a user: what was
+            decided, and why."""
             if not sought:
                 return []
             return await latest_records(
                 js,
                 tenant=tenant,
                 limit=AUDIT_DECISIONS,
-                keep=lambda r: sought in (r.request_id, r.signin_id),
+                keep=lambda r: sought in (r.request_id, r.signin_id, r.user_id),
                 stream=settings.audit.stream,
                 max_scan=AUDIT_MAX_SCAN,
             )

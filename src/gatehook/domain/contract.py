@@ -418,6 +418,7 @@ class DecisionRecord(BaseModel):
     flow_revision: int | None = None
     request_id: str
     signin_id: str | None = None
+    user_id: str | None = Field(default=None, description="the request's user.id, if any")
     decision: Decision
     reason: str | None = None
     pin_deferred: bool = False

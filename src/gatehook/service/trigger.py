@@ -625,6 +625,7 @@ class TriggerService:
             str(call.trigger),
             call.req.request_id,
             call.req.signin_id,
+            call.req.user.id or None,
             self._actor,
             revision,
             steps,
