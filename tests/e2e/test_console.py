@@ -871,6 +871,9 @@ async def test_the_audit_page_says_why_a_sign_in_was_blocked(
     await expect(decisions).to_have_count(2)
     await expect(decisions.first).to_contain_text(f"user {bob['user']['id']}")
     await expect(decisions.first.locator("td").nth(4)).to_have_text("block")
+    runs = page.get_by_test_id("events").locator("tbody tr[data-type='flow.action_executed']")
+    await expect(runs).to_have_count(2)  # each decision's run, though no event names a user
+    await shot(page, "audit-why")
 
 
 async def test_a_flow_offers_compatible_actions_and_refuses_others(

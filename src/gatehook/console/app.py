@@ -792,6 +792,11 @@ def build_app(settings: Settings, token: str) -> Starlette:
             )
         except Exception as exc:  # the stream may be missing on a fresh install
             error = f"cannot read the audit stream: {exc}"
+        # a user's decisions bring their action runs along (an event names no user)
+        shown = {e.event_id for e in events}
+        runs = [e for d in decisions for e in d.events() if e.event_id not in shown]
+        if runs:
+            events = sorted(events + runs, key=lambda e: e.at)[-AUDIT_ROWS:]
         events.reverse()
         decisions.reverse()
         return render(
