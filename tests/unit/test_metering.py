@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -84,3 +85,27 @@ async def test_a_caught_cancellation_lets_the_coroutine_answer() -> None:
     await asyncio.wait_for(started.wait(), 10)
     task.cancel()
     assert await task == "answered anyway"
+
+
+def test_closing_the_wrapper_closes_the_coroutine() -> None:
+    """A task destroyed while pending closes its coroutine: through ``Metered`` as through
+    a plain await, the wrapped coroutine's cleanup runs and nothing is left running."""
+    cleaned: list[str] = []
+
+    class Pending:
+        def __await__(self) -> Any:
+            yield self  # a future the loop never resolves
+
+    async def work() -> None:
+        try:
+            await Pending()
+        finally:
+            cleaned.append("done")
+
+    async def outer() -> None:
+        await Metered(work())
+
+    coro = outer()
+    assert isinstance(coro.send(None), Pending)  # suspended inside the wrapped coroutine
+    coro.close()
+    assert cleaned == ["done"]
