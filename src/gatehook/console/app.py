@@ -47,7 +47,6 @@ from gatehook.console.security import SecurityHeaders, local_path
 from gatehook.console.starters import STARTERS, starter
 from gatehook.domain.catalogue import TENANT_RE
 from gatehook.domain.contract import AuditEvent, AuditEventType, DecisionRecord
-from gatehook.domain.semver import Version
 from gatehook.errors import GatehookError, ValidationFailed
 from gatehook.security.connections import connect_nats
 from gatehook.service.cache import Lru
@@ -100,11 +99,10 @@ async def _latest(
     wanted = form.get(f"addv|{args[0]}", "").strip() or "latest"
     if wanted != "latest":
         return wanted
-    shown = await api.call(tenant, "actions.show", name=action)
-    versions = [v["version"] for v in shown["versions"]]
-    if not versions:
+    latest = (await api.call(tenant, "actions.show", name=action))["action"]["latest_version"]
+    if not latest:
         raise ValidationFailed(f"{action} has no published version", field="save")
-    return str(max(versions, key=Version.parse))
+    return str(latest)
 
 
 def _edit(
@@ -517,31 +515,47 @@ def build_app(settings: Settings, token: str) -> Starlette:
         """The test panel's "Test this draft": the editor's source run as a publish would
         make it, on the panel's trigger and request, nothing stored; the editor and the panel
         keep what they hold."""
-        tenant, name = request.path_params["tenant"], request.path_params["name"]
         fields = ("source", "language", "config", "timeout_ms", "allowed_hosts", "secrets")
         draft = {k: body[k] for k in fields if k in body}
+        return await on_test_panel(
+            request, operator, form, compatible_slots(act), form, "source", draft=draft
+        )
+
+    async def on_test_panel(
+        request: Request,
+        operator: str,
+        form: dict[str, str],
+        slots: list[str],
+        submitted: dict[str, str] | None,
+        default: str,
+        **run: Any,
+    ) -> Response:
+        """``actions.test`` of ``run`` (a draft or a version) on the test panel's trigger and
+        request, shown on the action page with the panel (and the editor, ``submitted``) as
+        they were."""
+        tenant, name = request.path_params["tenant"], request.path_params["name"]
         errors: dict[str, str] = {}
         result: Any = None
-        sample, flow_type, trigger = _test_panel(form, compatible_slots(act), errors)
+        sample, flow_type, trigger = _test_panel(form, slots, errors)
         if not errors:
             try:
                 result = await env.api(operator).call(
                     tenant,
                     "actions.test",
                     name=name,
-                    draft=draft,
                     flow_type=flow_type,
                     trigger=trigger,
                     request=sample,
+                    **run,
                 )
             except GatehookError as exc:
-                errors = errors_of(exc, default="source")
+                errors = errors_of(exc, default=default, prefix="request")
         return await action_page(
             env,
             request,
             operator,
             errors=errors,
-            submitted=form,
+            submitted=submitted,
             test_form=form,
             test_result=result,
         )
@@ -606,33 +620,11 @@ def build_app(settings: Settings, token: str) -> Starlette:
     async def test(request: Request, operator: str) -> Response:
         """The test panel's "Run the version": a published version on the panel's trigger and
         request; the editor beside it keeps what it holds."""
-        tenant, name = request.path_params["tenant"], request.path_params["name"]
         form = texts(await request.form())
-        errors: dict[str, str] = {}
-        result: Any = None
-        sample, flow_type, trigger = _test_panel(form, [], errors)
-        if not errors:
-            try:
-                result = await env.api(operator).call(
-                    tenant,
-                    "actions.test",
-                    name=name,
-                    version=form.get("version") or "latest",
-                    flow_type=flow_type,
-                    trigger=trigger,
-                    request=sample,
-                )
-            except GatehookError as exc:
-                errors = errors_of(exc, default="request", prefix="request")
         submitted = form if "bump" in form else None  # the publish form came along
-        return await action_page(
-            env,
-            request,
-            operator,
-            errors=errors,
-            submitted=submitted,
-            test_form=form,
-            test_result=result,
+        version = form.get("version") or "latest"
+        return await on_test_panel(
+            request, operator, form, [], submitted, "request", version=version
         )
 
     # -- flows -------------------------------------------------------------------------------
@@ -678,16 +670,12 @@ def build_app(settings: Settings, token: str) -> Starlette:
         tenant, flow_type = request.path_params["tenant"], request.path_params["flow_type"]
         api = env.api(operator)
         flow = await api.call(tenant, "flows.show", flow_type=flow_type)
-        now = (flow or {}).get("revision")
         _, removals = flow_changes((flow or {}).get("slots") or {}, staged)
-        if now != base:  # what flows.set would refuse; said before asking about removals
-            errors["save"] = (
-                f"{flow_type} changed since revision {base or 'none'} (now {now}): discard"
-                " and make the changes again"
-            )
-        elif removals and form.get("confirm_removals") != "on":
+        # removals are asked about on the revision they were staged on; on a moved flow
+        # flows.set refuses the save itself (a conflict, said at the staged changes)
+        unconfirmed = removals and form.get("confirm_removals") != "on"
+        if unconfirmed and (flow or {}).get("revision") == base:
             errors["save"] = "tick the box to confirm the removals, then save"
-        if errors:
             return await flows_page(env, request, operator, errors=errors, staged=staged, base=base)
         result = await api.call(
             tenant, "flows.set", flow_type=flow_type, slots=staged, revision=base

@@ -351,7 +351,6 @@ async def flows_page(
                 "trigger": tr.value,
                 "attachments": atts,
                 "runs": {a["action"]: counts.get((tr.value, a["action"])) for a in atts},
-                "order": ",".join(names),
                 "candidates": [
                     r
                     for r in rows

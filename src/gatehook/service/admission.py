@@ -110,9 +110,12 @@ class Admission:
         w = self.weight(tenant)
         active = self._weight_sum + (0.0 if tenant in self._flight else w)
         fair = self.capacity * w / active
-        alone = self.capacity * min(1.0, self._max_share * w)
         cap = self._caps.get(tenant, self.capacity)
-        return max(self._floor, int(min(fair, alone, cap)))
+        return max(self._floor, int(min(fair, self._alone(tenant), cap)))
+
+    def _alone(self, tenant: str) -> float:
+        """The most ``tenant`` may hold with no other tenant in flight."""
+        return self.capacity * min(1.0, self._max_share * self.weight(tenant))
 
     def capped(self) -> dict[str, int]:
         """The tenants whose limit is cut for their share of the loop's time, and the cut."""
@@ -208,8 +211,7 @@ class Admission:
                 held = min(self._flight.get(tenant, 0), cap or self.capacity)
                 self._caps[tenant] = max(self._floor, held // _CUT)
             elif cap is not None:
-                alone = self.capacity * min(1.0, self._max_share * self.weight(tenant))
-                if cap * 2 >= alone:  # binds no more
+                if cap * 2 >= self._alone(tenant):  # binds no more
                     del self._caps[tenant]
                 else:
                     self._caps[tenant] = cap * 2
