@@ -27,11 +27,12 @@ import time
 import nats
 import uvloop
 
+from gatehook.domain import subjects
 from gatehook.process.deadlines import Deadlines
 from gatehook.sandbox.pool import SandboxPool, ScriptJob
 from gatehook.service.ports import EncodedEvent
 from gatehook.settings import Settings
-from gatehook.transport.jetstream import AuditPublisher, lane_audit_prefix, lane_audit_stream
+from gatehook.transport.jetstream import AuditPublisher, lane_audit_stream
 from gatehook.transport.journal import JsJournal, Lane
 from gatehook.transport.lean import LeanNats, settle
 
@@ -66,7 +67,11 @@ async def main() -> None:
         js = nc.jetstream()
         audit = AuditPublisher(js, settings.audit)
         await audit.ensure_stream()
-        lane = Lane(0, lane_audit_stream(settings.audit, 0), lane_audit_prefix(settings.audit, 0))
+        lane = Lane(
+            0,
+            lane_audit_stream(settings.audit, 0),
+            subjects.lane_audit_prefix(0, settings.audit.lanes),
+        )
         journal = JsJournal(lean, [lane], audit, deadlines)
         await journal.start()
     run_id = os.urandom(6).hex()  # message ids new to the stream: no retries
@@ -80,7 +85,8 @@ async def main() -> None:
             await pool.run(ScriptJob("bench-floor", "floor", "1.0.0", code, style, INPUT, 1000))
         if journal is not None:
             record = EncodedEvent(
-                "gatehook.v1.audit.bench-floor.flow.decided",
+                "bench-floor",
+                "flow.decided",
                 f"bench-floor.x.y.{run_id}{mine}",
                 RECORD,
             )

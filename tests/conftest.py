@@ -25,6 +25,7 @@ from pymongo import MongoClient
 from gatehook.admin.service import AdminService
 from gatehook.app import build_broker
 from gatehook.devservers import Server, find_binary, start_mongo, start_nats
+from gatehook.domain import subjects
 from gatehook.runtime import Runtime
 from gatehook.sandbox import SandboxPool
 from gatehook.security.sealing import sealer_from
@@ -39,7 +40,6 @@ from gatehook.storage import MongoStore
 from gatehook.templates import default_registry
 from gatehook.transport.jetstream import AuditPublisher
 from gatehook.transport.lean import settle
-from gatehook.transport.worker import changes_subject
 
 _ENV = Settings()
 # Tenants' secrets are sealed in every test's database (tests/e2e/test_security.py reads them raw)
@@ -198,7 +198,7 @@ async def admin(
     await audit.ensure_stream()
 
     async def notify(tenant: str) -> None:
-        await nc.publish(changes_subject(tenant), b"")
+        await nc.publish(subjects.changes(tenant), b"")
         await settle(nc)  # the broadcast is on the server (a bare flush may overtake it)
 
     return AdminService(

@@ -1,9 +1,9 @@
 """The worker as a FastStream application
 (``faststream run gatehook.app:create_app --factory``).
 
-The composition of a worker: ``build_broker`` makes the broker (``transport.worker``) and
+The composition of a worker: ``build_broker`` makes the broker (``transport.subscribers``) and
 the runtime, and subscribes the one to the other. Imports run one way: this module ->
-``transport.worker`` and ``runtime``; the transport knows the runtime only as the
+``transport.subscribers`` and ``runtime``; the transport knows the runtime only as the
 ``Endpoints`` it calls.
 """
 
@@ -19,7 +19,7 @@ from gatehook.runtime import Runtime
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.transport.lean import settle
-from gatehook.transport.worker import new_broker, subscribe
+from gatehook.transport.subscribers import new_broker, subscribe
 
 __all__ = ["Runtime", "build_broker", "create_app"]
 

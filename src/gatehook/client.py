@@ -27,6 +27,7 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from gatehook.domain import subjects
 from gatehook.domain.contract import TriggerReply, TriggerRequest
 from gatehook.errors import BadRequest, GatehookError, TransportError
 
@@ -80,7 +81,7 @@ class GatehookClient:
             body = dict(request)
             body.setdefault("request_id", uuid.uuid4().hex)
         payload = json.dumps(body).encode()
-        subject = f"gatehook.v1.trigger.{tenant}.{flow_type}.{trigger}"
+        subject = subjects.trigger(tenant, flow_type, trigger)
         attempts = 2 if self._retry else 1
         last: Exception | None = None
         seen = self._nc.last_error  # a refusal the server reports while this request waits

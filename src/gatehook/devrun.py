@@ -29,6 +29,7 @@ from gatehook.admin.apply import load_file
 from gatehook.admin.client import AdminClient
 from gatehook.console.server import console_server, console_token
 from gatehook.devservers import Server, start_mongo, start_nats
+from gatehook.domain import subjects
 from gatehook.errors import GatehookError
 from gatehook.settings import Settings
 
@@ -167,7 +168,7 @@ async def run_dev(settings: Settings, file: Path, *, once: bool, console: Consol
             for title, body in SAMPLES:
                 body = {"request_id": uuid.uuid4().hex, **body}
                 msg = await login_nc.request(
-                    f"gatehook.v1.trigger.{tenant}.external_authentication.post_authentication",
+                    subjects.trigger(tenant, "external_authentication", "post_authentication"),
                     json.dumps(body).encode(),
                     timeout=10,
                 )

@@ -1,7 +1,7 @@
 """Composition root: builds the clients, caches and pools, and owns their lifecycle.
 
 ``Runtime`` is what a worker process holds: the NATS broker (FastStream), the MongoDB store,
-the sandbox pool, the template registry and the services built on them. ``transport.worker``
+the sandbox pool, the template registry and the services built on them. ``transport.subscribers``
 puts its subscribers on the broker; ``gatehook.app`` wraps both in a FastStream application.
 """
 
@@ -28,6 +28,7 @@ from gatehook.admin.api import AdminApi
 from gatehook.admin.ingress import IngressApi
 from gatehook.admin.rollouts import RolloutAdmin
 from gatehook.admin.service import AdminService
+from gatehook.domain import subjects
 from gatehook.domain.contract import AuditEvent
 from gatehook.errors import GatehookError, TransportError
 from gatehook.metrics import Metrics, MetricsServer
@@ -49,7 +50,7 @@ from gatehook.storage import MongoStore
 from gatehook.storage.keys import BUCKETS
 from gatehook.templates import TemplateRegistry, default_registry
 from gatehook.templates.base import CounterStore, Delivery
-from gatehook.transport.jetstream import AuditPublisher, lane_audit_prefix, lane_audit_stream
+from gatehook.transport.jetstream import AuditPublisher, lane_audit_stream
 from gatehook.transport.journal import JsJournal, Lane
 from gatehook.transport.lean import LeanNats
 from gatehook.transport.placement import LeaderPlacement
@@ -173,7 +174,7 @@ class Runtime:
 
     async def notify_change(self, tenant: str) -> None:
         """Tell every worker that ``tenant``'s flows changed."""
-        await self.broker.publish(b"", f"gatehook.v1.changes.{tenant}")
+        await self.broker.publish(b"", subjects.changes(tenant))
 
     async def start(self) -> None:
         """Connect, prepare storage, the sandbox and the streams (before subscribers start)."""
@@ -202,7 +203,7 @@ class Runtime:
         audit = self.settings.audit
         self.audit = AuditPublisher(js, audit)
         lanes = [
-            Lane(i, lane_audit_stream(audit, i), lane_audit_prefix(audit, i))
+            Lane(i, lane_audit_stream(audit, i), subjects.lane_audit_prefix(i, audit.lanes))
             for i in range(audit.lanes)
         ]
         self.recorder = JsRecorder(
@@ -468,7 +469,7 @@ class Runtime:
         self._server = TriggerServer(
             self.lean,
             self.triggers.handle,
-            subject="gatehook.v1.trigger.*.*.*" if lean else "",
+            subject=subjects.TRIGGERS if lean else "",
             queue=self.settings.queue_group,
             admission=admission_for(self.settings.concurrency, self.settings.admission),
             on_change=self.triggers.invalidate,
@@ -485,7 +486,7 @@ class Runtime:
         )
         await self._micro.add_endpoint(
             name="health",
-            subject="gatehook.v1.health",
+            subject=subjects.HEALTH,
             queue_group=f"health-{self._micro.id}",
             handler=self._health_endpoint,
         )

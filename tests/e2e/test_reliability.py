@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from gatehook.admin.client import AdminClient
 from gatehook.admin.service import AdminService
 from gatehook.devservers import Server, start_mongo, start_nats
+from gatehook.domain import subjects
 from gatehook.domain.contract import TriggerReply
 from gatehook.domain.flowfile import FlowsFile
 from gatehook.runtime import Runtime
@@ -27,7 +28,6 @@ from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.templates import default_registry
 from gatehook.transport.jetstream import AuditPublisher
-from gatehook.transport.worker import changes_subject
 from tests.conftest import Worker, start_worker, stop_worker
 from tests.helpers import attach, audit_events, custom, request, trigger
 
@@ -514,7 +514,7 @@ async def test_a_change_that_reaches_a_worker_while_mongodb_hangs_keeps_its_sign
         assert mongo.proc is not None
         mongo.proc.send_signal(signal.SIGSTOP)
         try:
-            await nc.publish(changes_subject(tenant), b"")
+            await nc.publish(subjects.changes(tenant), b"")
             deadline = time.monotonic() + 10
             while lookup.cached_heads(tenant) is not None:  # the broadcast is handled
                 assert time.monotonic() < deadline, "the change broadcast never arrived"

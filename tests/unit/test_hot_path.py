@@ -236,7 +236,7 @@ def test_the_decision_record_equals_its_model_and_reads_as_the_events() -> None:
     reply = encode_reply(fields)
     key = service._reply_key("acme", ft.value, tr.value, "r-1")
     encoded = service._record(call, key, 7, steps, fields, reply, pin_deferred=True)
-    assert encoded.subject == "gatehook.v1.audit.acme.flow.decided"
+    assert (encoded.tenant, encoded.type) == ("acme", "flow.decided")
     assert encoded.event_id == key
     model = DecisionRecord.model_validate_json(encoded.data)
     assert encoded.data == model.model_dump_json().encode()  # same fields, same order

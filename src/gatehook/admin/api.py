@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from gatehook.admin.apply import apply_file
-from gatehook.admin.principal import CLAIMED, PRINCIPAL, acting, split_principal
+from gatehook.admin.principal import CLAIMED, PRINCIPAL, acting
 from gatehook.admin.requests import (
     OPERATIONS,
     Apply,
@@ -42,11 +42,11 @@ from gatehook.admin.requests import (
     Switch,
     TryAction,
     UpdateAction,
-    admin_subject,
     schema_documents,
 )
 from gatehook.admin.rollouts import RolloutAdmin
 from gatehook.admin.service import AdminService, Draft
+from gatehook.domain import subjects
 from gatehook.domain.catalogue import TENANT_RE, is_valid_slot
 from gatehook.domain.contract import TriggerRequest
 from gatehook.domain.flowfile import parse_ref
@@ -60,11 +60,9 @@ from gatehook.templates.registry import SECRET_MASK, TemplateRegistry
 if TYPE_CHECKING:
     from gatehook.service.trigger import TryRun
 
-__all__ = ["ADMIN_SUBJECT", "OPERATIONS", "AdminApi", "admin_subject", "schema_documents"]
+__all__ = ["OPERATIONS", "AdminApi", "schema_documents"]
 
 log = logging.getLogger("gatehook.admin")
-
-ADMIN_SUBJECT = "gatehook.v1.admin.*.>"
 
 #: Runs one stored version on a trigger request (``TriggerService.try_version``).
 Tester = Callable[[str, str, str, TriggerRequest, ActionVersion], Awaitable["TryRun"]]
@@ -144,7 +142,7 @@ class AdminApi:
     async def handle(self, subject: str, payload: bytes) -> bytes:
         """Answer one admin request (``gatehook.v1.admin.<tenant>.<operation>``, or sent as an
         authenticated principal: ``admin.principal``). Never raises."""
-        principal, parts = split_principal(subject)
+        principal, parts = subjects.admin_parts(subject)
         tokens = PRINCIPAL.set(principal), CLAIMED.set(None)
         try:
             return await self._handle(subject, parts, principal, payload)
@@ -157,7 +155,7 @@ class AdminApi:
     ) -> bytes:
         try:
             if len(parts) < 5 or not TENANT_RE.fullmatch(parts[3]):
-                raise BadRequest("subject must be gatehook.v1.admin.<tenant>.<operation>")
+                raise BadRequest(f"subject must be {subjects.said(subjects.ADMIN_FORM)}")
             tenant, op = parts[3], ".".join(parts[4:])
             model = OPERATIONS.get(op)
             if model is None:

@@ -9,8 +9,7 @@ from nats.aio.client import Client as NATS
 from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from gatehook.admin.principal import as_admin_subject
-from gatehook.admin.requests import admin_subject
+from gatehook.domain import subjects
 from gatehook.errors import (
     BadRequest,
     Conflict,
@@ -54,8 +53,8 @@ class AdminClient:
 
     def _subject(self, tenant: str, operation: str) -> str:
         if self._principal is None:
-            return admin_subject(tenant, operation)
-        return as_admin_subject(self._principal, tenant, operation)
+            return subjects.admin(tenant, operation)
+        return subjects.as_admin(self._principal, tenant, operation)
 
     async def call(self, tenant: str, operation: str, /, **body: Any) -> Any:
         """Send one operation for ``tenant``; raise the matching error when it fails."""

@@ -22,20 +22,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gatehook.admin.service import AdminService
+from gatehook.domain import subjects
 from gatehook.domain.catalogue import TENANT_RE
 from gatehook.domain.ingress import Provider
 from gatehook.errors import GatehookError
 
-__all__ = ["INGRESS_SUBJECT", "IngressApi", "ingress_subject"]
+__all__ = ["IngressApi"]
 
 log = logging.getLogger("gatehook.ingress")
-
-INGRESS_SUBJECT = "gatehook.v1.ingress.*.*"
-
-
-def ingress_subject(tenant: str, operation: str) -> str:
-    """The subject of one gateway request about ``tenant``."""
-    return f"gatehook.v1.ingress.{tenant}.{operation}"
 
 
 class KeysReq(BaseModel):
@@ -61,11 +55,11 @@ class IngressApi:
 
     async def handle(self, subject: str, payload: bytes) -> bytes:
         """Answer one request; never raises."""
-        parts = subject.split(".")
+        parts = subjects.ingress_parts(subject)
         try:
-            if len(parts) != 5 or not TENANT_RE.fullmatch(parts[3]):
-                raise ValueError("subject must be gatehook.v1.ingress.<tenant>.<operation>")
-            tenant, op = parts[3], parts[4]
+            if parts is None or not TENANT_RE.fullmatch(parts[0]):
+                raise ValueError(f"subject must be {subjects.said(subjects.INGRESS_FORM)}")
+            tenant, op = parts
             if op == "keys":
                 keys = KeysReq.model_validate_json(payload or b"{}")
                 entry = (await self._service.ingress(tenant)).get(keys.provider)

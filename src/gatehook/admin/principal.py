@@ -14,32 +14,15 @@ from __future__ import annotations
 from contextvars import ContextVar
 
 __all__ = [
-    "AS_ADMIN_SUBJECT",
     "CLAIMED",
     "PRINCIPAL",
     "acting",
-    "as_admin_subject",
-    "split_principal",
 ]
 
-AS_ADMIN_SUBJECT = "gatehook.v1.as.*.admin.*.>"
 # the authenticated caller of the management request being handled (None: not known), and
 # the actor it claimed when that is not what is recorded
 PRINCIPAL: ContextVar[str | None] = ContextVar("gatehook_principal", default=None)
 CLAIMED: ContextVar[str | None] = ContextVar("gatehook_claimed_actor", default=None)
-
-
-def as_admin_subject(principal: str, tenant: str, operation: str) -> str:
-    """The subject of one management operation sent as ``principal``."""
-    return f"gatehook.v1.as.{principal}.admin.{tenant}.{operation}"
-
-
-def split_principal(subject: str) -> tuple[str | None, list[str]]:
-    """(the principal, the subject's parts as ``gatehook.v1.admin.<tenant>.<operation>``)."""
-    parts = subject.split(".")
-    if len(parts) >= 6 and parts[:3] == ["gatehook", "v1", "as"] and parts[4] == "admin":
-        return parts[3], ["gatehook", "v1", "admin", *parts[5:]]
-    return None, parts
 
 
 def acting(principal: str | None, claimed: str, trusted: frozenset[str]) -> tuple[str, str | None]:

@@ -11,12 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gatehook.domain.flowfile import FlowsFile
 from gatehook.domain.model import Attachment
 
-__all__ = ["OPERATIONS", "admin_subject", "schema_documents"]
-
-
-def admin_subject(tenant: str, operation: str) -> str:
-    """The subject of one management operation."""
-    return f"gatehook.v1.admin.{tenant}.{operation}"
+__all__ = ["OPERATIONS", "schema_documents"]
 
 
 class _Req(BaseModel):

@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from pydantic import ValidationError
 
+from gatehook.domain import subjects
 from gatehook.domain.contract import DECIDED, AuditEvent, DecisionRecord
 
 __all__ = [
@@ -49,10 +50,7 @@ def subject_filter(tenant: str | None, event_type: str | None) -> str:
     """The stream subject for a tenant and an event type (either may be all). Action runs
     are in decision records, and in events of their own before those: both are under
     ``flow.``, and ``events_of`` keeps the type asked for."""
-    t = tenant or "*"
-    if event_type == _EXECUTED:
-        return f"gatehook.v1.audit.{t}.flow.>"
-    return f"gatehook.v1.audit.{t}.{event_type}" if event_type else f"gatehook.v1.audit.{t}.>"
+    return subjects.audit_filter(tenant, "flow.>" if event_type == _EXECUTED else event_type)
 
 
 def events_of(data: bytes, event_type: str | None = None) -> list[AuditEvent]:

@@ -24,6 +24,7 @@ from gatehook.cli.common import (
     sample_request,
     with_nats,
 )
+from gatehook.domain import subjects
 from gatehook.errors import ConfigError
 from gatehook.security.connections import connect_nats
 
@@ -92,7 +93,7 @@ def trigger_cmd(
     """Send one trigger request as a login service would and print the reply; exit code 1
     when the reply is an error (bad_request, unavailable, internal)."""
     body = read_json(file, "request") if file else sample_request("ann@acme.com")
-    subject = f"gatehook.v1.trigger.{tenant}.{flow_type}.{trigger}"
+    subject = subjects.trigger(tenant, flow_type, trigger)
 
     async def go(nc: NATS) -> Any:
         msg = await nc.request(subject, json.dumps(body).encode(), 5)

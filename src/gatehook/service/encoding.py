@@ -24,7 +24,6 @@ __all__ = [
     "event_id",
     "fallback",
     "loads",
-    "record_subject",
     "reply_of_record",
     "request_id_of",
     "summary",
@@ -99,11 +98,6 @@ def fallback(action: str, switch: Disabled) -> ActionOutput:
     return ActionOutput()
 
 
-def record_subject(tenant: str) -> str:
-    """The subject of ``tenant``'s decision records on the audit stream."""
-    return f"gatehook.v1.audit.{tenant}.{DECIDED}"
-
-
 def encode_record(
     key: str,
     tenant: str,
@@ -153,7 +147,7 @@ def encode_record(
         "executions": executions,
         "reply": orjson.Fragment(reply),
     }
-    return EncodedEvent(record_subject(tenant), key, orjson.dumps(record, option=orjson.OPT_UTC_Z))
+    return EncodedEvent(tenant, DECIDED, key, orjson.dumps(record, option=orjson.OPT_UTC_Z))
 
 
 def reply_of_record(record: bytes) -> bytes:

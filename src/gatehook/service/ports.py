@@ -104,9 +104,11 @@ class AuditSink(Protocol):
 @dataclass(frozen=True, slots=True)
 class EncodedEvent:
     """An audit message as it goes on the stream (an event or a decision record): its
-    subject, id (``Nats-Msg-Id``) and JSON."""
+    tenant and type (the journal makes its subject of them), id (``Nats-Msg-Id``) and
+    JSON."""
 
-    subject: str
+    tenant: str
+    type: str
     event_id: str
     data: bytes
 

@@ -15,6 +15,7 @@ from faststream.specification import AsyncAPI
 
 from gatehook import __version__
 from gatehook.admin.requests import OPERATIONS
+from gatehook.domain import subjects
 from gatehook.domain.contract import AuditEvent, DecisionRecord, TriggerReply, TriggerRequest
 
 __all__ = ["asyncapi_document"]
@@ -32,7 +33,7 @@ def asyncapi_document() -> dict[str, Any]:
 
     @reply
     @broker.subscriber(
-        "gatehook.v1.trigger.{tenant}.{flow_type}.{trigger}",
+        subjects.TRIGGER_FORM,
         queue="gatehook-workers",
         title="trigger",
         description="A login service asks for a decision at a trigger point (request-reply).",
@@ -43,7 +44,7 @@ def asyncapi_document() -> dict[str, Any]:
     for op, model in OPERATIONS.items():
 
         @broker.subscriber(
-            f"gatehook.v1.admin.{{tenant}}.{op}",
+            subjects.ADMIN_FORM.replace("{operation}", op),
             queue="gatehook-workers",
             title=f"admin {op}",
             description=f"Management API: {op} (request-reply; tenant from the subject).",
@@ -52,7 +53,7 @@ def asyncapi_document() -> dict[str, Any]:
             raise NotImplementedError
 
     audit = broker.publisher(
-        "gatehook.v1.audit.{tenant}.{event}",
+        subjects.AUDIT_FORM,
         title="audit",
         schema=AuditEvent,
         description="Management events on JetStream stream GATEHOOK_AUDIT"
@@ -60,7 +61,7 @@ def asyncapi_document() -> dict[str, Any]:
         " decision record carries.",
     )
     decided = broker.publisher(
-        "gatehook.v1.audit.{tenant}.flow.decided",
+        subjects.DECIDED_FORM,
         title="decision record",
         schema=DecisionRecord,
         description="One per decision, on GATEHOOK_AUDIT (Nats-Msg-Id = record_id), stored"
@@ -68,7 +69,7 @@ def asyncapi_document() -> dict[str, Any]:
         " fields of a flow.action_executed event.",
     )
     changes = broker.publisher(
-        "gatehook.v1.changes.{tenant}",
+        subjects.CHANGES_FORM,
         title="changes",
         description="Broadcast after a flow change; every worker drops its cached flow heads.",
     )

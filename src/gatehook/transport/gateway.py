@@ -41,7 +41,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from gatehook.admin.ingress import ingress_subject
+from gatehook.domain import subjects
 from gatehook.domain.catalogue import TENANT_RE, is_valid_slot
 from gatehook.domain.ingress import shared_secret_refusal, zitadel_signature_refusal
 from gatehook.domain.providers import Answer, Ask, Malformed, hydra, kratos, okta, zitadel
@@ -360,7 +360,7 @@ class Gateway:
             if now - cached.fetched < ttl:
                 return cached
         result = await self._request(
-            ingress_subject(tenant, "keys"), {"provider": provider}, deadline
+            subjects.ingress(tenant, "keys"), {"provider": provider}, deadline
         )
         keys = _Keys(
             bool(result.get("configured")),
@@ -404,7 +404,7 @@ class Gateway:
         if remaining_ms < 1:
             raise _Unavailable("no decision within the route's deadline")
         body = {**ask.request, "deadline_ms": min(remaining_ms, 60_000)}
-        subject = f"gatehook.v1.trigger.{tenant}.{ask.flow_type}.{ask.trigger}"
+        subject = subjects.trigger(tenant, ask.flow_type, ask.trigger)
         reply = await self._send(subject, dumps(body), deadline)
         if log.isEnabledFor(logging.INFO):
             self._log_trace(tenant, ask, body, reply)
@@ -473,7 +473,7 @@ class Gateway:
     ) -> None:
         body = {"type": type_, "provider": provider, "reason": reason, "details": details}
         try:
-            await self._request(ingress_subject(tenant, "audit"), body, time.monotonic() + 2.0)
+            await self._request(subjects.ingress(tenant, "audit"), body, time.monotonic() + 2.0)
         except _Unavailable as exc:
             if not quiet:
                 raise

@@ -23,36 +23,25 @@ import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext, api
 
+from gatehook.domain import subjects
 from gatehook.domain.contract import AuditEvent
 from gatehook.errors import TransportError
 from gatehook.service.ports import EncodedEvent
 from gatehook.settings import AuditSettings
 
 __all__ = [
-    "AUDIT_PREFIX",
-    "AUDIT_SUBJECTS",
     "AuditPublisher",
-    "audit_subject",
     "encode_event",
-    "lane_audit_prefix",
     "lane_audit_stream",
     "stream_led",
 ]
 
 log = logging.getLogger("gatehook.audit")
 
-AUDIT_PREFIX = "gatehook.v1.audit."
-AUDIT_SUBJECTS = AUDIT_PREFIX + ">"
-
 
 def lane_audit_stream(settings: AuditSettings, lane: int) -> str:
     """The name of lane ``lane``'s audit stream (the audit stream itself with one lane)."""
     return settings.stream if settings.lanes == 1 else f"{settings.stream}_{lane}"
-
-
-def lane_audit_prefix(settings: AuditSettings, lane: int) -> str:
-    """The subject prefix of lane ``lane``'s audit events (``<tenant>.<event>`` follows)."""
-    return AUDIT_PREFIX if settings.lanes == 1 else f"gatehook.v1.lane.{lane}.audit."
 
 
 _JS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
@@ -92,14 +81,9 @@ async def stream_led(
     return info.cluster is None or bool(info.cluster.leader)
 
 
-def audit_subject(event: AuditEvent) -> str:
-    """``gatehook.v1.audit.<tenant>.<event type>``."""
-    return f"gatehook.v1.audit.{event.tenant}.{event.type}"
-
-
 def encode_event(event: AuditEvent) -> EncodedEvent:
     """An event as it goes on the stream."""
-    return EncodedEvent(audit_subject(event), event.event_id, event.model_dump_json().encode())
+    return EncodedEvent(event.tenant, event.type, event.event_id, event.model_dump_json().encode())
 
 
 class AuditPublisher:
@@ -122,7 +106,7 @@ class AuditPublisher:
                 lanes.append(
                     api.StreamConfig(
                         name=name,
-                        subjects=[lane_audit_prefix(s, lane) + ">"],
+                        subjects=[subjects.lane_audit_prefix(lane, s.lanes) + ">"],
                         storage=api.StorageType.FILE,
                         retention=api.RetentionPolicy.LIMITS,
                         max_age=min(s.lane_max_age_s, s.max_age_s),
@@ -131,7 +115,7 @@ class AuditPublisher:
                     )
                 )
                 transform = api.SubjectTransform(
-                    src=lane_audit_prefix(s, lane) + ">", dest=AUDIT_SUBJECTS
+                    src=subjects.lane_audit_prefix(lane, s.lanes) + ">", dest=subjects.AUDIT
                 )
                 sources.append(api.StreamSource(name=name, subject_transforms=[transform]))
             # at once: each new stream waits for its own leader election
@@ -140,7 +124,7 @@ class AuditPublisher:
         config = api.StreamConfig(
             name=s.stream,
             # written directly too: management events, and workers with one lane
-            subjects=[AUDIT_SUBJECTS],
+            subjects=[subjects.AUDIT],
             storage=api.StorageType.FILE,
             retention=api.RetentionPolicy.LIMITS,
             max_age=s.max_age_s,
@@ -198,15 +182,18 @@ class AuditPublisher:
             raise TransportError(f"audit stream unavailable: {exc!r}") from exc
         return msg.data
 
-    async def publish_encoded(self, events: list[EncodedEvent]) -> None:
-        """``publish`` for events already encoded (the trigger path's)."""
+    async def publish_encoded(
+        self, events: list[EncodedEvent], prefix: str = subjects.AUDIT_PREFIX
+    ) -> None:
+        """``publish`` for events already encoded (the trigger path's), on the audit
+        subjects or under a write lane's ``prefix``."""
         try:
-            await self._publish(events)
+            await self._publish(events, prefix)
         except nats.js.errors.NoStreamResponseError:
             log.warning("audit stream %s missing; creating it again", self._settings.stream)
             await self.ensure_stream()
             try:
-                await self._publish(events)
+                await self._publish(events, prefix)
             except _JS_ERRORS as exc:
                 raise TransportError(f"audit stream unavailable: {exc!r}") from exc
         except _JS_ERRORS as exc:
@@ -220,14 +207,17 @@ class AuditPublisher:
         """
         await self.publish_encoded([encode_event(e) for e in events])
 
-    async def _publish(self, events: list[EncodedEvent]) -> None:
+    async def _publish(self, events: list[EncodedEvent], prefix: str) -> None:
         # One request each, together (not nats-py's publish_async: an error ack, such as
         # a message over the stream's size limit, raises in its callback and leaves the
         # future unresolved for ever).
         await asyncio.gather(
             *(
                 self._js.publish(
-                    e.subject, e.data, headers={"Nats-Msg-Id": e.event_id}, timeout=_ACK_S
+                    f"{prefix}{e.tenant}.{e.type}",
+                    e.data,
+                    headers={"Nats-Msg-Id": e.event_id},
+                    timeout=_ACK_S,
                 )
                 for e in events
             )

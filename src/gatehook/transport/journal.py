@@ -42,7 +42,7 @@ from nats.aio.subscription import Subscription
 from gatehook.errors import GatehookError, TransportError
 from gatehook.process.deadlines import Deadline, Deadlines
 from gatehook.service.ports import EncodedEvent
-from gatehook.transport.jetstream import AUDIT_PREFIX, AuditPublisher
+from gatehook.transport.jetstream import AuditPublisher
 from gatehook.transport.lean import LeanNats, status_of
 
 __all__ = ["JsJournal", "Lane"]
@@ -53,7 +53,6 @@ _NO_RESPONDERS = b"503"
 _PROBE_S = 0.2  # how often a lane marked down is asked whether it answers again
 _PROBE_TIMEOUT_S = 1.0
 _MAX_WRITE_BACKS = 100_000  # records waiting for their home lane, per lane
-_CUT = len(AUDIT_PREFIX)
 
 
 @dataclass(slots=True, eq=False)
@@ -68,12 +67,9 @@ class Lane:
     write_backs: dict[str, EncodedEvent] = field(default_factory=dict)
     watch: asyncio.Task[None] | None = None
 
-    def event_subject(self, subject: str) -> bytes:
-        """A subject of the audit stream (``gatehook.v1.audit.<tenant>.<type>``) on this
-        lane."""
-        if self.audit_prefix == AUDIT_PREFIX:
-            return subject.encode()
-        return (self.audit_prefix + subject[_CUT:]).encode()
+    def event_subject(self, record: EncodedEvent) -> bytes:
+        """Where ``record`` is written on this lane (``<prefix><tenant>.<type>``)."""
+        return f"{self.audit_prefix}{record.tenant}.{record.type}".encode()
 
 
 @dataclass(slots=True, eq=False)
@@ -195,7 +191,7 @@ class JsJournal:
             )
         record = batch.record
         try:
-            self._send(batch, lane.event_subject(record.subject), record.event_id, record.data)
+            self._send(batch, lane.event_subject(record), record.event_id, record.data)
         except Exception as exc:  # the connection is closed or draining
             self._fail(batch, TransportError(f"audit stream unavailable: {exc!r}"))
 
@@ -328,13 +324,7 @@ class JsJournal:
             done = await asyncio.gather(
                 *(
                     asyncio.wait_for(
-                        self._audit.publish_encoded(
-                            [
-                                EncodedEvent(
-                                    lane.event_subject(r.subject).decode(), r.event_id, r.data
-                                )
-                            ]
-                        ),
+                        self._audit.publish_encoded([r], lane.audit_prefix),
                         _PROBE_TIMEOUT_S,
                     )
                     for r in chunk

@@ -18,6 +18,7 @@ import orjson
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
+from gatehook.domain import subjects
 from gatehook.transport.jetstream import ensure_stream
 
 __all__ = ["RECORDINGS_STREAM", "JsRecorder"]
@@ -45,7 +46,7 @@ class JsRecorder:
             self._js,
             api.StreamConfig(
                 name=RECORDINGS_STREAM,
-                subjects=["gatehook.v1.recordings.>"],
+                subjects=[subjects.RECORDINGS],
                 storage=api.StorageType.FILE,
                 retention=api.RetentionPolicy.LIMITS,
                 max_age=self._max_age,
@@ -56,7 +57,7 @@ class JsRecorder:
     async def record(self, tenant: str, slot: str, data: bytes) -> None:
         """Publish one record (no acknowledgement awaited)."""
         try:
-            await self._nc.publish(f"gatehook.v1.recordings.{tenant}.{slot}", data)
+            await self._nc.publish(subjects.recording(tenant, slot), data)
         except nats.errors.Error as exc:
             self.dropped += 1
             log.warning("recording for %s dropped: %s", tenant, exc)
@@ -65,7 +66,7 @@ class JsRecorder:
         self, tenant: str, slot: str, since: datetime, limit: int
     ) -> AsyncIterator[dict[str, object]]:
         """The slot's records from ``since`` on, oldest first (at most ``limit``)."""
-        subject = f"gatehook.v1.recordings.{tenant}.{slot}"
+        subject = subjects.recording(tenant, slot)
         info = await self._js.stream_info(RECORDINGS_STREAM, subjects_filter=subject)
         if not (info.state.subjects or {}).get(subject):
             return

@@ -27,13 +27,14 @@ from typing import Any
 
 from nats.aio.subscription import Subscription
 
+from gatehook.domain import subjects
 from gatehook.domain.contract import ErrorCode, TriggerReply
 from gatehook.process.metering import Metered
 from gatehook.service.admission import Admission, Refusal
 from gatehook.tracing import tracing_enabled
 from gatehook.transport.lean import LeanNats, parse_headers
 
-__all__ = ["TriggerServer", "split_subject"]
+__all__ = ["BAD_SUBJECT", "TriggerServer"]
 
 log = logging.getLogger("gatehook.transport")
 
@@ -48,19 +49,10 @@ def _failure(code: ErrorCode, message: str, *, retryable: bool) -> bytes:
 INTERNAL = _failure("internal", "internal error", retryable=True)
 BAD_SUBJECT = _failure(
     "bad_request",
-    "subject must be gatehook.v1.trigger.<tenant>.<flow_type>.<trigger>",
+    f"subject must be {subjects.said(subjects.TRIGGER_FORM)}",
     retryable=False,
 )
-CHANGES_SUBJECT = "gatehook.v1.changes.*"
 _MAX_HELD = 100_000  # refusals waiting for their delay (past it: answered at once)
-
-
-def split_subject(subject: str) -> tuple[str, str, str] | None:
-    """(tenant, flow type, trigger) of a trigger subject, or None."""
-    parts = subject.split(".")
-    if len(parts) != 6:
-        return None
-    return parts[3], parts[4], parts[5]
 
 
 class TriggerServer:
@@ -107,7 +99,7 @@ class TriggerServer:
         request is served.
         """
         if self._on_change is not None:
-            self._changes = await self._nats.subscribe(CHANGES_SUBJECT, self._changed)
+            self._changes = await self._nats.subscribe(subjects.CHANGES, self._changed)
         if not self._subject:
             return  # triggers are served elsewhere (GATEHOOK_TRIGGER_TRANSPORT=faststream)
         self._sub = await self._nats.subscribe(self._subject, self._on_msg, queue=self._queue)
@@ -129,7 +121,7 @@ class TriggerServer:
     def _on_msg(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         if not reply:
             return  # a publish, not a request: nobody to answer
-        parts = split_subject(subject.decode(errors="replace"))
+        parts = subjects.trigger_parts(subject.decode(errors="replace"))
         if parts is None:
             self._answer(reply, BAD_SUBJECT)
             return

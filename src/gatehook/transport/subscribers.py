@@ -1,13 +1,13 @@
-"""NATS subscribers of a worker: trigger requests (queue group) and change broadcasts.
+"""The worker's FastStream subscribers: the management API and the gateway's requests.
 
-Subjects (docs/contract.md):
-- ``gatehook.v1.trigger.<tenant>.<flow_type>.<trigger>``: request-reply, queue group
-  ``gatehook-workers``, handled concurrently up to ``GATEHOOK_CONCURRENCY``;
-- ``gatehook.v1.changes.<tenant>``: every worker drops its cached flow heads of the tenant;
-- ``gatehook.v1.ingress.<tenant>.<operation>``: the gateway's requests (``admin.ingress``).
+Subjects (docs/contract.md, ``domain.subjects``), each request-reply in the queue group:
 
-Both are served on the lean path (``transport.trigger_server``); the management API
-(``gatehook.v1.admin.<tenant>.<operation>``) is a FastStream subscriber.
+- ``gatehook.v1.admin.<tenant>.<operation>`` and, as an authenticated NATS user,
+  ``gatehook.v1.as.<principal>.admin.<tenant>.<operation>``: the management API
+  (``admin.api``);
+- ``gatehook.v1.ingress.<tenant>.<operation>``: the gateway's requests (``admin.ingress``);
+- with ``GATEHOOK_TRIGGER_TRANSPORT=faststream`` only, trigger requests. By default they
+  enter on the lean path instead (``transport.trigger_server``), as do change broadcasts.
 """
 
 from __future__ import annotations
@@ -19,31 +19,14 @@ from typing import Protocol
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 
-from gatehook.admin.api import ADMIN_SUBJECT
-from gatehook.admin.ingress import INGRESS_SUBJECT
-from gatehook.admin.principal import AS_ADMIN_SUBJECT
+from gatehook.domain import subjects
 from gatehook.security.connections import broker_security
 from gatehook.settings import Settings
-from gatehook.transport.trigger_server import BAD_SUBJECT, CHANGES_SUBJECT, split_subject
+from gatehook.transport.trigger_server import BAD_SUBJECT
 
-__all__ = [
-    "ADMIN_SUBJECT",
-    "CHANGES_SUBJECT",
-    "TRIGGER_SUBJECT",
-    "Endpoints",
-    "changes_subject",
-    "new_broker",
-    "subscribe",
-]
+__all__ = ["Endpoints", "new_broker", "subscribe"]
 
 log = logging.getLogger("gatehook.transport")
-
-TRIGGER_SUBJECT = "gatehook.v1.trigger.*.*.*"
-
-
-def changes_subject(tenant: str) -> str:
-    """The broadcast subject that tells workers ``tenant``'s flows changed."""
-    return f"gatehook.v1.changes.{tenant}"
 
 
 class _Handler(Protocol):
@@ -93,46 +76,46 @@ def subscribe(broker: NatsBroker, settings: Settings, runtime: Endpoints) -> Non
     if settings.trigger_transport == "faststream":
 
         @broker.subscriber(
-            TRIGGER_SUBJECT,
+            subjects.TRIGGERS,
             queue=settings.queue_group,
             max_workers=settings.concurrency,
             title="trigger",
             description="Trigger request at a trigger point; replies with a decision.",
         )
         async def on_trigger(msg: NatsMessage) -> bytes:
-            parts = split_subject(msg.raw_message.subject)
+            parts = subjects.trigger_parts(msg.raw_message.subject)
             if parts is None:
                 return BAD_SUBJECT
             return await runtime.triggers.handle(*parts, msg.raw_message.data)
 
     @broker.subscriber(
-        ADMIN_SUBJECT,
+        subjects.ADMIN,
         queue=settings.queue_group,
         max_workers=8,
         title="admin",
-        description="Management API: gatehook.v1.admin.<tenant>.<operation>.",
+        description=f"Management API: {subjects.said(subjects.ADMIN_FORM)}.",
     )
     async def on_admin(msg: NatsMessage) -> bytes:
         return await runtime.admin.handle(msg.raw_message.subject, msg.raw_message.data)
 
     @broker.subscriber(
-        AS_ADMIN_SUBJECT,
+        subjects.AS_ADMIN,
         queue=settings.queue_group,
         max_workers=8,
         title="admin-as",
         description="Management API as an authenticated NATS user:"
-        " gatehook.v1.as.<principal>.admin.<tenant>.<operation>.",
+        f" {subjects.said(subjects.AS_ADMIN_FORM)}.",
     )
     async def on_admin_as(msg: NatsMessage) -> bytes:
         return await runtime.admin.handle(msg.raw_message.subject, msg.raw_message.data)
 
     @broker.subscriber(
-        INGRESS_SUBJECT,
+        subjects.INGRESS,
         queue=settings.queue_group,
         max_workers=8,
         title="ingress",
         description="The gateway's requests (provider secrets, audit):"
-        " gatehook.v1.ingress.<tenant>.<operation>.",
+        f" {subjects.said(subjects.INGRESS_FORM)}.",
     )
     async def on_ingress(msg: NatsMessage) -> bytes:
         return await runtime.ingress.handle(msg.raw_message.subject, msg.raw_message.data)
