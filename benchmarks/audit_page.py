@@ -19,10 +19,10 @@ import nats
 import uvloop
 
 from gatehook.audit.reader import latest_events, read_events
+from gatehook.audit.stream import AuditPublisher
 from gatehook.devservers import start_nats
 from gatehook.domain.contract import AuditEvent
 from gatehook.settings import AuditSettings
-from gatehook.transport.jetstream import AuditPublisher
 
 
 async def fill(publisher: AuditPublisher, events: int, tenants: int) -> None:

@@ -27,13 +27,13 @@ import time
 import nats
 import uvloop
 
+from gatehook.audit.journal import JsJournal, Lane
+from gatehook.audit.stream import AuditPublisher, lane_audit_stream
 from gatehook.domain import subjects
 from gatehook.process.deadlines import Deadlines
 from gatehook.sandbox.pool import SandboxPool, ScriptJob
 from gatehook.service.ports import EncodedEvent
 from gatehook.settings import Settings
-from gatehook.transport.jetstream import AuditPublisher, lane_audit_stream
-from gatehook.transport.journal import JsJournal, Lane
 from gatehook.transport.lean import LeanNats, settle
 
 REPLY = b'{"request_id":"x","decision":"continue","claims":{},"actions":[],"error":null}'

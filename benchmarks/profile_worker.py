@@ -21,8 +21,8 @@ from pathlib import Path
 import uvloop
 
 from gatehook.admin.client import AdminClient
-from gatehook.app import build_broker
 from gatehook.devservers import start_mongo, start_nats
+from gatehook.runtime import build_broker
 from gatehook.settings import Settings
 from gatehook.transport.lean import settle
 

@@ -23,10 +23,10 @@ from playwright.async_api import Browser, Dialog, Page, async_playwright
 from pymongo import MongoClient
 
 from gatehook.admin.service import AdminService
-from gatehook.app import build_broker
+from gatehook.audit.stream import AuditPublisher
 from gatehook.devservers import Server, find_binary, start_mongo, start_nats
 from gatehook.domain import subjects
-from gatehook.runtime import Runtime
+from gatehook.runtime import Runtime, build_broker
 from gatehook.sandbox import SandboxPool
 from gatehook.security.sealing import sealer_from
 from gatehook.settings import (
@@ -38,7 +38,6 @@ from gatehook.settings import (
 )
 from gatehook.storage import MongoStore
 from gatehook.templates import default_registry
-from gatehook.transport.jetstream import AuditPublisher
 from gatehook.transport.lean import settle
 
 _ENV = Settings()

@@ -1,10 +1,8 @@
 """The worker as a FastStream application
 (``faststream run gatehook.app:create_app --factory``).
 
-The composition of a worker: ``build_broker`` makes the broker (``transport.subscribers``) and
-the runtime, and subscribes the one to the other. Imports run one way: this module ->
-``transport.subscribers`` and ``runtime``; the transport knows the runtime only as the
-``Endpoints`` it calls.
+The runtime (``gatehook.runtime``, the composition root) is started before the
+subscribers take requests, joins the queue group after, and drains and closes at shutdown.
 """
 
 from __future__ import annotations
@@ -12,35 +10,15 @@ from __future__ import annotations
 import logging
 
 from faststream import FastStream
-from faststream.nats import NatsBroker
 
 from gatehook.process.loop import freeze_startup_heap
-from gatehook.runtime import Runtime
-from gatehook.sandbox import SandboxPool
+from gatehook.runtime import build_broker
 from gatehook.settings import Settings
 from gatehook.transport.lean import settle
-from gatehook.transport.subscribers import new_broker, subscribe
 
-__all__ = ["Runtime", "build_broker", "create_app"]
+__all__ = ["create_app"]
 
 log = logging.getLogger("gatehook")
-
-
-def build_broker(
-    settings: Settings, *, pool: SandboxPool | None = None
-) -> tuple[NatsBroker, Runtime]:
-    """A broker with the worker's subscribers, and the runtime they call into."""
-    runtimes: list[Runtime] = []  # (the broker's callback is made before the runtime)
-
-    def reconnected() -> None:
-        for runtime in runtimes:
-            runtime.reconnected()
-
-    broker = new_broker(settings, reconnected)
-    runtime = Runtime(settings, broker, pool=pool)
-    runtimes.append(runtime)
-    subscribe(broker, settings, runtime)
-    return broker, runtime
 
 
 def create_app(settings: Settings | None = None) -> FastStream:

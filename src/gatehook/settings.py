@@ -348,6 +348,9 @@ class NatsSettings(BaseModel):
         " with a user here or in the URL, else _INBOX); deploy/nats.conf lets each role read"
         " only its own",
     )
+    connect_timeout_s: int = Field(
+        default=2, ge=1, le=60, description="how long a worker's connection attempt may take"
+    )
 
     @property
     def tls(self) -> bool:

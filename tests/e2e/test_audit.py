@@ -237,8 +237,8 @@ async def test_latest_events_read_backwards_from_the_end(nc: NATS, settings: Set
     """The console's audit page: the newest events of a tenant among many others, without
     reading the stream from its start."""
     from gatehook.audit.reader import latest_events
+    from gatehook.audit.stream import AuditPublisher
     from gatehook.domain.contract import AuditEvent
-    from gatehook.transport.jetstream import AuditPublisher
 
     js = nc.jetstream()
     publisher = AuditPublisher(js, settings.audit)

@@ -381,7 +381,7 @@ async def test_replicas_alone_give_a_lane_per_node_placed_before_serving(
         runtime, broker = await asyncio.wait_for(start_worker(s, pool), 90)
         try:
             assert await leaders(nc, STREAMS) == {st: f"n{st[-1]}" for st in STREAMS}
-            health = await runtime.health()
+            health = await runtime.health.check()
             assert health["audit_lanes"] == {"lanes": LANES, "down": 0, "misplaced": 0}
             reply = await nc.request(
                 SUBJECT.format("acme"), json.dumps(request(request_id="r-1")).encode(), timeout=10

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from gatehook.admin.client import AdminClient
 from gatehook.admin.service import AdminService
+from gatehook.audit.stream import AuditPublisher
 from gatehook.devservers import Server, start_mongo, start_nats
 from gatehook.domain import subjects
 from gatehook.domain.contract import TriggerReply
@@ -27,7 +28,6 @@ from gatehook.runtime import Runtime
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.templates import default_registry
-from gatehook.transport.jetstream import AuditPublisher
 from tests.conftest import Worker, start_worker, stop_worker
 from tests.helpers import attach, audit_events, custom, request, trigger
 
@@ -267,8 +267,8 @@ async def test_overload_is_shed_not_queued(
         # one tenant alone: refused at its share of the worker (service.admission)
         assert all(r["error"]["retryable"] for r in shed)
         assert all(f"tenant {tenant} is over its share" in r["error"]["message"] for r in shed)
-        assert runtime._server is not None
-        assert runtime._server.shed == len(shed)
+        assert runtime.server is not None
+        assert runtime.server.shed == len(shed)
         assert time.monotonic() - started < 30
     finally:
         await stop_worker(runtime, broker)

@@ -17,13 +17,13 @@ from nats.aio.client import Client as NATS
 from pymongo import MongoClient
 
 from gatehook.admin.service import AdminService, Draft
-from gatehook.app import build_broker
+from gatehook.audit.stream import AuditPublisher
 from gatehook.errors import ConfigError
+from gatehook.runtime import build_broker
 from gatehook.security.sealing import SealingError, key_id, new_key, parse_key, sealer_from
 from gatehook.settings import SecretsSettings, Settings
 from gatehook.storage import MongoStore
 from gatehook.templates import default_registry
-from gatehook.transport.jetstream import AuditPublisher
 from tests.conftest import TEST_SECRETS_KEY
 
 WEBHOOK_SECRET = "whsec_c2VjcmV0LW9mLXRoZS10ZW5hbnQ="

@@ -28,8 +28,8 @@ from gatehook.errors import (
     ScriptTimeout,
 )
 from gatehook.sandbox import SandboxPool, ScriptJob
-from gatehook.sandbox.inprocess import InProcessScripts
-from gatehook.sandbox.lanes import SLOW_NICE, Lanes
+from gatehook.sandbox.in_children import SLOW_NICE, ChildScripts
+from gatehook.sandbox.in_worker import InWorkerScripts
 from gatehook.settings import SandboxSettings
 
 INPUT = {
@@ -50,7 +50,7 @@ INPUT = {
 }
 
 
-Scripts = SandboxPool | InProcessScripts | Lanes
+Scripts = SandboxPool | InWorkerScripts | ChildScripts
 
 
 @pytest.fixture(params=["process", "worker"])
@@ -60,7 +60,7 @@ async def scripts(request: pytest.FixtureRequest, pool: SandboxPool) -> AsyncIte
     if request.param == "process":
         yield pool
         return
-    inproc = InProcessScripts(SandboxSettings(isolation="worker"), pool)
+    inproc = InWorkerScripts(SandboxSettings(isolation="worker"), pool)
     await inproc.start()
     try:
         yield inproc
@@ -819,7 +819,7 @@ async def test_a_native_heavy_loop_under_worker_is_seen_by_the_watchdog(pool: Sa
     """Under isolation ``worker`` such a script holds the event loop: the watchdog sees it
     past its deadline and calls ``on_hung`` (the runtime ends the process there)."""
     hung: list[tuple[str, float]] = []
-    inproc = InProcessScripts(
+    inproc = InWorkerScripts(
         SandboxSettings(isolation="worker", slice_ms=50),
         pool,
         on_hung=lambda key, late: hung.append((key, late)),
@@ -842,7 +842,7 @@ async def test_a_script_that_runs_to_its_timeout_moves_to_the_slow_lane(pool: Sa
     """Under ``process``, a script that runs to its timeout moves to a child of its own at a
     low priority; other keys stay on the pool's children."""
     slow = SandboxPool(SandboxSettings(), size=1, nice=SLOW_NICE)
-    lanes = Lanes(pool, slow)
+    lanes = ChildScripts(pool, slow)
     await lanes.start()
     try:
         compiled = await pool.compile(module("while (true) {}"), language="js", name="act")
@@ -851,7 +851,7 @@ async def test_a_script_that_runs_to_its_timeout_moves_to_the_slow_lane(pool: Sa
         )
         # A call that reached its child late on a loaded machine ran less than its timeout
         # and is no strike (the load's fault, not the script's): bounded tries until one
-        # ran to its timeout; the next call then goes to the slow lane.
+        # ran to its timeout; the next call then goes to the slow child.
         for _ in range(6):
             with pytest.raises(ScriptTimeout):
                 await lanes.run(job)

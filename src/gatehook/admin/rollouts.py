@@ -10,6 +10,7 @@ commits and the other finds it done).
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -18,8 +19,11 @@ from gatehook.admin.service import AdminService, _slot
 from gatehook.domain.catalogue import FlowType, Trigger
 from gatehook.domain.model import Attachment, Disabled, FlowRevision, Rollout, RolloutState
 from gatehook.errors import Conflict, NotFound, ValidationFailed
+from gatehook.service.rollouts import RolloutKey
 
 __all__ = ["RolloutAdmin"]
+
+log = logging.getLogger("gatehook")
 
 Fallback = Literal["continue", "block"]
 _EVENT = {
@@ -35,6 +39,29 @@ class RolloutAdmin:
     def __init__(self, service: AdminService) -> None:
         self._service = service
         self._store = service.store
+
+    async def roll_back(self, key: RolloutKey, runs: int, failures: int, *, actor: str) -> None:
+        """A canary passed its failure limit (``service.rollouts``): its slot goes back to
+        the stable version, with the counts in the audit event."""
+        log.warning(
+            "rolling back the canary of %s in %s.%s (%s): %d of %d runs failed",
+            key.action,
+            key.flow_type,
+            key.trigger,
+            key.tenant,
+            failures,
+            runs,
+        )
+        await self.end(
+            key.tenant,
+            key.flow_type,
+            key.trigger,
+            key.action,
+            "rolled_back",
+            actor=actor,
+            rollout_id=key.rollout,
+            details={"runs": runs, "failures": failures, "failure_rate": round(failures / runs, 4)},
+        )
 
     # -- kill switch -------------------------------------------------------------------------
     async def disable(

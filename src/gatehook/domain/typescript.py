@@ -20,7 +20,7 @@ from typing import Any
 
 __all__ = ["contract_declarations", "declarations"]
 
-# What the sandbox's runtime gives every script besides its input (sandbox/runtime.js): the
+# What the sandbox's runtime gives every script besides its input (sandbox/prelude.js): the
 # logger, require() of the three ZITADEL modules, and for actions with allowed hosts fetch.
 _RUNTIME = """// The sandbox's globals (docs/contract.md, "Actions programming model"); nothing else
 // (no process, no timers, no DOM) exists in it.

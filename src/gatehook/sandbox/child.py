@@ -367,7 +367,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if int(limits.get("nice", 0)) > 0:
-        os.nice(int(limits["nice"]))  # a slow lane yields the CPU to the decision path
+        os.nice(int(limits["nice"]))  # a slow child yields the CPU to the decision path
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # stray prints must never corrupt the frame stream

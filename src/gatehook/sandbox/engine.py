@@ -18,7 +18,7 @@ the engine's limits:
 A context that hit a limit (or whose promise never settled) is *dirty*: the caller discards
 it and builds a new one, never reusing a heap a script left in an unknown state.
 
-The runtime (``runtime.js``) is evaluated in every context before the action's code and
+The runtime (``prelude.js``) is evaluated in every context before the action's code and
 gives the script what docs/contract.md promises: its input, console/log capture and
 ``require`` of ``zitadel/http``, ``zitadel/log`` and ``zitadel/uuid``. No Python function is
 reachable but ``http.fetch`` (the guarded fetch of ``netguard``), and only in the contexts of
@@ -45,7 +45,7 @@ from gatehook.domain import auth0
 
 __all__ = ["ContextCache", "EngineLimits", "LoadError", "Outcome", "ScriptContext", "wrap"]
 
-_RUNTIME = Path(__file__).with_name("runtime.js").read_text()
+_RUNTIME = Path(__file__).with_name("prelude.js").read_text()
 _AUTH0 = {tr.value: list(names) for tr, names in auth0.HANDLERS.items()}
 _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 TIMED_OUT: dict[str, Any] = {"type": "timeout", "message": "timed out"}

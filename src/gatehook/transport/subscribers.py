@@ -63,7 +63,7 @@ def new_broker(settings: Settings, reconnected: Callable[[], None]) -> NatsBroke
         name=f"gatehook-{settings.worker_name}",
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
-        connect_timeout=max(1, int(settings.mongodb_timeout_ms / 1000)),
+        connect_timeout=settings.nats.connect_timeout_s,
         logger=None,
         security=broker_security(settings),  # TLS and credentials (GATEHOOK_NATS__*)
         reconnected_cb=_reconnected,

@@ -23,16 +23,18 @@ import logging
 import socket
 import ssl
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from pydantic import ValidationError
 
-from gatehook.domain.contract import ActionOutput
+from gatehook.domain.contract import ActionOutput, AuditEvent
 from gatehook.domain.targets import (
     SIGNATURE_HEADER,
     TargetResponseError,
@@ -87,6 +89,23 @@ class CircuitChange:
     opened: bool
     failures: int
     cooldown_s: float
+
+    def event(self, actor: str) -> AuditEvent:
+        """The audit event that says so (``flow.target_circuit_opened`` or ``_closed``)."""
+        return AuditEvent(
+            event_id=uuid.uuid4().hex,
+            type="flow.target_circuit_opened" if self.opened else "flow.target_circuit_closed",
+            tenant=self.tenant,
+            at=datetime.now(UTC),
+            actor=actor,
+            action=self.action,
+            version=self.version,
+            details={
+                "endpoint": self.endpoint,
+                "failures": self.failures,
+                "cooldown_s": self.cooldown_s,
+            },
+        )
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Where the lanes' stream leaders sit: lane ``i``'s stream led by the ``i``-th of its peers
 (sorted by server name), so that with one lane per node a node's death leaves every other
-lane's leader alive and the journal fails over to them (``transport.journal``).
+lane's leader alive and the journal fails over to them (``audit.journal``).
 
 A cluster elects leaders wherever it likes, and after a node's death and return the
 surviving nodes lead its lanes. A worker places the lanes before it serves (``settle``,

@@ -1,6 +1,6 @@
 """What a trigger decision leaves behind, stored before the reply is given: its decision
 record (``service.encoding.encode_record``), one message on a lane's audit stream
-(``GATEHOOK_AUDIT`` with one lane; ``transport.jetstream``) whose message id is the request's
+(``GATEHOOK_AUDIT`` with one lane; ``audit.stream``) whose message id is the request's
 key. The stream's duplicate window is the idempotency window: a retry's record is refused as
 a duplicate, the ack names the sequence of the record stored first, and that record's reply
 is the retry's.
@@ -23,7 +23,7 @@ stream, which sources every lane, keeps one copy: it deduplicates on the message
 
 The rare cases leave the fast path: a duplicate (a retry: the first record is read back), a
 stream that has gone (created again, the record published once more through the adapters in
-``transport.jetstream``), an error ack.
+``audit.stream``), an error ack.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from typing import Any
 import orjson
 from nats.aio.subscription import Subscription
 
+from gatehook.audit.stream import AuditPublisher
 from gatehook.errors import GatehookError, TransportError
 from gatehook.process.deadlines import Deadline, Deadlines
 from gatehook.service.ports import EncodedEvent
-from gatehook.transport.jetstream import AuditPublisher
 from gatehook.transport.lean import LeanNats, status_of
 
 __all__ = ["JsJournal", "Lane"]
@@ -128,7 +128,7 @@ class JsJournal:
 
     @property
     def lanes_down(self) -> int:
-        """Lanes skipped right now (not acknowledging; probed until they answer)."""
+        """ChildScripts skipped right now (not acknowledging; probed until they answer)."""
         return sum(1 for lane in self._lanes if lane.down)
 
     async def start(self) -> None:

@@ -18,8 +18,8 @@ import orjson
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
+from gatehook.audit.stream import ensure_stream
 from gatehook.domain import subjects
-from gatehook.transport.jetstream import ensure_stream
 
 __all__ = ["RECORDINGS_STREAM", "JsRecorder"]
 

@@ -4,7 +4,7 @@ A script runs on the event loop itself, in its warm context, within a slice of t
 (``slice_ms`` for the whole call): a sign-in's scripts cost a function call each, no process
 crossing. A script that needs more than its slice (a slow action, an endless loop) is stopped
 by the engine, its context discarded, and it runs again from the start in the sandbox
-children of a slow lane (a ``SandboxPool`` of its own, at a low scheduling priority, so that
+children of a slow child (a ``SandboxPool`` of its own, at a low scheduling priority, so that
 the decision path keeps the CPU while they spin) under its full timeout, and its key stays
 there for ``_DEMOTED_S``: a hostile script costs the loop one slice per period, not one per
 call. The slice counts the loop thread's CPU time, so a preempted process demotes no one.
@@ -30,11 +30,11 @@ from collections.abc import Callable
 
 from gatehook.errors import InvalidResult
 from gatehook.sandbox.engine import ContextCache, EngineLimits, LoadError, Outcome, ScriptContext
-from gatehook.sandbox.lanes import SLOW_NICE
+from gatehook.sandbox.in_children import SLOW_NICE
 from gatehook.sandbox.pool import Compiled, SandboxPool, ScriptJob, ScriptRun, script_error
 from gatehook.settings import SandboxSettings
 
-__all__ = ["InProcessScripts"]
+__all__ = ["InWorkerScripts"]
 
 log = logging.getLogger("gatehook.sandbox")
 _DEMOTED_S = 60.0  # how long a key that outgrew its slice runs in the children
@@ -55,7 +55,7 @@ def _limits(s: SandboxSettings) -> EngineLimits:
     )
 
 
-class InProcessScripts:
+class InWorkerScripts:
     """The script runner of isolation ``worker`` (see the module's docstring)."""
 
     def __init__(
@@ -85,7 +85,7 @@ class InProcessScripts:
         self.hung = 0  # calls the watchdog found holding the loop past their deadline
 
     async def start(self) -> None:
-        """Start the slow lane and the watchdog (the pool is started by its owner)."""
+        """Start the slow child and the watchdog (the pool is started by its owner)."""
         await self._slow.start()
         self._stop.clear()
         self._watchdog = threading.Thread(
@@ -94,7 +94,7 @@ class InProcessScripts:
         self._watchdog.start()
 
     async def aclose(self) -> None:
-        """Stop the watchdog and the slow lane, drop the contexts."""
+        """Stop the watchdog and the slow child, drop the contexts."""
         self._stop.set()
         if self._watchdog is not None:
             self._watchdog.join(1.0)
@@ -193,7 +193,7 @@ class InProcessScripts:
             if strikes >= 2:
                 del self._strikes[key]
                 self._demoted[key] = time.monotonic() + _DEMOTED_S
-            if outcome is None:  # stopped by the slice: it runs again, in the slow lane
+            if outcome is None:  # stopped by the slice: it runs again, in the slow child
                 self.demoted += 1
                 return await self._slow.run(job)
         else:

@@ -1,4 +1,4 @@
-"""Isolation level ``process``: the pool's children, and a slow lane for the scripts that
+"""Isolation level ``process``: the pool's children, and a slow child for the scripts that
 keep timing out.
 
 A script that runs to its timeout is served for ``_DEMOTED_S`` by a child of its own at a
@@ -14,13 +14,13 @@ import time
 from gatehook.errors import ScriptTimeout
 from gatehook.sandbox.pool import Compiled, SandboxPool, ScriptJob, ScriptRun
 
-__all__ = ["SLOW_NICE", "Lanes"]
+__all__ = ["SLOW_NICE", "ChildScripts"]
 
 _DEMOTED_S = 60.0
-SLOW_NICE = 10  # the slow lane's scheduling priority: ~1/10 of a core against the rest
+SLOW_NICE = 10  # the slow child's scheduling priority: ~1/10 of a core against the rest
 
 
-class Lanes:
+class ChildScripts:
     """``pool`` for every script, but those that keep timing out (see the module)."""
 
     def __init__(self, pool: SandboxPool, slow: SandboxPool) -> None:
@@ -31,7 +31,7 @@ class Lanes:
         self.slow_calls = 0
 
     async def start(self) -> None:
-        """Start the slow lane (the pool is started by its owner)."""
+        """Start the slow child (the pool is started by its owner)."""
         await self._slow.start()
 
     async def aclose(self) -> None:
@@ -52,7 +52,7 @@ class Lanes:
         return await self._pool.warm(job)
 
     async def run(self, job: ScriptJob) -> ScriptRun:
-        """Run ``job`` in its lane; raise a ``ScriptError`` subclass as the pool does."""
+        """Run ``job`` in its child; raise a ``ScriptError`` subclass as the pool does."""
         key = job.key
         until = self._demoted.get(key)
         if until is not None:
@@ -69,7 +69,7 @@ class Lanes:
                 self._strike(key, 2)
             raise
         # A long run is no strike here: in a child starved of CPU (a loaded machine) a
-        # trivial script runs long too, and the low-priority lane would starve it further.
+        # trivial script runs long too, and the low-priority child would starve it further.
         return run
 
     def _strike(self, key: str, weight: int = 1) -> None:

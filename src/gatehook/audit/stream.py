@@ -92,6 +92,26 @@ class AuditPublisher:
     def __init__(self, js: JetStreamContext, settings: AuditSettings) -> None:
         self._js = js
         self._settings = settings
+        self._background: set[asyncio.Task[None]] = set()
+
+    def publish_later(self, event: AuditEvent) -> None:
+        """Publish ``event`` in the background (shadow runs, circuit changes, where no
+        sign-in may wait): nothing waits for it; a failure is logged."""
+
+        async def publish() -> None:
+            try:
+                await self.publish([event])
+            except TransportError as exc:
+                log.error("could not audit %s: %s", event.type, exc)
+
+        task = asyncio.create_task(publish())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def settled(self, timeout: float = 5.0) -> None:
+        """Wait (at most ``timeout``) for the events published in the background."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=timeout)
 
     async def ensure_stream(self) -> None:
         """Create the audit stream (and the lanes' audit streams it sources), or bring their
