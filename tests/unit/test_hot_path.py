@@ -26,8 +26,9 @@ from gatehook.domain.decide import Step, decide, reply_fields
 from gatehook.domain.model import ActionKind, ActionVersion, ScriptStyle, TenantHeads
 from gatehook.errors import StorageUnavailable
 from gatehook.process.deadlines import Deadlines
-from gatehook.sandbox.pool import ScriptJob, ScriptRun
+from gatehook.service.call import Call
 from gatehook.service.encoding import encode_reply, event_id, reply_of_record
+from gatehook.service.ports import ScriptJob, ScriptRun
 from gatehook.service.trigger import TriggerService
 from gatehook.settings import AuditSettings, Settings
 from gatehook.templates.registry import TemplateRegistry
@@ -193,10 +194,9 @@ def _request(**extra: Any) -> TriggerRequest:
 
 
 def test_script_input_is_the_action_input_model_as_json() -> None:
-    service = _service(_Flows())
     req = _request(state={"n": 1}, loose_field="kept")
     ft, tr = FlowType.EXTERNAL_AUTHENTICATION, Trigger.POST_AUTHENTICATION
-    call = service._call("acme", ft, tr, req, time.monotonic() + 1)
+    call = Call("acme", ft, tr, req, time.monotonic() + 1)
     # the tail a script's input ends with: its config, then its action's secrets (lookup)
     built = orjson.loads(call.input_prefix + b'{"k":"v"},"secrets":{"API_KEY":"s3"}}')
     inp = req.action_input("acme", ft.value, tr.value, {"k": "v"})
@@ -211,10 +211,9 @@ def test_script_input_is_the_action_input_model_as_json() -> None:
 def test_a_template_input_is_built_with_every_field_given() -> None:
     """A field model_construct has to fill from a default_factory costs an inspect.signature
     per run: the template input names all of them, and equals the validated model."""
-    service = _service(_Flows())
     req = _request(state={"n": 1})
     ft, tr = FlowType.EXTERNAL_AUTHENTICATION, Trigger.POST_AUTHENTICATION
-    call = service._call("acme", ft, tr, req, time.monotonic() + 1)
+    call = Call("acme", ft, tr, req, time.monotonic() + 1)
     inp = call.template_input("allow", "continue", 90.0)
     assert inp.model_fields_set == set(ActionInput.model_fields)
     expected = req.action_input("acme", ft.value, tr.value, {}).model_copy(
@@ -227,7 +226,7 @@ def test_the_decision_record_equals_its_model_and_reads_as_the_events() -> None:
     service = _service(_Flows())
     req = _request()
     ft, tr = FlowType.EXTERNAL_AUTHENTICATION, Trigger.POST_AUTHENTICATION
-    call = service._call("acme", ft, tr, req, time.monotonic() + 1)
+    call = Call("acme", ft, tr, req, time.monotonic() + 1)
     steps = [
         Step("a", "1.0.0", output=ActionOutput(kind="continue"), duration_ms=0.12345),
         Step("b", "2.0.0", error="timeout: 5 ms", allowed_to_fail=True),
@@ -307,17 +306,19 @@ async def test_the_tenant_limiter_judges_a_script_by_its_run_not_its_queueing(
         content_hash="x",
         created_at=datetime.now(UTC),
     )
-    call = service._call(
+    call = Call(
         "acme",
         FlowType.EXTERNAL_AUTHENTICATION,
         Trigger.POST_AUTHENTICATION,
         _request(),
         time.monotonic() + 10,
     )
-    floor = service._fairness.limit("acme")
+    floor = service.runner.fairness.limit("acme")
     for _ in range(3):
-        await asyncio.gather(*(service._execute(call, version, 5.0, []) for _ in range(floor)))
-    assert (service._fairness.limit("acme") > floor) is grows
+        await asyncio.gather(
+            *(service.runner.execute(call, version, 5.0, []) for _ in range(floor))
+        )
+    assert (service.runner.fairness.limit("acme") > floor) is grows
 
 
 _json_values = st.recursive(

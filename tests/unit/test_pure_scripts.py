@@ -278,7 +278,7 @@ async def test_under_load_they_run_in_turn() -> None:
     scripts = Scripts({"a": cont(), "b": cont(), "c": cont()})
     svc = service(Flows([script("a"), script("b"), script("c")]), scripts)
     await decide(svc, 0)
-    limiter = svc._fairness
+    limiter = svc.runner.fairness
     held = limiter.room("acme") - 2  # leave two slots: fewer than the three scripts
     for _ in range(held):
         assert await limiter.acquire("acme", 1)

@@ -45,15 +45,14 @@ from gatehook.admin.requests import (
     schema_documents,
 )
 from gatehook.admin.rollouts import RolloutAdmin
-from gatehook.admin.service import AdminService, Draft
+from gatehook.admin.service import AdminService, Draft, check_slot
 from gatehook.domain import subjects
-from gatehook.domain.catalogue import TENANT_RE, is_valid_slot
+from gatehook.domain.catalogue import TENANT_RE
 from gatehook.domain.contract import TriggerRequest
 from gatehook.domain.flowfile import parse_ref
 from gatehook.domain.ingress import masked
-from gatehook.domain.model import ActionVersion, Attachment, FlowRevision
+from gatehook.domain.model import ActionVersion, Attachment, FlowRevision, latest_of
 from gatehook.domain.problems import field_of, problems, summary
-from gatehook.domain.semver import Version
 from gatehook.errors import BadRequest, Forbidden, GatehookError, NotFound, ValidationFailed
 from gatehook.templates.registry import SECRET_MASK, TemplateRegistry
 
@@ -316,11 +315,7 @@ class AdminApi:
     async def _try(self, tenant: str, req: TryAction) -> Any:
         if self._tester is None:
             raise BadRequest("this worker cannot run actions (no sandbox)")
-        if not is_valid_slot(req.flow_type, req.trigger):
-            raise ValidationFailed(
-                f"{req.flow_type}.{req.trigger} is not a trigger of the catalogue",
-                field="trigger",
-            )
+        check_slot(req.flow_type, req.trigger)
         try:
             request = TriggerRequest.model_validate(req.request)
         except ValidationError as exc:
@@ -376,10 +371,7 @@ class AdminApi:
         return {"flow": _flow_view(flow)}
 
     async def _recording(self, tenant: str, req: Recording) -> Any:
-        if not is_valid_slot(req.flow_type, req.trigger):
-            raise ValidationFailed(
-                f"{req.flow_type}.{req.trigger} is not a trigger of the catalogue", field="trigger"
-            )
+        check_slot(req.flow_type, req.trigger)
         slot = f"{req.flow_type}.{req.trigger}"
         redact = [p.strip() for p in req.redact if p.strip()]
         await self._service.set_recording(
@@ -390,10 +382,7 @@ class AdminApi:
     async def _replay(self, tenant: str, req: ReplayReq) -> Any:
         if self._replayer is None:
             raise BadRequest("this worker cannot replay (no sandbox)")
-        if not is_valid_slot(req.flow_type, req.trigger):
-            raise ValidationFailed(
-                f"{req.flow_type}.{req.trigger} is not a trigger of the catalogue", field="trigger"
-            )
+        check_slot(req.flow_type, req.trigger)
         try:
             name, version = parse_ref(req.with_)
         except ValueError as exc:
@@ -473,10 +462,10 @@ class AdminApi:
     async def _concrete(self, tenant: str, action: str, version: str) -> str:
         if version != "latest":
             return version
-        versions = await self._service.versions(tenant, action)
-        if not versions:
+        latest = latest_of(await self._service.versions(tenant, action))
+        if latest is None:
             raise NotFound(f"action {action} has no published version")
-        return str(max(Version.parse(v.version) for v in versions))
+        return latest.version
 
     async def _commit(self, tenant: str, req: Any, atts: list[Attachment]) -> Any:
         flow = await self._service.set_slot(

@@ -17,9 +17,16 @@ from pydantic import ValidationError
 
 from gatehook.admin.files import load_yaml, read_inside
 from gatehook.admin.service import AdminService, Draft, check_handlers
-from gatehook.domain.catalogue import TRIGGERS, Trigger
+from gatehook.domain.catalogue import Trigger, slot_problem
 from gatehook.domain.flowfile import ActionSpec, FlowsFile, SlotEntry, entry_refs, parse_ref
-from gatehook.domain.model import ActionDef, ActionKind, ActionVersion, Attachment, Rollout
+from gatehook.domain.model import (
+    ActionDef,
+    ActionKind,
+    ActionVersion,
+    Attachment,
+    Rollout,
+    latest_of,
+)
 from gatehook.domain.problems import field_of, problems, summary
 from gatehook.domain.semver import Version
 from gatehook.errors import NotFound, ValidationFailed
@@ -212,16 +219,19 @@ async def _validate(
                 f"action {spec.name}: {exc.message}", field=exc.field or spec.name
             ) from None
         actions[spec.name] = action
-        newest = max((Version.parse(v.version) for v in stored), default=None)
+        latest = latest_of(stored)
         unchanged = stored and await admin.unchanged(tenant, spec.name, draft)
         if not unchanged:
-            version = str(newest.bump("patch") if newest else Version(1, 0, 0))
+            version = str(
+                Version.parse(latest.version).bump("patch") if latest else Version(1, 0, 0)
+            )
             publishing[spec.name] = (version, compiled)
     for ft, slots in doc.flows.items():
         for tr, refs in slots.items():
             slot = f"{ft.value}.{tr.value}"
-            if tr not in TRIGGERS[ft]:
-                raise ValidationFailed(f"{tr.value} is not a trigger of {ft.value}", field=tr.value)
+            problem = slot_problem(ft.value, tr.value)
+            if problem is not None:
+                raise ValidationFailed(problem[1], field=tr.value)
             names = [parse_ref(entry_refs(entry))[0] for entry in refs]
             twice = sorted({n for n in names if names.count(n) > 1})
             if twice:
@@ -275,9 +285,10 @@ async def _check_version(
         return
     stored = {v.version: v for v in await admin.versions(tenant, name)}
     if version == "latest":
-        if not stored:
+        latest = latest_of(stored.values())
+        if latest is None:
             raise NotFound(f"{slot}: action {name} has no published version")
-        version = str(max(Version.parse(v) for v in stored))
+        version = latest.version
     found = stored.get(version)
     if found is None:
         raise NotFound(f"{slot}: version {version} of {name}")
@@ -304,10 +315,10 @@ async def _resolve(
         if name in newest:
             resolved = newest[name]
             return None if resolved is None else (name, resolved)
-        versions = await admin.versions(tenant, name)
-        if not versions:
+        latest = latest_of(await admin.versions(tenant, name))
+        if latest is None:
             raise NotFound(f"action {name} has no version")
-        return name, str(max(Version.parse(v.version) for v in versions))
+        return name, latest.version
 
     current = {a.action: a for a in before or []}
     out = []

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from gatehook.admin.files import read_inside
-from gatehook.domain.catalogue import ACTION_NAME_RE, TENANT_RE
+from gatehook.domain.catalogue import ACTION_NAME_RE, tenant_problem
 from gatehook.domain.flowfile import FlowsFile
 from gatehook.errors import ValidationFailed
 
@@ -125,8 +125,9 @@ def import_auth0(
     tenant: str | None = None,
 ) -> Imported:
     """The flows file for an export's ``actions`` and trigger ``bindings``."""
-    if tenant is not None and not TENANT_RE.fullmatch(tenant):
-        raise ValidationFailed(f"tenant {tenant!r} is not a valid tenant slug", field="tenant")
+    problem = None if tenant is None else tenant_problem(tenant)
+    if problem is not None:
+        raise ValidationFailed(problem, field="tenant")
     notes: list[str] = []
     names: dict[str, str] = {}
     specs: list[dict[str, Any]] = []

@@ -23,15 +23,17 @@ from typing import Any, Literal, Protocol
 from pydantic import ValidationError
 
 from gatehook.admin.audited import AuditedWrites, Notify
+from gatehook.admin.ports import AdminStore
 from gatehook.admin.slot_events import SlotChange, new_event, slot_events
 from gatehook.domain.auth0 import compatible_triggers
 from gatehook.domain.catalogue import (
     ACTION_NAME_RE,
-    TENANT_RE,
     TRIGGERS,
     FlowType,
     Trigger,
     is_valid_slot,
+    slot_problem,
+    tenant_problem,
 )
 from gatehook.domain.config_schema import SchemaError, check_schema, validate
 from gatehook.domain.contract import AuditEvent
@@ -44,13 +46,13 @@ from gatehook.domain.model import (
     Disabled,
     FlowRevision,
     ScriptStyle,
+    latest_of,
 )
 from gatehook.domain.semver import Bump, Version
 from gatehook.domain.targets import TargetSpec
 from gatehook.errors import CompileError, Conflict, NotFound, ValidationFailed
 from gatehook.sandbox.pool import Compiled
 from gatehook.service.ports import AuditSink
-from gatehook.storage.mongo import MongoStore
 from gatehook.templates.registry import SECRET_MASK, TemplateRegistry
 
 __all__ = ["ActionRow", "AdminService", "Compiler", "Draft", "check_handlers"]
@@ -87,8 +89,9 @@ class ActionRow:
 
 
 def _check_tenant(tenant: str) -> None:
-    if not TENANT_RE.fullmatch(tenant):
-        raise ValidationFailed(f"tenant {tenant!r} is not a valid tenant slug", field="tenant")
+    problem = tenant_problem(tenant)
+    if problem is not None:
+        raise ValidationFailed(problem, field="tenant")
 
 
 def _check_name(name: str) -> None:
@@ -106,14 +109,15 @@ def _flow_type(flow_type: str) -> FlowType:
 
 
 def _slot(flow_type: str, trigger: str) -> tuple[FlowType, Trigger]:
-    ft = _flow_type(flow_type)
-    try:
-        tr = Trigger(trigger)
-    except ValueError:
-        raise ValidationFailed(f"unknown trigger {trigger!r}", field="trigger") from None
-    if tr not in TRIGGERS[ft]:
-        raise ValidationFailed(f"{trigger} is not a trigger of {flow_type}", field="trigger")
-    return ft, tr
+    check_slot(flow_type, trigger)
+    return FlowType(flow_type), Trigger(trigger)
+
+
+def check_slot(flow_type: str, trigger: str) -> None:
+    """``ValidationFailed`` naming the field at fault unless the catalogue has the slot."""
+    problem = slot_problem(flow_type, trigger)
+    if problem is not None:
+        raise ValidationFailed(problem[1], field=problem[0])
 
 
 class AdminService:
@@ -122,7 +126,7 @@ class AdminService:
     def __init__(
         self,
         *,
-        store: MongoStore,
+        store: AdminStore,
         compiler: Compiler,
         templates: TemplateRegistry,
         audit: AuditSink,
@@ -432,7 +436,8 @@ class AdminService:
                     raise ValidationFailed(
                         f"{kept[0]}: there is no stored secret to keep", field=kept[0]
                     )
-                latest = max(existing, key=lambda v: Version.parse(v.version))
+                latest = latest_of(existing)
+                assert latest is not None
                 for k in kept:
                     cfg[k] = latest.config.get(k)
             cfg = tpl.parse_config(cfg).model_dump(mode="json")
@@ -476,8 +481,9 @@ class AdminService:
         stored: dict[str, str] = {}
         if kept:
             existing = await self._store.list_versions(tenant, name)
-            if existing:
-                stored = max(existing, key=lambda v: Version.parse(v.version)).secrets
+            latest = latest_of(existing)
+            if latest is not None:
+                stored = latest.secrets
         out: dict[str, str] = {}
         for key, value in given.items():
             if not isinstance(key, str) or not _SECRET_NAME.fullmatch(key):
@@ -510,9 +516,9 @@ class AdminService:
         elif key is None or key == SECRET_MASK:
             existing = await self._store.list_versions(tenant, name)
             stored = None
-            if existing:
-                latest = max(existing, key=lambda v: Version.parse(v.version))
-                stored = latest.target.signing_key if latest.target else None
+            latest = latest_of(existing)
+            if latest is not None and latest.target is not None:
+                stored = latest.target.signing_key
             if stored is None and key == SECRET_MASK:
                 raise ValidationFailed(
                     "signing_key: there is no stored key to keep", field="target.signing_key"
@@ -530,10 +536,8 @@ class AdminService:
         """The newest version if publishing ``draft`` would change nothing, else None."""
         _, _, digest = await self._normalise(tenant, name, draft)
         existing = await self._store.list_versions(tenant, name)
-        if not existing:
-            return None
-        latest = max(existing, key=lambda v: Version.parse(v.version))
-        return latest if latest.content_hash == digest else None
+        latest = latest_of(existing)
+        return latest if latest is not None and latest.content_hash == digest else None
 
     async def draft_version(self, tenant: str, name: str, draft: Draft) -> ActionVersion:
         """``draft`` as the version a publish would make, compiled, not stored: for running
@@ -608,22 +612,22 @@ class AdminService:
             and given_key is None
             and not any(v.target and v.target.signing_key for v in existing)
         )
-        newest = max((Version.parse(v.version) for v in existing), default=None)
-        if existing and version is None:
-            latest = next(v for v in existing if Version.parse(v.version) == newest)
-            if latest.content_hash == digest:
-                return latest, False
+        latest = latest_of(existing)
+        newest_version = Version.parse(latest.version) if latest is not None else None
+        if latest is not None and version is None and latest.content_hash == digest:
+            return latest, False
         if version is not None:
             try:
                 wanted = Version.parse(version)
             except ValueError as exc:
                 raise ValidationFailed(str(exc), field="version") from None
-            if newest is not None and wanted <= newest:
+            if newest_version is not None and wanted <= newest_version:
                 raise ValidationFailed(
-                    f"version {wanted} is not above the newest version {newest}", field="version"
+                    f"version {wanted} is not above the newest version {newest_version}",
+                    field="version",
                 )
         else:
-            wanted = newest.bump(bump) if newest is not None else Version(1, 0, 0)
+            wanted = newest_version.bump(bump) if newest_version is not None else Version(1, 0, 0)
         record = await self._version_of(action, draft, digest, version=str(wanted), actor=actor)
         event = self._event(
             "flow.action_published", tenant, actor, action=name, version=record.version
@@ -903,7 +907,7 @@ class AdminService:
         await self._writes.changed(tenant)
 
     @property
-    def store(self) -> MongoStore:
+    def store(self) -> AdminStore:
         """The store (for the rollout and kill-switch use cases in ``admin.rollouts``)."""
         return self._store
 

@@ -13,6 +13,8 @@ __all__ = [
     "Trigger",
     "all_slots",
     "is_valid_slot",
+    "slot_problem",
+    "tenant_problem",
 ]
 
 TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -58,6 +60,30 @@ _SLOTS: dict[tuple[str, str], tuple[FlowType, Trigger]] = {
 def is_valid_slot(flow_type: str, trigger: str) -> bool:
     """Whether ``trigger`` is a trigger of ``flow_type`` in the catalogue."""
     return (flow_type, trigger) in _SLOTS
+
+
+def tenant_problem(tenant: str) -> str | None:
+    """What is wrong with ``tenant`` as a tenant's slug, or None: the one wording of it
+    for the worker, the management API, the gateway and the importers."""
+    if TENANT_RE.fullmatch(tenant):
+        return None
+    return f"tenant {tenant!r} is not a tenant slug (a-z, 0-9 and -, at most 63)"
+
+
+def slot_problem(flow_type: str, trigger: str) -> tuple[str, str] | None:
+    """(the field at fault, what is wrong) with a slot's names, or None when the catalogue
+    has it: the one wording of it wherever a slot is named."""
+    if (flow_type, trigger) in _SLOTS:
+        return None
+    field, why = "trigger", f"{flow_type} has no trigger {trigger!r}"
+    if flow_type not in {f.value for f in FlowType}:
+        field, why = "flow_type", f"unknown flow type {flow_type!r}"
+    elif trigger not in {t.value for t in Trigger}:
+        why = f"unknown trigger {trigger!r}"
+    return (
+        field,
+        f"{flow_type}.{trigger} is not a trigger of the catalogue ({why}; see docs/contract.md)",
+    )
 
 
 def slot_of(flow_type: str, trigger: str) -> tuple[FlowType, Trigger] | None:

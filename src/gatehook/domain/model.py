@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -9,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from gatehook.domain.catalogue import FlowType, Trigger, all_slots
+from gatehook.domain.semver import Version
 from gatehook.domain.targets import TargetSpec
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "Rollout",
     "ScriptStyle",
     "TenantHeads",
+    "latest_of",
 ]
 
 
@@ -199,3 +202,10 @@ class TenantHeads(BaseModel):
     current: dict[FlowType, FlowRevision] = Field(
         default_factory=dict, description="the current revision of each flow type, when known"
     )
+
+
+def latest_of(versions: Iterable[ActionVersion]) -> ActionVersion | None:
+    """The version of the highest semver among ``versions`` (None: there are none): what
+    "the latest version" of an action means everywhere (``latest`` in a flows file, the
+    secrets a new version keeps, the version ``apply`` bumps)."""
+    return max(versions, key=lambda v: Version.parse(v.version), default=None)

@@ -37,6 +37,7 @@ from gatehook.errors import (
 )
 from gatehook.process.deadlines import Deadlines
 from gatehook.sandbox import framing
+from gatehook.service.ports import ScriptJob, ScriptRun
 from gatehook.settings import SandboxSettings
 
 __all__ = ["Compiled", "SandboxPool", "ScriptJob", "ScriptRun"]
@@ -46,36 +47,6 @@ _SPILL = 4  # calls a key's home child may be behind another before the key spil
 _COMPILED_CACHE = 1024  # compiled artifacts kept by content
 _STALL_S = 0.02  # a busy home child silent this long is held by a slow script
 _STUCK_S = 1.0  # silence past a timed-out call's grace after which its child is killed
-
-
-@dataclass(frozen=True, slots=True)
-class ScriptJob:
-    """One execution of a compiled action version."""
-
-    tenant: str
-    action: str
-    version: str
-    code: str
-    style: str
-    input: bytes
-    timeout_ms: float
-    allowed_hosts: tuple[str, ...] = ()
-    deadline: float | None = None  # an outer monotonic deadline (the request's budget)
-    affinity: str = ""  # the key whose home child serves it (a slot's scripts share one)
-
-    @property
-    def key(self) -> str:
-        """The interpreter key: never shared between tenants or versions."""
-        return f"{self.tenant}/{self.action}/{self.version}"
-
-
-@dataclass(frozen=True, slots=True)
-class ScriptRun:
-    """A finished execution: the raw JSON result, captured logs, time spent in the child."""
-
-    output: bytes
-    logs: list[str]
-    duration_ms: float
 
 
 @dataclass(frozen=True, slots=True)

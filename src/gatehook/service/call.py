@@ -12,8 +12,8 @@ from gatehook.domain.catalogue import FlowType, Trigger
 from gatehook.domain.contract import ActionInput, RequestInfo, TriggerRequest, User
 from gatehook.domain.decide import Step
 from gatehook.domain.model import Attachment, Disabled
-from gatehook.sandbox.pool import ScriptRun
 from gatehook.service.encoding import dumps
+from gatehook.service.ports import ScriptRun
 
 __all__ = ["Call", "EarlyRun"]
 

@@ -1,4 +1,5 @@
-"""The ports the trigger use case depends on; each has one real adapter (see ``app``)."""
+"""The ports the trigger use case depends on, and the types they speak; each port has one
+real adapter, chosen in ``gatehook.runtime``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from gatehook.domain.catalogue import FlowType
 from gatehook.domain.contract import ActionOutput, AuditEvent
 from gatehook.domain.model import ActionVersion, FlowRevision, TenantHeads
 from gatehook.domain.targets import TargetSpec
-from gatehook.sandbox.pool import ScriptJob, ScriptRun
 
 __all__ = [
     "AuditSink",
@@ -19,12 +19,44 @@ __all__ = [
     "FlowSource",
     "Journal",
     "Recorder",
+    "ScriptJob",
+    "ScriptRun",
     "ScriptRunner",
     "TargetRunner",
     "Telemetry",
 ]
 
 Pin = dict[FlowType, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptJob:
+    """One execution of a compiled action version."""
+
+    tenant: str
+    action: str
+    version: str
+    code: str
+    style: str
+    input: bytes
+    timeout_ms: float
+    allowed_hosts: tuple[str, ...] = ()
+    deadline: float | None = None  # an outer monotonic deadline (the request's budget)
+    affinity: str = ""  # the key whose home child serves it (a slot's scripts share one)
+
+    @property
+    def key(self) -> str:
+        """The interpreter key: never shared between tenants or versions."""
+        return f"{self.tenant}/{self.action}/{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptRun:
+    """A finished execution: the raw JSON result, captured logs, time spent in the child."""
+
+    output: bytes
+    logs: list[str]
+    duration_ms: float
 
 
 class FlowSource(Protocol):

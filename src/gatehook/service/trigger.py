@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gatehook.domain.catalogue import TENANT_RE, FlowType, Trigger, slot_of
+from gatehook.domain.catalogue import FlowType, Trigger, slot_of, slot_problem, tenant_problem
 from gatehook.domain.contract import (
     ActionOutput,
     AuditEvent,
@@ -27,28 +27,22 @@ from gatehook.domain.contract import (
     TriggerReply,
     TriggerRequest,
 )
-from gatehook.domain.decide import Step, ends_slot, reply_fields, reply_of, so_far
+from gatehook.domain.decide import Step, ends_slot, reply_fields, reply_of
 from gatehook.domain.model import (
     ActionKind,
     ActionVersion,
     Attachment,
 )
 from gatehook.domain.rollout import in_canary
-from gatehook.domain.targets import function_name
 from gatehook.errors import (
     BadRequest,
     GatehookError,
-    InvalidResult,
     ScriptError,
-    ScriptTimeout,
-    StorageUnavailable,
 )
 from gatehook.process.deadlines import Deadlines
-from gatehook.sandbox.pool import ScriptJob, ScriptRun
-from gatehook.service import safe_change
 from gatehook.service.action_cache import ActionCaches
 from gatehook.service.cache import Lru
-from gatehook.service.call import Call, EarlyRun
+from gatehook.service.call import Call
 from gatehook.service.encoding import (
     encode_record,
     encode_reply,
@@ -58,6 +52,7 @@ from gatehook.service.encoding import (
     request_id_of,
     validation_message,
 )
+from gatehook.service.execution import ActionRunner, script_output, since_ms
 from gatehook.service.fairness import TenantLimiter
 from gatehook.service.lookup import FlowLookup
 from gatehook.service.ports import (
@@ -70,8 +65,9 @@ from gatehook.service.ports import (
     Telemetry,
 )
 from gatehook.service.rollouts import RolloutCounter, RolloutKey, ShadowGate
+from gatehook.service.safe_change import SafeChange
 from gatehook.settings import Settings
-from gatehook.templates.base import DryRun, TemplateServices
+from gatehook.templates.base import TemplateServices
 from gatehook.templates.registry import TemplateRegistry
 from gatehook.tracing import action_span, request_span, tracing_enabled
 
@@ -88,18 +84,6 @@ class TryRun:
     error: str | None
     logs: list[str]
     duration_ms: float
-
-
-def _since_ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
-
-
-def _script_output(raw: bytes) -> ActionOutput:
-    """A script's result as an action output; ``InvalidResult`` saying what is wrong."""
-    try:
-        return ActionOutput.model_validate_json(raw)
-    except ValidationError as exc:
-        raise InvalidResult(f"invalid result: {validation_message(exc)}") from None
 
 
 class TriggerService:
@@ -123,20 +107,9 @@ class TriggerService:
         recorder: Recorder | None = None,
         action_cache: ActionCaches | None = None,
     ) -> None:
-        self._flows = flows
-        self._action_cache = action_cache
-        self._targets = targets
         self._rollouts = rollouts
-        self._shadows = shadows
-        self._publish_event = publish_event
-        self._dry_run = DryRun()
-        self._recorder = recorder
-        self._scripts = scripts
-        self._templates = templates
         self._journal = journal
-        self._deadlines = deadlines
         self._settings = settings
-        self._services = services
         self._telemetry = telemetry or Telemetry()
         self._actor = settings.worker_name
         self.lookup = FlowLookup(flows, templates, settings)
@@ -148,8 +121,23 @@ class TriggerService:
         self.handled = 0  # requests answered by this instance (operations, load-sharing tests)
         sandbox = settings.sandbox
         floor = sandbox.per_tenant_concurrency or max(1, sandbox.pool_size - 1)
-        self._fairness = TenantLimiter(
-            floor, ceiling=max(floor, 64), slow_s=0.05, deadlines=deadlines
+        self.runner = ActionRunner(
+            lookup=self.lookup,
+            scripts=scripts,
+            templates=templates,
+            deadlines=deadlines,
+            fairness=TenantLimiter(floor, ceiling=max(floor, 64), slow_s=0.05, deadlines=deadlines),
+            services=services,
+            targets=targets,
+            action_cache=action_cache,
+        )
+        self.safe_change = SafeChange(
+            self.runner,
+            actor=self._actor,
+            recorder=recorder,
+            shadows=shadows,
+            rollouts=rollouts,
+            publish_event=publish_event,
         )
 
     # -- cache control -----------------------------------------------------------------------
@@ -238,14 +226,12 @@ class TriggerService:
         self, tenant: str, flow_type: str, trigger: str, payload: bytes, started: float
     ) -> TriggerReply | tuple[bytes, str]:
         """A reply refusing the request, or (reply JSON, what was decided) for the metrics."""
-        if not TENANT_RE.fullmatch(tenant):
-            return self._bad(payload, f"tenant {tenant!r} is not a valid tenant slug")
+        problem = tenant_problem(tenant)
+        if problem is not None:
+            return self._bad(payload, problem)
         members = slot_of(flow_type, trigger)
         if members is None:
-            return self._bad(
-                payload,
-                f"{flow_type}.{trigger} is not a trigger of the catalogue (see docs/contract.md)",
-            )
+            return self._bad(payload, (slot_problem(flow_type, trigger) or ("", ""))[1])
         if len(payload) > self._settings.max_payload_bytes:
             return self._bad(
                 payload,
@@ -278,10 +264,10 @@ class TriggerService:
         )
         attachments = flow.slot(tr) if flow is not None else []
 
-        call = self._call(tenant, ft, tr, req, final - reserve)
+        call = Call(tenant, ft, tr, req, final - reserve)
         call.disabled = self.lookup.disabled(tenant)
         if len(attachments) > 1:
-            self._start_pure_scripts(call, attachments)
+            self.runner.start_pure_scripts(call, attachments)
         steps: list[Step] = []
         traced = tracing_enabled()
         for att in attachments:
@@ -322,10 +308,10 @@ class TriggerService:
             body, outcome = reply_of_record(earlier), "replayed"
         self._recent.put(key, (started + self._window_s, body))
         for att, live in call.shadows:  # after the reply is stored: never delays it
-            safe_change.shadow(self, call, att, live)
+            self.safe_change.shadow(call, att, live)
         redact = self.lookup.recorded(tenant, f"{flow_type}.{trigger}")
-        if redact is not None and self._recorder is not None and earlier is None:
-            await safe_change.record(self, tenant, ft, tr, payload, reply_of(fields), redact)
+        if redact is not None and self.safe_change.records and earlier is None:
+            await self.safe_change.record(tenant, ft, tr, payload, reply_of(fields), redact)
         return body, outcome
 
     def _bad(self, payload: bytes, message: str) -> TriggerReply:
@@ -336,49 +322,7 @@ class TriggerService:
         digest = hashlib.sha256(request_id.encode()).hexdigest()[:40]
         return f"{tenant}.{flow_type}.{trigger}.{digest}"
 
-    def _call(
-        self, tenant: str, ft: FlowType, tr: Trigger, req: TriggerRequest, deadline: float
-    ) -> Call:
-        return Call(tenant, ft, tr, req, deadline)
-
     # -- running one attachment ----------------------------------------------------------
-    def _start_pure_scripts(self, call: Call, attachments: list[Attachment]) -> None:
-        """Start a slot's pure scripts together: their results are then taken in slot order.
-
-        A script with no allowed hosts has no effect outside its context, and its input holds
-        nothing of the actions before it (``decision_so_far`` is the templates' alone): it is
-        a function of the request. Running them together gives the same decision as running
-        them one after another; the pool sends them to one child in one write and their
-        replies come back in one (one round trip per slot instead of one per script). A run
-        the slot never reaches (an action before it blocked) is dropped unseen. Attachments
-        with a rollout, a kill switch, network access, or a version not yet cached run in
-        turn, and so do all when the tenant has not the sandbox slots free to start them all,
-        or the scripts run in the worker itself (``starts_together`` is false: each is a
-        function call there).
-        """
-        if not self._scripts.starts_together:
-            return
-        pure: list[ActionVersion] = []
-        for att in attachments:
-            if att.rollout is not None or att.action in call.disabled:
-                continue
-            version = self.lookup.cached_version(call.tenant, att.action, att.version)
-            if (
-                version is not None
-                and version.kind is ActionKind.CUSTOM
-                and not version.allowed_hosts
-                and version.compiled is not None
-            ):
-                pure.append(version)
-        if len(pure) < 2 or self._fairness.room(call.tenant) < len(pure):
-            return  # the tenant's sandbox slots are taken: they would only queue
-        call.early = {}
-        affinity = f"{call.tenant}/{pure[0].action}/{pure[0].version}"
-        for version in pure:
-            config_json = self.lookup.config(version)[1]
-            run = self._run_script(call, version, config_json, affinity)
-            call.early[(version.action, version.version)] = EarlyRun.start(run)
-
     async def _run(self, call: Call, att: Attachment, before: list[Step]) -> Step:
         switch = call.disabled.get(att.action)
         if switch is not None:  # the kill switch: the fallback decides, nothing runs
@@ -390,7 +334,7 @@ class TriggerService:
             sticky = call.req.signin_id or call.req.request_id
             if r.canary is not None and in_canary(r.id, sticky, r.percent):
                 wanted, role = r.canary, "canary"
-        step = await self._run_version(call, att.action, wanted, before)
+        step = await self.runner.run_version(call, att.action, wanted, before)
         if role is not None and r is not None:
             key = RolloutKey(
                 call.tenant, call.flow_type.value, call.trigger.value, att.action, r.id
@@ -420,127 +364,6 @@ class TriggerService:
             }
         return call.live_rollouts
 
-    async def _run_version(
-        self, call: Call, action: str, wanted: str, before: list[Step], *, dry_run: bool = False
-    ) -> Step:
-        version = await self.lookup.version(call.tenant, action, wanted, call.deadline)
-        if version is None:
-            return Step(action, wanted, error=f"version {action}@{wanted} not found")
-        allowed = version.allowed_to_fail
-        remaining = call.deadline - time.monotonic()
-        if remaining <= 0:
-            return Step(action, wanted, error="request budget exhausted", allowed_to_fail=allowed)
-        started = time.perf_counter()
-        early = call.early.get((action, version.version)) if call.early is not None else None
-        try:
-            output = await self._execute(call, version, remaining, before, dry_run=dry_run)
-        except ScriptError as exc:
-            return Step(
-                action,
-                wanted,
-                error=f"{exc.kind}: {exc.message}",
-                allowed_to_fail=allowed,
-                duration_ms=early.duration_ms if early else _since_ms(started),
-            )
-        except StorageUnavailable:
-            raise
-        except GatehookError as exc:
-            error = f"{exc.code}: {exc.message}"
-            return Step(action, wanted, error=error, allowed_to_fail=allowed)
-        return Step(
-            action,
-            wanted,
-            output=output,
-            allowed_to_fail=allowed,
-            duration_ms=early.duration_ms if early else _since_ms(started),
-        )
-
-    async def _execute(
-        self,
-        call: Call,
-        version: ActionVersion,
-        remaining: float,
-        before: list[Step],
-        *,
-        dry_run: bool = False,
-    ) -> ActionOutput:
-        parsed, config_json = self.lookup.config(version)
-        if version.kind is ActionKind.TARGET:
-            if dry_run:
-                return ActionOutput()  # replays and shadows call no endpoint
-            if version.target is None or self._targets is None:
-                raise ScriptError(f"target {version.action} is not available on this worker")
-            return await self._targets.run(
-                tenant=call.tenant,
-                action=version.action,
-                version=version.version,
-                spec=version.target,
-                function=function_name(call.flow_type.value, call.trigger.value),
-                input_json=call.input_prefix + b"{}}",
-                timeout_s=min(version.timeout_ms / 1000, remaining),
-            )
-        if version.kind is ActionKind.TEMPLATE:
-            template = self._templates.get(version.template or "")
-            services = self._dry_run if dry_run else self._services
-            if template is None or services is None:
-                raise ScriptError(f"template {version.template} is not available on this worker")
-            timeout = min(version.timeout_ms / 1000, remaining)
-            decided = so_far(before)
-            # leave room to return in time
-            inp = call.template_input(version.action, str(decided), timeout * 1000 * 0.9)
-            try:
-                async with self._deadlines.timeout(time.monotonic() + timeout):
-                    return await template.run(inp, parsed, services)
-            except TimeoutError:
-                raise ScriptError(
-                    f"timeout: template took longer than {timeout * 1000:.0f} ms"
-                ) from None
-            except GatehookError:
-                raise
-            except Exception as exc:
-                log.exception(
-                    "template failed",
-                    extra={
-                        "tenant": call.tenant,
-                        "action": version.action,
-                        "version": version.version,
-                        "template": version.template,
-                        "request_id": call.req.request_id,
-                    },
-                )
-                raise ScriptError(f"template {version.template} failed: {exc}") from exc
-        early = call.early.pop((version.action, version.version), None) if call.early else None
-        if early is not None:
-            output = _script_output((await early.run).output)
-        else:
-            output = _script_output((await self._run_script(call, version, config_json)).output)
-        if output.cache and version.uses_cache and self._action_cache is not None and not dry_run:
-            self._action_cache.write(call.tenant, version.action, output.cache)
-        return output
-
-    async def _run_script(
-        self, call: Call, version: ActionVersion, config_json: bytes, affinity: str = ""
-    ) -> ScriptRun:
-        if version.uses_cache and self._action_cache is not None:
-            cache = await self._action_cache.snapshot(call.tenant, version.action, call.deadline)
-            config_json += b',"cache":' + cache
-        job = self._job(call, version, config_json, affinity)
-        # A tenant flooding the sandbox (endless loops, memory hogs) waits for its own slots,
-        # never for the whole pool: other tenants keep a child to run on.
-        if not await self._fairness.acquire(call.tenant, call.deadline - time.monotonic()):
-            raise ScriptTimeout(version.timeout_ms)
-        began = time.monotonic()
-        ran: float | None = None
-        try:
-            run = await self._scripts.run(job)
-            # The limiter judges the script by the time it ran in its child, not by the time
-            # it waited for one: queueing under load must not shrink a fast tenant's limit
-            # (that collapsed it to the floor, which queued more: measured in BENCHMARKS.md).
-            ran = run.duration_ms / 1000
-        finally:
-            self._fairness.release(call.tenant, time.monotonic() - began if ran is None else ran)
-        return run
-
     async def replay(
         self,
         tenant: str,
@@ -552,28 +375,9 @@ class TriggerService:
         examples: int = 5,
     ) -> dict[str, Any]:
         """Decide recorded requests again with ``action`` at ``version`` (see
-        ``safe_change.replay``)."""
-        return await safe_change.replay(
-            self, tenant, flow_type, trigger, records, action, version, examples
-        )
-
-    @staticmethod
-    def _job(
-        call: Call, version: ActionVersion, config_json: bytes, affinity: str = ""
-    ) -> ScriptJob:
-        if version.compiled is None or version.style is None:
-            raise ScriptError(f"{version.action}@{version.version} has no compiled script")
-        return ScriptJob(
-            tenant=call.tenant,
-            action=version.action,
-            version=version.version,
-            code=version.compiled,
-            style=version.style.value,
-            input=call.input_prefix + config_json + b"}",
-            timeout_ms=version.timeout_ms,
-            allowed_hosts=tuple(version.allowed_hosts),
-            deadline=call.deadline,
-            affinity=affinity,
+        ``SafeChange.replay``)."""
+        return await self.safe_change.replay(
+            tenant, flow_type, trigger, records, action, version, examples
         )
 
     async def try_version(
@@ -585,7 +389,7 @@ class TriggerService:
         record, no decision for a sign-in. The action itself runs for real (a webhook
         template sends, a rate limit counts).
         """
-        call = self._call(
+        call = Call(
             tenant,
             FlowType(flow_type),
             Trigger(trigger),
@@ -596,17 +400,16 @@ class TriggerService:
         logs: list[str] = []
         try:
             if version.kind in (ActionKind.TEMPLATE, ActionKind.TARGET):
-                output = await self._execute(call, version, version.timeout_ms / 1000, [])
+                output = await self.runner.execute(call, version, version.timeout_ms / 1000, [])
             else:
-                run = await self._scripts.run(
-                    self._job(call, version, self.lookup.config(version)[1])
-                )
+                job = self.runner.job(call, version, self.lookup.config(version)[1])
+                run = await self.runner.scripts.run(job)
                 logs = run.logs
-                output = _script_output(run.output)
+                output = script_output(run.output)
         except ScriptError as exc:
             error = f"{exc.kind}: {exc.message}"
-            return TryRun(None, error, exc.logs or logs, _since_ms(started))
-        return TryRun(output, None, logs, _since_ms(started))
+            return TryRun(None, error, exc.logs or logs, since_ms(started))
+        return TryRun(output, None, logs, since_ms(started))
 
     def _record(
         self,

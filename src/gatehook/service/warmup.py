@@ -23,8 +23,8 @@ from typing import Protocol
 
 from gatehook.domain.model import ActionKind, ActionVersion
 from gatehook.errors import GatehookError
-from gatehook.sandbox.pool import ScriptJob
 from gatehook.service.lookup import FlowLookup
+from gatehook.service.ports import ScriptJob
 from gatehook.settings import WarmSettings
 
 __all__ = [

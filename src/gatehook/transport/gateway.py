@@ -42,7 +42,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from gatehook.domain import subjects
-from gatehook.domain.catalogue import TENANT_RE, is_valid_slot
+from gatehook.domain.catalogue import slot_problem, tenant_problem
 from gatehook.domain.ingress import shared_secret_refusal, zitadel_signature_refusal
 from gatehook.domain.providers import Answer, Ask, Malformed, hydra, kratos, okta, zitadel
 from gatehook.logs import Sparse
@@ -178,8 +178,9 @@ class Gateway:
 
         async def handle(tenant: str, raw: bytes, deadline: float) -> Answer:
             await self._check(tenant, "kratos", _shared(request), deadline)
-            if not is_valid_slot(flow_type, trigger):
-                raise _Refused(404, f"{flow_type}.{trigger} is not a slot of the catalogue")
+            problem = slot_problem(flow_type, trigger)
+            if problem is not None:
+                raise _Refused(404, problem[1])
             body = _json_object(raw)
             ask = kratos.ask(flow_type, trigger, body)
             if "ip" not in ask.request["request"] and self._no_address.due():
@@ -271,12 +272,13 @@ class Gateway:
         tenant = request.match_info["tenant"]
         provider = route.split(".")[0]
         try:
-            if not TENANT_RE.fullmatch(tenant):
-                raise _Refused(404, "not a tenant slug")
+            problem = tenant_problem(tenant)
+            if problem is not None:
+                raise _Refused(404, problem)
             answer = await self._admitted(request, tenant, deadline, handle)
         except _Refused as exc:
             answer = refused(exc.status, exc.public)
-            if TENANT_RE.fullmatch(tenant):
+            if tenant_problem(tenant) is None:
                 await self._refused(tenant, provider, exc.reason, request)
         except Malformed as exc:
             answer = refused(400, str(exc))
@@ -285,7 +287,7 @@ class Gateway:
             answer = unavailable(str(exc))
         except web.HTTPRequestEntityTooLarge:
             answer = refused(413, f"body larger than {self._settings.max_body_bytes} bytes")
-            if TENANT_RE.fullmatch(tenant):
+            if tenant_problem(tenant) is None:
                 await self._refused(tenant, provider, "body too large", request)
         except Exception:  # a bug of ours: the call fails clearly, the gateway keeps serving
             log.exception("%s call for %s failed", route, tenant[:64])
