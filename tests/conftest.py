@@ -12,21 +12,18 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import nats
 import pytest
-from faststream.nats import NatsBroker
 from nats.aio.client import Client as NATS
-from playwright.async_api import Browser, Dialog, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
 from pymongo import MongoClient
 
 from gatehook.admin.service import AdminService
 from gatehook.audit.stream import AuditPublisher
-from gatehook.devservers import Server, find_binary, start_mongo, start_nats
+from gatehook.devservers import find_binary, start_mongo, start_nats
 from gatehook.domain import subjects
-from gatehook.runtime import Runtime, build_broker
 from gatehook.sandbox import SandboxPool
 from gatehook.security.sealing import sealer_from
 from gatehook.settings import (
@@ -39,10 +36,11 @@ from gatehook.settings import (
 from gatehook.storage import MongoStore
 from gatehook.templates import default_registry
 from gatehook.transport.lean import settle
+from tests.support.console import accept_dialogs
+from tests.support.workers import TEST_SECRETS_KEY, Servers, Worker, start_worker, stop_worker
 
 _ENV = Settings()
 # Tenants' secrets are sealed in every test's database (tests/e2e/test_security.py reads them raw)
-TEST_SECRETS_KEY = "dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktdGVzdC0="
 _SERVER_LINES: list[str] = []
 
 
@@ -50,16 +48,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Name the servers the tests really talked to (versions they reported)."""
     for line in _SERVER_LINES:
         terminalreporter.write_line(f"servers: {line}")
-
-
-@dataclass
-class Servers:
-    """The session's servers and the versions they reported."""
-
-    nats: Server
-    mongo: Server
-    nats_version: str
-    mongo_version: str
 
 
 @pytest.fixture(scope="session")
@@ -153,14 +141,6 @@ async def store(settings: Settings) -> AsyncIterator[MongoStore]:
     await s.aclose()
 
 
-@dataclass
-class Worker:
-    """An in-process worker reached over NATS, like a login service reaches one."""
-
-    runtime: Runtime
-    broker: NatsBroker
-
-
 @pytest.fixture
 async def worker(
     settings: Settings, pool: SandboxPool, nc: NATS, store: MongoStore
@@ -169,23 +149,6 @@ async def worker(
     runtime, broker = await start_worker(settings, pool)
     yield Worker(runtime, broker)
     await stop_worker(runtime, broker)
-
-
-async def stop_worker(runtime: Runtime, broker: NatsBroker) -> None:
-    """Stop taking requests, finish those in flight, close."""
-    await runtime.drain()
-    await broker.stop()
-    await runtime.aclose()
-
-
-async def start_worker(settings: Settings, pool: SandboxPool) -> tuple[Runtime, NatsBroker]:
-    """Start a worker and wait until the server has its subscriptions (flush)."""
-    broker, runtime = build_broker(settings, pool=pool)
-    await runtime.start()
-    await broker.start()
-    await runtime.serve()
-    await settle(broker.connection)
-    return runtime, broker
 
 
 @pytest.fixture
@@ -232,12 +195,6 @@ async def browser() -> AsyncIterator[Browser]:
         b = await pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_FLAGS)
         yield b
         await b.close()
-
-
-async def accept_dialogs(dialog: Dialog) -> None:
-    """Answer a page's confirm() with OK, as a user who means what they clicked (Playwright
-    dismisses dialogs no listener answers); a test of the dialog removes this listener."""
-    await dialog.accept()
 
 
 @pytest.fixture

@@ -203,7 +203,7 @@ def test_keycloak_compose_validates_and_matches_the_extension() -> None:
     roles = (ROOT / "deploy" / "nats-roles.conf").read_text()
     assert f'subscribe: ["_INBOX.{spi["nats-user"]}.>"]' in roles  # the extension's prefix
     version = re.search(
-        r"KEYCLOAK_VERSION = \"([^\"]+)\"", (ROOT / "tests/keycloak.py").read_text()
+        r"KEYCLOAK_VERSION = \"([^\"]+)\"", (ROOT / "tests/support/keycloak.py").read_text()
     )
     assert version is not None
     dockerfile = (ROOT / keycloak["build"]["context"] / "Dockerfile").read_text()

@@ -12,8 +12,8 @@ from gatehook.admin.client import AdminClient
 from gatehook.domain.catalogue import all_slots
 from gatehook.errors import GatehookError, NotFound, ValidationFailed
 from gatehook.storage import MongoStore
-from tests.conftest import Worker
-from tests.helpers import audit_events, request, tenant_state, trigger
+from tests.support.tenants import audit_events, request, tenant_state, trigger
+from tests.support.workers import Worker
 
 PA = {"flow_type": "external_authentication", "trigger": "post_authentication"}
 

@@ -21,9 +21,9 @@ from gatehook.audit.forensics import why
 from gatehook.audit.reader import read_events
 from gatehook.client import GatehookClient
 from gatehook.settings import Settings
-from tests.conftest import Worker
-from tests.e2e.test_operations import _ready, spawn_worker
-from tests.helpers import request, trigger
+from tests.support.processes import services_ready, spawn_worker
+from tests.support.tenants import request, trigger
+from tests.support.workers import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 PA = {"flow_type": "external_authentication", "trigger": "post_authentication"}
@@ -190,7 +190,7 @@ async def test_sigkill_mid_load_every_reply_has_its_events(
     )
     procs = [spawn_worker(env, f"k{i}") for i in range(2)]
     try:
-        await _ready(nc, 2, time.monotonic() + 60)
+        await services_ready(nc, 2, time.monotonic() + 60)
         api = AdminClient(nc)
         await api.call(tenant, "actions.create", name="a")
         await api.call(tenant, "actions.publish", name="a", source=CONTINUE)

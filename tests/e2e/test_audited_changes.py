@@ -16,8 +16,8 @@ from gatehook.admin.client import AdminClient
 from gatehook.admin.requests import OPERATIONS
 from gatehook.errors import TransportError
 from gatehook.storage import MongoStore
-from tests.conftest import Worker
-from tests.helpers import audit_events, request, tenant_state
+from tests.support.tenants import audit_events, request, tenant_state
+from tests.support.workers import Worker
 
 PA = {"flow_type": "external_authentication", "trigger": "post_authentication"}
 PC = {"flow_type": "internal_authentication", "trigger": "pre_creation"}

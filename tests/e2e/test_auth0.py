@@ -21,9 +21,9 @@ from nats.aio.client import Client as NATS
 from gatehook.admin.client import AdminClient
 from gatehook.errors import ValidationFailed
 from gatehook.settings import Settings
-from tests.conftest import Worker
-from tests.e2e.test_cli import cli
-from tests.helpers import request, trigger
+from tests.support.processes import cli
+from tests.support.tenants import request, trigger
+from tests.support.workers import Worker
 
 PA = {"flow_type": "external_authentication", "trigger": "post_authentication"}
 

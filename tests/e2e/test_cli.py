@@ -10,27 +10,10 @@ import sys
 from pathlib import Path
 
 from gatehook.settings import Settings
-from tests.conftest import Worker
+from tests.support.processes import cli
+from tests.support.workers import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def cli(
-    settings: Settings, *args: str, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GATEHOOK_NATS_URL": settings.nats_url, "COLUMNS": "200"}
-    out = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "gatehook", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=ROOT,
-    )
-    if check:
-        assert out.returncode == 0, out.stderr + out.stdout
-    return out
 
 
 async def test_apply_list_flows_and_trigger(

@@ -14,8 +14,8 @@ import pytest
 
 from gatehook.admin.service import AdminService
 from gatehook.settings import Settings
-from tests.conftest import Worker
-from tests.helpers import attach, custom
+from tests.support.tenants import attach, custom
+from tests.support.workers import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 GATE = """export async function execute(input) {

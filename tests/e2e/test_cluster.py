@@ -22,19 +22,9 @@ from gatehook.audit.reader import events_of
 from gatehook.devservers import Server
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import AuditSettings, Settings
-from tests.conftest import Worker, start_worker, stop_worker
-from tests.helpers import request
-
-SUBJECT = "gatehook.v1.trigger.{}.external_authentication.post_authentication"
-GATE_FILE = {  # one script that lets everyone in, in post_authentication
-    "actions": [
-        {
-            "name": "gate",
-            "source": "export async function execute(i) { return {kind: 'continue'}; }",
-        }
-    ],
-    "flows": {"external_authentication": {"post_authentication": ["gate@latest"]}},
-}
+from tests.support.cluster import GATE_FILE, SUBJECT
+from tests.support.tenants import request
+from tests.support.workers import Worker, start_worker, stop_worker
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import re
@@ -20,48 +19,24 @@ from pathlib import Path
 from typing import Any, get_args
 
 import pytest
-import uvicorn
 from nats.aio.client import Client as NATS
 from playwright.async_api import Dialog, Page, expect
 
 from gatehook.admin.client import AdminClient
-from gatehook.console.app import build_app
 from gatehook.console.auth import Session, Sessions
 from gatehook.console.script_editor import EDITOR_CSP
 from gatehook.console.security import CSP
 from gatehook.console.server import ConsoleRefused, console_token
-from gatehook.devservers import free_port
 from gatehook.domain.contract import AuditEventType
 from gatehook.errors import Conflict
 from gatehook.settings import ConsoleSettings, Settings
-from tests.conftest import Worker, accept_dialogs
-from tests.helpers import audit_events, request, trigger
+from tests.support.console import TOKEN, accept_dialogs, running_console
+from tests.support.tenants import audit_events, request, trigger
+from tests.support.workers import Worker
 
-TOKEN = "operator-token-for-tests-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "build" / "screenshots"
 PA = {"flow_type": "external_authentication", "trigger": "post_authentication"}
-
-
-@contextlib.asynccontextmanager
-async def running_console(settings: Settings, port: int | None = None) -> AsyncIterator[str]:
-    """The console app served by uvicorn on ``port`` (default: a free loopback port)."""
-    port = port or free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(build_app(settings, TOKEN), host="127.0.0.1", port=port, log_level="warning")
-    )
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
-    assert server.started, "the console did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture

@@ -23,9 +23,9 @@ from gatehook.admin.client import AdminClient
 from gatehook.console.oidc import roles_from_claim
 from gatehook.devservers import free_port
 from gatehook.settings import OidcSettings, Settings
-from tests.conftest import Worker
-from tests.e2e.test_console import running_console
-from tests.helpers import audit_events
+from tests.support.console import running_console
+from tests.support.tenants import audit_events
+from tests.support.workers import Worker
 
 OIDC_DIR = Path(__file__).resolve().parents[1] / "oidc"
 CLIENT_ID = "gatehook-console"

@@ -11,8 +11,8 @@ from nats.aio.client import Client as NATS
 
 from gatehook.admin.client import AdminClient
 from gatehook.errors import ValidationFailed
-from tests.conftest import Worker
-from tests.helpers import audit_events, request, trigger
+from tests.support.tenants import audit_events, request, trigger
+from tests.support.workers import Worker
 
 SCHEMA: dict[str, Any] = {
     "type": "object",

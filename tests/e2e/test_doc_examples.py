@@ -19,7 +19,7 @@ import pytest
 from gatehook.devservers import Server
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
-from tests.roles import GATEHOOK, ROOT, Done, role_stack, run
+from tests.support.roles import GATEHOOK, ROOT, Done, role_stack, run
 
 FENCE = re.compile(r"```(\w*)\n(.*?)```", re.S)
 BIN = str(Path(GATEHOOK).parent)

@@ -28,9 +28,9 @@ from gatehook.audit.reader import events_of, latest_events, read_events
 from gatehook.devservers import Server
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import AuditSettings, Settings
-from tests.conftest import Worker, start_worker, stop_worker
-from tests.e2e.test_cluster import GATE_FILE, SUBJECT
-from tests.helpers import request
+from tests.support.cluster import GATE_FILE, SUBJECT
+from tests.support.tenants import request
+from tests.support.workers import Worker, start_worker, stop_worker
 
 LANES = 3
 STREAMS = [f"GATEHOOK_AUDIT_{i}" for i in range(LANES)]

@@ -31,8 +31,8 @@ from gatehook.admin.client import AdminClient
 from gatehook.devservers import start_nats
 from gatehook.settings import GatewaySettings, Settings
 from gatehook.transport.gateway import serve_gateway
-from tests.conftest import Worker
-from tests.helpers import audit_events
+from tests.support.tenants import audit_events
+from tests.support.workers import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY_OLD = "zitadel-signing-key-0000"

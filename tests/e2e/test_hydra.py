@@ -25,9 +25,9 @@ from nats.aio.client import Client as NATS
 from gatehook.admin.client import AdminClient
 from gatehook.settings import GatewaySettings, Settings
 from gatehook.transport.gateway import serve_gateway
-from tests.conftest import Worker
-from tests.helpers import audit_events
-from tests.ory import OryServer, start_hydra
+from tests.support.ory import OryServer, start_hydra
+from tests.support.tenants import audit_events
+from tests.support.workers import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "integrations" / "hydra.md"

@@ -21,8 +21,8 @@ from gatehook.domain.ingress import IngressSpec
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import AdmissionSettings, GatewaySettings, Settings
 from gatehook.transport.gateway import serve_gateway
-from tests.conftest import start_worker, stop_worker
-from tests.helpers import attach, request, template
+from tests.support.tenants import attach, request, template
+from tests.support.workers import start_worker, stop_worker
 
 KEY = "kratos-key-for-the-isolation-tests"
 

@@ -31,15 +31,15 @@ from gatehook.devservers import free_port, start_nats
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
-from tests.conftest import Servers, Worker, start_worker, stop_worker
-from tests.helpers import audit_events
-from tests.keycloak import (
+from tests.support.keycloak import (
     CLIENT_SECRET,
     Keycloak,
     KeycloakAdmin,
     configure_realm,
     start_keycloak,
 )
+from tests.support.tenants import audit_events
+from tests.support.workers import Servers, Worker, start_worker, stop_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "a-long-password-of-the-tests-1"

@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -19,8 +18,9 @@ from gatehook.admin.service import AdminService
 from gatehook.client import GatehookClient
 from gatehook.errors import BadRequest
 from gatehook.settings import Settings
-from tests.conftest import Worker
-from tests.helpers import attach, audit_events, custom, request
+from tests.support.processes import services_ready, spawn_worker
+from tests.support.tenants import attach, audit_events, custom, request
+from tests.support.workers import Worker
 
 
 def returns(body: str) -> str:
@@ -112,31 +112,6 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
             p.wait(10)
 
 
-def spawn_worker(env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
-    """A worker process, as `gatehook worker` runs in production."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "gatehook", "worker", "--log-level", "WARNING"],
-        env={**env, "GATEHOOK_WORKER_NAME": name},
-    )
-
-
-async def _ready(nc: NATS, workers: int, deadline: float) -> None:
-    seen: set[str] = set()
-    while len(seen) < workers:
-        assert time.monotonic() < deadline, "workers did not start"
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox)
-        await nc.publish("$SRV.PING.gatehook", b"", reply=inbox)
-        try:
-            while True:
-                msg = await sub.next_msg(timeout=0.3)
-                seen.add(json.loads(msg.data)["id"])
-        except Exception:
-            pass
-        finally:
-            await sub.unsubscribe()
-
-
 async def test_sigterm_during_load_loses_no_reply_and_no_event(
     nc: NATS,
     admin: AdminService,
@@ -145,7 +120,7 @@ async def test_sigterm_during_load_loses_no_reply_and_no_event(
     processes: list[subprocess.Popen[bytes]],
 ) -> None:
     processes.extend(spawn_worker(worker_env, f"w{i}") for i in range(2))
-    await _ready(nc, 2, time.monotonic() + 60)
+    await services_ready(nc, 2, time.monotonic() + 60)
     v = await custom(admin, tenant, "work", returns("{kind: 'continue', claims: {ok: 1}}"))
     await attach(admin, tenant, [("work", v)])
     client = GatehookClient(nc, timeout=5.0)
@@ -177,7 +152,7 @@ async def test_metrics_and_healthz(
     import urllib.request
 
     from gatehook.settings import MetricsSettings
-    from tests.conftest import start_worker, stop_worker
+    from tests.support.workers import start_worker, stop_worker
 
     local = settings.model_copy(update={"metrics": MetricsSettings(port=0)})
     runtime, broker = await start_worker(local, pool)  # type: ignore[arg-type]

@@ -10,8 +10,8 @@ from nats.aio.client import Client as NATS
 
 from gatehook.admin.client import AdminClient
 from gatehook.errors import ValidationFailed
-from tests.conftest import Worker
-from tests.helpers import request, trigger
+from tests.support.tenants import request, trigger
+from tests.support.workers import Worker
 
 PA = {"flow_type": "external_authentication", "trigger": "post_authentication"}
 RESULT = "export function execute() { return {kind: 'continue'}; }"

@@ -20,7 +20,7 @@ from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
 from gatehook.transport.lean import settle
-from tests.conftest import start_worker, stop_worker
+from tests.support.workers import start_worker, stop_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOW_FILE = {  # a flows-as-code file: one template action in post_authentication

@@ -18,7 +18,7 @@ from nats.aio.client import Client as NATS
 from gatehook.admin.service import AdminService
 from gatehook.client import GatehookClient
 from gatehook.settings import Settings
-from tests.helpers import attach, custom, request, trigger
+from tests.support.tenants import attach, custom, request, trigger
 
 PA = ("external_authentication", "post_authentication")
 
@@ -123,7 +123,7 @@ async def test_processes_option_is_checked() -> None:
 async def test_a_worker_takes_a_list_of_servers(
     settings: Settings, pool: Any, nc: NATS, admin: AdminService, tenant: str
 ) -> None:
-    from tests.conftest import start_worker, stop_worker
+    from tests.support.workers import start_worker, stop_worker
 
     listed = settings.model_copy(update={"nats_url": f"{settings.nats_url}, {settings.nats_url}"})
     runtime, broker = await start_worker(listed, pool)

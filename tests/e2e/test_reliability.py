@@ -28,8 +28,8 @@ from gatehook.runtime import Runtime
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.templates import default_registry
-from tests.conftest import Worker, start_worker, stop_worker
-from tests.helpers import attach, audit_events, custom, request, trigger
+from tests.support.tenants import attach, audit_events, custom, request, trigger
+from tests.support.workers import Worker, start_worker, stop_worker
 
 FLOWS = [
     "external_authentication",

@@ -21,8 +21,8 @@ from gatehook.devservers import Server
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
-from tests.roles import ROOT, Done, gatehook, role_stack
-from tests.roles import url as _url
+from tests.support.roles import ROOT, Done, gatehook, role_stack
+from tests.support.roles import url as _url
 
 FILE = {
     "actions": [

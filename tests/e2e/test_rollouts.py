@@ -18,8 +18,8 @@ from gatehook.admin.client import AdminClient
 from gatehook.admin.service import AdminService
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
-from tests.conftest import Worker, start_worker, stop_worker
-from tests.helpers import audit_events, custom, request, trigger
+from tests.support.tenants import audit_events, custom, request, trigger
+from tests.support.workers import Worker, start_worker, stop_worker
 
 PA = ("external_authentication", "post_authentication")
 
@@ -315,7 +315,7 @@ async def test_promote_and_abort(
 async def test_cli_rollout_status_and_kill_switch(
     worker: Worker, settings: Settings, nc: NATS, admin: AdminService, tenant: str
 ) -> None:
-    from tests.e2e.test_cli import cli
+    from tests.support.processes import cli
 
     stable, canary = await publish_versions(
         admin, tenant, ["return {kind: 'continue'};", "return {kind: 'continue', claims: {c: 1}};"]
@@ -360,7 +360,7 @@ async def test_cli_rollout_status_and_kill_switch(
 async def test_replay_of_recorded_requests(
     worker: Worker, settings: Settings, nc: NATS, admin: AdminService, tenant: str
 ) -> None:
-    from tests.e2e.test_cli import cli
+    from tests.support.processes import cli
 
     v1, v2 = await publish_versions(
         admin,

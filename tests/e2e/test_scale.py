@@ -12,8 +12,8 @@ from gatehook.admin.service import AdminService
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
-from tests.conftest import start_worker, stop_worker
-from tests.helpers import attach, custom, request, trigger
+from tests.support.tenants import attach, custom, request, trigger
+from tests.support.workers import start_worker, stop_worker
 
 
 async def test_a_starting_worker_warms_recent_tenants_and_serves_them_from_cache(

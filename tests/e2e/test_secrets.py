@@ -24,7 +24,7 @@ from gatehook.security.sealing import SealingError, key_id, new_key, parse_key, 
 from gatehook.settings import SecretsSettings, Settings
 from gatehook.storage import MongoStore
 from gatehook.templates import default_registry
-from tests.conftest import TEST_SECRETS_KEY
+from tests.support.workers import TEST_SECRETS_KEY
 
 WEBHOOK_SECRET = "whsec_c2VjcmV0LW9mLXRoZS10ZW5hbnQ="
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/secret-slack-path"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from nats.aio.client import Client as NATS
 
 from gatehook.admin.service import AdminService
-from tests.conftest import Worker
-from tests.helpers import attach, custom, request, template, trigger
+from tests.support.tenants import attach, custom, request, template, trigger
+from tests.support.workers import Worker
 
 
 async def test_no_flow_continues(worker: Worker, nc: NATS, tenant: str) -> None:

@@ -22,8 +22,8 @@ from gatehook.admin.client import AdminClient
 from gatehook.admin.service import AdminService, Draft
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings, TargetSettings
-from tests.conftest import Worker, start_worker, stop_worker
-from tests.helpers import attach, audit_events, request, trigger
+from tests.support.tenants import attach, audit_events, request, trigger
+from tests.support.workers import Worker, start_worker, stop_worker
 
 HERE = Path(__file__).resolve().parents[1] / "targets"
 KEY = "s3cr3t-signing-key-for-tests"
@@ -407,7 +407,7 @@ async def test_actions_test_calls_the_target(
 async def test_cli_creates_publishes_and_tests_a_target(
     worker: Worker, settings: Settings, tenant: str, endpoint: Endpoint
 ) -> None:
-    from tests.e2e.test_cli import cli
+    from tests.support.processes import cli
 
     await cli(settings, "actions", "create", "-t", tenant, "groups", "--kind", "target")
     published = await cli(

@@ -26,8 +26,8 @@ from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings, WebhookSettings
 from gatehook.storage import MongoStore
 from gatehook.templates import default_registry
-from tests.conftest import Worker, start_worker, stop_worker
-from tests.helpers import request, trigger
+from tests.support.tenants import request, trigger
+from tests.support.workers import Worker, start_worker, stop_worker
 
 PA = {"flow_type": "external_authentication", "trigger": "post_authentication"}
 DAY = 86_400  # rate-limit windows of a day keep the tests clear of window boundaries

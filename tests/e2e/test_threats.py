@@ -28,8 +28,8 @@ from gatehook.errors import ValidationFailed
 from gatehook.settings import GatewaySettings, Settings
 from gatehook.storage import MongoStore
 from gatehook.transport.gateway import serve_gateway
-from tests.conftest import Worker
-from tests.helpers import audit_events, request, trigger
+from tests.support.tenants import audit_events, request, trigger
+from tests.support.workers import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEHOOK = str(Path(sys.executable).with_name("gatehook"))

@@ -34,7 +34,7 @@ from gatehook.sandbox import SandboxPool
 from gatehook.security.connections import connect_nats, mongo_options
 from gatehook.settings import MongoSettings, NatsSettings, Settings
 from gatehook.storage import MongoStore
-from tests.conftest import start_worker, stop_worker
+from tests.support.workers import start_worker, stop_worker
 
 SUBJECT = "gatehook.v1.trigger.acme.external_authentication.post_authentication"
 BODY = json.dumps({"request_id": "r-tls", "user": {"id": "u1", "email": "ann@acme.com"}}).encode()

@@ -19,8 +19,8 @@ from gatehook.runtime import Runtime
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
 from gatehook.storage import MongoStore
-from tests.conftest import Worker, start_worker, stop_worker
-from tests.helpers import attach, audit_events, custom, request, template, trigger
+from tests.support.tenants import attach, audit_events, custom, request, template, trigger
+from tests.support.workers import Worker, start_worker, stop_worker
 
 
 @pytest.fixture(params=["process", "worker"])

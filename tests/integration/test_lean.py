@@ -13,7 +13,7 @@ from nats import errors
 
 from gatehook.devservers import start_nats
 from gatehook.transport.lean import LeanNats, parse_headers, settle, status_of
-from tests.conftest import Servers
+from tests.support.workers import Servers
 
 Got = list[tuple[bytes, bytes, bytes, bytes | None]]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from nats.aio.client import Client as NATS
 
 from gatehook.storage import MongoStore
-from tests.conftest import Servers
+from tests.support.workers import Servers
 
 _seen: dict[str, str] = {}
 

@@ -33,6 +33,8 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
     ("README.md", "bash", "./scripts/dev"): "tests/e2e/test_cli.py::"
     "test_the_local_stack_runs_the_production_roles (./scripts/test: CI's command)",
     ("README.md", "mermaid", "sequenceDiagram"): "not run: a diagram",
+    ("docs/development.md", "mermaid", "flowchart TB"): "tests/unit/test_docs.py::"
+    "test_the_architecture_names_real_modules",
     ("README.md", "", "src/gatehook/"): "tests/unit/test_docs.py::"
     "test_the_readme_map_names_every_package",
     **{
@@ -121,10 +123,18 @@ EXAMPLES: dict[tuple[str, str, str], str] = {
     ("docs/integrations/keycloak.md", "bash", "export GATEHOOK_CONSOLE_TOKEN"): "not run:"
     " needs Docker; tests/deploy/test_compose.py::"
     "test_keycloak_compose_validates_and_matches_the_extension",
-    ("docs/integrations/keycloak.md", "bash", "kc.sh start --optimized"): "tests/keycloak.py"
+    (
+        "docs/integrations/keycloak.md",
+        "bash",
+        "kc.sh start --optimized",
+    ): "tests/support/keycloak.py"
     " starts Keycloak with these --spi-authenticator--gatehook-- options;"
     " tests/e2e/test_keycloak.py::test_keycloak_as_the_compose_files_nats_role",
-    ("docs/integrations/keycloak.md", "", "POST   /{realm}"): "tests/keycloak.py makes these"
+    (
+        "docs/integrations/keycloak.md",
+        "",
+        "POST   /{realm}",
+    ): "tests/support/keycloak.py makes these"
     " admin REST calls; tests/e2e/test_keycloak.py::"
     "test_an_allowed_user_signs_in_with_gatehooks_claims",
     ("docs/integrations/keycloak.md", "yaml", "actions:"): FLOWS,

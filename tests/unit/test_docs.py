@@ -182,3 +182,21 @@ def test_the_readme_map_names_every_package() -> None:
         f"src/gatehook/{p.parent.name}/" for p in (ROOT / "src" / "gatehook").glob("*/__init__.py")
     }
     assert packages <= set(named), packages - set(named)
+
+
+def test_the_architecture_names_real_modules() -> None:
+    """docs/development.md's architecture (the diagram and the rules under it) names modules
+    and packages of src/gatehook that exist."""
+    text = (ROOT / "docs" / "development.md").read_text()
+    section = text[text.index("## Architecture") : text.index("## Choices")]
+    named = set(re.findall(r"(?<![\w/])((?:[a-z_]+/)+(?:[a-z_]+\.py)?|[a-z_]+\.py)\b", section))
+    src = ROOT / "src" / "gatehook"
+
+    def exists(path: str) -> bool:
+        if "/" not in path:  # a module named beside its package: somewhere in src/gatehook
+            return any(src.rglob(path))
+        return (src / path).exists() or (ROOT / path).exists()
+
+    missing = sorted(p for p in named if not exists(p))
+    assert len(named) > 20
+    assert not missing, missing

@@ -30,7 +30,7 @@ from gatehook.domain.model import (
 from gatehook.domain.problems import field_of, problems, summary
 from gatehook.domain.semver import Version
 from gatehook.errors import NotFound, ValidationFailed
-from gatehook.sandbox.pool import Compiled
+from gatehook.service.ports import Compiled
 
 __all__ = ["Plan", "apply_file", "load_file"]
 

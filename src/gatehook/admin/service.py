@@ -51,8 +51,7 @@ from gatehook.domain.model import (
 from gatehook.domain.semver import Bump, Version
 from gatehook.domain.targets import TargetSpec
 from gatehook.errors import CompileError, Conflict, NotFound, ValidationFailed
-from gatehook.sandbox.pool import Compiled
-from gatehook.service.ports import AuditSink
+from gatehook.service.ports import AuditSink, Compiled
 from gatehook.templates.registry import SECRET_MASK, TemplateRegistry
 
 __all__ = ["ActionRow", "AdminService", "Compiler", "Draft", "check_handlers"]

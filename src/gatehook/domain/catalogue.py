@@ -67,7 +67,7 @@ def tenant_problem(tenant: str) -> str | None:
     for the worker, the management API, the gateway and the importers."""
     if TENANT_RE.fullmatch(tenant):
         return None
-    return f"tenant {tenant!r} is not a tenant slug (a-z, 0-9 and -, at most 63)"
+    return f"tenant {tenant[:64]!r} is not a tenant slug (a-z, 0-9 and -, at most 63)"
 
 
 def slot_problem(flow_type: str, trigger: str) -> tuple[str, str] | None:
@@ -75,6 +75,7 @@ def slot_problem(flow_type: str, trigger: str) -> tuple[str, str] | None:
     has it: the one wording of it wherever a slot is named."""
     if (flow_type, trigger) in _SLOTS:
         return None
+    flow_type, trigger = flow_type[:64], trigger[:64]  # (said back: bounded)
     field, why = "trigger", f"{flow_type} has no trigger {trigger!r}"
     if flow_type not in {f.value for f in FlowType}:
         field, why = "flow_type", f"unknown flow type {flow_type!r}"

@@ -10,7 +10,7 @@ the engine's limits:
   counts the process's CPU time (``clock()``) and looks at it only every few thousand
   bytecode steps, so a script whose time goes into native calls overruns it (by seconds, for
   a loop over a large array's ``indexOf``): the wall-clock deadline is checked between steps,
-  and the callers bound what such a script holds (``pool``, ``inprocess``);
+  and the callers bound what such a script holds (``pool``, ``in_worker``);
 - promise jobs: at most ``max_jobs`` per call, so an endless microtask chain ends;
 - stack: ``set_max_stack_size``; deep recursion ends in a RangeError;
 - output: the result's JSON text is measured before it leaves the engine.

@@ -22,7 +22,6 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, cast
 
 from gatehook.domain.model import ScriptStyle
@@ -37,7 +36,7 @@ from gatehook.errors import (
 )
 from gatehook.process.deadlines import Deadlines
 from gatehook.sandbox import framing
-from gatehook.service.ports import ScriptJob, ScriptRun
+from gatehook.service.ports import Compiled, ScriptJob, ScriptRun
 from gatehook.settings import SandboxSettings
 
 __all__ = ["Compiled", "SandboxPool", "ScriptJob", "ScriptRun"]
@@ -47,17 +46,6 @@ _SPILL = 4  # calls a key's home child may be behind another before the key spil
 _COMPILED_CACHE = 1024  # compiled artifacts kept by content
 _STALL_S = 0.02  # a busy home child silent this long is held by a slow script
 _STUCK_S = 1.0  # silence past a timed-out call's grace after which its child is killed
-
-
-@dataclass(frozen=True, slots=True)
-class Compiled:
-    """A compiled artifact: CommonJS-style ES2020 code and the detected style."""
-
-    code: str
-    style: ScriptStyle
-    exports: tuple[str, ...] = ()  # Auth0 style: the handlers it exports
-    # the modules the source names in its syntax: (name, line, column), in source order
-    modules: tuple[tuple[str, int, int], ...] = ()
 
 
 _ERRORS: dict[str, type[ScriptError]] = {

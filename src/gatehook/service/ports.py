@@ -10,11 +10,12 @@ from typing import Any, Protocol
 
 from gatehook.domain.catalogue import FlowType
 from gatehook.domain.contract import ActionOutput, AuditEvent
-from gatehook.domain.model import ActionVersion, FlowRevision, TenantHeads
+from gatehook.domain.model import ActionVersion, FlowRevision, ScriptStyle, TenantHeads
 from gatehook.domain.targets import TargetSpec
 
 __all__ = [
     "AuditSink",
+    "Compiled",
     "EncodedEvent",
     "FlowSource",
     "Journal",
@@ -27,6 +28,17 @@ __all__ = [
 ]
 
 Pin = dict[FlowType, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A compiled artifact: CommonJS-style ES2020 code and the detected style."""
+
+    code: str
+    style: ScriptStyle
+    exports: tuple[str, ...] = ()  # Auth0 style: the handlers it exports
+    # the modules the source names in its syntax: (name, line, column), in source order
+    modules: tuple[tuple[str, int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,11 +16,11 @@ from pathlib import Path
 from gatehook.devservers import Server, start_nats
 from gatehook.sandbox import SandboxPool
 from gatehook.settings import Settings
-from tests.conftest import start_worker, stop_worker
+from tests.support.workers import start_worker, stop_worker
 
 __all__ = ["GATEHOOK", "PASSWORDS", "ROOT", "Done", "gatehook", "role_stack", "run", "url"]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GATEHOOK = str(Path(sys.executable).with_name("gatehook"))
 PASSWORDS = {  # deploy/nats-roles.conf's sample users
     "acme-audit": "audit-secret",

@@ -23,7 +23,7 @@ from gatehook.devservers import free_port
 
 __all__ = ["OryServer", "find_ory", "start_hydra", "start_kratos"]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IDENTITY_SCHEMA: dict[str, Any] = {  # Kratos's own email-password quickstart schema
     "$id": "https://schemas.ory.sh/presets/kratos/quickstart/email-password/identity.schema.json",
     "$schema": "http://json-schema.org/draft-07/schema#",

@@ -23,7 +23,7 @@ from gatehook.devservers import free_port
 
 __all__ = ["KEYCLOAK_VERSION", "Keycloak", "KeycloakAdmin", "start_keycloak"]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KEYCLOAK_VERSION = "26.7.3"
 EXTENSION = ROOT / "clients" / "keycloak" / "target" / "gatehook-keycloak.jar"
 ADMIN, PASSWORD = "admin", "admin-password-of-the-tests"
