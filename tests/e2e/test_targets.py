@@ -75,7 +75,7 @@ async def target(
     timeout_ms: int = 2000,
     allowed_to_fail: bool = False,
 ) -> str:
-    if await admin._store.get_action(tenant, name) is None:
+    if await admin.store.get_action(tenant, name) is None:
         await admin.create_action(tenant, name, kind="target")
     spec = {"signing_key": KEY, **spec}
     draft = Draft(target=spec, timeout_ms=timeout_ms, allowed_to_fail=allowed_to_fail)

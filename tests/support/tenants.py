@@ -63,7 +63,7 @@ async def custom(
     **options: Any,
 ) -> str:
     """Create (if needed) and publish a custom action; return its version."""
-    if await admin._store.get_action(tenant, name) is None:
+    if await admin.store.get_action(tenant, name) is None:
         await admin.create_action(tenant, name)
     draft = Draft(source=source, language=language, **options)  # type: ignore[arg-type]
     version, _ = await admin.publish(tenant, name, draft, actor="test")
@@ -79,7 +79,7 @@ async def template(
     **options: Any,
 ) -> str:
     """Create (if needed) and publish a template action; return its version."""
-    if await admin._store.get_action(tenant, name) is None:
+    if await admin.store.get_action(tenant, name) is None:
         await admin.create_action(tenant, name, template=template_name)
     version, _ = await admin.publish(tenant, name, Draft(config=config, **options), actor="test")
     return version.version

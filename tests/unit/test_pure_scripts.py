@@ -144,12 +144,12 @@ class Services:
         return None
 
 
-def service(flows: Flows, scripts: Scripts) -> TriggerService:
+def service(flows: Flows, scripts: Scripts, journal: Journal | None = None) -> TriggerService:
     return TriggerService(
         flows=flows,
         scripts=scripts,
         templates=default_registry(),
-        journal=Journal(),
+        journal=journal or Journal(),
         settings=Settings(
             worker_name="w1", sandbox=SandboxSettings(per_tenant_concurrency=8, pool_size=2)
         ),
@@ -244,19 +244,15 @@ def test_started_together_decides_as_one_after_another(
                 for n, (_, open_) in zip(names, slot, strict=True)
             ]
             results = {n: out for n, (out, _) in zip(names, slot, strict=True)}
-            svc = service(Flows(versions), Scripts(results, wait=0.001))
+            journal = Journal()
+            svc = service(Flows(versions), Scripts(results, wait=0.001), journal)
             await decide(svc, 0)  # warm the version cache
-            svc._journal.events.clear()  # type: ignore[attr-defined]
+            journal.events.clear()
             reply = await decide(svc, 1)
             for a in reply["actions"]:
                 a.pop("duration_ms")
             replies.append(reply)
-            events.append(
-                [
-                    _no_timing(orjson.loads(e.data))
-                    for e in svc._journal.events  # type: ignore[attr-defined]
-                ]
-            )
+            events.append([_no_timing(orjson.loads(e.data)) for e in journal.events])
         return replies, events
 
     replies, events = asyncio.run(both())
