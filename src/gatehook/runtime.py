@@ -409,7 +409,7 @@ class Runtime:
         """Replay a recorded slot's inputs since ``since`` against ``ref`` (name, version)."""
         flow_type, _, trigger = slot.partition(".")
         records = self._connected.recorder.read(tenant, slot, since, limit)
-        return await self.triggers.replay(tenant, flow_type, trigger, records, *ref)
+        return await self.triggers.safe_change.replay(tenant, flow_type, trigger, records, *ref)
 
     async def _roll_back(self, key: RolloutKey, runs: int, failures: int) -> None:
         await self._connected.rollouts.roll_back(

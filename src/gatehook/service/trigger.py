@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -363,22 +363,6 @@ class TriggerService:
                 if a.rollout is not None and a.rollout.live
             }
         return call.live_rollouts
-
-    async def replay(
-        self,
-        tenant: str,
-        flow_type: str,
-        trigger: str,
-        records: AsyncIterator[dict[str, Any]],
-        action: str,
-        version: str,
-        examples: int = 5,
-    ) -> dict[str, Any]:
-        """Decide recorded requests again with ``action`` at ``version`` (see
-        ``SafeChange.replay``)."""
-        return await self.safe_change.replay(
-            tenant, flow_type, trigger, records, action, version, examples
-        )
 
     async def try_version(
         self, tenant: str, flow_type: str, trigger: str, req: TriggerRequest, version: ActionVersion
