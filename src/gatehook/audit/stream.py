@@ -25,7 +25,7 @@ from nats.js import JetStreamContext, api
 
 from gatehook.domain import subjects
 from gatehook.domain.contract import AuditEvent
-from gatehook.errors import TransportError
+from gatehook.errors import GatehookError, TransportError
 from gatehook.service.ports import EncodedEvent
 from gatehook.settings import AuditSettings
 
@@ -101,7 +101,7 @@ class AuditPublisher:
         async def publish() -> None:
             try:
                 await self.publish([event])
-            except TransportError as exc:
+            except GatehookError as exc:
                 log.error("could not audit %s: %s", event.type, exc)
 
         task = asyncio.create_task(publish())

@@ -55,6 +55,8 @@ TRIGGERS: dict[FlowType, tuple[Trigger, ...]] = {
 _SLOTS: dict[tuple[str, str], tuple[FlowType, Trigger]] = {
     (ft.value, tr.value): (ft, tr) for ft, triggers in TRIGGERS.items() for tr in triggers
 }
+_FLOW_TYPES = frozenset(f.value for f in FlowType)
+_TRIGGER_NAMES = frozenset(t.value for t in Trigger)
 
 
 def is_valid_slot(flow_type: str, trigger: str) -> bool:
@@ -77,9 +79,9 @@ def slot_problem(flow_type: str, trigger: str) -> tuple[str, str] | None:
         return None
     flow_type, trigger = flow_type[:64], trigger[:64]  # (said back: bounded)
     field, why = "trigger", f"{flow_type} has no trigger {trigger!r}"
-    if flow_type not in {f.value for f in FlowType}:
+    if flow_type not in _FLOW_TYPES:
         field, why = "flow_type", f"unknown flow type {flow_type!r}"
-    elif trigger not in {t.value for t in Trigger}:
+    elif trigger not in _TRIGGER_NAMES:
         why = f"unknown trigger {trigger!r}"
     return (
         field,
